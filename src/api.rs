@@ -1,0 +1,140 @@
+//! The SQL entry points (design §1) and the configuration checks the
+//! validation triggers call.
+
+use crate::lead::{self, LeadError};
+use crate::row::{self, AttachOptions};
+use crate::store;
+use iclear_engine::actions::Action;
+use iclear_engine::conditions::Condition;
+use iclear_engine::config::RuleStage;
+use iclear_engine::settings::Settings;
+use iclear_engine::ConfigError;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{Map, Value};
+
+fn refuse(table: &str, e: ConfigError) -> ! {
+    ereport!(
+        ERROR,
+        PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+        format!("{}", e.within(table))
+    );
+}
+
+fn raise(e: LeadError) -> ! {
+    let code = match e {
+        LeadError::Input(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        LeadError::Config(_) => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+    };
+    ereport!(ERROR, code, e.to_string());
+}
+
+/// Process one lead envelope; returns the decision (design §1).
+#[pg_extern(volatile, parallel_unsafe)]
+fn process(lead: JsonB) -> JsonB {
+    match lead::process(&lead.0) {
+        Ok(d) => JsonB(d),
+        Err(e) => raise(e),
+    }
+}
+
+fn row_object(row: &JsonB) -> &Map<String, Value> {
+    row.0
+        .as_object()
+        .unwrap_or_else(|| error!("iclear: row must be a JSON object"))
+}
+
+fn options(v: &JsonB) -> AttachOptions {
+    AttachOptions::parse(&v.0).unwrap_or_else(|e| {
+        ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e);
+    })
+}
+
+/// Trigger path: process `to_jsonb(NEW)`; returns the patch for NEW.
+#[pg_extern(volatile, parallel_unsafe)]
+fn process_row(product: &str, options: JsonB, row: JsonB) -> JsonB {
+    let opts = self::options(&options);
+    let row = row_object(&row);
+    let env = row::envelope(product, &opts, row);
+    match lead::process(&env) {
+        Ok(decision) => JsonB(row::patch(&opts, row, &env, &decision)),
+        Err(e) => raise(e),
+    }
+}
+
+/// Trigger path after a failure: persist an `error` decision, return its patch.
+#[pg_extern(volatile, parallel_unsafe)]
+fn record_error(product: &str, options: JsonB, row: JsonB, message: &str) -> JsonB {
+    let opts = AttachOptions::parse(&options.0).unwrap_or_default();
+    let row = row_object(&row);
+    let (lead_id, envelope, decision) = row::error_decision(product, &opts, row, message);
+    let product_id: Option<i64> = store::one(
+        "SELECT id FROM iclear.product WHERE name = $1",
+        &[product.into()],
+    );
+    store::persist::save(&store::persist::Record {
+        lead_id: &lead_id,
+        product_id,
+        stage: decision["stage"].as_str().unwrap_or("post"),
+        status: "error",
+        envelope: &envelope,
+        decision: &decision,
+        log: &[row::error_log(message)],
+    });
+    JsonB(serde_json::json!({"iclear_status": "error", "iclear_decision": decision}))
+}
+
+/// Refuse invalid attach options, naming the key.
+#[pg_extern(immutable, parallel_safe)]
+fn check_attach_options(options: JsonB) {
+    self::options(&options);
+}
+
+/// Refuse an invalid rule condition, naming the setting.
+#[pg_extern(immutable, parallel_safe)]
+fn check_condition(category: &str, parameter: &str, operator: &str, value: Option<JsonB>) {
+    let value = value.map(|v| v.0).unwrap_or(Value::Null);
+    if let Err(e) = Condition::new(0, category, parameter, operator, value) {
+        refuse("rule_condition", e)
+    }
+}
+
+/// Refuse an invalid rule action (unknown, wrong stage, bad config).
+#[pg_extern(immutable, parallel_safe)]
+fn check_action(stage: Option<&str>, action: &str, config: JsonB) {
+    let Some(stage) = stage else {
+        refuse(
+            "rule_action",
+            ConfigError::new("rule_id", "names no existing rule"),
+        )
+    };
+    let stage = RuleStage::parse(stage).unwrap_or_else(|e| refuse("rule", e));
+    if let Err(e) = Action::new(0, stage, action, &config.0) {
+        refuse("rule_action", e)
+    }
+}
+
+/// The list ids an action refers to (for the foreign-key check).
+#[pg_extern(immutable, parallel_safe)]
+fn action_list_ids(action: &str, config: JsonB) -> Vec<i64> {
+    match Action::new(0, RuleStage::Processing, action, &config.0)
+        .or_else(|_| Action::new(0, RuleStage::Redirect, action, &config.0))
+    {
+        Ok(a) => a.list_ids().to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Refuse invalid global rule settings for `service`.
+#[pg_extern(immutable, parallel_safe)]
+fn check_global_rule_settings(service: &str, settings: JsonB) {
+    if let Err(e) = Settings::parse(service, &settings.0) {
+        refuse("global_rule", e)
+    }
+}
+
+/// The installed iclear version.
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}

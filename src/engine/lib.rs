@@ -1,0 +1,16 @@
+//! iclear's decision engine. It decides and never touches Postgres: the store
+//! hands it a typed configuration and a [`facts::Facts`] implementation, and
+//! persists the [`pipeline::Outcome`] it returns (design §8).
+
+pub mod actions;
+pub mod conditions;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod facts;
+pub mod pipeline;
+pub mod placeholders;
+pub mod settings;
+
+pub use error::ConfigError;
+pub use error::InputError;

@@ -1,0 +1,506 @@
+//! The pipeline of design §3 for one lead: pre-validation rules, product
+//! PL/DNPL, processing rules, after-processing rules. It returns the decision,
+//! the filter-log rows and the effects for the store to persist.
+
+use crate::actions::{ActionKind, TagMode};
+use crate::conditions::Category;
+use crate::config::{ListKind, Logical, ProductConfig, Rule, RuleStage};
+use crate::envelope::{value_text, Envelope};
+use crate::facts::{normalize_list_value, Facts};
+use crate::placeholders::{render, Vars};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Accepted,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// A filter-log row (`iclear.filter_log`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub stage: &'static str,
+    pub origin: &'static str,
+    pub kind: &'static str,
+    pub ref_id: Option<i64>,
+    pub name: Option<String>,
+    pub outcome: String,
+    pub detail: Value,
+}
+
+/// Writes the store performs after the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    AddToList { list_id: i64, value: String },
+    IncrementCounter { name: String, key: String, by: i64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub decision: Value,
+    pub log: Vec<LogEntry>,
+    pub effects: Vec<Effect>,
+}
+
+/// The working state of one lead.
+struct Lead<'e> {
+    env: &'e Envelope,
+    lead_id: String,
+    date: String,
+    fields: Map<String, Value>,
+    params: Map<String, Value>,
+    status: Status,
+    reason: Option<String>,
+    rejected_by: Option<Value>,
+    tags: Vec<String>,
+    route: Option<Value>,
+    silent_campaigns: Vec<i64>,
+    block_monetization: bool,
+    ping_tree_mark: Option<i64>,
+    response: Map<String, Value>,
+    matched: HashSet<i64>,
+    counters: HashMap<(String, String), i64>,
+    trace: Vec<Value>,
+    log: Vec<LogEntry>,
+    effects: Vec<Effect>,
+}
+
+enum Flow {
+    Continue,
+    EndStage,
+    EndAll,
+}
+
+impl<'e> Lead<'e> {
+    fn vars(&self, product_id: i64) -> Vars<'_> {
+        Vars {
+            fields: &self.fields,
+            params: &self.params,
+            lead_id: &self.lead_id,
+            product_id,
+            publisher_id: self.env.publisher_id,
+            channel_id: self.env.channel_id,
+            source_id: self.env.source_id,
+            date: &self.date,
+        }
+    }
+
+    fn reject(&mut self, reason: String, by: Value) {
+        self.status = Status::Rejected;
+        self.reason = Some(reason);
+        self.rejected_by = Some(by);
+    }
+}
+
+/// Process one lead. `lead_id` is the envelope's or one the store generated.
+pub fn process(
+    cfg: &ProductConfig,
+    env: &Envelope,
+    lead_id: &str,
+    facts: &mut dyn Facts,
+) -> Outcome {
+    let mut st = Lead {
+        env,
+        lead_id: lead_id.to_string(),
+        date: facts.now().format("%Y-%m-%d").to_string(),
+        fields: env.fields.clone(),
+        params: env.params.clone(),
+        status: Status::Accepted,
+        reason: None,
+        rejected_by: None,
+        tags: Vec::new(),
+        route: None,
+        silent_campaigns: Vec::new(),
+        block_monetization: false,
+        ping_tree_mark: None,
+        response: Map::new(),
+        matched: HashSet::new(),
+        counters: HashMap::new(),
+        trace: Vec::new(),
+        log: Vec::new(),
+        effects: Vec::new(),
+    };
+    run_stage(cfg, RuleStage::PreValidation, &mut st, facts);
+    if st.status == Status::Accepted {
+        check_lists(cfg, &mut st, facts);
+    }
+    if st.status == Status::Accepted {
+        run_stage(cfg, RuleStage::Processing, &mut st, facts);
+    }
+    // After-processing rules see the outcome, whatever it is (seed 002).
+    run_stage(cfg, RuleStage::AfterProcessing, &mut st, facts);
+    st.log.push(LogEntry {
+        stage: "decision",
+        origin: "sync",
+        kind: "decision",
+        ref_id: None,
+        name: None,
+        outcome: st.status.as_str().into(),
+        detail: json!({"reason": st.reason, "rejected_by": st.rejected_by}),
+    });
+    let decision = json!({
+        "lead_id": st.lead_id,
+        "product": cfg.name,
+        "stage": env.stage.as_str(),
+        "status": st.status.as_str(),
+        "reason": st.reason,
+        "rejected_by": st.rejected_by,
+        "fields": st.fields,
+        "params": st.params,
+        "tags": st.tags,
+        "route": st.route,
+        "silent_campaigns": st.silent_campaigns,
+        "block_monetization": st.block_monetization,
+        "ping_tree_mark": st.ping_tree_mark,
+        "response": st.response,
+        "queued": [],
+        "services": [],
+        "trace": st.trace,
+    });
+    Outcome {
+        status: st.status,
+        decision,
+        log: st.log,
+        effects: st.effects,
+    }
+}
+
+/// Product-level PL/DNPL (design §3 step 3).
+fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
+    for list in cfg.lists.iter().filter(|l| l.product_level) {
+        let value = st
+            .fields
+            .get(&list.field)
+            .and_then(value_text)
+            .map(|v| normalize_list_value(&v))
+            .filter(|v| !v.is_empty());
+        let reject = match (list.kind, &value) {
+            (ListKind::Dnpl, Some(v)) => facts.list_contains(list.id, v),
+            (ListKind::Dnpl, None) => false,
+            (ListKind::Pl, Some(v)) => !facts.list_contains(list.id, v),
+            (ListKind::Pl, None) => true,
+        };
+        if reject {
+            let reason = match list.kind {
+                ListKind::Dnpl => {
+                    format!("{} is on the do-not-present list {}", list.field, list.name)
+                }
+                ListKind::Pl => format!("{} is not on the present list {}", list.field, list.name),
+            };
+            st.log.push(LogEntry {
+                stage: "lists",
+                origin: "sync",
+                kind: "list",
+                ref_id: Some(list.id),
+                name: Some(list.name.clone()),
+                outcome: "reject".into(),
+                detail: json!({"field": list.field, "kind": if list.kind == ListKind::Pl {"pl"} else {"dnpl"}}),
+            });
+            st.reject(
+                reason,
+                json!({"kind": "list", "id": list.id, "name": list.name}),
+            );
+            return;
+        }
+    }
+}
+
+fn in_list(v: Option<i64>, ids: &[i64]) -> bool {
+    v.is_some_and(|v| ids.contains(&v))
+}
+
+/// Why a rule does not apply to this lead, if it does not.
+fn untargeted(rule: &Rule, env: &Envelope, facts: &mut dyn Facts) -> Option<&'static str> {
+    let t = &rule.targeting;
+    let differs = |want: Option<i64>, have: Option<i64>| want.is_some() && want != have;
+    if differs(t.publisher_id, env.publisher_id) {
+        return Some("publisher");
+    }
+    if differs(t.channel_id, env.channel_id) {
+        return Some("channel");
+    }
+    if differs(t.source_id, env.source_id) {
+        return Some("source");
+    }
+    if (!t.publisher_ids.is_empty() && !in_list(env.publisher_id, &t.publisher_ids))
+        || in_list(env.publisher_id, &t.exclude_publisher_ids)
+    {
+        return Some("publisher_ids");
+    }
+    if (!t.channel_ids.is_empty() && !in_list(env.channel_id, &t.channel_ids))
+        || in_list(env.channel_id, &t.exclude_channel_ids)
+    {
+        return Some("channel_ids");
+    }
+    if (!t.source_ids.is_empty() && !in_list(env.source_id, &t.source_ids))
+        || in_list(env.source_id, &t.exclude_source_ids)
+    {
+        return Some("source_ids");
+    }
+    if t.method.is_some_and(|m| m != env.method) {
+        return Some("method");
+    }
+    if let Some(since) = t.all_new_since {
+        if facts.source_created_at().is_none_or(|c| c < since) {
+            return Some("all_new");
+        }
+    }
+    None
+}
+
+fn actual(
+    cfg: &ProductConfig,
+    c: &crate::conditions::Condition,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+) -> Value {
+    let id = |x: Option<i64>| x.map(Value::from).unwrap_or(Value::Null);
+    match c.category {
+        Category::LeadBody => st.fields.get(&c.parameter).cloned().unwrap_or(Value::Null),
+        Category::LeadParam => match c.parameter.as_str() {
+            "publisher_id" => id(st.env.publisher_id),
+            "channel_id" => id(st.env.channel_id),
+            "source_id" => id(st.env.source_id),
+            "stage" => st.env.stage.as_str().into(),
+            "method" => st.env.method.as_str().into(),
+            "silent" => st.env.silent.into(),
+            "status" => st.status.as_str().into(),
+            p => p
+                .strip_prefix("tpar.")
+                .and_then(|k| st.params.get(k).cloned())
+                .unwrap_or(Value::Null),
+        },
+        // Service results arrive with the Global Rules; none ran for this lead yet.
+        Category::Service | Category::Redirect => Value::Null,
+        Category::Random => facts.random_0_1000().into(),
+        Category::Rule => c
+            .parameter
+            .parse::<i64>()
+            .is_ok_and(|id| st.matched.contains(&id))
+            .into(),
+        Category::Counter => {
+            let (name, tmpl) = c.parameter.split_once(':').unwrap_or((&c.parameter, ""));
+            let key = render(tmpl, &st.vars(cfg.id));
+            let pending = st
+                .counters
+                .get(&(name.to_string(), key.clone()))
+                .copied()
+                .unwrap_or(0);
+            (facts.counter_value(name, &key) + pending).into()
+        }
+    }
+}
+
+fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut dyn Facts) {
+    for rule in cfg.rules_of(stage) {
+        if let Some(why) = untargeted(rule, st.env, facts) {
+            st.trace.push(json!({"rule_id": rule.id, "stage": stage.as_str(), "matched": false, "skipped": why}));
+            continue;
+        }
+        let mut conds = Vec::with_capacity(rule.conditions.len());
+        let mut matched = rule.logical == Logical::And || rule.conditions.is_empty();
+        for c in &rule.conditions {
+            let act = actual(cfg, c, st, facts);
+            let (r, note) = c.eval(&act);
+            let mut t = json!({"parameter": c.parameter, "category": format!("{:?}", c.category).to_lowercase(),
+                "operator": format!("{:?}", c.operator), "expected": c.value, "actual": act, "result": r});
+            if let Some(n) = note {
+                t["note"] = n.into();
+            }
+            conds.push(t);
+            match rule.logical {
+                Logical::And if !r => {
+                    matched = false;
+                    break;
+                }
+                Logical::Or if r => {
+                    matched = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let mut entry = json!({"rule_id": rule.id, "name": rule.name, "stage": stage.as_str(),
+            "matched": matched, "conditions": conds, "actions": []});
+        if matched && rule.caps.any() && !facts.take_rule_cap(rule, st.env.source_id) {
+            entry["matched"] = false.into();
+            entry["skipped"] = "cap_reached".into();
+            st.trace.push(entry);
+            st.log.push(LogEntry {
+                stage: stage.as_str(),
+                origin: "sync",
+                kind: "rule",
+                ref_id: Some(rule.id),
+                name: Some(rule.name.clone()),
+                outcome: "cap_reached".into(),
+                detail: json!({}),
+            });
+            continue;
+        }
+        if !matched {
+            st.trace.push(entry);
+            continue;
+        }
+        st.matched.insert(rule.id);
+        let mut flow = Flow::Continue;
+        let mut ran = Vec::new();
+        for a in &rule.actions {
+            ran.push(Value::from(a.name.clone()));
+            match apply(cfg, rule, &a.kind, st) {
+                Flow::Continue => {}
+                f @ Flow::EndAll => flow = f,
+                Flow::EndStage => {
+                    if !matches!(flow, Flow::EndAll) {
+                        flow = Flow::EndStage
+                    }
+                }
+            }
+        }
+        entry["actions"] = Value::Array(ran.clone());
+        st.trace.push(entry);
+        st.log.push(LogEntry {
+            stage: stage.as_str(),
+            origin: "sync",
+            kind: "rule",
+            ref_id: Some(rule.id),
+            name: Some(rule.name.clone()),
+            outcome: if matches!(flow, Flow::EndAll) {
+                "reject"
+            } else {
+                "matched"
+            }
+            .into(),
+            detail: json!({"actions": ran}),
+        });
+        if !matches!(flow, Flow::Continue) {
+            return;
+        }
+    }
+}
+
+fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> Flow {
+    match kind {
+        ActionKind::StopProcessing(m) => {
+            let reason = match m.message.as_deref() {
+                Some(msg) if !msg.is_empty() => render(msg, &st.vars(cfg.id)),
+                _ => format!("rejected by rule {}", rule.name),
+            };
+            st.reject(
+                reason,
+                json!({"kind": "rule", "id": rule.id, "name": rule.name}),
+            );
+            return Flow::EndAll;
+        }
+        ActionKind::BlockMonetization => st.block_monetization = true,
+        ActionKind::RouteLeadTo(r) => {
+            st.route = Some(match (r.campaign_id, r.ping_tree_id, r.ivr_id) {
+                (Some(c), _, _) => json!({"campaign_id": c}),
+                (_, Some(p), _) => json!({"ping_tree_id": p}),
+                (_, _, Some(i)) => json!({"ivr_id": i}),
+                _ => Value::Null,
+            })
+        }
+        ActionKind::TriggerSilentCampaign(c) => {
+            if !st.silent_campaigns.contains(&c.campaign_id) {
+                st.silent_campaigns.push(c.campaign_id)
+            }
+        }
+        ActionKind::ChangeLeadBodyFields(s) => {
+            // Render all from the values before this action, then assign.
+            let new: Vec<(String, String)> = s
+                .fields
+                .iter()
+                .map(|(k, t)| (k.clone(), render(t, &st.vars(cfg.id))))
+                .collect();
+            for (k, v) in new {
+                st.fields.insert(k, Value::String(v));
+            }
+        }
+        ActionKind::ChangeInputData(s) => {
+            let new: Vec<(String, String)> = s
+                .params
+                .iter()
+                .map(|(k, t)| (k.clone(), render(t, &st.vars(cfg.id))))
+                .collect();
+            for (k, v) in new {
+                st.params.insert(k, Value::String(v));
+            }
+        }
+        ActionKind::LeadTags(t) => {
+            for tag in &t.tags {
+                match t.mode {
+                    TagMode::Add if !st.tags.contains(tag) => st.tags.push(tag.clone()),
+                    TagMode::Remove => st.tags.retain(|x| x != tag),
+                    _ => {}
+                }
+            }
+        }
+        ActionKind::StopProcessingRules | ActionKind::StopPreValidationRules => {
+            return Flow::EndStage
+        }
+        ActionKind::AddToList(a) => {
+            for id in &a.list_ids {
+                let field = a
+                    .field
+                    .clone()
+                    .or_else(|| cfg.list(*id).map(|l| l.field.clone()));
+                let value = field
+                    .and_then(|f| st.fields.get(&f).and_then(value_text))
+                    .map(|v| normalize_list_value(&v))
+                    .filter(|v| !v.is_empty());
+                if let Some(value) = value {
+                    st.effects.push(crate::pipeline::Effect::AddToList {
+                        list_id: *id,
+                        value,
+                    });
+                }
+            }
+        }
+        ActionKind::MarkPingTree(p) => st.ping_tree_mark = Some(p.ping_tree_id),
+        ActionKind::IncrementCounter(c) => {
+            let key = render(&c.key, &st.vars(cfg.id));
+            *st.counters
+                .entry((c.counter.clone(), key.clone()))
+                .or_default() += c.by;
+            st.effects.push(Effect::IncrementCounter {
+                name: c.counter.clone(),
+                key,
+                by: c.by,
+            });
+        }
+        ActionKind::FindAndReplace(f, re) => {
+            if let Some(cur) = st.fields.get(&f.field).and_then(value_text) {
+                let new = match re {
+                    Some(re) => re.replace_all(&cur, f.replace.as_str()).into_owned(),
+                    None => cur.replace(&f.find, &f.replace),
+                };
+                st.fields.insert(f.field.clone(), Value::String(new));
+            }
+        }
+        ActionKind::RunTrackingAction(t) => st.log.push(LogEntry {
+            stage: rule.stage.as_str(),
+            origin: "sync",
+            kind: "tracking",
+            ref_id: Some(rule.id),
+            name: Some(t.event.clone()),
+            outcome: "queued".into(),
+            detail: t.payload.clone(),
+        }),
+        ActionKind::ChangeResponseParameter(r) => {
+            let v = render(&r.value, &st.vars(cfg.id));
+            st.response.insert(r.name.clone(), Value::String(v));
+        }
+    }
+    Flow::Continue
+}

@@ -1,0 +1,69 @@
+//! One lead from envelope to persisted decision: parse, load the product's
+//! configuration, let the engine decide, persist.
+
+use crate::store;
+use iclear_engine::envelope::Envelope;
+use iclear_engine::{pipeline, ConfigError, InputError};
+use serde_json::Value;
+
+pub enum LeadError {
+    Input(InputError),
+    Config(ConfigError),
+}
+
+impl std::fmt::Display for LeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeadError::Input(e) => write!(f, "iclear: {e}"),
+            LeadError::Config(e) => write!(f, "iclear: configuration cannot be loaded: {e}"),
+        }
+    }
+}
+
+/// A random (v4) UUID for leads that come without an id.
+pub fn new_lead_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Process a lead envelope and persist the outcome; returns the decision.
+pub fn process(lead: &Value) -> Result<Value, LeadError> {
+    let env = Envelope::parse(lead).map_err(LeadError::Input)?;
+    let cfg = store::config::product(&env.product)
+        .map_err(LeadError::Config)?
+        .ok_or_else(|| {
+            LeadError::Input(InputError::new(
+                "product",
+                format!("names unknown product {:?}", env.product),
+            ))
+        })?;
+    let lead_id = env.lead_id.clone().unwrap_or_else(new_lead_id);
+    let source_created_at = env
+        .source_id
+        .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
+    let mut facts = store::facts::PgFacts { source_created_at };
+    let out = pipeline::process(&cfg, &env, &lead_id, &mut facts);
+    let mut envelope = lead.clone();
+    envelope["lead_id"] = Value::String(lead_id.clone());
+    store::persist::save(&store::persist::Record {
+        lead_id: &lead_id,
+        product_id: Some(cfg.id),
+        stage: env.stage.as_str(),
+        status: out.status.as_str(),
+        envelope: &envelope,
+        decision: &out.decision,
+        log: &out.log,
+    });
+    store::persist::apply(&out.effects);
+    Ok(out.decision)
+}

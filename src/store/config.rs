@@ -1,0 +1,99 @@
+//! Product configuration, cached per backend and keyed by the configuration
+//! version (sql/bootstrap.sql), so a lead costs one version read instead of
+//! re-reading every configuration table.
+
+use super::one;
+use chrono::{DateTime, Utc};
+use iclear_engine::config::ProductConfig;
+use iclear_engine::ConfigError;
+use pgrx::JsonB;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+#[derive(Default)]
+struct Cache {
+    version: i64,
+    products: HashMap<String, Rc<ProductConfig>>,
+    /// source id -> created_at; sources only change through config-versioned edits
+    sources: HashMap<i64, DateTime<Utc>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+/// The current configuration version, clearing the cache when it moved.
+fn refresh() {
+    let v: i64 = one("SELECT version FROM iclear.config_version", &[]).unwrap_or(0);
+    CACHE.with_borrow_mut(|c| {
+        if c.version != v {
+            *c = Cache {
+                version: v,
+                ..Cache::default()
+            };
+        }
+    });
+}
+
+const LOAD: &str = r#"
+SELECT jsonb_build_object(
+  'id', p.id, 'name', p.name, 'kind', p.kind,
+  'rules', coalesce((
+     SELECT jsonb_agg(to_jsonb(r) || jsonb_build_object(
+              'conditions', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.id)
+                                        FROM iclear.rule_condition c WHERE c.rule_id = r.id), '[]'),
+              'actions', coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.position, a.id)
+                                     FROM iclear.rule_action a
+                                    WHERE a.rule_id = r.id AND a.status = 'active'), '[]'))
+            ORDER BY cat.position NULLS FIRST, cat.id NULLS FIRST, r.position, r.id)
+       FROM iclear.rule r
+       LEFT JOIN iclear.rule_category cat ON cat.id = r.category_id
+      WHERE r.product_id = p.id AND r.status = 'active'), '[]'),
+  'lists', coalesce((
+     SELECT jsonb_agg(jsonb_build_object('id', l.id, 'name', l.name, 'kind', l.kind, 'field', l.field,
+              'product_level', EXISTS (SELECT 1 FROM iclear.list_product lp
+                                        WHERE lp.list_id = l.id AND lp.product_id = p.id))
+            ORDER BY l.id)
+       FROM iclear.list l), '[]'))
+FROM iclear.product p WHERE p.name = $1"#;
+
+/// The configuration of `product`, or None when there is no such product.
+pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
+    refresh();
+    if let Some(p) = CACHE.with_borrow(|c| c.products.get(name).cloned()) {
+        return Ok(Some(p));
+    }
+    let Some(doc) = one::<JsonB>(LOAD, &[name.into()]) else {
+        return Ok(None);
+    };
+    let cfg = Rc::new(ProductConfig::from_json(doc.0)?);
+    CACHE.with_borrow_mut(|c| c.products.insert(name.to_string(), cfg.clone()));
+    Ok(Some(cfg))
+}
+
+/// Register a source on its first lead; returns when it was first seen.
+pub fn register_source(
+    id: i64,
+    publisher_id: Option<i64>,
+    channel_id: Option<i64>,
+) -> DateTime<Utc> {
+    if let Some(t) = CACHE.with_borrow(|c| c.sources.get(&id).copied()) {
+        return t;
+    }
+    let epoch: Option<f64> = one(
+        "WITH ins AS (INSERT INTO iclear.source (id, publisher_id, channel_id) VALUES ($1, $2, $3)
+                      ON CONFLICT (id) DO NOTHING RETURNING created_at)
+         SELECT extract(epoch FROM created_at)::float8 FROM ins
+         UNION ALL
+         SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1
+         LIMIT 1",
+        &[id.into(), publisher_id.into(), channel_id.into()],
+    );
+    // None only when a concurrent transaction registered it a moment ago.
+    let t = epoch
+        .and_then(|e| DateTime::from_timestamp_micros((e * 1e6) as i64))
+        .unwrap_or_else(Utc::now);
+    CACHE.with_borrow_mut(|c| c.sources.insert(id, t));
+    t
+}

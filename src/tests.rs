@@ -1,0 +1,439 @@
+//! `#[pg_test]`s of the SQL functions. Each runs in a transaction that is
+//! rolled back; errors are captured with `pg_temp.err(sql)` so one test can
+//! assert several refusals.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+    use serde_json::{json, Value};
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn json(sql: &str) -> Value {
+        Spi::get_one::<JsonB>(sql).unwrap().unwrap().0
+    }
+
+    fn int(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    fn text(sql: &str) -> Option<String> {
+        Spi::get_one::<String>(sql).unwrap()
+    }
+
+    /// The error message of `sql`, or None when it succeeds.
+    fn err(sql: &str) -> Option<String> {
+        run(
+            "CREATE OR REPLACE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE q; RETURN NULL; EXCEPTION WHEN OTHERS THEN RETURN SQLERRM; END $$",
+        );
+        Spi::get_one_with_args::<String>("SELECT pg_temp.err($1)", &[sql.into()]).unwrap()
+    }
+
+    fn setup() {
+        run("INSERT INTO iclear.product (name) VALUES ('payday_us')");
+    }
+
+    fn process(lead: Value) -> Value {
+        Spi::get_one_with_args::<JsonB>("SELECT iclear_process($1)", &[JsonB(lead).into()])
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn rule(stage: &str, name: &str, position: i32) -> i64 {
+        int(&format!(
+            "INSERT INTO iclear.rule (product_id, stage, name, position)
+             SELECT id, '{stage}', '{name}', {position} FROM iclear.product WHERE name = 'payday_us' RETURNING id"
+        ))
+    }
+
+    fn condition(rule: i64, category: &str, parameter: &str, operator: &str, value: Value) {
+        Spi::run_with_args(
+            "INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value) VALUES ($1, $2, $3, $4, $5)",
+            &[rule.into(), category.into(), parameter.into(), operator.into(), JsonB(value).into()],
+        )
+        .unwrap();
+    }
+
+    fn action(rule: i64, action: &str, config: Value) {
+        Spi::run_with_args(
+            "INSERT INTO iclear.rule_action (rule_id, action, config, position)
+             VALUES ($1, $2, $3, (SELECT count(*) FROM iclear.rule_action WHERE rule_id = $1))",
+            &[rule.into(), action.into(), JsonB(config).into()],
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn accepts_and_persists_a_lead() {
+        setup();
+        let d = process(
+            json!({"product": "payday_us", "lead_id": "L-1", "publisher_id": 12, "source_id": 77,
+                               "fields": {"email": "a@b.com"}}),
+        );
+        assert_eq!(d["status"], "accepted");
+        assert_eq!(d["lead_id"], "L-1");
+        assert_eq!(d["fields"]["email"], "a@b.com");
+        for key in [
+            "reason",
+            "rejected_by",
+            "tags",
+            "route",
+            "silent_campaigns",
+            "block_monetization",
+            "ping_tree_mark",
+            "response",
+            "queued",
+            "services",
+            "trace",
+            "params",
+            "stage",
+            "product",
+        ] {
+            assert!(d.get(key).is_some(), "decision lacks {key}");
+        }
+        assert_eq!(int("SELECT count(*) FROM iclear.decision WHERE lead_id = 'L-1' AND status = 'accepted'"), 1);
+        assert_eq!(int("SELECT count(*) FROM iclear.filter_log WHERE lead_id = 'L-1' AND kind = 'decision'"), 1);
+        // the source was registered on first sight, with its publisher
+        assert_eq!(
+            int("SELECT publisher_id FROM iclear.source WHERE id = 77"),
+            12
+        );
+        // iclear.process is the same function
+        let d2 = json("SELECT iclear.process('{\"product\": \"payday_us\"}')");
+        assert_eq!(
+            d2["lead_id"].as_str().unwrap().len(),
+            36,
+            "a uuid is generated"
+        );
+    }
+
+    #[pg_test]
+    fn bad_envelopes_are_errors_naming_the_key() {
+        setup();
+        let cases = [
+            (
+                r#"{"product": "nope"}"#,
+                "\"product\" names unknown product",
+            ),
+            (
+                r#"{"product": "payday_us", "fields": "x"}"#,
+                "\"fields\" must be a JSON object",
+            ),
+            (
+                r#"{"product": "payday_us", "publisher_id": "twelve"}"#,
+                "\"publisher_id\" must be an integer",
+            ),
+            (r#"{"product": "payday_us", "stage": "final"}"#, "\"stage\""),
+            (r#"{"fields": {}}"#, "\"product\" is required"),
+        ];
+        for (lead, msg) in cases {
+            let e = err(&format!("SELECT iclear_process('{lead}')")).unwrap_or_default();
+            assert!(e.contains(msg), "{lead}: got {e:?}");
+        }
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.decision"),
+            0,
+            "nothing persisted for a refused lead"
+        );
+    }
+
+    #[pg_test]
+    fn invalid_settings_are_refused_naming_the_setting() {
+        setup();
+        let r = rule("processing", "r1", 1);
+        let pre = rule("pre_validation", "p1", 1);
+        let cases = [
+            (format!("INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value) VALUES ({r}, 'lead_body', 'email', 'like', '\"x\"')"), "rule_condition.operator"),
+            (format!("INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value) VALUES ({r}, 'lead_body', 'email', 'regex', '\"(\"')"), "rule_condition.value: bad regex"),
+            (format!("INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value) VALUES ({r}, 'planet', 'x', 'equals', '1')"), "rule_condition.category"),
+            (format!("INSERT INTO iclear.rule_action (rule_id, action, config) VALUES ({r}, 'lead_tags', '{{\"mode\": \"add\", \"tag\": [\"x\"]}}')"), "rule_action.config"),
+            (format!("INSERT INTO iclear.rule_action (rule_id, action, config) VALUES ({pre}, 'lead_tags', '{{\"mode\": \"add\", \"tags\": [\"x\"]}}')"), "not allowed in pre_validation"),
+            (format!("INSERT INTO iclear.rule_action (rule_id, action, config) VALUES ({r}, 'add_to_list', '{{\"list_ids\": [999]}}')"), "unknown list id 999"),
+            (format!("UPDATE iclear.rule SET logical_operator = 'xor' WHERE id = {r}"), "rule.logical_operator"),
+            ("INSERT INTO iclear.product (name, kind) VALUES ('x', 'auction')".to_string(), "product.kind"),
+            ("INSERT INTO iclear.list (name, kind, field) VALUES ('l', 'maybe', 'email')".to_string(), "list.kind"),
+            ("INSERT INTO iclear.service (name, endpoint) VALUES ('ip_analysis', 'ftp://x')".to_string(), "service.endpoint"),
+        ];
+        for (sql, msg) in &cases {
+            let e = err(sql).unwrap_or_default();
+            assert!(e.contains(msg), "{sql}: got {e:?}");
+        }
+        run("INSERT INTO iclear.service (name) VALUES ('ip_analysis')");
+        let e = err("INSERT INTO iclear.global_rule (product_id, service, settings)
+                     SELECT id, 'ip_analysis', '{\"api_key\": \"k\", \"sync_timeout_s\": 9}' FROM iclear.product").unwrap();
+        assert!(e.contains("global_rule.settings.sync_timeout_s"), "{e}");
+        assert_eq!(
+            text("SELECT endpoint FROM iclear.service WHERE name = 'ip_analysis'").unwrap(),
+            "https://ipqualityscore.com/api/json/ip"
+        );
+        // moving a rule to a stage that does not allow its actions is refused
+        action(r, "lead_tags", json!({"mode": "add", "tags": ["t"]}));
+        let e = err(&format!(
+            "UPDATE iclear.rule SET stage = 'redirect' WHERE id = {r}"
+        ))
+        .unwrap();
+        assert!(e.contains("not allowed in redirect"), "{e}");
+    }
+
+    #[pg_test]
+    fn dnpl_and_pl_reject() {
+        setup();
+        run("INSERT INTO iclear.list (id, name, kind, field) VALUES (1, 'bad emails', 'dnpl', 'email'), (2, 'known states', 'pl', 'state')");
+        run("INSERT INTO iclear.list_product SELECT l, p.id FROM iclear.product p, unnest(ARRAY[1, 2]) l");
+        run("INSERT INTO iclear.list_entry (list_id, value) VALUES (1, '  Fraud@Example.com '), (2, 'ca'), (2, 'ny')");
+        assert_eq!(
+            text("SELECT value FROM iclear.list_entry WHERE list_id = 1").unwrap(),
+            "fraud@example.com"
+        );
+        let d = process(
+            json!({"product": "payday_us", "fields": {"email": "FRAUD@example.com", "state": "CA"}}),
+        );
+        assert_eq!(d["status"], "rejected");
+        assert_eq!(
+            d["rejected_by"],
+            json!({"kind": "list", "id": 1, "name": "bad emails"})
+        );
+        let d = process(
+            json!({"product": "payday_us", "fields": {"email": "ok@example.com", "state": "TX"}}),
+        );
+        assert_eq!(d["status"], "rejected");
+        assert_eq!(d["rejected_by"]["id"], 2);
+        let d = process(json!({"product": "payday_us", "fields": {"email": "ok@example.com"}}));
+        assert_eq!(d["rejected_by"]["id"], 2, "absent PL field rejects");
+        let d = process(
+            json!({"product": "payday_us", "fields": {"email": "ok@example.com", "state": "ny"}}),
+        );
+        assert_eq!(d["status"], "accepted");
+    }
+
+    #[pg_test]
+    fn rules_run_by_stage_and_the_cache_follows_changes() {
+        setup();
+        let lead = json!({"product": "payday_us", "publisher_id": 5, "fields": {"email": "x@mailinator.com", "amount": "900"},
+                          "params": {"sub1": "a"}});
+        assert_eq!(
+            process(lead.clone())["status"],
+            "accepted",
+            "no rules yet (and config now cached)"
+        );
+
+        let pre = rule("pre_validation", "normalise sub1", 1);
+        action(
+            pre,
+            "change_input_data",
+            json!({"params": {"sub1": "pub-{%publisherId%}"}}),
+        );
+        let tag = rule("processing", "tag big", 1);
+        condition(tag, "lead_body", "amount", "greater_or_equal", json!(500));
+        action(tag, "lead_tags", json!({"mode": "add", "tags": ["big"]}));
+        action(
+            tag,
+            "change_lead_body_fields",
+            json!({"fields": {"note": "{%tPar_sub1%}"}}),
+        );
+        let disposable = rule("processing", "disposable email", 2);
+        condition(
+            disposable,
+            "lead_body",
+            "email",
+            "ends_with",
+            json!("@mailinator.com"),
+        );
+        condition(disposable, "rule", &tag.to_string(), "equals", json!(true));
+        action(
+            disposable,
+            "stop_processing",
+            json!({"message": "disposable {%productField_email%}"}),
+        );
+        let never = rule("processing", "after the reject", 3);
+        action(
+            never,
+            "lead_tags",
+            json!({"mode": "add", "tags": ["never"]}),
+        );
+        let after = rule("after_processing", "mark rejects", 1);
+        condition(after, "lead_param", "status", "equals", json!("rejected"));
+        action(
+            after,
+            "change_response_parameter",
+            json!({"name": "why", "value": "filtered"}),
+        );
+
+        let d = process(lead.clone());
+        assert_eq!(d["status"], "rejected", "{d}");
+        assert_eq!(d["reason"], "disposable x@mailinator.com");
+        assert_eq!(
+            d["rejected_by"],
+            json!({"kind": "rule", "id": disposable, "name": "disposable email"})
+        );
+        assert_eq!(d["params"]["sub1"], "pub-5");
+        assert_eq!(d["fields"]["note"], "pub-5");
+        assert_eq!(d["tags"], json!(["big"]));
+        assert_eq!(d["response"]["why"], "filtered");
+        let trace = d["trace"].as_array().unwrap();
+        assert!(
+            trace.iter().all(|t| t["rule_id"] != never),
+            "rules after a reject do not run"
+        );
+        let t = trace.iter().find(|t| t["rule_id"] == tag).unwrap();
+        assert_eq!(t["conditions"][0]["actual"], "900");
+        assert_eq!(t["conditions"][0]["result"], true);
+
+        // pausing the rule is seen at once (configuration version moved)
+        run(&format!(
+            "UPDATE iclear.rule SET status = 'paused' WHERE id = {disposable}"
+        ));
+        assert_eq!(process(lead)["status"], "accepted");
+        assert!(
+            int(
+                "SELECT count(*) FROM iclear.filter_log WHERE kind = 'rule' AND outcome = 'reject'"
+            ) == 1
+        );
+    }
+
+    #[pg_test]
+    fn or_logic_targeting_counters_and_stop_rules() {
+        setup();
+        let r = rule("processing", "or rule", 1);
+        run(&format!("UPDATE iclear.rule SET logical_operator = 'or', publisher_ids = '{{1,2}}', method = 'FORM' WHERE id = {r}"));
+        condition(r, "lead_body", "state", "in", json!(["ca", "ny"]));
+        condition(r, "lead_body", "age", "less", json!(21));
+        action(
+            r,
+            "increment_counter",
+            json!({"counter": "seen", "key": "{%productField_email%}"}),
+        );
+        action(r, "stop_processing_rules", json!({}));
+        let later = rule("processing", "later", 2);
+        action(
+            later,
+            "lead_tags",
+            json!({"mode": "add", "tags": ["later"]}),
+        );
+        let check = rule("processing", "repeat", 0);
+        condition(
+            check,
+            "counter",
+            "seen:{%productField_email%}",
+            "greater_or_equal",
+            json!(2),
+        );
+        action(check, "stop_processing", json!({}));
+
+        let lead = |publisher: i64, method: &str, state: &str| {
+            process(
+                json!({"product": "payday_us", "publisher_id": publisher, "method": method,
+                           "fields": {"email": "a@b.c", "state": state, "age": 40}}),
+            )
+        };
+        let d = lead(1, "FORM", "TX");
+        assert_eq!(d["tags"], json!(["later"]), "neither OR condition holds");
+        let d = lead(1, "FORM", "CA");
+        assert_eq!(d["tags"], json!([]), "stop_processing_rules ends the stage");
+        let d = lead(3, "FORM", "CA");
+        assert_eq!(d["tags"], json!(["later"]), "publisher 3 is not targeted");
+        let d = lead(2, "POST", "CA");
+        assert_eq!(d["tags"], json!(["later"]), "method POST is not targeted");
+        assert_eq!(
+            int("SELECT value FROM iclear.counter WHERE name = 'seen' AND key = 'a@b.c'"),
+            1
+        );
+        lead(2, "FORM", "NY");
+        assert_eq!(
+            lead(1, "FORM", "TX")["status"],
+            "rejected",
+            "the counter reached 2"
+        );
+    }
+
+    #[pg_test]
+    fn rule_daily_cap_stops_matching_at_the_limit() {
+        setup();
+        let r = rule("processing", "capped", 1);
+        run(&format!(
+            "UPDATE iclear.rule SET daily_limit = 2 WHERE id = {r}"
+        ));
+        action(r, "lead_tags", json!({"mode": "add", "tags": ["capped"]}));
+        let tags: Vec<Value> = (0..4)
+            .map(|_| process(json!({"product": "payday_us"}))["tags"].clone())
+            .collect();
+        assert_eq!(
+            tags,
+            vec![json!(["capped"]), json!(["capped"]), json!([]), json!([])]
+        );
+        assert_eq!(
+            int("SELECT used FROM iclear.rule_cap_usage WHERE period = 'daily'"),
+            2
+        );
+    }
+
+    #[pg_test]
+    fn attached_table_writes_back_and_keeps_failed_rows() {
+        setup();
+        run("CREATE TABLE leads (id bigserial PRIMARY KEY, email text, phone text, publisher_id int, stage text,
+                                 extra jsonb, tpar jsonb, iclear_status text, iclear_decision jsonb)");
+        run("SELECT iclear.attach('leads', 'payday_us', '{\"fields_column\": \"extra\", \"params_column\": \"tpar\"}')");
+        let r = rule("processing", "lowercase email", 1);
+        action(
+            r,
+            "change_lead_body_fields",
+            json!({"fields": {"email": "fixed", "zip_checked": "yes"}}),
+        );
+        run("INSERT INTO leads (email, phone, publisher_id, extra, tpar) VALUES ('A@B.COM', '5551234567', 4, '{\"zip\": \"90210\"}', '{\"s\": 1}')");
+        assert_eq!(text("SELECT iclear_status FROM leads").unwrap(), "accepted");
+        assert_eq!(text("SELECT email FROM leads").unwrap(), "fixed");
+        assert_eq!(
+            text("SELECT extra->>'zip_checked' FROM leads").unwrap(),
+            "yes"
+        );
+        assert_eq!(
+            text("SELECT iclear_decision->>'lead_id' FROM leads").unwrap(),
+            "1"
+        );
+
+        // a processing error (bad stage value) keeps the row, with status error
+        run("INSERT INTO leads (email, stage) VALUES ('c@d.com', 'final')");
+        assert_eq!(int("SELECT count(*) FROM leads"), 2);
+        assert_eq!(
+            text("SELECT iclear_status FROM leads WHERE id = 2").unwrap(),
+            "error"
+        );
+        let reason = text("SELECT iclear_decision->>'reason' FROM leads WHERE id = 2").unwrap();
+        assert!(reason.contains("\"stage\""), "{reason}");
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.decision WHERE lead_id = '2' AND status = 'error'"),
+            1
+        );
+
+        // on_error raise opts out; rejected skip drops rejected rows
+        run("SELECT iclear.attach('leads', 'payday_us', '{\"on_error\": \"raise\", \"rejected\": \"skip\"}')");
+        assert!(err("INSERT INTO leads (email, stage) VALUES ('e@f.com', 'final')").is_some());
+        let stop = rule("processing", "reject gmail", 2);
+        run(&format!("DELETE FROM iclear.rule WHERE id = {r}"));
+        condition(stop, "lead_body", "email", "ends_with", json!("gmail.com"));
+        action(stop, "stop_processing", json!({}));
+        run("INSERT INTO leads (email) VALUES ('x@gmail.com'), ('y@yahoo.com')");
+        assert_eq!(
+            int("SELECT count(*) FROM leads"),
+            3,
+            "the rejected row is skipped"
+        );
+
+        let e =
+            err("SELECT iclear.attach('leads', 'payday_us', '{\"reject\": \"skip\"}')").unwrap();
+        assert!(e.contains("reject"), "{e}");
+        let e = err("SELECT iclear.attach('leads', 'nope')").unwrap();
+        assert!(e.contains("unknown product"), "{e}");
+        run("SELECT iclear.detach('leads')");
+        run("INSERT INTO leads (email) VALUES ('z@gmail.com')");
+        assert_eq!(
+            int("SELECT count(*) FROM leads WHERE iclear_status IS NULL"),
+            1
+        );
+    }
+}
