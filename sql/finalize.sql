@@ -154,6 +154,7 @@ DECLARE
     opts    jsonb := TG_ARGV[1]::jsonb;
     row_in  jsonb := to_jsonb(NEW);
     patch   jsonb;
+    err     text;
 BEGIN
     BEGIN
         patch := iclear.process_row(product, opts, row_in);
@@ -161,7 +162,15 @@ BEGIN
         IF opts ->> 'on_error' = 'raise' THEN
             RAISE;
         END IF;
-        patch := iclear.record_error(product, opts, row_in, SQLERRM);
+        err := SQLERRM;
+        BEGIN
+            patch := iclear.record_error(product, opts, row_in, err);
+        EXCEPTION WHEN OTHERS THEN
+            -- even the error record failed: keep the row, say why on it
+            patch := jsonb_build_object('iclear_status', 'error', 'iclear_decision',
+                     jsonb_build_object('status', 'error', 'reason', err,
+                                        'record_error', SQLERRM));
+        END;
     END;
     IF patch ->> 'iclear_status' = 'rejected' AND opts ->> 'rejected' = 'skip' THEN
         RETURN NULL;

@@ -1,1 +1,286 @@
+//! Integration tests against a real cluster (iclear preloaded): the trigger
+//! path across sessions, forced failures, pg_dump/restore, the configuration
+//! cache across sessions, and concurrency of caps and counters.
 
+use iclear_it::{client, Cluster, FIXTURE};
+use serde_json::Value;
+use std::thread;
+
+#[test]
+fn preloaded_cluster_processes_leads() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_preload");
+    c.batch_execute(FIXTURE).unwrap();
+    let preload: String = c
+        .query_one("SHOW shared_preload_libraries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(preload, "iclear");
+    let v: String = c.query_one("SELECT iclear.version()", &[]).unwrap().get(0);
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    let d: Value = c
+        .query_one(
+            r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "test1@x.com"}}')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(d["status"], "rejected");
+    assert_eq!(d["reason"], "test lead");
+    let d: Value = c
+        .query_one(
+            r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "Fraud@Example.com"}}')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(d["rejected_by"]["kind"], "list");
+}
+
+#[test]
+fn attached_rows_are_committed_and_kept_when_processing_fails() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_attach");
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(
+        "CREATE TABLE leads (id bigserial PRIMARY KEY, email text, publisher_id int, source_id int,
+                             iclear_status text, iclear_decision jsonb);
+         SELECT iclear.attach('leads', 'payday_us');",
+    )
+    .unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(
+        "INSERT INTO leads (email, publisher_id, source_id) VALUES
+           ('good@x.com', 1, 10), ('test@x.com', 1, 10), ('fraud@example.com', 2, 11)",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    // another session sees the rows, their outcome, and the decisions
+    let mut other = cl.connect("t_attach");
+    let rows = other
+        .query("SELECT email, iclear_status FROM leads ORDER BY id", &[])
+        .unwrap();
+    let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("good@x.com".into(), "accepted".into()),
+            ("test@x.com".into(), "rejected".into()),
+            ("fraud@example.com".into(), "rejected".into())
+        ]
+    );
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM iclear.decision", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let n: i64 = other
+        .query_one("SELECT count(*) FROM iclear.source", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "sources 10 and 11 registered once each");
+
+    // Force every write of iclear to fail: the lead rows are still inserted.
+    c.batch_execute(
+        "ALTER TABLE iclear.filter_log ADD CONSTRAINT boom CHECK (kind <> 'decision') NOT VALID",
+    )
+    .unwrap();
+    c.batch_execute("INSERT INTO leads (email) VALUES ('a@x.com'), ('b@x.com')")
+        .unwrap();
+    let rows = c
+        .query(
+            "SELECT iclear_status, iclear_decision->>'reason' FROM leads WHERE id > 3",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2, "no lead is lost");
+    for r in rows {
+        assert_eq!(r.get::<_, String>(0), "error");
+        assert!(r.get::<_, String>(1).contains("boom"));
+    }
+    // with on_error = raise, the same failure aborts the insert instead
+    c.batch_execute("SELECT iclear.attach('leads', 'payday_us', '{\"on_error\": \"raise\"}')")
+        .unwrap();
+    assert!(c
+        .batch_execute("INSERT INTO leads (email) VALUES ('c@x.com')")
+        .is_err());
+}
+
+#[test]
+fn pg_dump_and_restore_keep_products_rules_and_lists() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_dump_src");
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(
+        r#"SELECT iclear_process('{"product": "payday_us", "lead_id": "before-dump"}')"#,
+    )
+    .unwrap();
+    let dump = cl.dir.with_extension("dump");
+    let dump = dump.to_str().unwrap();
+    let port = cl.port_arg();
+    let out = client(
+        "pg_dump",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-Fc",
+            "-f",
+            dump,
+            "t_dump_src",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cl.connect("postgres")
+        .batch_execute("CREATE DATABASE t_dump_dst")
+        .unwrap();
+    let out = client(
+        "pg_restore",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "t_dump_dst",
+            "--exit-on-error",
+            dump,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "pg_restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(dump);
+
+    let mut r = cl.connect("t_dump_dst");
+    let count =
+        |r: &mut postgres::Client, sql: &str| -> i64 { r.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(
+        count(
+            &mut r,
+            "SELECT count(*) FROM iclear.product WHERE name = 'payday_us'"
+        ),
+        1
+    );
+    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule"), 1);
+    assert_eq!(
+        count(&mut r, "SELECT count(*) FROM iclear.rule_condition"),
+        1
+    );
+    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule_action"), 1);
+    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.list_entry"), 1);
+    assert_eq!(
+        count(
+            &mut r,
+            "SELECT count(*) FROM iclear.decision WHERE lead_id = 'before-dump'"
+        ),
+        1
+    );
+    // the restored rules work, and new rows do not collide with restored ids
+    let d: Value = r
+        .query_one(
+            r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "test@x"}}')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(d["reason"], "test lead");
+    r.batch_execute(
+        "INSERT INTO iclear.rule (product_id, name) SELECT id, 'new' FROM iclear.product",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_configuration_change_reaches_other_sessions() {
+    let cl = Cluster::start();
+    let mut a = cl.database("t_cache");
+    a.batch_execute(FIXTURE).unwrap();
+    let lead = r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "x@yahoo.com"}}')->>'status'"#;
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "accepted", "session a now has the configuration cached");
+    let mut b = cl.connect("t_cache");
+    b.batch_execute(
+        "UPDATE iclear.rule_condition SET value = '\"x@\"' WHERE operator = 'starts_with'",
+    )
+    .unwrap();
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "rejected", "session a sees b's committed change");
+    // an uncommitted change is not seen, and a rolled-back one never is
+    let mut tx = b.transaction().unwrap();
+    tx.batch_execute("UPDATE iclear.rule SET status = 'paused'")
+        .unwrap();
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "rejected");
+    tx.rollback().unwrap();
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "rejected");
+}
+
+#[test]
+fn rule_caps_and_counters_hold_under_concurrent_sessions() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_conc");
+    c.batch_execute(
+        r#"INSERT INTO iclear.product (name) VALUES ('payday_us');
+           INSERT INTO iclear.rule (product_id, name, daily_limit, per_source_limit)
+                SELECT id, 'capped', 40, 1000 FROM iclear.product;
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+                SELECT id, 'lead_tags', '{"mode": "add", "tags": ["capped"]}' FROM iclear.rule;
+           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'count', 2 FROM iclear.product;
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+                SELECT id, 'increment_counter', '{"counter": "seen", "key": "{%productField_email%}"}'
+                  FROM iclear.rule WHERE name = 'count';"#,
+    )
+    .unwrap();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let url = cl.url("t_conc");
+            thread::spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let mut tagged = 0;
+                for i in 0..20 {
+                    let lead = serde_json::json!({"product": "payday_us", "source_id": t,
+                        "lead_id": format!("{t}-{i}"), "fields": {"email": "same@x.com"}});
+                    let d: Value = c
+                        .query_one("SELECT iclear_process($1)", &[&lead])
+                        .unwrap()
+                        .get(0);
+                    if d["tags"] == serde_json::json!(["capped"]) {
+                        tagged += 1;
+                    }
+                }
+                tagged
+            })
+        })
+        .collect();
+    let tagged: i32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(tagged, 40, "exactly the daily limit, never more");
+    let used: i64 = c
+        .query_one(
+            "SELECT used FROM iclear.rule_cap_usage WHERE period = 'daily'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(used, 40);
+    let seen: i64 = c
+        .query_one(
+            "SELECT value FROM iclear.counter WHERE name = 'seen' AND key = 'same@x.com'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 120, "every increment counted once");
+}
