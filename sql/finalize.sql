@@ -110,11 +110,18 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.decision_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.filter_log_id_seq', '');
 
 -- -------------------------------------------------------------------- views
+-- Every step of every lead: the filter log plus each lead's final decision
+-- (kept once, in iclear.decision, rather than copied into the log).
 CREATE VIEW iclear.full_log AS
 SELECT f.id, f.lead_id, p.name AS product, f.at, f.stage, f.origin, f.kind, f.ref_id, f.name,
        f.outcome, f.detail
   FROM iclear.filter_log f
-  LEFT JOIN iclear.product p ON p.id = f.product_id;
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+UNION ALL
+SELECT NULL, d.lead_id, p.name, d.created_at, 'decision', 'sync', 'decision', NULL, NULL,
+       d.status, json_build_object('reason', d.decision -> 'reason', 'rejected_by', d.decision -> 'rejected_by')
+  FROM iclear.decision d
+  LEFT JOIN iclear.product p ON p.id = d.product_id;
 
 CREATE VIEW iclear.lead_log AS
 SELECT f.id, f.lead_id, p.name AS product, f.at, f.name AS service, f.origin, f.outcome,
@@ -152,8 +159,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     product text := TG_ARGV[0];
     opts    jsonb := TG_ARGV[1]::jsonb;
-    row_in  jsonb := to_jsonb(NEW);
-    patch   jsonb;
+    row_in  json := row_to_json(NEW);
+    patch   json;
     err     text;
 BEGIN
     BEGIN
@@ -167,15 +174,15 @@ BEGIN
             patch := iclear.record_error(product, opts, row_in, err);
         EXCEPTION WHEN OTHERS THEN
             -- even the error record failed: keep the row, say why on it
-            patch := jsonb_build_object('iclear_status', 'error', 'iclear_decision',
-                     jsonb_build_object('status', 'error', 'reason', err,
-                                        'record_error', SQLERRM));
+            patch := json_build_object('iclear_status', 'error', 'iclear_decision',
+                     json_build_object('status', 'error', 'reason', err,
+                                       'record_error', SQLERRM));
         END;
     END;
     IF patch ->> 'iclear_status' = 'rejected' AND opts ->> 'rejected' = 'skip' THEN
         RETURN NULL;
     END IF;
-    NEW := jsonb_populate_record(NEW, patch);
+    NEW := json_populate_record(NEW, patch);
     RETURN NEW;
 END $$;
 
@@ -203,7 +210,9 @@ BEGIN
         RAISE EXCEPTION 'iclear.attach: id_column "%" is not a column of %', col, lead_table
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS iclear_process ON %s', lead_table);
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = lead_table AND tgname = 'iclear_process') THEN
+        EXECUTE format('DROP TRIGGER iclear_process ON %s', lead_table);
+    END IF;
     EXECUTE format('CREATE TRIGGER iclear_process BEFORE INSERT ON %s FOR EACH ROW
                     EXECUTE FUNCTION iclear.lead_trigger(%L, %L)', lead_table, product, options::text);
     INSERT INTO iclear.attachment (lead_table, product, options) VALUES (lead_table, product, options)

@@ -10,7 +10,7 @@ use iclear_engine::config::RuleStage;
 use iclear_engine::settings::Settings;
 use iclear_engine::ConfigError;
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{Json, JsonB};
 use serde_json::{Map, Value};
 
 fn refuse(table: &str, e: ConfigError) -> ! {
@@ -38,9 +38,8 @@ fn process(lead: JsonB) -> JsonB {
     }
 }
 
-fn row_object(row: &JsonB) -> &Map<String, Value> {
-    row.0
-        .as_object()
+fn row_object(row: &Value) -> &Map<String, Value> {
+    row.as_object()
         .unwrap_or_else(|| error!("iclear: row must be a JSON object"))
 }
 
@@ -51,25 +50,28 @@ fn options(v: &JsonB) -> AttachOptions {
 }
 
 /// Trigger path: process `to_jsonb(NEW)`; returns the patch for NEW.
+/// (json, not jsonb, in and out: the row and the patch are read once, so
+/// building binary jsonb for them would be wasted work on every insert.)
 #[pg_extern(volatile, parallel_unsafe)]
-fn process_row(product: &str, options: JsonB, row: JsonB) -> JsonB {
+fn process_row(product: &str, options: JsonB, row: Json) -> Json {
     let opts = self::options(&options);
-    let row = row_object(&row);
+    let row = row_object(&row.0);
     let env = row::envelope(product, &opts, row);
     match lead::process(&env) {
-        Ok(decision) => JsonB(row::patch(&opts, row, &env, &decision)),
+        Ok(decision) => Json(row::patch(&opts, row, &env, &decision)),
         Err(e) => raise(e),
     }
 }
 
 /// Trigger path after a failure: persist an `error` decision, return its patch.
 #[pg_extern(volatile, parallel_unsafe)]
-fn record_error(product: &str, options: JsonB, row: JsonB, message: &str) -> JsonB {
+fn record_error(product: &str, options: JsonB, row: Json, message: &str) -> Json {
     let opts = AttachOptions::parse(&options.0).unwrap_or_default();
-    let row = row_object(&row);
+    let row = row_object(&row.0);
     let (lead_id, envelope, decision) = row::error_decision(product, &opts, row, message);
     let product_id: Option<i64> = store::one(
         "SELECT id FROM iclear.product WHERE name = $1",
+        &[store::TEXT],
         &[product.into()],
     );
     store::persist::save(&store::persist::Record {
@@ -79,9 +81,9 @@ fn record_error(product: &str, options: JsonB, row: JsonB, message: &str) -> Jso
         status: "error",
         envelope: &envelope,
         decision: &decision,
-        log: &[row::error_log(message)],
+        log: &[],
     });
-    JsonB(serde_json::json!({"iclear_status": "error", "iclear_decision": decision}))
+    Json(serde_json::json!({"iclear_status": "error", "iclear_decision": decision}))
 }
 
 /// Refuse invalid attach options, naming the key.

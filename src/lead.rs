@@ -52,7 +52,12 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
         .source_id
         .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
     let mut facts = store::facts::PgFacts { source_created_at };
-    let out = pipeline::process(&cfg, &env, &lead_id, &mut facts);
+    let trace = match crate::TRACE.get() {
+        crate::Trace::Full => pipeline::TraceLevel::Full,
+        crate::Trace::Matched => pipeline::TraceLevel::Matched,
+        crate::Trace::Off => pipeline::TraceLevel::Off,
+    };
+    let out = pipeline::process_traced(&cfg, &env, &lead_id, &mut facts, trace);
     let mut envelope = lead.clone();
     envelope["lead_id"] = Value::String(lead_id.clone());
     store::persist::save(&store::persist::Record {

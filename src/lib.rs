@@ -13,6 +13,43 @@ mod lead;
 mod row;
 mod store;
 
+/// `iclear.config_cache`: keep each product's configuration in backend memory
+/// until the configuration version moves (off: re-read it for every lead).
+pub static CONFIG_CACHE: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    pgrx::GucRegistry::define_bool_guc(
+        c"iclear.config_cache",
+        c"Cache product configuration per backend",
+        c"When on (default), a backend keeps each product's configuration until the configuration version changes; off re-reads every configuration table for every lead.",
+        &CONFIG_CACHE,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::default(),
+    );
+    pgrx::GucRegistry::define_enum_guc(
+        c"iclear.trace",
+        c"What a decision's trace records: full, matched or off",
+        c"matched (default): only rules that matched, with their conditions and actions; full: every rule, skipped or evaluated, with each condition; off: no trace (the filter log still records matched rules).",
+        &TRACE,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::default(),
+    );
+}
+
+/// `iclear.trace`: what a decision's trace records (see TraceLevel).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trace {
+    #[name = c"full"]
+    Full,
+    #[name = c"matched"]
+    Matched,
+    #[name = c"off"]
+    Off,
+}
+
+pub static TRACE: pgrx::GucSetting<Trace> = pgrx::GucSetting::<Trace>::new(Trace::Matched);
+
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/finalize.sql", finalize);
 

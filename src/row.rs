@@ -2,7 +2,6 @@
 //! decision becomes a patch the trigger applies to NEW.
 
 use crate::lead::new_lead_id;
-use iclear_engine::pipeline::LogEntry;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -146,7 +145,16 @@ pub fn patch(
         }
     }
     patch.insert("iclear_status".into(), decision["status"].clone());
-    patch.insert("iclear_decision".into(), decision.clone());
+    // The row gets the decision without its trace (often most of its size);
+    // iclear.decision keeps the whole decision, trace included.
+    let outcome: Map<String, Value> = decision
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "trace")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    patch.insert("iclear_decision".into(), Value::Object(outcome));
     Value::Object(patch)
 }
 
@@ -172,18 +180,6 @@ pub fn error_decision(
         "ping_tree_mark": null, "response": {}, "queued": [], "services": [], "trace": []
     });
     (lead_id, env, decision)
-}
-
-pub fn error_log(message: &str) -> LogEntry {
-    LogEntry {
-        stage: "decision",
-        origin: "sync",
-        kind: "decision",
-        ref_id: None,
-        name: None,
-        outcome: "error".into(),
-        detail: json!({"reason": message}),
-    }
 }
 
 #[cfg(test)]

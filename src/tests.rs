@@ -97,7 +97,7 @@ mod tests {
             assert!(d.get(key).is_some(), "decision lacks {key}");
         }
         assert_eq!(int("SELECT count(*) FROM iclear.decision WHERE lead_id = 'L-1' AND status = 'accepted'"), 1);
-        assert_eq!(int("SELECT count(*) FROM iclear.filter_log WHERE lead_id = 'L-1' AND kind = 'decision'"), 1);
+        assert_eq!(int("SELECT count(*) FROM iclear.full_log WHERE lead_id = 'L-1' AND kind = 'decision' AND outcome = 'accepted'"), 1);
         // the source was registered on first sight, with its publisher
         assert_eq!(
             int("SELECT publisher_id FROM iclear.source WHERE id = 77"),

@@ -80,11 +80,10 @@ fn attached_rows_are_committed_and_kept_when_processing_fails() {
         .get(0);
     assert_eq!(n, 2, "sources 10 and 11 registered once each");
 
-    // Force every write of iclear to fail: the lead rows are still inserted.
-    c.batch_execute(
-        "ALTER TABLE iclear.filter_log ADD CONSTRAINT boom CHECK (kind <> 'decision') NOT VALID",
-    )
-    .unwrap();
+    // Force every write of iclear to fail, even the error record: the lead
+    // rows are still inserted.
+    c.batch_execute("ALTER TABLE iclear.decision ADD CONSTRAINT boom CHECK (false) NOT VALID")
+        .unwrap();
     c.batch_execute("INSERT INTO leads (email) VALUES ('a@x.com'), ('b@x.com')")
         .unwrap();
     let rows = c

@@ -29,6 +29,10 @@ impl Category {
         "redirect",
     ];
 
+    pub fn as_str(self) -> &'static str {
+        Self::ALL[self as usize]
+    }
+
     pub fn parse(s: &str) -> Result<Category, ConfigError> {
         Ok(match s {
             "lead_body" => Category::LeadBody,
@@ -88,6 +92,10 @@ impl Operator {
         "is_empty",
         "is_not_empty",
     ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL[self as usize]
+    }
 
     pub fn parse(s: &str) -> Result<Operator, ConfigError> {
         use Operator::*;
@@ -420,6 +428,16 @@ mod tests {
         assert!(ev("is_empty", Value::Null, Value::Null));
         assert!(!ev("is_empty", json!(0), Value::Null));
         assert!(ev("is_not_empty", json!("a"), Value::Null));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in Operator::ALL {
+            assert_eq!(Operator::parse(name).unwrap().as_str(), *name);
+        }
+        for name in Category::ALL {
+            assert_eq!(Category::parse(name).unwrap().as_str(), *name);
+        }
     }
 
     #[test]

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 
 pub trait Facts {
     fn now(&self) -> DateTime<Utc>;
-    /// Is the normalised `value` on list `list_id`?
-    fn list_contains(&mut self, list_id: i64, value: &str) -> bool;
+    /// Which of these (list id, normalised value) pairs are on their list?
+    /// Returns the ids of the lists that hold their value.
+    fn lists_containing(&mut self, probes: &[(i64, String)]) -> Vec<i64>;
     /// Current value of a counter (0 when absent).
     fn counter_value(&mut self, name: &str, key: &str) -> i64;
     /// When the lead's source was first seen (None when the lead has no source).

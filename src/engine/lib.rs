@@ -14,3 +14,6 @@ pub mod settings;
 
 pub use error::ConfigError;
 pub use error::InputError;
+
+#[cfg(test)]
+mod pipeline_tests;

@@ -72,6 +72,7 @@ struct Lead<'e> {
     matched: HashSet<i64>,
     counters: HashMap<(String, String), i64>,
     trace: Vec<Value>,
+    trace_level: TraceLevel,
     log: Vec<LogEntry>,
     effects: Vec<Effect>,
 }
@@ -103,12 +104,39 @@ impl<'e> Lead<'e> {
     }
 }
 
-/// Process one lead. `lead_id` is the envelope's or one the store generated.
+/// Build a JSON object by moving the values in (`json!` would copy them).
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+/// How much of the rule evaluation the decision's `trace` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceLevel {
+    /// Every rule: skipped (and why), evaluated conditions, actions run.
+    Full,
+    /// Only the rules that matched (or hit their cap).
+    Matched,
+    /// No trace; the filter log still records matched rules.
+    Off,
+}
+
+/// Process one lead with the full trace.
 pub fn process(
     cfg: &ProductConfig,
     env: &Envelope,
     lead_id: &str,
     facts: &mut dyn Facts,
+) -> Outcome {
+    process_traced(cfg, env, lead_id, facts, TraceLevel::Full)
+}
+
+/// Process one lead. `lead_id` is the envelope's or one the store generated.
+pub fn process_traced(
+    cfg: &ProductConfig,
+    env: &Envelope,
+    lead_id: &str,
+    facts: &mut dyn Facts,
+    trace: TraceLevel,
 ) -> Outcome {
     let mut st = Lead {
         env,
@@ -128,6 +156,7 @@ pub fn process(
         matched: HashSet::new(),
         counters: HashMap::new(),
         trace: Vec::new(),
+        trace_level: trace,
         log: Vec::new(),
         effects: Vec::new(),
     };
@@ -140,34 +169,34 @@ pub fn process(
     }
     // After-processing rules see the outcome, whatever it is (seed 002).
     run_stage(cfg, RuleStage::AfterProcessing, &mut st, facts);
-    st.log.push(LogEntry {
-        stage: "decision",
-        origin: "sync",
-        kind: "decision",
-        ref_id: None,
-        name: None,
-        outcome: st.status.as_str().into(),
-        detail: json!({"reason": st.reason, "rejected_by": st.rejected_by}),
-    });
-    let decision = json!({
-        "lead_id": st.lead_id,
-        "product": cfg.name,
-        "stage": env.stage.as_str(),
-        "status": st.status.as_str(),
-        "reason": st.reason,
-        "rejected_by": st.rejected_by,
-        "fields": st.fields,
-        "params": st.params,
-        "tags": st.tags,
-        "route": st.route,
-        "silent_campaigns": st.silent_campaigns,
-        "block_monetization": st.block_monetization,
-        "ping_tree_mark": st.ping_tree_mark,
-        "response": st.response,
-        "queued": [],
-        "services": [],
-        "trace": st.trace,
-    });
+    let decision = obj(vec![
+        ("lead_id", Value::String(st.lead_id)),
+        ("product", Value::String(cfg.name.clone())),
+        ("stage", env.stage.as_str().into()),
+        ("status", st.status.as_str().into()),
+        (
+            "reason",
+            st.reason.map(Value::String).unwrap_or(Value::Null),
+        ),
+        ("rejected_by", st.rejected_by.unwrap_or(Value::Null)),
+        ("fields", Value::Object(st.fields)),
+        ("params", Value::Object(st.params)),
+        ("tags", st.tags.into_iter().map(Value::String).collect()),
+        ("route", st.route.unwrap_or(Value::Null)),
+        (
+            "silent_campaigns",
+            st.silent_campaigns.into_iter().map(Value::from).collect(),
+        ),
+        ("block_monetization", st.block_monetization.into()),
+        (
+            "ping_tree_mark",
+            st.ping_tree_mark.map(Value::from).unwrap_or(Value::Null),
+        ),
+        ("response", Value::Object(st.response)),
+        ("queued", Value::Array(Vec::new())),
+        ("services", Value::Array(Vec::new())),
+        ("trace", Value::Array(st.trace)),
+    ]);
     Outcome {
         status: st.status,
         decision,
@@ -178,17 +207,34 @@ pub fn process(
 
 /// Product-level PL/DNPL (design §3 step 3).
 fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
-    for list in cfg.lists.iter().filter(|l| l.product_level) {
-        let value = st
-            .fields
-            .get(&list.field)
-            .and_then(value_text)
-            .map(|v| normalize_list_value(&v))
-            .filter(|v| !v.is_empty());
+    let lists: Vec<_> = cfg.lists.iter().filter(|l| l.product_level).collect();
+    let values: Vec<Option<String>> = lists
+        .iter()
+        .map(|l| {
+            st.fields
+                .get(&l.field)
+                .and_then(value_text)
+                .map(|v| normalize_list_value(&v))
+                .filter(|v| !v.is_empty())
+        })
+        .collect();
+    // One question for all lists; the store decides how to look them up.
+    let probes: Vec<(i64, String)> = lists
+        .iter()
+        .zip(&values)
+        .filter_map(|(l, v)| v.clone().map(|v| (l.id, v)))
+        .collect();
+    let hits = if probes.is_empty() {
+        Vec::new()
+    } else {
+        facts.lists_containing(&probes)
+    };
+    for (list, value) in lists.into_iter().zip(values) {
+        let on_list = hits.contains(&list.id);
         let reject = match (list.kind, &value) {
-            (ListKind::Dnpl, Some(v)) => facts.list_contains(list.id, v),
+            (ListKind::Dnpl, Some(_)) => on_list,
             (ListKind::Dnpl, None) => false,
-            (ListKind::Pl, Some(v)) => !facts.list_contains(list.id, v),
+            (ListKind::Pl, Some(_)) => !on_list,
             (ListKind::Pl, None) => true,
         };
         if reject {
@@ -305,20 +351,35 @@ fn actual(
 fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut dyn Facts) {
     for rule in cfg.rules_of(stage) {
         if let Some(why) = untargeted(rule, st.env, facts) {
-            st.trace.push(json!({"rule_id": rule.id, "stage": stage.as_str(), "matched": false, "skipped": why}));
+            if st.trace_level == TraceLevel::Full {
+                st.trace.push(json!({"rule_id": rule.id, "stage": stage.as_str(), "matched": false, "skipped": why}));
+            }
             continue;
         }
+        let tracing = st.trace_level != TraceLevel::Off;
         let mut conds = Vec::with_capacity(rule.conditions.len());
         let mut matched = rule.logical == Logical::And || rule.conditions.is_empty();
         for c in &rule.conditions {
             let act = actual(cfg, c, st, facts);
             let (r, note) = c.eval(&act);
-            let mut t = json!({"parameter": c.parameter, "category": format!("{:?}", c.category).to_lowercase(),
-                "operator": format!("{:?}", c.operator), "expected": c.value, "actual": act, "result": r});
-            if let Some(n) = note {
-                t["note"] = n.into();
+            let mut t = if !tracing {
+                Value::Null
+            } else {
+                obj(vec![
+                    ("parameter", Value::String(c.parameter.clone())),
+                    ("category", c.category.as_str().into()),
+                    ("operator", c.operator.as_str().into()),
+                    ("expected", c.value.clone()),
+                    ("actual", act),
+                    ("result", r.into()),
+                ])
+            };
+            if tracing {
+                if let Some(n) = note {
+                    t["note"] = n.into();
+                }
+                conds.push(t);
             }
-            conds.push(t);
             match rule.logical {
                 Logical::And if !r => {
                     matched = false;
@@ -331,12 +392,20 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
                 _ => {}
             }
         }
-        let mut entry = json!({"rule_id": rule.id, "name": rule.name, "stage": stage.as_str(),
-            "matched": matched, "conditions": conds, "actions": []});
+        let mut entry = obj(vec![
+            ("rule_id", rule.id.into()),
+            ("name", Value::String(rule.name.clone())),
+            ("stage", stage.as_str().into()),
+            ("matched", matched.into()),
+            ("conditions", Value::Array(conds)),
+            ("actions", Value::Array(Vec::new())),
+        ]);
         if matched && rule.caps.any() && !facts.take_rule_cap(rule, st.env.source_id) {
             entry["matched"] = false.into();
             entry["skipped"] = "cap_reached".into();
-            st.trace.push(entry);
+            if tracing {
+                st.trace.push(entry);
+            }
             st.log.push(LogEntry {
                 stage: stage.as_str(),
                 origin: "sync",
@@ -349,7 +418,9 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             continue;
         }
         if !matched {
-            st.trace.push(entry);
+            if st.trace_level == TraceLevel::Full {
+                st.trace.push(entry);
+            }
             continue;
         }
         st.matched.insert(rule.id);
@@ -367,8 +438,10 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
                 }
             }
         }
-        entry["actions"] = Value::Array(ran.clone());
-        st.trace.push(entry);
+        if tracing {
+            entry["actions"] = Value::Array(ran.clone());
+            st.trace.push(entry);
+        }
         st.log.push(LogEntry {
             stage: stage.as_str(),
             origin: "sync",

@@ -2,7 +2,7 @@
 //! version (sql/bootstrap.sql), so a lead costs one version read instead of
 //! re-reading every configuration table.
 
-use super::one;
+use super::{one, two, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::ProductConfig;
 use iclear_engine::ConfigError;
@@ -13,7 +13,9 @@ use std::rc::Rc;
 
 #[derive(Default)]
 struct Cache {
-    version: i64,
+    /// (configuration version, oid of the version table): the oid changes
+    /// when the extension is dropped and created again in this backend.
+    version: (i64, i64),
     products: HashMap<String, Rc<ProductConfig>>,
     /// source id -> created_at; sources only change through config-versioned edits
     sources: HashMap<i64, DateTime<Utc>>,
@@ -25,7 +27,8 @@ thread_local! {
 
 /// The current configuration version, clearing the cache when it moved.
 fn refresh() {
-    let v: i64 = one("SELECT version FROM iclear.config_version", &[]).unwrap_or(0);
+    let (v, oid) = two::<i64, i64>("SELECT version, tableoid::int8 FROM iclear.config_version");
+    let v = (v.unwrap_or(0), oid.unwrap_or(0));
     CACHE.with_borrow_mut(|c| {
         if c.version != v {
             *c = Cache {
@@ -60,15 +63,20 @@ FROM iclear.product p WHERE p.name = $1"#;
 
 /// The configuration of `product`, or None when there is no such product.
 pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
-    refresh();
-    if let Some(p) = CACHE.with_borrow(|c| c.products.get(name).cloned()) {
-        return Ok(Some(p));
+    let cached = crate::CONFIG_CACHE.get();
+    if cached {
+        refresh();
+        if let Some(p) = CACHE.with_borrow(|c| c.products.get(name).cloned()) {
+            return Ok(Some(p));
+        }
     }
-    let Some(doc) = one::<JsonB>(LOAD, &[name.into()]) else {
+    let Some(doc) = one::<JsonB>(LOAD, &[TEXT], &[name.into()]) else {
         return Ok(None);
     };
     let cfg = Rc::new(ProductConfig::from_json(doc.0)?);
-    CACHE.with_borrow_mut(|c| c.products.insert(name.to_string(), cfg.clone()));
+    if cached {
+        CACHE.with_borrow_mut(|c| c.products.insert(name.to_string(), cfg.clone()));
+    }
     Ok(Some(cfg))
 }
 
@@ -78,7 +86,11 @@ pub fn register_source(
     publisher_id: Option<i64>,
     channel_id: Option<i64>,
 ) -> DateTime<Utc> {
-    if let Some(t) = CACHE.with_borrow(|c| c.sources.get(&id).copied()) {
+    let cached = crate::CONFIG_CACHE.get();
+    if let Some(t) = CACHE
+        .with_borrow(|c| c.sources.get(&id).copied())
+        .filter(|_| cached)
+    {
         return t;
     }
     let epoch: Option<f64> = one(
@@ -88,12 +100,15 @@ pub fn register_source(
          UNION ALL
          SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1
          LIMIT 1",
+        &[INT8, INT8, INT8],
         &[id.into(), publisher_id.into(), channel_id.into()],
     );
     // None only when a concurrent transaction registered it a moment ago.
     let t = epoch
         .and_then(|e| DateTime::from_timestamp_micros((e * 1e6) as i64))
         .unwrap_or_else(Utc::now);
-    CACHE.with_borrow_mut(|c| c.sources.insert(id, t));
+    if cached {
+        CACHE.with_borrow_mut(|c| c.sources.insert(id, t));
+    }
     t
 }

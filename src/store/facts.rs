@@ -1,6 +1,6 @@
 //! The engine's questions answered from Postgres.
 
-use super::{exec, one};
+use super::{exec, one, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
 use iclear_engine::facts::Facts;
@@ -14,17 +14,27 @@ impl Facts for PgFacts {
         Utc::now()
     }
 
-    fn list_contains(&mut self, list_id: i64, value: &str) -> bool {
-        one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM iclear.list_entry WHERE list_id = $1 AND value = $2)",
-            &[list_id.into(), value.into()],
-        )
-        .unwrap_or(false)
+    /// One scalar probe per list: statements with array parameters get a
+    /// custom plan (re-planned on every call), scalar ones a cached generic plan.
+    fn lists_containing(&mut self, probes: &[(i64, String)]) -> Vec<i64> {
+        probes
+            .iter()
+            .filter(|(id, value)| {
+                one::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM iclear.list_entry WHERE list_id = $1 AND value = $2)",
+                    &[INT8, TEXT],
+                    &[(*id).into(), value.as_str().into()],
+                )
+                .unwrap_or(false)
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {
         one::<i64>(
             "SELECT value FROM iclear.counter WHERE name = $1 AND key = $2",
+            &[TEXT, TEXT],
             &[name.into(), key.into()],
         )
         .unwrap_or(0)
@@ -38,56 +48,53 @@ impl Facts for PgFacts {
         rand::random_range(0..=1000)
     }
 
-    /// Caps count in UTC days and months. The usage rows are locked before
-    /// they are compared, so concurrent sessions queue here and a cap is
-    /// never exceeded; nothing is counted unless every cap has room.
+    /// Caps count in UTC days and months. Each usage row is locked before it
+    /// is compared (always in the order daily, monthly, source, so sessions
+    /// cannot deadlock), so concurrent sessions queue here and a cap is never
+    /// exceeded; nothing is counted unless every cap has room.
     fn take_rule_cap(&mut self, rule: &Rule, source_id: Option<i64>) -> bool {
         let now = Utc::now();
-        let mut periods: Vec<String> = Vec::new();
-        let mut keys: Vec<String> = Vec::new();
-        let mut limits: Vec<i64> = Vec::new();
-        let mut add = |p: &str, k: String, l: i64| {
-            periods.push(p.into());
-            keys.push(k);
-            limits.push(l);
-        };
+        let mut caps: Vec<(&str, String, i64)> = Vec::new();
         if let Some(l) = rule.caps.daily {
-            add("daily", now.format("%Y-%m-%d").to_string(), l);
+            caps.push(("daily", now.format("%Y-%m-%d").to_string(), l));
         }
         if let Some(l) = rule.caps.monthly {
-            add("monthly", now.format("%Y-%m").to_string(), l);
+            caps.push(("monthly", now.format("%Y-%m").to_string(), l));
         }
         if let Some(l) = rule.caps.per_source {
             // A lead without a source counts against the "no source" bucket.
-            add(
+            caps.push((
                 "source",
                 source_id.map(|s| s.to_string()).unwrap_or_default(),
                 l,
-            );
+            ));
         }
-        exec(
-            "INSERT INTO iclear.rule_cap_usage (rule_id, period, period_key)
-             SELECT $1, p, k FROM unnest($2::text[], $3::text[]) AS t(p, k)
-             ON CONFLICT DO NOTHING",
-            &[rule.id.into(), periods.clone().into(), keys.clone().into()],
-        );
-        let room: bool = one(
-            "WITH locked AS (
-               SELECT u.period, u.used FROM iclear.rule_cap_usage u
-                WHERE u.rule_id = $1 AND (u.period, u.period_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))
-                ORDER BY u.period FOR UPDATE)
-             SELECT coalesce(bool_and(locked.used < l.lim), false)
-               FROM locked JOIN unnest($2::text[], $4::bigint[]) AS l(p, lim) ON l.p = locked.period",
-            &[rule.id.into(), periods.clone().into(), keys.clone().into(), limits.into()],
-        )
-        .unwrap_or(false);
-        if room {
+        for (period, key, limit) in &caps {
+            exec(
+                "INSERT INTO iclear.rule_cap_usage (rule_id, period, period_key) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[INT8, TEXT, TEXT],
+                &[rule.id.into(), (*period).into(), key.as_str().into()],
+            );
+            let used: i64 = one(
+                "SELECT used FROM iclear.rule_cap_usage
+                  WHERE rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
+                &[INT8, TEXT, TEXT],
+                &[rule.id.into(), (*period).into(), key.as_str().into()],
+            )
+            .unwrap_or(0);
+            if used >= *limit {
+                return false;
+            }
+        }
+        for (period, key, _) in &caps {
             exec(
                 "UPDATE iclear.rule_cap_usage SET used = used + 1
-                  WHERE rule_id = $1 AND (period, period_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
-                &[rule.id.into(), periods.into(), keys.into()],
+                  WHERE rule_id = $1 AND period = $2 AND period_key = $3",
+                &[INT8, TEXT, TEXT],
+                &[rule.id.into(), (*period).into(), key.as_str().into()],
             );
         }
-        room
+        true
     }
 }

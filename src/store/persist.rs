@@ -1,9 +1,8 @@
 //! Persisting a decision, its filter-log rows and its effects, in the
 //! caller's transaction.
 
-use super::exec;
+use super::{exec, INT8, TEXT};
 use iclear_engine::pipeline::{Effect, LogEntry};
-use pgrx::JsonB;
 use serde_json::{json, Value};
 
 pub struct Record<'a> {
@@ -28,19 +27,21 @@ pub fn save(r: &Record) {
         .collect();
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
-                    VALUES ($1, $2, $3, $4, $5, $6))
+                    VALUES ($1, $2, $3, $4, $5::json, $6::json))
          INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome, detail)
          SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail
-           FROM jsonb_to_recordset($7) AS x(stage text, origin text, kind text, ref_id bigint,
-                                            name text, outcome text, detail jsonb)",
+           FROM json_to_recordset($7::json) AS x(stage text, origin text, kind text, ref_id bigint,
+                                           name text, outcome text, detail json)",
+        // JSON goes as text cast in SQL: no copy of the (large) values
+        &[TEXT, INT8, TEXT, TEXT, TEXT, TEXT, TEXT],
         &[
             r.lead_id.into(),
             r.product_id.into(),
             r.stage.into(),
             r.status.into(),
-            JsonB(r.envelope.clone()).into(),
-            JsonB(r.decision.clone()).into(),
-            JsonB(Value::Array(log)).into(),
+            r.envelope.to_string().into(),
+            r.decision.to_string().into(),
+            Value::Array(log).to_string().into(),
         ],
     );
 }
@@ -51,6 +52,7 @@ pub fn apply(effects: &[Effect]) {
             Effect::AddToList { list_id, value } => exec(
                 "INSERT INTO iclear.list_entry (list_id, value, added_by) VALUES ($1, $2, 'iclear')
                  ON CONFLICT DO NOTHING",
+                &[INT8, TEXT],
                 &[(*list_id).into(), value.as_str().into()],
             ),
             // Atomic under concurrency: the row lock serialises increments.
@@ -58,6 +60,7 @@ pub fn apply(effects: &[Effect]) {
                 "INSERT INTO iclear.counter (name, key, value) VALUES ($1, $2, $3)
                  ON CONFLICT (name, key) DO UPDATE
                  SET value = iclear.counter.value + EXCLUDED.value, updated_at = now()",
+                &[TEXT, TEXT, INT8],
                 &[name.as_str().into(), key.as_str().into(), (*by).into()],
             ),
         }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# make demo: a throwaway cluster with iclear preloaded, the example product of
+# examples/payday_us.sql, a generated batch of leads pushed through the
+# attached table, and a summary. Safe to run again (the database is rebuilt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${DEMO_LEADS:-1200}
+DB=iclear_demo
+CLUSTER=scripts/cluster.sh
+
+$CLUSTER start
+$CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
+$CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -f examples/payday_us.sql >/dev/null
+rules=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.rule WHERE status = 'active'")
+entries=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.list_entry")
+echo "iclear demo: product payday_us with $rules active rules and $entries list entries"
+
+start=$(date +%s%N)
+$CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -v n="$N" -f examples/leads.sql >/dev/null
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+echo "pushed $N generated leads through the attached table \"leads\" in ${ms} ms" \
+     "($(( N * 1000 / (ms > 0 ? ms : 1) )) leads/s, one INSERT statement)"
+
+$CLUSTER psql -d $DB -f examples/summary.sql
+cat <<TXT
+
+Look around:
+  $(pwd)/$CLUSTER psql -d $DB
+  (or: psql -h 127.0.0.1 -p ${ICLEAR_PORT:-28815} -U postgres $DB)
+  e.g.  SELECT iclear_decision FROM leads WHERE iclear_status = 'rejected' LIMIT 1;
+        SELECT * FROM iclear.full_log WHERE lead_id = '42';
+Stop the cluster with: make stop
+TXT
