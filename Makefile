@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench stop clean
+.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine stop clean
 
 all: test
 
@@ -34,7 +34,7 @@ test-pg: setup
 	cargo pgrx test pg15 --runas postgres --pgdata /tmp/iclear-pgdata
 
 test-it: install
-	cargo test -p iclear-it -- --test-threads=2
+	cargo test -p iclear-it --test cluster -- --test-threads=2
 
 lint:
 	cargo fmt --all -- --check
@@ -42,6 +42,10 @@ lint:
 
 bench: install-release
 	@bench/run.sh
+
+# engine evaluation alone (no Postgres): rules per second for 20, 100, 1,000 rules
+bench-engine:
+	cargo bench -p iclear-engine --bench rules
 
 stop:
 	@$(CLUSTER) stop

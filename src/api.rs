@@ -38,6 +38,15 @@ fn process(lead: JsonB) -> JsonB {
     }
 }
 
+/// Advanced Rules on Redirect for an already processed lead.
+#[pg_extern(volatile, parallel_unsafe)]
+fn process_redirect(lead_id: &str, redirect: JsonB) -> JsonB {
+    match lead::process_redirect(lead_id, &redirect.0) {
+        Ok(d) => JsonB(d),
+        Err(e) => raise(e),
+    }
+}
+
 fn row_object(row: &Value) -> &Map<String, Value> {
     row.as_object()
         .unwrap_or_else(|| error!("iclear: row must be a JSON object"))

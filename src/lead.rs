@@ -36,6 +36,57 @@ pub fn new_lead_id() -> String {
     )
 }
 
+/// Advanced Rules on Redirect for an already processed lead (design §1).
+pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadError> {
+    let input = |k: &str, m: &str| LeadError::Input(InputError::new(k, m));
+    let redirect = redirect
+        .as_object()
+        .ok_or_else(|| input("redirect", "must be a JSON object"))?
+        .clone();
+    if let Some(k) = redirect
+        .keys()
+        .find(|k| redirect[*k].is_object() || redirect[*k].is_array())
+    {
+        return Err(input(
+            &format!("redirect.{k}"),
+            "must be a string, number, boolean or null",
+        ));
+    }
+    let (envelope, decision) = store::persist::last_decision(lead_id)
+        .ok_or_else(|| input("lead_id", &format!("names no processed lead ({lead_id:?})")))?;
+    let mut env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
+    // The lead as processing left it.
+    if let Some(f) = decision.get("fields").and_then(Value::as_object) {
+        env.fields = f.clone();
+    }
+    if let Some(p) = decision.get("params").and_then(Value::as_object) {
+        env.params = p.clone();
+    }
+    let cfg = store::config::product(&env.product)
+        .map_err(LeadError::Config)?
+        .ok_or_else(|| {
+            input(
+                "product",
+                &format!("names unknown product {:?}", env.product),
+            )
+        })?;
+    let mut facts = store::facts::PgFacts {
+        source_created_at: None,
+    };
+    let out = pipeline::process_redirect(&cfg, &env, lead_id, redirect, &mut facts, trace_level());
+    store::persist::save_log(lead_id, cfg.id, &out.log);
+    store::persist::apply(&out.effects);
+    Ok(out.decision)
+}
+
+fn trace_level() -> pipeline::TraceLevel {
+    match crate::TRACE.get() {
+        crate::Trace::Full => pipeline::TraceLevel::Full,
+        crate::Trace::Matched => pipeline::TraceLevel::Matched,
+        crate::Trace::Off => pipeline::TraceLevel::Off,
+    }
+}
+
 /// Process a lead envelope and persist the outcome; returns the decision.
 pub fn process(lead: &Value) -> Result<Value, LeadError> {
     let env = Envelope::parse(lead).map_err(LeadError::Input)?;
@@ -52,12 +103,7 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
         .source_id
         .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
     let mut facts = store::facts::PgFacts { source_created_at };
-    let trace = match crate::TRACE.get() {
-        crate::Trace::Full => pipeline::TraceLevel::Full,
-        crate::Trace::Matched => pipeline::TraceLevel::Matched,
-        crate::Trace::Off => pipeline::TraceLevel::Off,
-    };
-    let out = pipeline::process_traced(&cfg, &env, &lead_id, &mut facts, trace);
+    let out = pipeline::process_traced(&cfg, &env, &lead_id, &mut facts, trace_level());
     let mut envelope = lead.clone();
     envelope["lead_id"] = Value::String(lead_id.clone());
     store::persist::save(&store::persist::Record {

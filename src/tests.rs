@@ -436,4 +436,49 @@ mod tests {
             1
         );
     }
+
+    #[pg_test]
+    fn redirect_rules_run_for_a_processed_lead() {
+        setup();
+        run("INSERT INTO iclear.list (id, name, kind, field) VALUES (9, 'tamperers', 'dnpl', 'email')");
+        let r = rule("redirect", "aff_id tampered", 1);
+        condition(r, "redirect", "aff_id", "not_equals", json!("12"));
+        action(
+            r,
+            "find_and_replace",
+            json!({"field": "aff_id", "find": "^.*$", "replace": "12", "regex": true}),
+        );
+        action(r, "add_to_list", json!({"list_ids": [9]}));
+        action(
+            r,
+            "increment_counter",
+            json!({"counter": "tamper", "key": "{%publisherId%}"}),
+        );
+        let fix = rule("processing", "lowercase", 1);
+        action(fix, "email_domain_corrector", json!({}));
+        process(
+            json!({"product": "payday_us", "lead_id": "R-1", "publisher_id": 12,
+                       "fields": {"email": "x@gmial.com"}}),
+        );
+        let out =
+            json("SELECT iclear.process_redirect('R-1', '{\"aff_id\": \"77\", \"url\": \"u\"}')");
+        assert_eq!(out["redirect"], json!({"aff_id": "12", "url": "u"}));
+        assert_eq!(out["matched_rules"], json!([r]));
+        // the list got the email as processing left it (corrected)
+        assert_eq!(int("SELECT count(*) FROM iclear.list_entry WHERE list_id = 9 AND value = 'x@gmail.com'"), 1);
+        assert_eq!(
+            int("SELECT value FROM iclear.counter WHERE name = 'tamper' AND key = '12'"),
+            1
+        );
+        assert_eq!(
+            int(&format!("SELECT count(*) FROM iclear.redirect_log WHERE lead_id = 'R-1' AND rule_id = {r} AND outcome = 'matched'")),
+            1
+        );
+        let e = err("SELECT iclear.process_redirect('nope', '{}')").unwrap();
+        assert!(e.contains("\"lead_id\" names no processed lead"), "{e}");
+        let e = err("SELECT iclear.process_redirect('R-1', '{\"a\": [1]}')").unwrap();
+        assert!(e.contains("\"redirect.a\""), "{e}");
+        let e = err(&format!("INSERT INTO iclear.rule_action (rule_id, action, config) VALUES ({r}, 'lead_tags', '{{\"mode\": \"add\", \"tags\": [\"x\"]}}')")).unwrap();
+        assert!(e.contains("not allowed in redirect"), "{e}");
+    }
 }

@@ -37,7 +37,6 @@ pub const ALL: &[&str] = &[
 pub const NOT_YET: &[&str] = &[
     "run_third_party_service",
     "set_fields_from_service",
-    "email_domain_corrector",
     "pause_for_verification",
 ];
 
@@ -173,6 +172,17 @@ pub struct ResponseParam {
     pub value: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailField {
+    #[serde(default = "email_field")]
+    pub field: String,
+}
+
+fn email_field() -> String {
+    "email".into()
+}
+
 #[derive(Debug, Clone)]
 pub enum ActionKind {
     StopProcessing(Message),
@@ -186,6 +196,8 @@ pub enum ActionKind {
     MarkPingTree(PingTree),
     IncrementCounter(IncrementCounter),
     FindAndReplace(FindReplace, Option<regex::Regex>),
+    /// See `crate::email` for the algorithm.
+    EmailDomainCorrector(EmailField),
     RunTrackingAction(Tracking),
     StopPreValidationRules,
     ChangeInputData(SetParams),
@@ -347,6 +359,13 @@ impl Action {
                     None
                 };
                 ActionKind::FindAndReplace(f, re)
+            }
+            "email_domain_corrector" => {
+                let e: EmailField = cfg(config)?;
+                if e.field.trim().is_empty() {
+                    return Err(ConfigError::new("config.field", "must name a lead field"));
+                }
+                ActionKind::EmailDomainCorrector(e)
             }
             "run_tracking_action" => {
                 let t: Tracking = cfg(config)?;

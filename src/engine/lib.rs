@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod conditions;
 pub mod config;
+pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod facts;

@@ -75,6 +75,11 @@ struct Lead<'e> {
     trace_level: TraceLevel,
     log: Vec<LogEntry>,
     effects: Vec<Effect>,
+    /// `origin` of the filter-log rows: "sync" while processing, "redirect"
+    /// for Advanced Rules on Redirect.
+    origin: &'static str,
+    /// The redirect parameters (redirect stage only).
+    redirect: Option<Map<String, Value>>,
 }
 
 enum Flow {
@@ -84,6 +89,33 @@ enum Flow {
 }
 
 impl<'e> Lead<'e> {
+    fn new(env: &'e Envelope, lead_id: &str, facts: &dyn Facts, trace: TraceLevel) -> Lead<'e> {
+        Lead {
+            env,
+            lead_id: lead_id.to_string(),
+            date: facts.now().format("%Y-%m-%d").to_string(),
+            fields: env.fields.clone(),
+            params: env.params.clone(),
+            status: Status::Accepted,
+            reason: None,
+            rejected_by: None,
+            tags: Vec::new(),
+            route: None,
+            silent_campaigns: Vec::new(),
+            block_monetization: false,
+            ping_tree_mark: None,
+            response: Map::new(),
+            matched: HashSet::new(),
+            counters: HashMap::new(),
+            trace: Vec::new(),
+            trace_level: trace,
+            log: Vec::new(),
+            effects: Vec::new(),
+            origin: "sync",
+            redirect: None,
+        }
+    }
+
     fn vars(&self, product_id: i64) -> Vars<'_> {
         Vars {
             fields: &self.fields,
@@ -138,28 +170,7 @@ pub fn process_traced(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut st = Lead {
-        env,
-        lead_id: lead_id.to_string(),
-        date: facts.now().format("%Y-%m-%d").to_string(),
-        fields: env.fields.clone(),
-        params: env.params.clone(),
-        status: Status::Accepted,
-        reason: None,
-        rejected_by: None,
-        tags: Vec::new(),
-        route: None,
-        silent_campaigns: Vec::new(),
-        block_monetization: false,
-        ping_tree_mark: None,
-        response: Map::new(),
-        matched: HashSet::new(),
-        counters: HashMap::new(),
-        trace: Vec::new(),
-        trace_level: trace,
-        log: Vec::new(),
-        effects: Vec::new(),
-    };
+    let mut st = Lead::new(env, lead_id, facts, trace);
     run_stage(cfg, RuleStage::PreValidation, &mut st, facts);
     if st.status == Status::Accepted {
         check_lists(cfg, &mut st, facts);
@@ -328,7 +339,12 @@ fn actual(
                 .unwrap_or(Value::Null),
         },
         // Service results arrive with the Global Rules; none ran for this lead yet.
-        Category::Service | Category::Redirect => Value::Null,
+        Category::Service => Value::Null,
+        Category::Redirect => st
+            .redirect
+            .as_ref()
+            .and_then(|r| r.get(&c.parameter).cloned())
+            .unwrap_or(Value::Null),
         Category::Random => facts.random_0_1000().into(),
         Category::Rule => c
             .parameter
@@ -408,7 +424,7 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             }
             st.log.push(LogEntry {
                 stage: stage.as_str(),
-                origin: "sync",
+                origin: st.origin,
                 kind: "rule",
                 ref_id: Some(rule.id),
                 name: Some(rule.name.clone()),
@@ -444,7 +460,7 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
         }
         st.log.push(LogEntry {
             stage: stage.as_str(),
-            origin: "sync",
+            origin: st.origin,
             kind: "rule",
             ref_id: Some(rule.id),
             name: Some(rule.name.clone()),
@@ -553,17 +569,32 @@ fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> 
             });
         }
         ActionKind::FindAndReplace(f, re) => {
-            if let Some(cur) = st.fields.get(&f.field).and_then(value_text) {
+            // On redirect the field is a redirect parameter, else a lead field.
+            let target = match st.redirect.as_mut() {
+                Some(r) => r,
+                None => &mut st.fields,
+            };
+            if let Some(cur) = target.get(&f.field).and_then(value_text) {
                 let new = match re {
                     Some(re) => re.replace_all(&cur, f.replace.as_str()).into_owned(),
                     None => cur.replace(&f.find, &f.replace),
                 };
-                st.fields.insert(f.field.clone(), Value::String(new));
+                target.insert(f.field.clone(), Value::String(new));
+            }
+        }
+        ActionKind::EmailDomainCorrector(e) => {
+            if let Some(fixed) = st
+                .fields
+                .get(&e.field)
+                .and_then(value_text)
+                .and_then(|v| crate::email::correct_email(&v))
+            {
+                st.fields.insert(e.field.clone(), Value::String(fixed));
             }
         }
         ActionKind::RunTrackingAction(t) => st.log.push(LogEntry {
             stage: rule.stage.as_str(),
-            origin: "sync",
+            origin: st.origin,
             kind: "tracking",
             ref_id: Some(rule.id),
             name: Some(t.event.clone()),
@@ -576,4 +607,39 @@ fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> 
         }
     }
     Flow::Continue
+}
+
+/// Advanced Rules on Redirect for a lead that was processed before. `env` is
+/// the lead as processing left it (fields and params after its actions).
+pub fn process_redirect(
+    cfg: &ProductConfig,
+    env: &Envelope,
+    lead_id: &str,
+    redirect: Map<String, Value>,
+    facts: &mut dyn Facts,
+    trace: TraceLevel,
+) -> Outcome {
+    let mut st = Lead::new(env, lead_id, facts, trace);
+    st.origin = "redirect";
+    st.redirect = Some(redirect);
+    run_stage(cfg, RuleStage::Redirect, &mut st, facts);
+    let mut matched: Vec<i64> = st.matched.iter().copied().collect();
+    matched.sort_unstable();
+    let decision = obj(vec![
+        ("lead_id", Value::String(st.lead_id)),
+        ("product", Value::String(cfg.name.clone())),
+        ("stage", "redirect".into()),
+        ("redirect", Value::Object(st.redirect.unwrap_or_default())),
+        (
+            "matched_rules",
+            matched.into_iter().map(Value::from).collect(),
+        ),
+        ("trace", Value::Array(st.trace)),
+    ]);
+    Outcome {
+        status: st.status,
+        decision,
+        log: st.log,
+        effects: st.effects,
+    }
 }

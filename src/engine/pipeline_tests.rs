@@ -304,3 +304,117 @@ fn trace_levels() {
         "the filter log still records matches"
     );
 }
+
+#[test]
+fn email_domain_corrector_action() {
+    let c = cfg(
+        vec![rule(
+            1,
+            "processing",
+            json!([]),
+            json!([{"id": 1, "action": "email_domain_corrector", "config": {}}]),
+        )],
+        json!([]),
+    );
+    let fixed = |email: &str| {
+        process(
+            &c,
+            &lead(json!({"fields": {"email": email}})),
+            "L",
+            &mut Mem::default(),
+        )
+        .decision["fields"]["email"]
+            .clone()
+    };
+    assert_eq!(fixed("Jo@gmial.con"), "Jo@gmail.com");
+    assert_eq!(fixed("jo@gmx.com"), "jo@gmx.com", "valid as written");
+    assert_eq!(fixed("jo@acme-widgets.com"), "jo@acme-widgets.com");
+}
+
+#[test]
+fn redirect_rules_read_and_change_redirect_parameters() {
+    use crate::pipeline::{process_redirect, TraceLevel};
+    let c = cfg(
+        vec![
+            rule(
+                1,
+                "redirect",
+                json!([{"id": 1, "category": "redirect", "parameter": "aff_id", "operator": "not_equals", "value": "{expected}"},
+                        {"id": 2, "category": "redirect", "parameter": "url", "operator": "contains", "value": "utm_source=x"}]),
+                json!([{"id": 1, "action": "find_and_replace", "config": {"field": "url", "find": "utm_source=x", "replace": "utm_source=clean"}},
+                        {"id": 2, "action": "increment_counter", "config": {"counter": "redirect_tamper", "key": "{%publisherId%}"}},
+                        {"id": 3, "action": "add_to_list", "config": {"list_ids": [4]}},
+                        {"id": 4, "action": "run_tracking_action", "config": {"event": "tamper"}},
+                        {"id": 5, "action": "stop_processing_rules", "config": {}}]),
+            ),
+            rule(
+                2,
+                "redirect",
+                json!([]),
+                json!([{"id": 6, "action": "run_tracking_action", "config": {"event": "never"}}]),
+            ),
+            rule(
+                3,
+                "processing",
+                json!([]),
+                json!([{"id": 7, "action": "lead_tags", "config": {"mode": "add", "tags": ["p"]}}]),
+            ),
+        ],
+        json!([{"id": 4, "name": "tamperers", "kind": "dnpl", "field": "email", "product_level": false}]),
+    );
+    let env = lead(json!({"publisher_id": 12, "fields": {"email": "a@b.com"}}));
+    let redirect = json!({"aff_id": "999", "url": "https://x.test/?utm_source=x"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let out = process_redirect(
+        &c,
+        &env,
+        "L1",
+        redirect,
+        &mut Mem::default(),
+        TraceLevel::Full,
+    );
+    let d = &out.decision;
+    assert_eq!(d["redirect"]["url"], "https://x.test/?utm_source=clean");
+    assert_eq!(
+        d["matched_rules"],
+        json!([1]),
+        "processing rules do not run; rule 2 is after the stop"
+    );
+    assert!(out.effects.contains(&Effect::IncrementCounter {
+        name: "redirect_tamper".into(),
+        key: "12".into(),
+        by: 1
+    }));
+    assert!(out.effects.contains(&Effect::AddToList {
+        list_id: 4,
+        value: "a@b.com".into()
+    }));
+    assert!(out
+        .log
+        .iter()
+        .all(|l| l.origin == "redirect" && l.stage == "redirect"));
+    assert!(out
+        .log
+        .iter()
+        .any(|l| l.kind == "tracking" && l.name.as_deref() == Some("tamper")));
+    // conditions unmet: nothing changes
+    let redirect = json!({"aff_id": "{expected}", "url": "https://x.test/?utm_source=x"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let out = process_redirect(
+        &c,
+        &env,
+        "L1",
+        redirect,
+        &mut Mem::default(),
+        TraceLevel::Full,
+    );
+    assert_eq!(
+        out.decision["redirect"]["url"],
+        "https://x.test/?utm_source=x"
+    );
+    assert_eq!(out.decision["matched_rules"], json!([2]));
+}

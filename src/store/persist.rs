@@ -15,16 +15,51 @@ pub struct Record<'a> {
     pub log: &'a [LogEntry],
 }
 
-/// One statement writes the decision and all its log rows.
-pub fn save(r: &Record) {
-    let log: Vec<Value> = r
-        .log
+fn log_json(log: &[LogEntry]) -> String {
+    let rows: Vec<Value> = log
         .iter()
         .map(|e| {
             json!({"stage": e.stage, "origin": e.origin, "kind": e.kind, "ref_id": e.ref_id,
                    "name": e.name, "outcome": e.outcome, "detail": e.detail})
         })
         .collect();
+    Value::Array(rows).to_string()
+}
+
+/// Filter-log rows without a decision (Advanced Rules on Redirect).
+pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
+    if log.is_empty() {
+        return;
+    }
+    exec(
+        "INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome, detail)
+         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail
+           FROM json_to_recordset($3::json) AS x(stage text, origin text, kind text, ref_id bigint,
+                                           name text, outcome text, detail json)",
+        &[TEXT, INT8, TEXT],
+        &[lead_id.into(), product_id.into(), log_json(log).into()],
+    );
+}
+
+/// The latest non-error decision of `lead_id`: (envelope, decision).
+pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
+    let doc: pgrx::JsonB = super::one(
+        "SELECT jsonb_build_array(envelope, decision) FROM iclear.decision
+          WHERE lead_id = $1 AND status <> 'error' ORDER BY id DESC LIMIT 1",
+        &[TEXT],
+        &[lead_id.into()],
+    )?;
+    match doc.0 {
+        Value::Array(mut a) if a.len() == 2 => {
+            let d = a.pop()?;
+            Some((a.pop()?, d))
+        }
+        _ => None,
+    }
+}
+
+/// One statement writes the decision and all its log rows.
+pub fn save(r: &Record) {
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                     VALUES ($1, $2, $3, $4, $5::json, $6::json))
@@ -41,7 +76,7 @@ pub fn save(r: &Record) {
             r.status.into(),
             r.envelope.to_string().into(),
             r.decision.to_string().into(),
-            Value::Array(log).to_string().into(),
+            log_json(r.log).into(),
         ],
     );
 }
