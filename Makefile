@@ -37,6 +37,7 @@ test-it: install
 	cargo test -p iclear-it --test cluster -- --test-threads=2
 
 lint:
+	scripts/gen-upgrade.sh --check
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 

@@ -91,8 +91,12 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.rule_cap_usage', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.job', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.verification_history', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.sms_verification', '');
-SELECT pg_catalog.pg_extension_config_dump('iclear.decision', '');
-SELECT pg_catalog.pg_extension_config_dump('iclear.filter_log', '');
+-- Results: the DEFAULT partitions created here; monthly partitions are made
+-- at run time by iclear.maintain(), are not extension members, and so pg_dump
+-- dumps them (definition and rows) like any table.
+SELECT pg_catalog.pg_extension_config_dump('iclear.decision_default', '');
+SELECT pg_catalog.pg_extension_config_dump('iclear.filter_log_default', '');
+SELECT pg_catalog.pg_extension_config_dump('iclear.consent_evidence', '');
 -- identity sequences, so restored rows do not collide with new ones
 -- (one statement each: every call updates the same pg_extension row)
 SELECT pg_catalog.pg_extension_config_dump('iclear.product_id_seq', '');
@@ -106,9 +110,11 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.list_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.job_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.verification_history_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.sms_verification_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('iclear.consent_evidence_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.decision_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.filter_log_id_seq', '');
 
+-- BEGIN reporting (also the tail of the 0.1.0 -> 0.2.0 upgrade: scripts/gen-upgrade.sh)
 -- -------------------------------------------------------------------- views
 -- Every step of every lead: the filter log plus each lead's final decision
 -- (kept once, in iclear.decision, rather than copied into the log).
@@ -123,9 +129,11 @@ SELECT NULL, d.lead_id, p.name, d.created_at, 'decision', 'sync', 'decision', NU
   FROM iclear.decision d
   LEFT JOIN iclear.product p ON p.id = d.product_id;
 
+-- The iClear Log: each third-party service response per lead, with the
+-- origin of the request (sync, async, on_demand, redirect).
 CREATE VIEW iclear.lead_log AS
 SELECT f.id, f.lead_id, p.name AS product, f.at, f.name AS service, f.origin, f.outcome,
-       f.request, f.response, f.detail
+       f.detail ->> 'source' AS source, f.request, f.response, f.detail
   FROM iclear.filter_log f
   LEFT JOIN iclear.product p ON p.id = f.product_id
  WHERE f.kind = 'service';
@@ -141,10 +149,174 @@ SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS 
 
 CREATE VIEW iclear.redirect_log AS
 SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
-       f.outcome, f.detail
+       f.origin, f.kind, f.outcome, f.detail
   FROM iclear.filter_log f
   LEFT JOIN iclear.product p ON p.id = f.product_id
  WHERE f.stage = 'redirect';
+
+-- Lookups per service per day (UTC) and product. Service log rows carry
+-- detail {"source": "api"|"cache"|"local", "cost": <charged>}: only API
+-- lookups are charged, at the cost recorded when they were made.
+CREATE VIEW iclear.service_usage AS
+SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.name AS service,
+       count(*) AS requests,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'api') AS lookups,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'cache') AS cache_hits,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'local') AS local_hits,
+       count(*) FILTER (WHERE f.outcome = 'no_response') AS no_response,
+       count(*) FILTER (WHERE f.outcome = 'reject') AS rejects,
+       coalesce(sum((f.detail ->> 'cost')::numeric) FILTER (WHERE f.detail ->> 'source' = 'api'), 0) AS cost
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+ WHERE f.kind = 'service'
+ GROUP BY 1, 2, 3;
+
+-- When a cap of `period` (daily, or monthly from `start_day`) next resets
+-- after `at`. Caps count in UTC; a start day past the month's end resets on
+-- its last day.
+CREATE FUNCTION iclear.next_cap_reset(period text, start_day integer DEFAULT 1, at timestamptz DEFAULT now())
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN (date_trunc('day', at AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+        WHEN 'monthly' THEN (
+            SELECT min(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE 'UTC' AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE 'UTC') + k * interval '1 month' AS m
+                          FROM generate_series(-1, 1) AS k) AS months) AS resets
+             WHERE d > at)
+    END
+$$;
+
+-- Every global and rule cap: period, limit, current value, next reset.
+CREATE VIEW iclear.cap_status AS
+SELECT 'global'::text AS scope, c.service AS subject, NULL::bigint AS rule_id, c.period, c.start_day,
+       c.cap_limit, c.current_value, iclear.next_cap_reset(c.period, c.start_day) AS next_reset
+  FROM iclear.global_cap c
+UNION ALL
+SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
+       iclear.next_cap_reset(x.period, 1)
+  FROM iclear.rule r
+ CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')),
+                            ('monthly', r.monthly_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')))
+       AS x(period, cap_limit, period_key)
+  LEFT JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = x.period AND u.period_key = x.period_key
+ WHERE x.cap_limit IS NOT NULL
+UNION ALL
+SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.period_key, ''), 'none'), r.id, 'source', NULL,
+       r.per_source_limit, u.used, NULL
+  FROM iclear.rule r
+  JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = 'source'
+ WHERE r.per_source_limit IS NOT NULL;
+
+-- Operations at a glance. The async worker registers as "iclear worker".
+CREATE VIEW iclear.health AS
+SELECT iclear.version() AS version,
+       EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'iclear worker') AS worker_alive,
+       (SELECT count(*) FROM iclear.job WHERE status IN ('queued', 'running')) AS queue_depth,
+       (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
+       (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
+       (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
+       (SELECT version FROM iclear.config_version) AS config_version;
+
+-- One lead: its decisions (with traces) and every step of its log.
+CREATE FUNCTION iclear.lead_info(lead_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'lead_id', $1,
+        'decisions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   'at', d.created_at, 'stage', d.stage, 'status', d.status,
+                                   'envelope', d.envelope::jsonb, 'decision', d.decision::jsonb) ORDER BY d.id)
+                                 FROM iclear.decision d WHERE d.lead_id = $1), '[]'),
+        'log', coalesce((SELECT jsonb_agg(to_jsonb(f) - 'lead_id' ORDER BY f.at, f.id)
+                           FROM iclear.full_log f WHERE f.lead_id = $1), '[]'),
+        'consent_evidence', coalesce((SELECT jsonb_agg(to_jsonb(e) - 'lead_id' ORDER BY e.id)
+                                        FROM iclear.consent_evidence e WHERE e.lead_id = $1), '[]'),
+        'trace', (SELECT d.decision::jsonb -> 'trace' FROM iclear.decision d
+                   WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
+$$;
+
+-- Partitions and retention; run daily (cron, pg_cron; the async worker will).
+-- Creates the monthly partitions of decision and filter_log from the oldest
+-- row waiting in a DEFAULT partition up to `months_ahead` months ahead
+-- (moving those rows in), drops partitions wholly older than retention, and
+-- deletes consent evidence older than the evidence retention.
+CREATE FUNCTION iclear.maintain(retention_days integer DEFAULT NULL,
+                                evidence_retention_days integer DEFAULT NULL,
+                                months_ahead integer DEFAULT 2)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    keep_days     integer;
+    keep_evidence integer;
+    t             text;
+    col           text;
+    m             timestamp;
+    lo            timestamptz;
+    hi            timestamptz;
+    part          text;
+    oldest        timestamptz;
+    n             bigint;
+    moved         bigint := 0;
+    evidence      bigint;
+    created       text[] := '{}';
+    dropped       text[] := '{}';
+    r             record;
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
+    keep_evidence := coalesce(evidence_retention_days,
+                              nullif(current_setting('iclear.evidence_retention_days', true), '')::int, 1827);
+    IF keep_days < 1 OR keep_evidence < 1 OR months_ahead < 0 THEN
+        RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
+        -- writers to the DEFAULT partition wait while rows move out of it, so
+        -- none lands there for a month that is being attached
+        EXECUTE format('LOCK TABLE iclear.%I IN EXCLUSIVE MODE', t || '_default');
+        EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
+        FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
+                                        date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
+                                        interval '1 month') LOOP
+            part := format('%s_%s', t, to_char(m, 'YYYYMM'));
+            lo := m AT TIME ZONE 'UTC';
+            hi := (m + interval '1 month') AT TIME ZONE 'UTC';
+            CONTINUE WHEN to_regclass(format('iclear.%I', part)) IS NOT NULL;
+            CONTINUE WHEN hi <= now() - make_interval(days => keep_days);  -- would be dropped at once
+            EXECUTE format('CREATE TABLE iclear.%I (LIKE iclear.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMPRESSION)', part, t);
+            EXECUTE format('WITH moved AS (DELETE FROM iclear.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
+                            INSERT INTO iclear.%I SELECT * FROM moved', t || '_default', col, col, part)
+                USING lo, hi;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+            IF t = 'decision' THEN
+                EXECUTE format('CREATE UNIQUE INDEX ON iclear.%I (id)', part);
+            END IF;
+            EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
+            EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
+            EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
+            created := created || part;
+        END LOOP;
+        FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = format('iclear.%I', t)::regclass AND c.relname ~ '_\d{6}$' LOOP
+            hi := (to_date(right(r.relname, 6), 'YYYYMM')::timestamp + interval '1 month') AT TIME ZONE 'UTC';
+            IF hi <= now() - make_interval(days => keep_days) THEN
+                EXECUTE format('DROP TABLE iclear.%I', r.relname);
+                dropped := dropped || r.relname::text;
+            END IF;
+        END LOOP;
+        EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
+            USING now() - make_interval(days => keep_days);
+    END LOOP;
+    DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
+    GET DIAGNOSTICS evidence = ROW_COUNT;
+    RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
+                              'evidence_deleted', evidence, 'retention_days', keep_days,
+                              'evidence_retention_days', keep_evidence);
+END $$;
+-- END reporting
 
 -- ------------------------------------------------------------ public entry
 CREATE FUNCTION public.iclear_process(lead jsonb) RETURNS jsonb

@@ -35,6 +35,26 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucContext::Userset,
         pgrx::GucFlags::default(),
     );
+    pgrx::GucRegistry::define_int_guc(
+        c"iclear.retention_days",
+        c"Days of decisions and filter log that iclear.maintain() keeps",
+        c"Monthly partitions of iclear.decision and iclear.filter_log wholly older than this are dropped by iclear.maintain().",
+        &RETENTION_DAYS,
+        1,
+        36500,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::default(),
+    );
+    pgrx::GucRegistry::define_int_guc(
+        c"iclear.evidence_retention_days",
+        c"Days of consent-claim evidence (iClaim results) that iclear.maintain() keeps",
+        c"Default 1827 (5 years, TCPA/TSR record keeping). Evidence lives in iclear.consent_evidence, apart from the filter log.",
+        &EVIDENCE_RETENTION_DAYS,
+        1,
+        36500,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::default(),
+    );
 }
 
 /// `iclear.trace`: what a decision's trace records (see TraceLevel).
@@ -49,6 +69,11 @@ pub enum Trace {
 }
 
 pub static TRACE: pgrx::GucSetting<Trace> = pgrx::GucSetting::<Trace>::new(Trace::Full);
+
+/// `iclear.retention_days` and `iclear.evidence_retention_days`, read by
+/// iclear.maintain() (sql/finalize.sql).
+pub static RETENTION_DAYS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(180);
+pub static EVIDENCE_RETENTION_DAYS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(1827);
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/finalize.sql", finalize);

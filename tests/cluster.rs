@@ -16,8 +16,14 @@ fn preloaded_cluster_processes_leads() {
         .unwrap()
         .get(0);
     assert_eq!(preload, "iclear");
-    let v: String = c.query_one("SELECT iclear.version()", &[]).unwrap().get(0);
-    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    let (v, ext): (String, String) = c
+        .query_one(
+            "SELECT iclear.version(), extversion FROM pg_extension WHERE extname = 'iclear'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(v, ext);
     let d: Value = c
         .query_one(
             r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "test1@x.com"}}')"#,
@@ -110,8 +116,13 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
     let cl = Cluster::start();
     let mut c = cl.database("t_dump_src");
     c.batch_execute(FIXTURE).unwrap();
+    // one lead in the DEFAULT partition, one in a monthly partition made by maintain()
     c.batch_execute(
-        r#"SELECT iclear_process('{"product": "payday_us", "lead_id": "before-dump"}')"#,
+        r#"SELECT iclear_process('{"product": "payday_us", "lead_id": "in-default"}');
+           SELECT iclear.maintain(months_ahead => 0);
+           SELECT iclear_process('{"product": "payday_us", "lead_id": "before-dump"}');
+           INSERT INTO iclear.filter_log (lead_id, at, stage, origin, kind, outcome)
+                VALUES ('far-future', now() + interval '2 years', 'processing', 'sync', 'rule', 'matched');"#,
     )
     .unwrap();
     let dump = cl.dir.with_extension("dump");
@@ -182,10 +193,31 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
     assert_eq!(
         count(
             &mut r,
-            "SELECT count(*) FROM iclear.decision WHERE lead_id = 'before-dump'"
+            "SELECT count(*) FROM iclear.decision WHERE lead_id IN ('before-dump', 'in-default')"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &mut r,
+            "SELECT count(*) FROM iclear.filter_log_default WHERE lead_id = 'far-future'"
         ),
         1
     );
+    assert_eq!(
+        count(
+            &mut r,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'iclear.decision'::regclass"
+        ),
+        2,
+        "the DEFAULT and this month's partition"
+    );
+    // the restored monthly partition is indexed, and maintain() carries on
+    assert_eq!(
+        count(&mut r, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'iclear' AND tablename LIKE 'decision\\_20%'"),
+        3
+    );
+    r.batch_execute("SELECT iclear.maintain()").unwrap();
     // the restored rules work, and new rows do not collide with restored ids
     let d: Value = r
         .query_one(
@@ -282,4 +314,149 @@ fn rule_caps_and_counters_hold_under_concurrent_sessions() {
         .unwrap()
         .get(0);
     assert_eq!(seen, 120, "every increment counted once");
+}
+
+/// Every table (with its columns), view and function of schema iclear, and
+/// the extension's members: what an upgrade must leave exactly as a fresh
+/// install makes it.
+const CATALOG: &str = r#"
+SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+  SELECT 'rel ' || c.relkind::text || ' ' || c.relname || ' ' ||
+         coalesce((SELECT string_agg(a.attname || ':' || format_type(a.atttypid, a.atttypmod)
+                                     || CASE WHEN a.attnotnull THEN '!' ELSE '' END, ',' ORDER BY a.attnum)
+                     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = 'iclear' AND c.relkind IN ('r', 'p', 'v', 'S') AND c.relname !~ '_\d{6}$'
+  UNION ALL
+  SELECT 'index ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = 'iclear' AND c.relkind IN ('i', 'I') AND c.relname !~ '_\d{6}_'
+  UNION ALL
+  SELECT 'fn ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || pg_get_function_result(p.oid)
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('iclear', 'public')
+  UNION ALL
+  SELECT 'trigger ' || t.tgrelid::regclass || ' ' || t.tgname FROM pg_trigger t
+   WHERE NOT t.tgisinternal AND t.tgrelid::regclass::text LIKE 'iclear.%'
+  UNION ALL
+  SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+    FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+   WHERE e.extname = 'iclear' AND d.deptype = 'e'
+  UNION ALL
+  SELECT 'config ' || c::regclass FROM pg_extension e, unnest(e.extconfig) AS c WHERE e.extname = 'iclear'
+) s(x)"#;
+
+/// Put the frozen 0.1.0 install script beside the installed extension.
+fn install_old_version() {
+    let sharedir = String::from_utf8(client("pg_config", &["--sharedir"]).stdout).unwrap();
+    let dst = format!("{}/extension/iclear--0.1.0.sql", sharedir.trim());
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/iclear--0.1.0.sql");
+    if std::fs::copy(src, &dst).is_err() {
+        let ok = std::process::Command::new("sudo")
+            .args(["cp", src, &dst])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot install {dst}");
+    }
+}
+
+#[test]
+fn upgrade_from_0_1_0_keeps_everything() {
+    install_old_version();
+    let cl = Cluster::start();
+    let mut admin = cl.connect("postgres");
+    admin.batch_execute("CREATE DATABASE t_old").unwrap();
+    admin.batch_execute("CREATE DATABASE t_fresh").unwrap();
+    let mut c = cl.connect("t_old");
+    c.batch_execute("CREATE EXTENSION iclear VERSION '0.1.0'")
+        .unwrap();
+    let v: String = c
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'iclear'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "0.1.0");
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(
+        r#"SELECT iclear_process('{"product": "payday_us", "lead_id": "old-1", "fields": {"email": "test@x"}}');
+           SELECT iclear_process('{"product": "payday_us", "lead_id": "old-2", "fields": {"email": "fraud@example.com"}}');
+           CREATE TABLE leads (id bigserial PRIMARY KEY, email text, iclear_status text);
+           SELECT iclear.attach('leads', 'payday_us');
+           INSERT INTO leads (email) VALUES ('ok@x.com');"#,
+    )
+    .unwrap();
+    let snapshot = |c: &mut postgres::Client| -> Vec<i64> {
+        [
+            "SELECT count(*) FROM iclear.product",
+            "SELECT count(*) FROM iclear.rule",
+            "SELECT count(*) FROM iclear.rule_condition",
+            "SELECT count(*) FROM iclear.rule_action",
+            "SELECT count(*) FROM iclear.list_entry",
+            "SELECT count(*) FROM iclear.source",
+            "SELECT count(*) FROM iclear.decision",
+            "SELECT count(*) FROM iclear.filter_log",
+            "SELECT count(*) FROM iclear.full_log",
+            "SELECT max(id) FROM iclear.decision",
+        ]
+        .iter()
+        .map(|q| c.query_one(*q, &[]).unwrap().get::<_, i64>(0))
+        .collect()
+    };
+    let before = snapshot(&mut c);
+    assert_eq!(before[6], 3);
+
+    c.batch_execute("ALTER EXTENSION iclear UPDATE").unwrap();
+    let (v, lib): (String, String) = c
+        .query_one(
+            "SELECT extversion, iclear.version() FROM pg_extension WHERE extname = 'iclear'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(v, lib);
+    assert_ne!(v, "0.1.0");
+    assert_eq!(
+        snapshot(&mut c),
+        before,
+        "configuration, decisions and log intact"
+    );
+    let info: Value = c
+        .query_one("SELECT iclear.lead_info('old-1')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(info["decisions"][0]["decision"]["reason"], "test lead");
+
+    // it works as the new version: the trigger, new ids after the old ones, maintain()
+    c.batch_execute("INSERT INTO leads (email) VALUES ('test2@x.com')")
+        .unwrap();
+    let s: String = c
+        .query_one(
+            "SELECT iclear_status FROM leads WHERE email = 'test2@x.com'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(s, "rejected");
+    let new_id: i64 = c
+        .query_one("SELECT max(id) FROM iclear.decision", &[])
+        .unwrap()
+        .get(0);
+    assert!(new_id > before[9]);
+    let m: Value = c.query_one("SELECT iclear.maintain()", &[]).unwrap().get(0);
+    assert!(m["moved_from_default"].as_i64().unwrap() >= 4, "{m}");
+
+    // and its catalog is exactly that of a fresh install
+    let mut f = cl.connect("t_fresh");
+    f.batch_execute("CREATE EXTENSION iclear; SELECT iclear.maintain()")
+        .unwrap();
+    let upgraded: String = c.query_one(CATALOG, &[]).unwrap().get(0);
+    let fresh: String = f.query_one(CATALOG, &[]).unwrap().get(0);
+    let (u, fr): (Vec<&str>, Vec<&str>) = (upgraded.lines().collect(), fresh.lines().collect());
+    let only_upgraded: Vec<&&str> = u.iter().filter(|l| !fr.contains(l)).collect();
+    let only_fresh: Vec<&&str> = fr.iter().filter(|l| !u.contains(l)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "upgrade differs from a fresh install:\n only after upgrade: {only_upgraded:#?}\n only fresh: {only_fresh:#?}"
+    );
 }
