@@ -29,3 +29,10 @@ SELECT 'list "' || l.name || '" now holds', count(e.value)
   FROM iclear.list l LEFT JOIN iclear.list_entry e ON e.list_id = l.id AND e.added_by = 'iclear'
  WHERE l.name = 'rejected as fraud (email)' GROUP BY l.name
 ORDER BY 2 DESC;
+\echo '== Operations (views: pre_screen_reject_log, cap_status, service_usage, health)'
+SELECT (SELECT count(*) FROM iclear.pre_screen_reject_log) AS pre_screen_rejects,
+       (SELECT count(*) FROM iclear.cap_status) AS caps,
+       (SELECT coalesce(sum(lookups), 0) FROM iclear.service_usage) AS service_lookups,
+       (SELECT coalesce(sum(cost), 0) FROM iclear.service_usage) AS service_cost,
+       h.queue_depth, h.failed_jobs, h.rows_in_default_partitions, h.version
+  FROM iclear.health h;

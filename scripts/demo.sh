@@ -21,7 +21,29 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 echo "pushed $N generated leads through the attached table \"leads\" in ${ms} ms" \
      "($(( N * 1000 / (ms > 0 ? ms : 1) )) leads/s, one INSERT statement)"
 
+$CLUSTER psql -d $DB -At -c "SELECT iclear.maintain()" >/dev/null   # daily job: monthly partitions
 $CLUSTER psql -d $DB -f examples/summary.sql
+
+# The chart, plotted from the views (gnuplot, installed when missing).
+OUT=$(pwd)/target/demo
+mkdir -p "$OUT"
+if ! command -v gnuplot >/dev/null; then
+    echo "demo: installing gnuplot-nox for the chart"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get install -y -qq gnuplot-nox >/dev/null 2>&1 \
+        || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq gnuplot-nox >/dev/null; }
+fi
+q() { $CLUSTER psql -d $DB -At -F $'\t' -c "$1" > "$OUT/$2"; }
+q "SELECT count(*) FROM leads" leads.count
+q "SELECT outcome, count(*) FROM iclear.full_log WHERE kind = 'decision' GROUP BY 1 ORDER BY 1" decisions.tsv
+q "SELECT coalesce(d.decision -> 'rejected_by' ->> 'name', '?'), count(*) FROM iclear.decision d
+    WHERE d.status = 'rejected' GROUP BY 1 ORDER BY 2 DESC LIMIT 12" rejects.tsv
+q "SELECT name, count(*) FROM iclear.full_log WHERE kind = 'rule' GROUP BY 1 ORDER BY 2 DESC LIMIT 10" rules.tsv
+q "SELECT service, sum(lookups) FROM iclear.service_usage GROUP BY 1 ORDER BY 1" services.tsv
+sed -i 's/^\([0-9]*\).*/\1/' "$OUT/leads.count"
+gnuplot -e "dir='$OUT'" examples/chart.gp
+echo
+echo "chart: $OUT/iclear-demo.png"
 cat <<TXT
 
 Look around:

@@ -30,7 +30,7 @@ pub extern "C-unwind" fn _PG_init() {
     pgrx::GucRegistry::define_enum_guc(
         c"iclear.trace",
         c"What a decision's trace records: full, matched or off",
-        c"full (default): every rule, skipped or evaluated, with each condition; matched: only rules that matched, with their conditions and actions; off: no trace (the filter log still records matched rules).",
+        c"matched (default): only rules that matched, with their conditions and actions; full: every rule, skipped or evaluated, with each condition; off: no trace (the filter log still records matched rules).",
         &TRACE,
         pgrx::GucContext::Userset,
         pgrx::GucFlags::default(),
@@ -68,7 +68,7 @@ pub enum Trace {
     Off,
 }
 
-pub static TRACE: pgrx::GucSetting<Trace> = pgrx::GucSetting::<Trace>::new(Trace::Full);
+pub static TRACE: pgrx::GucSetting<Trace> = pgrx::GucSetting::<Trace>::new(Trace::Matched);
 
 /// `iclear.retention_days` and `iclear.evidence_retention_days`, read by
 /// iclear.maintain() (sql/finalize.sql).

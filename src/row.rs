@@ -145,13 +145,14 @@ pub fn patch(
         }
     }
     patch.insert("iclear_status".into(), decision["status"].clone());
-    // The row gets the decision without its trace (often most of its size);
-    // iclear.decision keeps the whole decision, trace included.
+    // The row gets the outcome: the decision without its trace (often most of
+    // its size) and without fields and params (written back into the row just
+    // above); iclear.decision keeps the whole decision.
     let outcome: Map<String, Value> = decision
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| *k != "trace")
+        .filter(|(k, _)| !matches!(k.as_str(), "trace" | "fields" | "params"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     patch.insert("iclear_decision".into(), Value::Object(outcome));
@@ -205,6 +206,11 @@ mod unit {
         assert_eq!(p["body"], json!({"zip": "9", "new": "n"}));
         assert_eq!(p["tpar"], json!({"sub": "2"}));
         assert_eq!(p["iclear_status"], json!("accepted"));
+        assert_eq!(
+            p["iclear_decision"],
+            json!({"status": "accepted"}),
+            "no fields, params or trace"
+        );
     }
 
     #[test]

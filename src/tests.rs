@@ -392,8 +392,9 @@ mod tests {
             "yes"
         );
         assert_eq!(
-            text("SELECT iclear_decision->>'lead_id' FROM leads").unwrap(),
-            "1"
+            text("SELECT iclear_decision->>'lead_id' || (iclear_decision ? 'fields')::text FROM leads").unwrap(),
+            "1false",
+            "the row's outcome names the lead and leaves the fields to the columns"
         );
 
         // a processing error (bad stage value) keeps the row, with status error
@@ -720,5 +721,47 @@ mod tests {
             missing.is_empty(),
             "README.md does not document: {missing:?}"
         );
+        // the PGXN META.json names this version (distribution and extension)
+        let meta: serde_json::Value = serde_json::from_str(include_str!("../META.json")).unwrap();
+        assert_eq!(meta["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            meta["provides"]["iclear"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+
+    #[pg_test]
+    fn trace_setting_controls_the_trace_not_the_outcome() {
+        setup();
+        let hit = rule("processing", "hit", 1);
+        action(hit, "lead_tags", json!({"mode": "add", "tags": ["t"]}));
+        let miss = rule("processing", "miss", 2);
+        condition(miss, "lead_body", "age", "less", json!(18));
+        let lead = json!({"product": "payday_us", "fields": {"age": 30}});
+        let trace_ids = |d: &Value| -> Vec<Value> {
+            d["trace"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["rule_id"].clone())
+                .collect()
+        };
+        let d = process(lead.clone());
+        assert_eq!(
+            trace_ids(&d),
+            vec![json!(hit)],
+            "default: matched rules only"
+        );
+        run("SET LOCAL iclear.trace = 'full'");
+        let d = process(lead.clone());
+        assert_eq!(trace_ids(&d), vec![json!(hit), json!(miss)]);
+        assert_eq!(d["trace"][1]["conditions"][0]["actual"], 30);
+        run("SET LOCAL iclear.trace = 'off'");
+        let d = process(lead.clone());
+        assert_eq!(trace_ids(&d), Vec::<Value>::new());
+        assert_eq!(d["tags"], json!(["t"]), "same outcome");
+        assert!(err("SET LOCAL iclear.trace = 'verbose'")
+            .unwrap()
+            .contains("iclear.trace"));
     }
 }
