@@ -25,18 +25,18 @@ $CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -f bench/setup.sql >/dev/null
 rules=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.rule WHERE status = 'active'")
 dnpl=$($CLUSTER psql -d $DB -At -c "SELECT max(n) FROM (SELECT count(*) n FROM iclear.list_entry GROUP BY list_id) s")
 
-tps() { # name script [PGOPTIONS]
-    PGOPTIONS="${3:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$CLIENTS" -j "$CLIENTS" \
-        -T "$SECONDS_PER_RUN" -f "$2" "$DB" 2>&1 | awk '/^tps/ {print $3; exit}'
+tps() { # table [PGOPTIONS]
+    PGOPTIONS="${2:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$CLIENTS" -j "$CLIENTS" \
+        -T "$SECONDS_PER_RUN" -D table="$1" -f bench/insert.sql "$DB" 2>&1 | awk '/^tps/ {print $3; exit}'
 }
 results=""
 for r in $(seq "$ROUNDS"); do
     for kind in plain attached full nocache; do
         case $kind in
-            plain) t=$(tps plain bench/insert_plain.sql) ;;
-            attached) t=$(tps attached bench/insert_attached.sql) ;;
-            full) t=$(tps full bench/insert_attached.sql "-c iclear.trace=full") ;;
-            nocache) t=$(tps nocache bench/insert_attached.sql "-c iclear.config_cache=off") ;;
+            plain) t=$(tps leads_plain) ;;
+            attached) t=$(tps leads) ;;
+            full) t=$(tps leads "-c iclear.trace=full") ;;
+            nocache) t=$(tps leads "-c iclear.config_cache=off") ;;
         esac
         echo "  round $r  $kind: $t tps"
         results="$results$kind $t"$'\n'

@@ -478,6 +478,20 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
     }
 }
 
+/// Render every template from the values before the action, so that one
+/// action's assignments do not see each other.
+fn render_all(
+    templates: &std::collections::BTreeMap<String, String>,
+    st: &Lead,
+    product_id: i64,
+) -> Vec<(String, String)> {
+    let vars = st.vars(product_id);
+    templates
+        .iter()
+        .map(|(k, t)| (k.clone(), render(t, &vars)))
+        .collect()
+}
+
 fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> Flow {
     match kind {
         ActionKind::StopProcessing(m) => {
@@ -506,23 +520,12 @@ fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> 
             }
         }
         ActionKind::ChangeLeadBodyFields(s) => {
-            // Render all from the values before this action, then assign.
-            let new: Vec<(String, String)> = s
-                .fields
-                .iter()
-                .map(|(k, t)| (k.clone(), render(t, &st.vars(cfg.id))))
-                .collect();
-            for (k, v) in new {
+            for (k, v) in render_all(&s.fields, st, cfg.id) {
                 st.fields.insert(k, Value::String(v));
             }
         }
         ActionKind::ChangeInputData(s) => {
-            let new: Vec<(String, String)> = s
-                .params
-                .iter()
-                .map(|(k, t)| (k.clone(), render(t, &st.vars(cfg.id))))
-                .collect();
-            for (k, v) in new {
+            for (k, v) in render_all(&s.params, st, cfg.id) {
                 st.params.insert(k, Value::String(v));
             }
         }
