@@ -310,8 +310,8 @@ ALTER SEQUENCE iclear.decision_id_seq OWNED BY iclear.decision.id;
 -- Indexes are per partition (iclear.maintain() indexes each month it makes):
 -- a partitioned index on an extension's table makes pg_dump re-create the
 -- index on partitions that ATTACH PARTITION has already indexed at restore.
+-- Ids come from a sequence and nothing looks a decision up by id: no index on it.
 CREATE TABLE iclear.decision_default PARTITION OF iclear.decision DEFAULT;
-CREATE UNIQUE INDEX decision_default_id_idx ON iclear.decision_default (id);
 CREATE INDEX decision_default_lead_id_idx ON iclear.decision_default (lead_id);
 CREATE INDEX decision_default_created_at_idx ON iclear.decision_default USING brin (created_at);
 

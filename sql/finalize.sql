@@ -114,7 +114,8 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.consent_evidence_id_seq', '')
 SELECT pg_catalog.pg_extension_config_dump('iclear.decision_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.filter_log_id_seq', '');
 
--- BEGIN reporting (also the tail of the 0.1.0 -> 0.2.0 upgrade: scripts/gen-upgrade.sh)
+-- BEGIN since-0.1.0 (objects new or changed since 0.1.0; also the tail of the
+-- 0.1.0 -> 0.2.0 upgrade: scripts/gen-upgrade.sh)
 -- -------------------------------------------------------------------- views
 -- Every step of every lead: the filter log plus each lead's final decision
 -- (kept once, in iclear.decision, rather than copied into the log).
@@ -291,9 +292,6 @@ BEGIN
                 USING lo, hi;
             GET DIAGNOSTICS n = ROW_COUNT;
             moved := moved + n;
-            IF t = 'decision' THEN
-                EXECUTE format('CREATE UNIQUE INDEX ON iclear.%I (id)', part);
-            END IF;
             EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
             EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
             EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
@@ -316,17 +314,9 @@ BEGIN
                               'evidence_deleted', evidence, 'retention_days', keep_days,
                               'evidence_retention_days', keep_evidence);
 END $$;
--- END reporting
-
--- ------------------------------------------------------------ public entry
-CREATE FUNCTION public.iclear_process(lead jsonb) RETURNS jsonb
-LANGUAGE sql VOLATILE STRICT
-AS $$ SELECT iclear.process(lead) $$;
-
--- -------------------------------------------------------- attach / detach
 -- The trigger catches any error of processing in a subtransaction, so the
 -- inserted row is always kept (design §4); on_error 'raise' opts out.
-CREATE FUNCTION iclear.lead_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION iclear.lead_trigger() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     product text := TG_ARGV[0];
@@ -351,13 +341,23 @@ BEGIN
                                        'record_error', SQLERRM));
         END;
     END;
-    IF patch ->> 'iclear_status' = 'rejected' AND opts ->> 'rejected' = 'skip' THEN
-        RETURN NULL;
+    -- (->> on json re-reads the text: only look when rejected rows are skipped)
+    IF opts ->> 'rejected' = 'skip' THEN
+        IF patch ->> 'iclear_status' = 'rejected' THEN
+            RETURN NULL;
+        END IF;
     END IF;
     NEW := json_populate_record(NEW, patch);
     RETURN NEW;
 END $$;
+-- END since-0.1.0
 
+-- ------------------------------------------------------------ public entry
+CREATE FUNCTION public.iclear_process(lead jsonb) RETURNS jsonb
+LANGUAGE sql VOLATILE STRICT
+AS $$ SELECT iclear.process(lead) $$;
+
+-- -------------------------------------------------------- attach / detach
 CREATE FUNCTION iclear.attach(lead_table regclass, product text, options jsonb DEFAULT '{}')
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
