@@ -70,9 +70,10 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
                 &format!("names unknown product {:?}", env.product),
             )
         })?;
-    let mut facts = store::facts::PgFacts {
-        source_created_at: None,
-    };
+    let source_created_at = env
+        .source_id
+        .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
+    let mut facts = store::facts::PgFacts { source_created_at };
     let out = pipeline::process_redirect(&cfg, &env, lead_id, redirect, &mut facts, trace_level());
     store::persist::save_log(lead_id, cfg.id, &out.log);
     store::persist::apply(&out.effects);

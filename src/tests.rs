@@ -458,9 +458,13 @@ mod tests {
         let fix = rule("processing", "lowercase", 1);
         action(fix, "email_domain_corrector", json!({}));
         process(
-            json!({"product": "payday_us", "lead_id": "R-1", "publisher_id": 12,
+            json!({"product": "payday_us", "lead_id": "R-1", "publisher_id": 12, "source_id": 5,
                        "fields": {"email": "x@gmial.com"}}),
         );
+        // the redirect rule targets new sources: R-1's source 5 was first seen just now
+        run(&format!(
+            "UPDATE iclear.rule SET all_new_since = now() - interval '1 day' WHERE id = {r}"
+        ));
         let out =
             json("SELECT iclear.process_redirect('R-1', '{\"aff_id\": \"77\", \"url\": \"u\"}')");
         assert_eq!(out["redirect"], json!({"aff_id": "12", "url": "u"}));
