@@ -2,7 +2,7 @@
 //! path across sessions, forced failures, pg_dump/restore, the configuration
 //! cache across sessions, and concurrency of caps and counters.
 
-use iclear_it::{client, Cluster, FIXTURE};
+use iclear_it::{client, versions, Cluster, FIXTURE};
 use serde_json::Value;
 use std::thread;
 
@@ -16,13 +16,7 @@ fn preloaded_cluster_processes_leads() {
         .unwrap()
         .get(0);
     assert_eq!(preload, "iclear");
-    let (v, ext): (String, String) = c
-        .query_one(
-            "SELECT iclear.version(), extversion FROM pg_extension WHERE extname = 'iclear'",
-            &[],
-        )
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (v, ext) = versions(&mut c);
     assert_eq!(v, ext);
     let d: Value = c
         .query_one(
@@ -408,13 +402,7 @@ fn upgrade_from_0_1_0_keeps_everything() {
     assert_eq!(before[6], 3);
 
     c.batch_execute("ALTER EXTENSION iclear UPDATE").unwrap();
-    let (v, lib): (String, String) = c
-        .query_one(
-            "SELECT extversion, iclear.version() FROM pg_extension WHERE extname = 'iclear'",
-            &[],
-        )
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (lib, v) = versions(&mut c);
     assert_eq!(v, lib);
     assert_ne!(v, "0.1.0");
     assert_eq!(

@@ -140,6 +140,17 @@ impl Drop for Cluster {
     }
 }
 
+/// (iclear.version() of the loaded library, extversion of the installed extension).
+pub fn versions(c: &mut Client) -> (String, String) {
+    let r = c
+        .query_one(
+            "SELECT iclear.version(), extversion FROM pg_extension WHERE extname = 'iclear'",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
 /// A product `payday_us` with a DNPL on email and a few rules, for tests.
 pub const FIXTURE: &str = r#"
 INSERT INTO iclear.product (name) VALUES ('payday_us');

@@ -10,6 +10,7 @@ use crate::facts::{normalize_list_value, Facts};
 use crate::placeholders::{render, Vars};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::mem::take;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -129,6 +130,16 @@ impl<'e> Lead<'e> {
         }
     }
 
+    /// The outcome: `decision` plus what this lead logged and must write.
+    fn finish(self, decision: Value) -> Outcome {
+        Outcome {
+            status: self.status,
+            decision,
+            log: self.log,
+            effects: self.effects,
+        }
+    }
+
     fn reject(&mut self, reason: String, by: Value) {
         self.status = Status::Rejected;
         self.reason = Some(reason);
@@ -181,39 +192,43 @@ pub fn process_traced(
     // After-processing rules see the outcome, whatever it is (seed 002).
     run_stage(cfg, RuleStage::AfterProcessing, &mut st, facts);
     let decision = obj(vec![
-        ("lead_id", Value::String(st.lead_id)),
+        ("lead_id", Value::String(take(&mut st.lead_id))),
         ("product", Value::String(cfg.name.clone())),
         ("stage", env.stage.as_str().into()),
         ("status", st.status.as_str().into()),
         (
             "reason",
-            st.reason.map(Value::String).unwrap_or(Value::Null),
+            st.reason.take().map(Value::String).unwrap_or(Value::Null),
         ),
-        ("rejected_by", st.rejected_by.unwrap_or(Value::Null)),
-        ("fields", Value::Object(st.fields)),
-        ("params", Value::Object(st.params)),
-        ("tags", st.tags.into_iter().map(Value::String).collect()),
-        ("route", st.route.unwrap_or(Value::Null)),
+        ("rejected_by", st.rejected_by.take().unwrap_or(Value::Null)),
+        ("fields", Value::Object(take(&mut st.fields))),
+        ("params", Value::Object(take(&mut st.params))),
+        (
+            "tags",
+            take(&mut st.tags).into_iter().map(Value::String).collect(),
+        ),
+        ("route", st.route.take().unwrap_or(Value::Null)),
         (
             "silent_campaigns",
-            st.silent_campaigns.into_iter().map(Value::from).collect(),
+            take(&mut st.silent_campaigns)
+                .into_iter()
+                .map(Value::from)
+                .collect(),
         ),
         ("block_monetization", st.block_monetization.into()),
         (
             "ping_tree_mark",
-            st.ping_tree_mark.map(Value::from).unwrap_or(Value::Null),
+            st.ping_tree_mark
+                .take()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
         ),
-        ("response", Value::Object(st.response)),
+        ("response", Value::Object(take(&mut st.response))),
         ("queued", Value::Array(Vec::new())),
         ("services", Value::Array(Vec::new())),
-        ("trace", Value::Array(st.trace)),
+        ("trace", Value::Array(take(&mut st.trace))),
     ]);
-    Outcome {
-        status: st.status,
-        decision,
-        log: st.log,
-        effects: st.effects,
-    }
+    st.finish(decision)
 }
 
 /// Product-level PL/DNPL (design §3 step 3).
@@ -629,20 +644,18 @@ pub fn process_redirect(
     let mut matched: Vec<i64> = st.matched.iter().copied().collect();
     matched.sort_unstable();
     let decision = obj(vec![
-        ("lead_id", Value::String(st.lead_id)),
+        ("lead_id", Value::String(take(&mut st.lead_id))),
         ("product", Value::String(cfg.name.clone())),
         ("stage", "redirect".into()),
-        ("redirect", Value::Object(st.redirect.unwrap_or_default())),
+        (
+            "redirect",
+            Value::Object(st.redirect.take().unwrap_or_default()),
+        ),
         (
             "matched_rules",
             matched.into_iter().map(Value::from).collect(),
         ),
-        ("trace", Value::Array(st.trace)),
+        ("trace", Value::Array(take(&mut st.trace))),
     ]);
-    Outcome {
-        status: st.status,
-        decision,
-        log: st.log,
-        effects: st.effects,
-    }
+    st.finish(decision)
 }
