@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use iclear_engine::config::{ProductConfig, Rule};
 use iclear_engine::envelope::Envelope;
-use iclear_engine::facts::Facts;
+use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use iclear_engine::global::GlobalRule;
 use iclear_engine::pipeline::{process_traced, TraceLevel};
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -31,6 +32,25 @@ impl Facts for NoDb {
     }
     fn take_rule_cap(&mut self, _: &Rule, _: Option<i64>) -> bool {
         true
+    }
+    fn roll_percent(&mut self) -> u32 {
+        0
+    }
+    fn cached(&mut self, _: &str, _: &str, _: Option<u32>) -> Option<Value> {
+        None
+    }
+    fn take_service_cap(&mut self, _: &GlobalRule) -> Option<String> {
+        None
+    }
+    fn call_service(&mut self, _: &ServiceCall) -> CallResult {
+        CallResult::NoResponse {
+            reason: "no services in this benchmark".into(),
+            timed_out: false,
+            request: Value::Null,
+        }
+    }
+    fn enqueue(&mut self, _: &JobSpec) -> i64 {
+        0
     }
 }
 

@@ -34,11 +34,7 @@ pub const ALL: &[&str] = &[
 
 /// Actions of the vocabulary whose runtime lands with a later issue: refused at
 /// configuration time rather than silently ignored by a lead.
-pub const NOT_YET: &[&str] = &[
-    "run_third_party_service",
-    "set_fields_from_service",
-    "pause_for_verification",
-];
+pub const NOT_YET: &[&str] = &["pause_for_verification"];
 
 /// Which actions a stage allows (seed 002: each rules tab lists its actions).
 pub fn allowed(stage: RuleStage, action: &str) -> bool {
@@ -183,8 +179,24 @@ fn email_field() -> String {
     "email".into()
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunService {
+    pub global_rule_id: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsFromService {
+    pub service: String,
+    /// lead field -> response field (or a JSON pointer such as "/retain/results/expires_at")
+    pub mapping: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum ActionKind {
+    RunThirdPartyService(RunService),
+    SetFieldsFromService(FieldsFromService),
     StopProcessing(Message),
     BlockMonetization,
     RouteLeadTo(Route),
@@ -256,6 +268,27 @@ impl Action {
         }
         let kind = match name {
             "stop_processing" => ActionKind::StopProcessing(cfg(config)?),
+            "run_third_party_service" => ActionKind::RunThirdPartyService(cfg(config)?),
+            "set_fields_from_service" => {
+                let m: FieldsFromService = cfg(config)?;
+                if !crate::settings::SERVICES.contains(&m.service.as_str()) {
+                    return Err(ConfigError::new(
+                        "config.service",
+                        format!(
+                            "unknown service {:?} (expected one of: {})",
+                            m.service,
+                            crate::settings::SERVICES.join(", ")
+                        ),
+                    ));
+                }
+                if m.mapping.is_empty() {
+                    return Err(ConfigError::new(
+                        "config.mapping",
+                        "must map at least one field",
+                    ));
+                }
+                ActionKind::SetFieldsFromService(m)
+            }
             "block_monetization" => {
                 cfg::<Empty>(config)?;
                 ActionKind::BlockMonetization

@@ -6,6 +6,7 @@ use crate::actions::Action;
 use crate::conditions::Condition;
 use crate::envelope::Method;
 use crate::error::ConfigError;
+use crate::global::{GlobalRule, GlobalRuleDoc};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -122,6 +123,8 @@ pub struct ProductConfig {
     /// Active rules, ordered by stage, category position, rule position, id.
     pub rules: Vec<Rule>,
     pub lists: Vec<ListDef>,
+    /// Every global rule (paused ones too: an action may run them), by position.
+    pub global_rules: Vec<GlobalRule>,
 }
 
 impl ProductConfig {
@@ -145,6 +148,8 @@ struct ProductDoc {
     rules: Vec<RuleDoc>,
     #[serde(default)]
     lists: Vec<ListDoc>,
+    #[serde(default)]
+    global_rules: Vec<GlobalRuleDoc>,
 }
 
 /// One `iclear.rule` row plus its conditions and active actions.
@@ -363,12 +368,21 @@ impl ProductConfig {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let global_rules = doc
+            .global_rules
+            .into_iter()
+            .map(|g| {
+                let id = g.id();
+                g.build().map_err(|e| e.within(&format!("global_rule[{id}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ProductConfig {
             id: doc.id,
             name: doc.name,
             kind,
             rules,
             lists,
+            global_rules,
         })
     }
 }

@@ -3,7 +3,43 @@
 //! what lets the engine decide without touching SPI.
 
 use crate::config::Rule;
+use crate::global::GlobalRule;
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+/// One synchronous request to a service, for its adapter.
+pub struct ServiceCall<'a> {
+    pub rule: &'a GlobalRule,
+    /// What is looked up: the IP, the phone digits, the iClaim session id.
+    pub value: &'a str,
+    pub lead_id: &'a str,
+    pub product: &'a str,
+    /// The other lead fields the adapter sends (`global::call_fields`).
+    pub fields: &'a Map<String, Value>,
+    pub timeout_s: u8,
+}
+
+/// What came back. `request` is the request as logged (no credentials).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallResult {
+    /// A valid answer (the vendor's JSON).
+    Response { data: Value, request: Value },
+    /// No usable answer: timeout, transport or HTTP error, `success: false`.
+    NoResponse {
+        reason: String,
+        timed_out: bool,
+        request: Value,
+    },
+}
+
+/// An async lookup to queue (`iclear.job`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub global_rule_id: i64,
+    pub product_id: i64,
+    pub lead_id: String,
+    pub payload: Value,
+}
 
 pub trait Facts {
     fn now(&self) -> DateTime<Utc>;
@@ -19,6 +55,19 @@ pub trait Facts {
     /// Count one run of a capped rule, atomically; false when a cap is full
     /// (then nothing is counted).
     fn take_rule_cap(&mut self, rule: &Rule, source_id: Option<i64>) -> bool;
+    /// A uniform integer 0..100 ("% of leads to lookup" sampling).
+    fn roll_percent(&mut self) -> u32;
+    /// A cached answer of `service` for `key`, not older than `max_age_days`
+    /// (None: any age).
+    fn cached(&mut self, service: &str, key: &str, max_age_days: Option<u32>) -> Option<Value>;
+    /// Count one paid lookup against the global rule's own caps and its
+    /// service's global caps, atomically. Returns the full cap (nothing is
+    /// counted then), or None when the lookup may run.
+    fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String>;
+    /// Run a synchronous lookup through the service's adapter.
+    fn call_service(&mut self, call: &ServiceCall) -> CallResult;
+    /// Queue an async lookup; returns the job id.
+    fn enqueue(&mut self, job: &JobSpec) -> i64;
 }
 
 /// List values are compared trimmed and lowercased (the store normalises

@@ -9,6 +9,7 @@ pub mod email;
 pub mod envelope;
 pub mod error;
 pub mod facts;
+pub mod global;
 pub mod pipeline;
 pub mod placeholders;
 pub mod settings;

@@ -4,13 +4,19 @@
 
 use crate::actions::{ActionKind, TagMode};
 use crate::conditions::Category;
-use crate::config::{ListKind, Logical, ProductConfig, Rule, RuleStage};
+use crate::config::{ListKind, Logical, ProductConfig, ProductKind, Rule, RuleStage};
 use crate::envelope::{value_text, Envelope};
-use crate::facts::{normalize_list_value, Facts};
+use crate::facts::{normalize_list_value, CallResult, Facts, JobSpec, ServiceCall};
+use crate::global::{self, Execution, GlobalRule, RunOn, RunTime};
+use crate::settings::Settings;
 use crate::placeholders::{render, Vars};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::mem::take;
+
+mod global_rules;
+pub use global_rules::complete_async;
+use global_rules::{run_global, run_global_rules, Trigger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -28,7 +34,7 @@ impl Status {
 }
 
 /// A filter-log row (`iclear.filter_log`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogEntry {
     pub stage: &'static str,
     pub origin: &'static str,
@@ -37,13 +43,36 @@ pub struct LogEntry {
     pub name: Option<String>,
     pub outcome: String,
     pub detail: Value,
+    /// A service request as sent (never a credential) and its answer.
+    pub request: Option<Value>,
+    pub response: Option<Value>,
 }
 
 /// Writes the store performs after the decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    AddToList { list_id: i64, value: String },
-    IncrementCounter { name: String, key: String, by: i64 },
+    AddToList {
+        list_id: i64,
+        value: String,
+    },
+    IncrementCounter {
+        name: String,
+        key: String,
+        by: i64,
+    },
+    /// A service answer for the lookup cache.
+    CacheResponse {
+        service: String,
+        key: String,
+        data: Value,
+    },
+    /// An iClaim answer for `iclear.consent_evidence`.
+    ConsentEvidence {
+        session_id: String,
+        outcome: String,
+        expires_at: Option<String>,
+        response: Value,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +110,12 @@ struct Lead<'e> {
     origin: &'static str,
     /// The redirect parameters (redirect stage only).
     redirect: Option<Map<String, Value>>,
+    /// Service answers of this lead by service (conditions and
+    /// set_fields_from_service read them), the decision's `services` and
+    /// `queued` entries.
+    results: HashMap<String, Value>,
+    services: Vec<Value>,
+    queued: Vec<i64>,
 }
 
 enum Flow {
@@ -114,6 +149,9 @@ impl<'e> Lead<'e> {
             effects: Vec::new(),
             origin: "sync",
             redirect: None,
+            results: HashMap::new(),
+            services: Vec::new(),
+            queued: Vec::new(),
         }
     }
 
@@ -187,8 +225,12 @@ pub fn process_traced(
         check_lists(cfg, &mut st, facts);
     }
     if st.status == Status::Accepted {
+        run_global_rules(cfg, RunTime::BeforeFiltration, &mut st, facts);
+    }
+    if st.status == Status::Accepted {
         run_stage(cfg, RuleStage::Processing, &mut st, facts);
     }
+    run_global_rules(cfg, RunTime::AfterFiltration, &mut st, facts);
     // After-processing rules see the outcome, whatever it is (seed 002).
     run_stage(cfg, RuleStage::AfterProcessing, &mut st, facts);
     let decision = obj(vec![
@@ -224,8 +266,11 @@ pub fn process_traced(
                 .unwrap_or(Value::Null),
         ),
         ("response", Value::Object(take(&mut st.response))),
-        ("queued", Value::Array(Vec::new())),
-        ("services", Value::Array(Vec::new())),
+        (
+            "queued",
+            take(&mut st.queued).into_iter().map(Value::from).collect(),
+        ),
+        ("services", Value::Array(take(&mut st.services))),
         ("trace", Value::Array(take(&mut st.trace))),
     ]);
     st.finish(decision)
@@ -278,6 +323,7 @@ fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
                 name: Some(list.name.clone()),
                 outcome: "reject".into(),
                 detail: json!({"field": list.field, "kind": if list.kind == ListKind::Pl {"pl"} else {"dnpl"}}),
+                ..LogEntry::default()
             });
             st.reject(
                 reason,
@@ -353,8 +399,15 @@ fn actual(
                 .and_then(|k| st.params.get(k).cloned())
                 .unwrap_or(Value::Null),
         },
-        // Service results arrive with the Global Rules; none ran for this lead yet.
-        Category::Service => Value::Null,
+        // The answer of a lookup made for this lead (None ran: null).
+        Category::Service => {
+            let (svc, field) = c.parameter.split_once('.').unwrap_or(("", ""));
+            st.results
+                .get(svc)
+                .and_then(|d| d.get(field))
+                .cloned()
+                .unwrap_or(Value::Null)
+        }
         Category::Redirect => st
             .redirect
             .as_ref()
@@ -445,6 +498,7 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
                 name: Some(rule.name.clone()),
                 outcome: "cap_reached".into(),
                 detail: json!({}),
+                ..LogEntry::default()
             });
             continue;
         }
@@ -459,7 +513,7 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
         let mut ran = Vec::new();
         for a in &rule.actions {
             ran.push(Value::from(a.name.clone()));
-            match apply(cfg, rule, &a.kind, st) {
+            match apply(cfg, rule, &a.kind, st, facts) {
                 Flow::Continue => {}
                 f @ Flow::EndAll => flow = f,
                 Flow::EndStage => {
@@ -486,6 +540,7 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             }
             .into(),
             detail: json!({"actions": ran}),
+            ..LogEntry::default()
         });
         if !matches!(flow, Flow::Continue) {
             return;
@@ -507,8 +562,49 @@ fn render_all(
         .collect()
 }
 
-fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> Flow {
+fn apply(
+    cfg: &ProductConfig,
+    rule: &Rule,
+    kind: &ActionKind,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+) -> Flow {
     match kind {
+        ActionKind::RunThirdPartyService(r) => {
+            match cfg.global_rules.iter().find(|g| g.id == r.global_rule_id) {
+                Some(gr) => run_global(cfg, gr, Trigger::Action, st, facts),
+                // deleted since the action was saved: say so, do not fail the lead
+                None => st.log.push(LogEntry {
+                    stage: rule.stage.as_str(),
+                    origin: "on_demand",
+                    kind: "service",
+                    ref_id: Some(r.global_rule_id),
+                    outcome: "skipped".into(),
+                    detail: json!({"why": "no such global rule for this product", "cost": 0}),
+                    ..LogEntry::default()
+                }),
+            }
+            if st.status == Status::Rejected {
+                return Flow::EndAll;
+            }
+        }
+        ActionKind::SetFieldsFromService(m) => {
+            if let Some(data) = st.results.get(&m.service) {
+                let set: Vec<(String, Value)> = m
+                    .mapping
+                    .iter()
+                    .filter_map(|(field, from)| {
+                        let v = if from.starts_with('/') {
+                            data.pointer(from)
+                        } else {
+                            data.get(from)
+                        };
+                        v.filter(|v| !v.is_null()).map(|v| (field.clone(), v.clone()))
+                    })
+                    .collect();
+                st.fields.extend(set);
+            }
+        }
         ActionKind::StopProcessing(m) => {
             let reason = match m.message.as_deref() {
                 Some(msg) if !msg.is_empty() => render(msg, &st.vars(cfg.id)),
@@ -618,6 +714,7 @@ fn apply(cfg: &ProductConfig, rule: &Rule, kind: &ActionKind, st: &mut Lead) -> 
             name: Some(t.event.clone()),
             outcome: "queued".into(),
             detail: t.payload.clone(),
+            ..LogEntry::default()
         }),
         ActionKind::ChangeResponseParameter(r) => {
             let v = render(&r.value, &st.vars(cfg.id));

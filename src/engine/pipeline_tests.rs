@@ -2,7 +2,8 @@
 
 use crate::config::ProductConfig;
 use crate::envelope::Envelope;
-use crate::facts::Facts;
+use crate::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use crate::global::GlobalRule;
 use crate::pipeline::{process, Effect, Status};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
@@ -15,6 +16,13 @@ struct Mem {
     source_created_at: Option<DateTime<Utc>>,
     random: i64,
     cap_room: HashMap<i64, i64>,
+    /// services: sampling rolls, cache, answers, queued jobs, calls made
+    roll: u32,
+    cache: HashMap<(String, String), Value>,
+    answers: HashMap<String, CallResult>,
+    service_room: HashMap<i64, i64>,
+    jobs: Vec<JobSpec>,
+    calls: Vec<(i64, String, u8)>,
 }
 
 impl Facts for Mem {
@@ -48,6 +56,37 @@ impl Facts for Mem {
         } else {
             false
         }
+    }
+    fn roll_percent(&mut self) -> u32 {
+        self.roll
+    }
+    fn cached(&mut self, service: &str, key: &str, _max_age: Option<u32>) -> Option<Value> {
+        self.cache.get(&(service.into(), key.into())).cloned()
+    }
+    fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String> {
+        let room = self.service_room.entry(rule.id).or_insert(i64::MAX);
+        if *room > 0 {
+            *room -= 1;
+            None
+        } else {
+            Some("daily".into())
+        }
+    }
+    fn call_service(&mut self, call: &ServiceCall) -> CallResult {
+        self.calls
+            .push((call.rule.id, call.value.to_string(), call.timeout_s));
+        self.answers
+            .get(call.value)
+            .cloned()
+            .unwrap_or(CallResult::NoResponse {
+                reason: "connection refused".into(),
+                timed_out: false,
+                request: json!({}),
+            })
+    }
+    fn enqueue(&mut self, job: &JobSpec) -> i64 {
+        self.jobs.push(job.clone());
+        self.jobs.len() as i64
     }
 }
 
@@ -417,4 +456,377 @@ fn redirect_rules_read_and_change_redirect_parameters() {
         "https://x.test/?utm_source=x"
     );
     assert_eq!(out.decision["matched_rules"], json!([2]));
+}
+
+// ---------------------------------------------------------------- global rules
+
+fn global(id: i64, service: &str, extra: Value) -> Value {
+    let mut g = json!({"id": id, "service": service, "status": "active", "subscription": "enabled",
+        "cost": 0.01, "endpoint": "http://127.0.0.1:9/x", "execution": "sync", "lookup_percent": 100,
+        "run_time": "before_filtration", "run_on": "ping_and_post", "run_on_silent_ping": false,
+        "no_response": "continue",
+        "settings": {"api_key": "K", "reject_fraud_score_gte": 80}});
+    if service == "phone_analysis" {
+        g["settings"] = json!({"api_key": "K", "reject_voip": true});
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        g[k] = v.clone();
+    }
+    g
+}
+
+fn gcfg(kind: &str, globals: Vec<Value>, rules: Vec<Value>) -> ProductConfig {
+    ProductConfig::from_json(json!({"id": 1, "name": "p", "kind": kind, "rules": rules,
+        "lists": [{"id": 9, "name": "bad_ips", "kind": "dnpl", "field": "userIp", "product_level": false}],
+        "global_rules": globals}))
+    .unwrap()
+}
+
+fn answer(score: i64) -> CallResult {
+    CallResult::Response {
+        data: json!({"success": true, "fraud_score": score, "country_code": "US", "mobile": false}),
+        request: json!({"url": "http://127.0.0.1:9/x/***/1.2.3.4"}),
+    }
+}
+
+fn ip_lead(ip: &str) -> Envelope {
+    lead(json!({"fields": {"userIp": ip, "homePhone": "5550100"}}))
+}
+
+#[test]
+fn sync_lookup_rejects_and_stops_the_services_after_it() {
+    let c = gcfg(
+        "post",
+        vec![
+            global(1, "ip_analysis", json!({"position": 1})),
+            global(2, "phone_analysis", json!({})),
+        ],
+        vec![],
+    );
+    let mut m = Mem::default();
+    m.answers.insert("1.1.1.1".into(), answer(85));
+    m.answers.insert("2.2.2.2".into(), answer(10));
+    let out = process(&c, &ip_lead("1.1.1.1"), "L1", &mut m);
+    assert_eq!(out.status, Status::Rejected);
+    assert_eq!(out.decision["rejected_by"]["kind"], "service");
+    assert_eq!(out.decision["reason"], "ip_analysis: fraud score 85 >= 80");
+    assert_eq!(m.calls.len(), 1, "phone_analysis must not run after a reject");
+    let svc: Vec<_> = out.log.iter().filter(|l| l.kind == "service").collect();
+    assert_eq!(svc.len(), 1);
+    assert_eq!(svc[0].detail["source"], "api");
+    assert_eq!(svc[0].detail["cost"], 0.01);
+    assert!(out
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::CacheResponse { key, .. } if key == "1.1.1.1|s0")));
+    // a passing lead runs both, in order
+    m.calls.clear();
+    let out = process(&c, &ip_lead("2.2.2.2"), "L2", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(
+        m.calls.iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![1, 2],
+        "position order"
+    );
+    assert_eq!(out.decision["services"][0]["outcome"], "pass");
+    assert_eq!(out.decision["services"][0]["score"], 10);
+}
+
+#[test]
+fn skips_paused_unsubscribed_stage_silent_and_on_demand() {
+    let cases = [
+        (json!({"status": "paused"}), "post", json!({})),
+        (json!({"subscription": "disabled"}), "post", json!({})),
+        (
+            json!({"execution": "on_demand", "lookup_percent": 0}),
+            "post",
+            json!({}),
+        ),
+        (json!({"run_on": "ping"}), "pingpost", json!({"stage": "post"})),
+        (json!({"run_on": "post"}), "pingpost", json!({"stage": "ping"})),
+        (json!({}), "post", json!({"stage": "ping", "silent": true})),
+    ];
+    for (extra, kind, env) in cases {
+        let c = gcfg(kind, vec![global(1, "ip_analysis", extra.clone())], vec![]);
+        let mut m = Mem::default();
+        let mut e = env.clone();
+        e["fields"] = json!({"userIp": "1.1.1.1"});
+        let out = process(&c, &lead(e), "L", &mut m);
+        assert!(m.calls.is_empty(), "{extra} {kind} {env}: must not run");
+        assert_eq!(out.status, Status::Accepted);
+    }
+    // run_on applies to pingpost products only; silent ping runs when asked
+    for (extra, kind, env) in [
+        (json!({"run_on": "ping"}), "post", json!({"stage": "post"})),
+        (
+            json!({"run_on_silent_ping": true}),
+            "pingpost",
+            json!({"stage": "ping", "silent": true}),
+        ),
+    ] {
+        let c = gcfg(kind, vec![global(1, "ip_analysis", extra.clone())], vec![]);
+        let mut m = Mem::default();
+        let mut e = env.clone();
+        e["fields"] = json!({"userIp": "1.1.1.1"});
+        process(&c, &lead(e), "L", &mut m);
+        assert_eq!(m.calls.len(), 1, "{extra} {kind} {env}: must run");
+    }
+}
+
+#[test]
+fn sampling_zero_hundred_and_thirty_percent() {
+    for (pct, roll, runs) in [(0, 0, false), (100, 99, true), (30, 29, true), (30, 30, false)] {
+        let c = gcfg(
+            "post",
+            vec![global(1, "ip_analysis", json!({"lookup_percent": pct}))],
+            vec![],
+        );
+        let mut m = Mem {
+            roll,
+            ..Mem::default()
+        };
+        let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+        assert_eq!(!m.calls.is_empty(), runs, "{pct}% roll {roll}");
+        if !runs {
+            assert_eq!(out.log[0].outcome, "not_sampled");
+            assert_eq!(out.log[0].detail["cost"], 0);
+        }
+    }
+}
+
+#[test]
+fn cache_local_only_and_async_fallbacks() {
+    let key = ("ip_analysis".to_string(), "1.1.1.1|s0".to_string());
+    let cached = json!({"success": true, "fraud_score": 90});
+    // cache_days > 0: a cached answer is used, nothing paid
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"settings": {"api_key": "K", "reject_fraud_score_gte": 80, "cache_days": 7}}),
+        )],
+        vec![],
+    );
+    let mut m = Mem::default();
+    m.cache.insert(key.clone(), cached.clone());
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert!(m.calls.is_empty());
+    assert_eq!(out.status, Status::Rejected);
+    assert_eq!(out.log[0].detail["source"], "cache");
+    assert_eq!(out.log[0].detail["cost"], 0.0);
+    // cache_days 0: the cache is not read
+    let c0 = gcfg("post", vec![global(1, "ip_analysis", json!({}))], vec![]);
+    process(&c0, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(m.calls.len(), 1);
+    // local only: hit -> "local"; miss -> no response, or async when asked
+    let local = |fallback: bool| {
+        gcfg("post", vec![global(1, "ip_analysis", json!({"no_response": "reject",
+            "settings": {"api_key": "K", "local_only": true, "local_fail_run_async": fallback}}))], vec![])
+    };
+    let mut m = Mem::default();
+    m.cache.insert(key.clone(), cached);
+    let out = process(&local(false), &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(out.log[0].detail["source"], "local");
+    let out = process(&local(false), &ip_lead("9.9.9.9"), "L", &mut m);
+    assert!(m.calls.is_empty(), "local only never calls the API");
+    assert_eq!(out.log[0].outcome, "no_response");
+    assert_eq!(out.status, Status::Rejected, "no_response = reject");
+    let out = process(&local(true), &ip_lead("9.9.9.9"), "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(out.log[0].outcome, "queued");
+    assert_eq!(m.jobs.len(), 1);
+    assert_eq!(m.jobs[0].payload["value"], "9.9.9.9");
+    assert_eq!(out.decision["queued"], json!([1]));
+}
+
+#[test]
+fn timeouts_no_response_and_after_timeout_async() {
+    let timeout = CallResult::NoResponse {
+        reason: "timed out after 2 s".into(),
+        timed_out: true,
+        request: json!({}),
+    };
+    let cfg_with = |extra: Value| gcfg("post", vec![global(1, "ip_analysis", extra)], vec![]);
+    let mut m = Mem::default();
+    m.answers.insert("1.1.1.1".into(), timeout.clone());
+    let out = process(
+        &cfg_with(json!({"settings": {"api_key": "K", "sync_timeout_s": 2}})),
+        &ip_lead("1.1.1.1"),
+        "L",
+        &mut m,
+    );
+    assert_eq!(m.calls[0].2, 2, "sync timeout passed to the adapter");
+    assert_eq!(out.status, Status::Accepted, "no_response = continue");
+    assert_eq!(out.log[0].outcome, "no_response");
+    let out = process(
+        &cfg_with(json!({"no_response": "reject"})),
+        &ip_lead("1.1.1.1"),
+        "L",
+        &mut m,
+    );
+    assert_eq!(out.status, Status::Rejected);
+    assert!(out.decision["reason"]
+        .as_str()
+        .unwrap()
+        .contains("did not respond"));
+    let out = process(
+        &cfg_with(json!({"no_response": "reject",
+            "settings": {"api_key": "K", "after_timeout_run_async": true}})),
+        &ip_lead("1.1.1.1"),
+        "L",
+        &mut m,
+    );
+    assert_eq!(out.status, Status::Accepted, "queued instead of rejected");
+    assert_eq!(out.log[0].outcome, "queued");
+    assert_eq!(out.log[0].detail["why"], "sync timeout");
+    // a missing lead field is a lookup that cannot run: no_response
+    let out = process(
+        &cfg_with(json!({"no_response": "reject"})),
+        &lead(json!({"fields": {}})),
+        "L",
+        &mut m,
+    );
+    assert_eq!(out.status, Status::Rejected);
+}
+
+#[test]
+fn caps_async_after_filtration_and_add_to_list() {
+    // cap full: skipped and logged, the lead goes on
+    let c = gcfg("post", vec![global(1, "ip_analysis", json!({}))], vec![]);
+    let mut m = Mem::default();
+    m.service_room.insert(1, 0);
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert!(m.calls.is_empty());
+    assert_eq!(out.log[0].outcome, "cap_reached");
+    assert_eq!(out.status, Status::Accepted);
+    // async: queued, the decision does not wait
+    let c = gcfg(
+        "post",
+        vec![global(1, "ip_analysis", json!({"execution": "async"}))],
+        vec![],
+    );
+    let mut m = Mem::default();
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert!(m.calls.is_empty());
+    assert_eq!(m.jobs.len(), 1);
+    assert_eq!(out.decision["queued"], json!([1]));
+    // after filtration: skipped at no charge when no campaign remains or rejected
+    let c = gcfg(
+        "post",
+        vec![global(1, "ip_analysis", json!({"run_time": "after_filtration"}))],
+        vec![rule(
+            5,
+            "processing",
+            json!([{"id": 1, "category": "lead_body", "parameter": "state", "operator": "equals", "value": "NY"}]),
+            json!([{"id": 1, "action": "stop_processing", "config": {}}]),
+        )],
+    );
+    let mut m = Mem::default();
+    let e = lead(json!({"campaigns_remaining": 0, "fields": {"userIp": "1.1.1.1"}}));
+    let out = process(&c, &e, "L", &mut m);
+    assert!(m.calls.is_empty());
+    assert_eq!(out.log[0].detail["why"], "no campaigns remaining");
+    let e = lead(json!({"fields": {"userIp": "1.1.1.1", "state": "NY"}}));
+    process(&c, &e, "L", &mut m);
+    assert!(m.calls.is_empty(), "rejected leads are not looked up");
+    let e = lead(json!({"campaigns_remaining": 2, "fields": {"userIp": "1.1.1.1"}}));
+    process(&c, &e, "L", &mut m);
+    assert_eq!(m.calls.len(), 1);
+    // Add to PL/DNPL: the lead's value of the list's field
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"settings": {"api_key": "K", "add_to_list": {"fraud_score_gte": 50, "list_ids": [9]}}}),
+        )],
+        vec![],
+    );
+    let mut m = Mem::default();
+    m.answers.insert("1.1.1.1".into(), answer(60));
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert!(out.effects.contains(&Effect::AddToList {
+        list_id: 9,
+        value: "1.1.1.1".into()
+    }));
+}
+
+#[test]
+fn run_service_action_conditions_and_set_fields() {
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"execution": "on_demand", "lookup_percent": 0, "status": "paused",
+                   "settings": {"api_key": "K"}}),
+        )],
+        vec![
+            rule(
+                2,
+                "processing",
+                json!([]),
+                json!([{"id": 1, "action": "run_third_party_service", "config": {"global_rule_id": 1}},
+                       {"id": 2, "action": "set_fields_from_service",
+                        "config": {"service": "ip_analysis", "mapping": {"ipCountry": "country_code"}}}]),
+            ),
+            rule(
+                3,
+                "processing",
+                json!([{"id": 1, "category": "service", "parameter": "ip_analysis.fraud_score",
+                        "operator": "greater_or_equal", "value": 50}]),
+                json!([{"id": 3, "action": "lead_tags", "config": {"mode": "add", "tags": ["risky"]}}]),
+            ),
+        ],
+    );
+    let mut m = Mem::default();
+    m.answers.insert("1.1.1.1".into(), answer(70));
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(m.calls.len(), 1, "on-demand and paused, run by the action");
+    assert_eq!(out.decision["fields"]["ipCountry"], "US");
+    assert_eq!(out.decision["tags"], json!(["risky"]));
+    assert_eq!(
+        out.log.iter().find(|l| l.kind == "service").unwrap().origin,
+        "on_demand"
+    );
+}
+
+#[test]
+fn async_completion_flags_and_lists() {
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"execution": "async",
+                   "settings": {"api_key": "K", "reject_fraud_score_gte": 80,
+                                "add_to_list": {"fraud_score_gte": 80, "list_ids": [9]}}}),
+        )],
+        vec![],
+    );
+    // the job carries the field the list takes (userIp)
+    let mut m = Mem::default();
+    process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    let payload = m.jobs[0].payload.clone();
+    assert_eq!(payload["fields"]["userIp"], "1.1.1.1");
+    let (log, effects) = crate::pipeline::complete_async(&c, 1, &payload, answer(95));
+    assert_eq!(log[0].outcome, "flagged");
+    assert_eq!(log[0].origin, "async");
+    assert!(effects.iter().any(|e| matches!(e, Effect::CacheResponse { .. })));
+    assert!(effects.contains(&Effect::AddToList {
+        list_id: 9,
+        value: "1.1.1.1".into()
+    }));
+    let (log, _) = crate::pipeline::complete_async(
+        &c,
+        1,
+        &payload,
+        CallResult::NoResponse {
+            reason: "HTTP 500".into(),
+            timed_out: false,
+            request: json!({}),
+        },
+    );
+    assert_eq!(log[0].outcome, "no_response");
 }

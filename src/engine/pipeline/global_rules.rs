@@ -1,0 +1,461 @@
+//! Global Rules in the pipeline (design §3 steps 4 and 6, seed 002): which
+//! rules run for this lead, cache → local DB → paid lookup → async, and what
+//! the answer does to the lead.
+
+use super::*;
+
+/// How a global rule came to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// In its place in the pipeline: status, execution, stage and sampling apply.
+    Scheduled,
+    /// From a "Run third-party service" action: runs paused and on-demand
+    /// rules, and is not sampled.
+    Action,
+}
+
+/// The global rules of one run time, in position order. A reject stops the
+/// services after it (seed 002).
+pub(super) fn run_global_rules(
+    cfg: &ProductConfig,
+    run_time: RunTime,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+) {
+    for gr in cfg.global_rules.iter().filter(|g| g.run_time == run_time) {
+        if st.status != Status::Accepted {
+            return;
+        }
+        run_global(cfg, gr, Trigger::Scheduled, st, facts);
+    }
+}
+
+/// Why a rule does not run for this lead (not logged: the same for every lead).
+fn not_for_this_lead(
+    cfg: &ProductConfig,
+    gr: &GlobalRule,
+    trigger: Trigger,
+    env: &Envelope,
+) -> Option<&'static str> {
+    if !gr.subscribed {
+        return Some("subscription disabled");
+    }
+    if trigger == Trigger::Action {
+        return None;
+    }
+    if !gr.active {
+        return Some("paused");
+    }
+    if gr.execution == Execution::OnDemand {
+        return Some("on demand only");
+    }
+    // "Run service on" applies to PingPost products only.
+    if cfg.kind == ProductKind::PingPost {
+        let ping = env.stage == crate::envelope::Stage::Ping;
+        let runs = match gr.run_on {
+            RunOn::Ping => ping,
+            RunOn::Post => !ping,
+            RunOn::PingAndPost => true,
+        };
+        if !runs {
+            return Some("not run at this stage");
+        }
+    }
+    if env.silent && !gr.run_on_silent_ping {
+        return Some("not run on silent ping");
+    }
+    None
+}
+
+fn advanced(s: &Settings) -> Option<(&crate::settings::Advanced, u32)> {
+    match s {
+        Settings::IpAnalysis(s) => Some((&s.advanced, s.cache_days)),
+        Settings::PhoneAnalysis(s) => Some((&s.advanced, s.cache_days)),
+        _ => None,
+    }
+}
+
+/// The filter-log stage of a global rule's rows.
+fn stage_of(gr: &GlobalRule) -> &'static str {
+    match gr.run_time {
+        RunTime::BeforeFiltration => "global_before",
+        RunTime::AfterFiltration => "global_after",
+    }
+}
+
+/// What one answer means, as the log row, the effects, the verdict. Shared
+/// by the synchronous path and the async worker (`complete_async`).
+fn conclude(
+    cfg: &ProductConfig,
+    gr: &GlobalRule,
+    fields: &Map<String, Value>,
+    value: &str,
+    data: &Value,
+    how: (&'static str, &'static str, f64),
+    request: Option<Value>,
+) -> (LogEntry, Vec<Effect>, global::Verdict) {
+    let (origin, source, cost) = how;
+    let verdict = global::evaluate(&gr.settings, data);
+    let mut effects = Vec::new();
+    for id in &verdict.add_to_lists {
+        let value = cfg
+            .list(*id)
+            .and_then(|l| fields.get(&l.field))
+            .and_then(value_text)
+            .map(|v| normalize_list_value(&v))
+            .filter(|v| !v.is_empty());
+        if let Some(value) = value {
+            effects.push(Effect::AddToList {
+                list_id: *id,
+                value,
+            });
+        }
+    }
+    if let Settings::IClaim(_) = gr.settings {
+        let ev = global::evidence(data);
+        effects.push(Effect::ConsentEvidence {
+            session_id: value.to_string(),
+            outcome: ev["outcome"].as_str().unwrap_or("error").to_string(),
+            expires_at: ev["expires_at"].as_str().map(str::to_string),
+            response: data.clone(),
+        });
+    }
+    let outcome = match (&verdict.reject, origin) {
+        (None, _) => "pass",
+        // an async answer comes after the decision: it flags, never rejects
+        (Some(_), "async") => "flagged",
+        (Some(_), _) => "reject",
+    };
+    let mut detail = json!({"source": source, "cost": cost, "score": verdict.score});
+    if let Some(r) = &verdict.reject {
+        detail["reason"] = r.clone().into();
+    }
+    if !verdict.add_to_lists.is_empty() {
+        detail["added_to_lists"] = json!(verdict.add_to_lists);
+    }
+    let entry = LogEntry {
+        stage: stage_of(gr),
+        origin,
+        kind: "service",
+        ref_id: Some(gr.id),
+        name: Some(gr.service.clone()),
+        outcome: outcome.into(),
+        detail,
+        request,
+        response: Some(data.clone()),
+    };
+    (entry, effects, verdict)
+}
+
+impl Lead<'_> {
+    fn service_log(
+        &mut self,
+        gr: &GlobalRule,
+        origin: &'static str,
+        outcome: &str,
+        detail: Value,
+        request: Option<Value>,
+    ) {
+        self.log.push(LogEntry {
+            stage: stage_of(gr),
+            origin,
+            kind: "service",
+            ref_id: Some(gr.id),
+            name: Some(gr.service.clone()),
+            outcome: outcome.into(),
+            detail,
+            request,
+            response: None,
+        });
+        self.services.push(json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
+                                  "source": Value::Null, "score": Value::Null}));
+    }
+
+    /// "No response service action": continue, or reject the lead.
+    fn no_response(
+        &mut self,
+        gr: &GlobalRule,
+        origin: &'static str,
+        reason: String,
+        request: Option<Value>,
+    ) {
+        self.service_log(
+            gr,
+            origin,
+            "no_response",
+            json!({"source": "none", "cost": 0, "reason": reason}),
+            request,
+        );
+        if gr.reject_on_no_response {
+            self.reject(
+                format!("{} did not respond: {reason}", gr.service),
+                json!({"kind": "service", "id": gr.id, "name": gr.service}),
+            );
+        }
+    }
+
+    /// Take the caps and queue the lookup for the worker.
+    fn queue(
+        &mut self,
+        cfg: &ProductConfig,
+        gr: &GlobalRule,
+        value: &str,
+        why: &str,
+        cap_taken: bool,
+        facts: &mut dyn Facts,
+    ) {
+        if !cap_taken {
+            if let Some(cap) = facts.take_service_cap(gr) {
+                return self.service_log(
+                    gr,
+                    "async",
+                    "cap_reached",
+                    json!({"cap": cap, "cost": 0}),
+                    None,
+                );
+            }
+        }
+        // what the adapter sends, plus the fields "Add to PL/DNPL" lists take
+        let mut fields = global::call_fields(&gr.settings, &self.fields);
+        for l in global::settings_list_ids(&gr.settings)
+            .into_iter()
+            .filter_map(|id| cfg.list(id))
+        {
+            if let Some(v) = self.fields.get(&l.field) {
+                fields.insert(l.field.clone(), v.clone());
+            }
+        }
+        let payload = json!({
+            "value": value,
+            "fields": fields,
+            "product": cfg.name,
+            "why": why,
+        });
+        let id = facts.enqueue(&JobSpec {
+            global_rule_id: gr.id,
+            product_id: cfg.id,
+            lead_id: self.lead_id.clone(),
+            payload,
+        });
+        self.queued.push(id);
+        self.service_log(
+            gr,
+            "async",
+            "queued",
+            json!({"job_id": id, "why": why, "cost": 0}),
+            None,
+        );
+    }
+}
+
+pub(super) fn run_global(
+    cfg: &ProductConfig,
+    gr: &GlobalRule,
+    trigger: Trigger,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+) {
+    if let Some(why) = not_for_this_lead(cfg, gr, trigger, st.env) {
+        if st.trace_level == TraceLevel::Full {
+            st.trace.push(json!({"global_rule_id": gr.id, "service": gr.service, "skipped": why}));
+        }
+        return;
+    }
+    let origin = if trigger == Trigger::Action {
+        "on_demand"
+    } else {
+        "sync"
+    };
+    if matches!(gr.settings, Settings::VerificationHistory(_)) {
+        // issue 5: until then say so instead of silently passing
+        return st.service_log(
+            gr,
+            origin,
+            "skipped",
+            json!({"why": "verification_history is not available in this version", "cost": 0}),
+            None,
+        );
+    }
+    if trigger == Trigger::Scheduled && facts.roll_percent() >= gr.lookup_percent {
+        return st.service_log(
+            gr,
+            origin,
+            "not_sampled",
+            json!({"lookup_percent": gr.lookup_percent, "cost": 0}),
+            None,
+        );
+    }
+    // After filtration with no campaign left: skipped, at no charge (seed 003).
+    if gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0) {
+        return st.service_log(
+            gr,
+            origin,
+            "skipped",
+            json!({"why": "no campaigns remaining", "cost": 0}),
+            None,
+        );
+    }
+    let Some((value, key)) = global::lookup_key(&gr.settings, &st.fields) else {
+        return st.no_response(gr, origin, "the lead has no value to look up".into(), None);
+    };
+    if gr.execution == Execution::Async {
+        return st.queue(cfg, gr, &value, "async execution", false, facts);
+    }
+    let adv = advanced(&gr.settings);
+    let fields = st.fields.clone();
+    let finish = |st: &mut Lead, data: Value, source, cost, request| {
+        let (entry, effects, verdict) = conclude(
+            cfg,
+            gr,
+            &fields,
+            &value,
+            &data,
+            (origin, source, cost),
+            request,
+        );
+        st.services.push(json!({"service": gr.service, "rule_id": gr.id, "outcome": entry.outcome,
+                                "source": source, "score": verdict.score}));
+        st.log.push(entry);
+        st.effects.extend(effects);
+        st.results.insert(gr.service.clone(), data);
+        if let Some(reason) = verdict.reject {
+            st.reject(
+                reason,
+                json!({"kind": "service", "id": gr.id, "name": gr.service}),
+            );
+        }
+    };
+    if let Some((a, cache_days)) = adv {
+        let max_age = (cache_days > 0).then_some(cache_days);
+        if a.local_only {
+            // "Lookup only in the local DB": the lookup cache, nothing paid.
+            match facts.cached(&gr.service, &key, max_age) {
+                Some(data) => finish(st, data, "local", 0.0, None),
+                None if a.local_fail_run_async => {
+                    st.queue(cfg, gr, &value, "not found in the local database", false, facts)
+                }
+                None => st.no_response(
+                    gr,
+                    origin,
+                    "not found in the local database".into(),
+                    None,
+                ),
+            }
+            return;
+        }
+        if let Some(data) = max_age.and_then(|_| facts.cached(&gr.service, &key, max_age)) {
+            return finish(st, data, "cache", 0.0, None);
+        }
+    }
+    if let Some(cap) = facts.take_service_cap(gr) {
+        return st.service_log(
+            gr,
+            origin,
+            "cap_reached",
+            json!({"cap": cap, "cost": 0}),
+            None,
+        );
+    }
+    let call_fields = global::call_fields(&gr.settings, &st.fields);
+    let call = ServiceCall {
+        rule: gr,
+        value: &value,
+        lead_id: &st.lead_id,
+        product: &cfg.name,
+        fields: &call_fields,
+        timeout_s: adv.map(|(a, _)| a.sync_timeout_s).unwrap_or(5),
+    };
+    match facts.call_service(&call) {
+        CallResult::Response { data, request } => {
+            if adv.is_some() {
+                st.effects.push(Effect::CacheResponse {
+                    service: gr.service.clone(),
+                    key,
+                    data: data.clone(),
+                });
+            }
+            finish(st, data, "api", gr.cost, Some(request))
+        }
+        CallResult::NoResponse {
+            timed_out: true,
+            request,
+            ..
+        } if adv.is_some_and(|(a, _)| a.after_timeout_run_async) => {
+            // "After a timeout, run as Asynchronous": the cap is already counted
+            let _ = request;
+            st.queue(cfg, gr, &value, "sync timeout", true, facts)
+        }
+        CallResult::NoResponse {
+            reason, request, ..
+        } => st.no_response(gr, origin, reason, Some(request)),
+    }
+}
+
+/// The worker's side of an async lookup: the filter-log row and effects of
+/// its answer (no decision changes: the lead was decided when it was queued).
+pub fn complete_async(
+    cfg: &ProductConfig,
+    global_rule_id: i64,
+    payload: &Value,
+    result: CallResult,
+) -> (Vec<LogEntry>, Vec<Effect>) {
+    let Some(gr) = cfg.global_rules.iter().find(|g| g.id == global_rule_id) else {
+        return (Vec::new(), Vec::new());
+    };
+    let value = payload["value"].as_str().unwrap_or("");
+    let fields = payload["fields"].as_object().cloned().unwrap_or_default();
+    match result {
+        CallResult::Response { data, request } => {
+            let mut effects = Vec::new();
+            // the job keeps the looked-up value, not the lead field
+            if let Some((_, key)) = key_of_value(&gr.settings, value) {
+                effects.push(Effect::CacheResponse {
+                    service: gr.service.clone(),
+                    key,
+                    data: data.clone(),
+                });
+            }
+            let (entry, more, _) = conclude(
+                cfg,
+                gr,
+                &fields,
+                value,
+                &data,
+                ("async", "api", gr.cost),
+                Some(request),
+            );
+            effects.extend(more);
+            (vec![entry], effects)
+        }
+        CallResult::NoResponse {
+            reason, request, ..
+        } => (
+            vec![LogEntry {
+                stage: stage_of(gr),
+                origin: "async",
+                kind: "service",
+                ref_id: Some(gr.id),
+                name: Some(gr.service.clone()),
+                outcome: "no_response".into(),
+                detail: json!({"source": "none", "cost": 0, "reason": reason}),
+                request: Some(request),
+                response: None,
+            }],
+            Vec::new(),
+        ),
+    }
+}
+
+/// The cache key of an already extracted lookup value.
+fn key_of_value(settings: &Settings, value: &str) -> Option<(String, String)> {
+    let field = |name: &str| {
+        let mut m = Map::new();
+        m.insert(name.to_string(), Value::String(value.to_string()));
+        m
+    };
+    match settings {
+        Settings::IpAnalysis(s) => global::lookup_key(settings, &field(&s.ip_field)),
+        Settings::PhoneAnalysis(s) => global::lookup_key(settings, &field(&s.phone_field)),
+        _ => None,
+    }
+}
