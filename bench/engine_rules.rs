@@ -46,6 +46,7 @@ impl Facts for NoDb {
         CallResult::NoResponse {
             reason: "no services in this benchmark".into(),
             timed_out: false,
+            retryable: false,
             request: Value::Null,
         }
     }

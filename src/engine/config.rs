@@ -373,7 +373,8 @@ impl ProductConfig {
             .into_iter()
             .map(|g| {
                 let id = g.id();
-                g.build().map_err(|e| e.within(&format!("global_rule[{id}]")))
+                g.build()
+                    .map_err(|e| e.within(&format!("global_rule[{id}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ProductConfig {

@@ -28,6 +28,9 @@ pub enum CallResult {
     NoResponse {
         reason: String,
         timed_out: bool,
+        /// Worth retrying (timeouts, transport errors, HTTP 5xx and 429);
+        /// a definitive answer such as `success: false` is not.
+        retryable: bool,
         request: Value,
     },
 }

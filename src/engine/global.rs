@@ -216,7 +216,9 @@ fn text(v: &Value, k: &str) -> Option<String> {
 
 fn one_of(list: &[String], v: Option<String>) -> Option<String> {
     let v = v?;
-    list.iter().any(|x| x.eq_ignore_ascii_case(v.trim())).then_some(v)
+    list.iter()
+        .any(|x| x.eq_ignore_ascii_case(v.trim()))
+        .then_some(v)
 }
 
 /// Evaluate a vendor answer. Each enabled criterion is checked on its own
@@ -292,7 +294,12 @@ fn phone_hits(c: &PhoneCriteria, d: &Value) -> Vec<String> {
         (c.inactive, "active", false, "the number is not active"),
         (c.prepaid, "prepaid", true, "the number is prepaid"),
         (c.voip, "VOIP", true, "the number is VOIP"),
-        (c.spammer, "spammer", true, "the number is reported as a spammer"),
+        (
+            c.spammer,
+            "spammer",
+            true,
+            "the number is reported as a spammer",
+        ),
     ] {
         if on && flag(d, key) == Some(risky) {
             hits.push(what.to_string());
@@ -443,7 +450,10 @@ mod tests {
             on[setting] = true.into();
             let mut d = json!({"success": true});
             d[key] = risky.into();
-            assert!(reject("phone_analysis", on.clone(), d.clone()).is_some(), "{setting}");
+            assert!(
+                reject("phone_analysis", on.clone(), d.clone()).is_some(),
+                "{setting}"
+            );
             // disabled: the risky value passes
             assert!(reject("phone_analysis", json!({"api_key": "k"}), d).is_none());
             let mut safe = json!({});
@@ -458,13 +468,21 @@ mod tests {
             ("reject_line_types", "line_type", "Toll Free", "Mobile"),
             ("reject_countries", "country", "CA", "US"),
             ("reject_carriers", "carrier", "Bandwidth", "Verizon"),
-            ("reject_time_zones", "timezone", "America/Denver", "America/New_York"),
+            (
+                "reject_time_zones",
+                "timezone",
+                "America/Denver",
+                "America/New_York",
+            ),
         ] {
             let mut st = json!({"api_key": "k"});
             st[setting] = json!([hit.to_lowercase()]);
             let mut d = json!({});
             d[key] = hit.into();
-            assert!(reject("phone_analysis", st.clone(), d).is_some(), "{setting}");
+            assert!(
+                reject("phone_analysis", st.clone(), d).is_some(),
+                "{setting}"
+            );
             let mut d = json!({});
             d[key] = miss.into();
             assert!(reject("phone_analysis", st, d).is_none(), "{setting}");
@@ -485,9 +503,11 @@ mod tests {
             evaluate(&st, &json!({"line_type": "voip"})).add_to_lists,
             vec![7]
         );
-        assert!(evaluate(&st, &json!({"VOIP": false, "line_type": "Mobile"}))
-            .add_to_lists
-            .is_empty());
+        assert!(
+            evaluate(&st, &json!({"VOIP": false, "line_type": "Mobile"}))
+                .add_to_lists
+                .is_empty()
+        );
     }
 
     #[test]
@@ -505,7 +525,10 @@ mod tests {
 
     #[test]
     fn keys_and_redaction() {
-        let ip = s("ip_analysis", json!({"api_key": "SECRETKEY", "strictness": 1}));
+        let ip = s(
+            "ip_analysis",
+            json!({"api_key": "SECRETKEY", "strictness": 1}),
+        );
         let f = json!({"userIp": " 8.8.8.8 "});
         let (v, k) = lookup_key(&ip, f.as_object().unwrap()).unwrap();
         assert_eq!((v.as_str(), k.as_str()), ("8.8.8.8", "8.8.8.8|s1"));

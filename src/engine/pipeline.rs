@@ -8,8 +8,8 @@ use crate::config::{ListKind, Logical, ProductConfig, ProductKind, Rule, RuleSta
 use crate::envelope::{value_text, Envelope};
 use crate::facts::{normalize_list_value, CallResult, Facts, JobSpec, ServiceCall};
 use crate::global::{self, Execution, GlobalRule, RunOn, RunTime};
-use crate::settings::Settings;
 use crate::placeholders::{render, Vars};
+use crate::settings::Settings;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::mem::take;
@@ -599,7 +599,8 @@ fn apply(
                         } else {
                             data.get(from)
                         };
-                        v.filter(|v| !v.is_null()).map(|v| (field.clone(), v.clone()))
+                        v.filter(|v| !v.is_null())
+                            .map(|v| (field.clone(), v.clone()))
                     })
                     .collect();
                 st.fields.extend(set);

@@ -81,6 +81,7 @@ impl Facts for Mem {
             .unwrap_or(CallResult::NoResponse {
                 reason: "connection refused".into(),
                 timed_out: false,
+                retryable: false,
                 request: json!({}),
             })
     }
@@ -510,7 +511,11 @@ fn sync_lookup_rejects_and_stops_the_services_after_it() {
     assert_eq!(out.status, Status::Rejected);
     assert_eq!(out.decision["rejected_by"]["kind"], "service");
     assert_eq!(out.decision["reason"], "ip_analysis: fraud score 85 >= 80");
-    assert_eq!(m.calls.len(), 1, "phone_analysis must not run after a reject");
+    assert_eq!(
+        m.calls.len(),
+        1,
+        "phone_analysis must not run after a reject"
+    );
     let svc: Vec<_> = out.log.iter().filter(|l| l.kind == "service").collect();
     assert_eq!(svc.len(), 1);
     assert_eq!(svc[0].detail["source"], "api");
@@ -542,8 +547,16 @@ fn skips_paused_unsubscribed_stage_silent_and_on_demand() {
             "post",
             json!({}),
         ),
-        (json!({"run_on": "ping"}), "pingpost", json!({"stage": "post"})),
-        (json!({"run_on": "post"}), "pingpost", json!({"stage": "ping"})),
+        (
+            json!({"run_on": "ping"}),
+            "pingpost",
+            json!({"stage": "post"}),
+        ),
+        (
+            json!({"run_on": "post"}),
+            "pingpost",
+            json!({"stage": "ping"}),
+        ),
         (json!({}), "post", json!({"stage": "ping", "silent": true})),
     ];
     for (extra, kind, env) in cases {
@@ -575,7 +588,12 @@ fn skips_paused_unsubscribed_stage_silent_and_on_demand() {
 
 #[test]
 fn sampling_zero_hundred_and_thirty_percent() {
-    for (pct, roll, runs) in [(0, 0, false), (100, 99, true), (30, 29, true), (30, 30, false)] {
+    for (pct, roll, runs) in [
+        (0, 0, false),
+        (100, 99, true),
+        (30, 29, true),
+        (30, 30, false),
+    ] {
         let c = gcfg(
             "post",
             vec![global(1, "ip_analysis", json!({"lookup_percent": pct}))],
@@ -621,8 +639,16 @@ fn cache_local_only_and_async_fallbacks() {
     assert_eq!(m.calls.len(), 1);
     // local only: hit -> "local"; miss -> no response, or async when asked
     let local = |fallback: bool| {
-        gcfg("post", vec![global(1, "ip_analysis", json!({"no_response": "reject",
-            "settings": {"api_key": "K", "local_only": true, "local_fail_run_async": fallback}}))], vec![])
+        gcfg(
+            "post",
+            vec![global(
+                1,
+                "ip_analysis",
+                json!({"no_response": "reject",
+            "settings": {"api_key": "K", "local_only": true, "local_fail_run_async": fallback}}),
+            )],
+            vec![],
+        )
     };
     let mut m = Mem::default();
     m.cache.insert(key.clone(), cached);
@@ -645,6 +671,7 @@ fn timeouts_no_response_and_after_timeout_async() {
     let timeout = CallResult::NoResponse {
         reason: "timed out after 2 s".into(),
         timed_out: true,
+        retryable: true,
         request: json!({}),
     };
     let cfg_with = |extra: Value| gcfg("post", vec![global(1, "ip_analysis", extra)], vec![]);
@@ -714,7 +741,11 @@ fn caps_async_after_filtration_and_add_to_list() {
     // after filtration: skipped at no charge when no campaign remains or rejected
     let c = gcfg(
         "post",
-        vec![global(1, "ip_analysis", json!({"run_time": "after_filtration"}))],
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"run_time": "after_filtration"}),
+        )],
         vec![rule(
             5,
             "processing",
@@ -813,7 +844,9 @@ fn async_completion_flags_and_lists() {
     let (log, effects) = crate::pipeline::complete_async(&c, 1, &payload, answer(95));
     assert_eq!(log[0].outcome, "flagged");
     assert_eq!(log[0].origin, "async");
-    assert!(effects.iter().any(|e| matches!(e, Effect::CacheResponse { .. })));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::CacheResponse { .. })));
     assert!(effects.contains(&Effect::AddToList {
         list_id: 9,
         value: "1.1.1.1".into()
@@ -825,6 +858,7 @@ fn async_completion_flags_and_lists() {
         CallResult::NoResponse {
             reason: "HTTP 500".into(),
             timed_out: false,
+            retryable: false,
             request: json!({}),
         },
     );

@@ -167,8 +167,10 @@ impl Lead<'_> {
             request,
             response: None,
         });
-        self.services.push(json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
-                                  "source": Value::Null, "score": Value::Null}));
+        self.services.push(
+            json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
+                                  "source": Value::Null, "score": Value::Null}),
+        );
     }
 
     /// "No response service action": continue, or reject the lead.
@@ -257,7 +259,8 @@ pub(super) fn run_global(
 ) {
     if let Some(why) = not_for_this_lead(cfg, gr, trigger, st.env) {
         if st.trace_level == TraceLevel::Full {
-            st.trace.push(json!({"global_rule_id": gr.id, "service": gr.service, "skipped": why}));
+            st.trace
+                .push(json!({"global_rule_id": gr.id, "service": gr.service, "skipped": why}));
         }
         return;
     }
@@ -313,8 +316,10 @@ pub(super) fn run_global(
             (origin, source, cost),
             request,
         );
-        st.services.push(json!({"service": gr.service, "rule_id": gr.id, "outcome": entry.outcome,
-                                "source": source, "score": verdict.score}));
+        st.services.push(
+            json!({"service": gr.service, "rule_id": gr.id, "outcome": entry.outcome,
+                                "source": source, "score": verdict.score}),
+        );
         st.log.push(entry);
         st.effects.extend(effects);
         st.results.insert(gr.service.clone(), data);
@@ -331,15 +336,15 @@ pub(super) fn run_global(
             // "Lookup only in the local DB": the lookup cache, nothing paid.
             match facts.cached(&gr.service, &key, max_age) {
                 Some(data) => finish(st, data, "local", 0.0, None),
-                None if a.local_fail_run_async => {
-                    st.queue(cfg, gr, &value, "not found in the local database", false, facts)
-                }
-                None => st.no_response(
+                None if a.local_fail_run_async => st.queue(
+                    cfg,
                     gr,
-                    origin,
-                    "not found in the local database".into(),
-                    None,
+                    &value,
+                    "not found in the local database",
+                    false,
+                    facts,
                 ),
+                None => st.no_response(gr, origin, "not found in the local database".into(), None),
             }
             return;
         }
