@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine stop clean
+.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine bench-worker stop clean
 
 all: test
 
@@ -27,14 +27,14 @@ demo: install-release
 test: setup test-engine test-pg test-it
 
 test-engine:
-	cargo test -p iclear-engine
+	cargo test -p iclear-engine -p iclear-services
 
 test-pg: setup
 	@$(CLUSTER) stop
 	cargo pgrx test pg15 --runas postgres --pgdata /tmp/iclear-pgdata
 
 test-it: install
-	cargo test -p iclear-it --test cluster -- --test-threads=2
+	cargo test -p iclear-it -- --test-threads=2
 
 lint:
 	scripts/gen-upgrade.sh --check
@@ -48,8 +48,13 @@ bench: install-release
 bench-engine:
 	cargo bench -p iclear-engine --bench rules
 
+# the live worker's jobs/s against the sandbox provider (an ignored integration test)
+bench-worker: install-release
+	cargo test --release -p iclear-it --test worker worker_throughput -- --ignored --nocapture
+
 stop:
 	@$(CLUSTER) stop
+	@[ -f target/demo/sandbox.pid ] && kill $$(cat target/demo/sandbox.pid) 2>/dev/null; rm -f target/demo/sandbox.pid
 	@ICLEAR_CLUSTER=bench ICLEAR_PORT=28816 $(CLUSTER) stop
 
 clean: stop

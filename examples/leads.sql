@@ -23,6 +23,7 @@ SELECT pub, ch, pub * 100 + src,
        random() < 0.97,
        (11 + g % 200) || '.' || (g * 7 % 256) || '.' || (g * 13 % 256) || '.' || (1 + g % 254),
        jsonb_build_object('zip', lpad((g * 7919 % 99999)::text, 5, '0'),
+                          'iClaimSessionId', CASE WHEN g % 45 = 0 THEN 'fail-' ELSE 'ok-' END || g,
                           'employer', (ARRAY['Acme', 'Globex', 'Initech', 'Umbrella', 'Hooli'])[1 + g % 5]),
        jsonb_build_object('sub1', 'cmp' || (g % 9))
   FROM (SELECT g,

@@ -135,6 +135,41 @@ SELECT pg_temp.add_rule('after_processing', NULL, 'Echo the reference', 2,
     '[{"action": "change_response_parameter", "config": {"name": "ref", "value": "{%tPar_pub_ref%}"}}]');
 
 -- ------------------------------------------------------------ lead table
+-- ------------------------------------------------------- Global Rules
+-- Third-party services, answered in the demo by the sandbox provider on
+-- loopback (psql variable :sandbox, e.g. http://127.0.0.1:28817). In
+-- production, leave endpoint out: it defaults to the vendor's URL.
+INSERT INTO iclear.service (name, cost, endpoint) VALUES
+    ('ip_analysis', 0.004, :'sandbox' || '/ip'),
+    ('phone_analysis', 0.006, :'sandbox' || '/phone'),
+    ('iclaim', 0.02, :'sandbox' || '/iclaim');
+INSERT INTO iclear.list (name, kind, field) VALUES ('risky phones (async lookups)', 'dnpl', 'homePhone');
+INSERT INTO iclear.list_product (list_id, product_id)
+SELECT l.id, p.id FROM iclear.list l, iclear.product p WHERE l.name = 'risky phones (async lookups)';
+-- 1. IP Analysis, sync, before filtration: reject fraud scores from 90 and
+--    IPs from Mexico; answers cached 30 days.
+INSERT INTO iclear.global_rule (product_id, service, position, execution, settings)
+SELECT id, 'ip_analysis', 1, 'sync',
+       '{"api_key": "demo-ipqs-key", "ip_field": "userIp", "strictness": 1, "cache_days": 30,
+         "reject_fraud_score_gte": 90, "reject_countries": ["MX"], "sync_timeout_s": 2,
+         "after_timeout_run_async": true}'
+  FROM iclear.product WHERE name = 'payday_us';
+-- 2. Phone Number Analysis, async on half the leads: VOIP or prepaid numbers
+--    go on a DNPL for the next time; a daily cap of 300 paid lookups.
+INSERT INTO iclear.global_rule (product_id, service, position, execution, lookup_percent, settings)
+SELECT p.id, 'phone_analysis', 2, 'async', 50,
+       jsonb_build_object('api_key', 'demo-ipqs-key', 'phone_field', 'homePhone', 'country', jsonb_build_array('US'),
+                          'add_to_list', jsonb_build_object('voip', true, 'prepaid', true, 'list_ids', jsonb_build_array(l.id)))
+  FROM iclear.product p, iclear.list l
+ WHERE p.name = 'payday_us' AND l.name = 'risky phones (async lookups)';
+INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('phone_analysis', 'daily', 300);
+-- 3. iClaim, sync, after filtration: claim the consent certificate of every
+--    lead still sellable (no charge for rejected ones).
+INSERT INTO iclear.global_rule (product_id, service, position, execution, run_time, no_response, settings)
+SELECT id, 'iclaim', 3, 'sync', 'after_filtration', 'continue',
+       '{"account_id": "demo-account", "api_token": "demo-token"}'
+  FROM iclear.product WHERE name = 'payday_us';
+
 CREATE TABLE leads (
     id              bigserial PRIMARY KEY,
     created_at      timestamptz NOT NULL DEFAULT now(),

@@ -29,6 +29,13 @@ SELECT 'list "' || l.name || '" now holds', count(e.value)
   FROM iclear.list l LEFT JOIN iclear.list_entry e ON e.list_id = l.id AND e.added_by = 'iclear'
  WHERE l.name = 'rejected as fraud (email)' GROUP BY l.name
 ORDER BY 2 DESC;
+\echo '== Third-party services (view service_usage; async answers included)'
+SELECT service, sum(requests) AS requests, sum(lookups) AS api_lookups, sum(cache_hits) AS cache_hits,
+       sum(no_response) AS no_response, sum(rejects) AS rejects, sum(cost) AS cost
+  FROM iclear.service_usage GROUP BY 1 ORDER BY 1;
+\echo '== Service outcomes (filter log)'
+SELECT name AS service, origin, outcome, count(*) AS rows
+  FROM iclear.filter_log WHERE kind = 'service' GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC;
 \echo '== Operations (views: pre_screen_reject_log, cap_status, service_usage, health)'
 SELECT (SELECT count(*) FROM iclear.pre_screen_reject_log) AS pre_screen_rejects,
        (SELECT count(*) FROM iclear.cap_status) AS caps,

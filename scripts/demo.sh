@@ -8,9 +8,23 @@ N=${DEMO_LEADS:-1200}
 DB=iclear_demo
 CLUSTER=scripts/cluster.sh
 
+SANDBOX_ADDR=${ICLEAR_SANDBOX:-127.0.0.1:28817}
+OUT=$(pwd)/target/demo
+mkdir -p "$OUT"
+
+# The sandbox provider answers the vendors' protocols on loopback (no internet).
+cargo build --release -q -p iclear-services --bin iclear-sandbox
+[ -f "$OUT/sandbox.pid" ] && kill "$(cat "$OUT/sandbox.pid")" 2>/dev/null || true
+nohup target/release/iclear-sandbox "$SANDBOX_ADDR" >"$OUT/sandbox.log" 2>&1 &
+echo $! >"$OUT/sandbox.pid"
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/${SANDBOX_ADDR%:*}/${SANDBOX_ADDR#*:}") 2>/dev/null && break; sleep 0.1; done
+
 $CLUSTER start
-$CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-$CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -f examples/payday_us.sql >/dev/null
+# the async worker serves the demo database (read when it starts)
+$CLUSTER psql -d postgres -c "ALTER SYSTEM SET iclear.database = '$DB'" -c "SELECT pg_reload_conf()" >/dev/null
+$CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
+$CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -v sandbox="http://$SANDBOX_ADDR" -f examples/payday_us.sql >/dev/null
+$CLUSTER psql -d postgres -At -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'iclear worker'" >/dev/null
 rules=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.rule WHERE status = 'active'")
 entries=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.list_entry")
 echo "iclear demo: product payday_us with $rules active rules and $entries list entries"
@@ -21,12 +35,22 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 echo "pushed $N generated leads through the attached table \"leads\" in ${ms} ms" \
      "($(( N * 1000 / (ms > 0 ? ms : 1) )) leads/s, one INSERT statement)"
 
+# async lookups: the preloaded worker drains the queue (restarted above, it is back within 5 s)
+for _ in $(seq 120); do
+    left=$($CLUSTER psql -d $DB -At -c "SELECT queue_depth FROM iclear.health")
+    [ "$left" = 0 ] && break
+    sleep 0.5
+done
+if [ "$left" != 0 ]; then
+    echo "demo: the worker did not drain the queue ($left left); draining it in this session"
+    $CLUSTER psql -d $DB -At -c "SELECT iclear.run_worker_once(100000)" >/dev/null
+fi
+echo "async lookups completed by the background worker: $($CLUSTER psql -d $DB -At -c \
+     "SELECT count(*) FROM iclear.job WHERE status IN ('done', 'failed')")"
 $CLUSTER psql -d $DB -At -c "SELECT iclear.maintain()" >/dev/null   # daily job: monthly partitions
 $CLUSTER psql -d $DB -f examples/summary.sql
 
 # The chart, plotted from the views (gnuplot, installed when missing).
-OUT=$(pwd)/target/demo
-mkdir -p "$OUT"
 if ! command -v gnuplot >/dev/null; then
     echo "demo: installing gnuplot-nox for the chart"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -51,5 +75,5 @@ Look around:
   (or: psql -h 127.0.0.1 -p ${ICLEAR_PORT:-28815} -U postgres $DB)
   e.g.  SELECT iclear_decision FROM leads WHERE iclear_status = 'rejected' LIMIT 1;
         SELECT * FROM iclear.full_log WHERE lead_id = '42';
-Stop the cluster with: make stop
+Stop the cluster and the sandbox provider with: make stop
 TXT

@@ -286,7 +286,6 @@ CREATE TABLE iclear.sms_verification (
 );
 CREATE INDEX ON iclear.sms_verification (product, phone, created_at DESC);
 
--- BEGIN results (also part of the 0.1.0 -> 0.2.0 upgrade: scripts/gen-upgrade.sh)
 -- ------------------------------------------------------------------- results
 -- Results are written once per lead and read rarely: their JSON is stored as
 -- json (validated text), which costs a fraction of building binary jsonb on
@@ -368,4 +367,24 @@ BEGIN
 EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
     RAISE NOTICE 'iclear: lz4 not available, results use the default compression';
 END $$;
--- END results
+
+-- BEGIN since-0.2.0 (objects new or changed since 0.2.0; also the 0.2.0 ->
+-- 0.3.0 upgrade, made by scripts/gen-upgrade.sh: a fresh install and an
+-- upgrade run the same statements)
+-- The per-rule cap of a global rule (seed 002: "a cap on the number of leads
+-- processed per global rule"); counts paid lookups like the global caps.
+ALTER TABLE iclear.global_rule
+    ADD COLUMN daily_limit bigint
+        CONSTRAINT "global_rule.daily_limit must not be negative" CHECK (daily_limit >= 0),
+    ADD COLUMN monthly_limit bigint
+        CONSTRAINT "global_rule.monthly_limit must not be negative" CHECK (monthly_limit >= 0);
+
+-- Uses of a global rule's caps per period ('daily' YYYY-MM-DD, 'monthly' YYYY-MM).
+CREATE TABLE iclear.global_rule_cap_usage (
+    global_rule_id bigint NOT NULL REFERENCES iclear.global_rule ON DELETE CASCADE,
+    period         text NOT NULL CHECK (period IN ('daily', 'monthly')),
+    period_key     text NOT NULL,
+    used           bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (global_rule_id, period, period_key)
+);
+-- END since-0.2.0

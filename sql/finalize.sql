@@ -13,25 +13,6 @@ END $$;
 CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.rule_condition
     FOR EACH ROW EXECUTE FUNCTION iclear.validate_rule_condition();
 
-CREATE FUNCTION iclear.validate_rule_action() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    missing bigint;
-BEGIN
-    PERFORM iclear.check_action((SELECT stage FROM iclear.rule WHERE id = NEW.rule_id), NEW.action, NEW.config);
-    SELECT x INTO missing
-      FROM unnest(iclear.action_list_ids(NEW.action, NEW.config)) AS x
-     WHERE NOT EXISTS (SELECT 1 FROM iclear.list l WHERE l.id = x)
-     LIMIT 1;
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'invalid setting rule_action.config.list_ids: unknown list id %', missing
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.rule_action
-    FOR EACH ROW EXECUTE FUNCTION iclear.validate_rule_action();
-
 -- Moving a rule to another stage re-checks its actions against that stage.
 CREATE FUNCTION iclear.validate_rule_stage() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -47,21 +28,12 @@ CREATE TRIGGER validate_stage BEFORE UPDATE OF stage ON iclear.rule
     FOR EACH ROW WHEN (OLD.stage IS DISTINCT FROM NEW.stage)
     EXECUTE FUNCTION iclear.validate_rule_stage();
 
-CREATE FUNCTION iclear.validate_global_rule() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM iclear.check_global_rule_settings(NEW.service, NEW.settings);
-    RETURN NEW;
-END $$;
-CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.global_rule
-    FOR EACH ROW EXECUTE FUNCTION iclear.validate_global_rule();
-
 -- ------------------------------------------------- configuration versioning
 DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['product', 'service', 'global_rule', 'global_cap', 'rule_category',
+    FOREACH t IN ARRAY ARRAY['product', 'service', 'global_rule', 'rule_category',
                              'rule', 'rule_condition', 'rule_action', 'list', 'list_product'] LOOP
         EXECUTE format('CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
                         ON iclear.%I FOR EACH STATEMENT EXECUTE FUNCTION iclear.bump_config_version()', t);
@@ -114,8 +86,6 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.consent_evidence_id_seq', '')
 SELECT pg_catalog.pg_extension_config_dump('iclear.decision_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.filter_log_id_seq', '');
 
--- BEGIN since-0.1.0 (objects new or changed since 0.1.0; also the tail of the
--- 0.1.0 -> 0.2.0 upgrade: scripts/gen-upgrade.sh)
 -- -------------------------------------------------------------------- views
 -- Every step of every lead: the filter log plus each lead's final decision
 -- (kept once, in iclear.decision, rather than copied into the log).
@@ -189,27 +159,6 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $$
              WHERE d > at)
     END
 $$;
-
--- Every global and rule cap: period, limit, current value, next reset.
-CREATE VIEW iclear.cap_status AS
-SELECT 'global'::text AS scope, c.service AS subject, NULL::bigint AS rule_id, c.period, c.start_day,
-       c.cap_limit, c.current_value, iclear.next_cap_reset(c.period, c.start_day) AS next_reset
-  FROM iclear.global_cap c
-UNION ALL
-SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
-       iclear.next_cap_reset(x.period, 1)
-  FROM iclear.rule r
- CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')),
-                            ('monthly', r.monthly_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')))
-       AS x(period, cap_limit, period_key)
-  LEFT JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = x.period AND u.period_key = x.period_key
- WHERE x.cap_limit IS NOT NULL
-UNION ALL
-SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.period_key, ''), 'none'), r.id, 'source', NULL,
-       r.per_source_limit, u.used, NULL
-  FROM iclear.rule r
-  JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = 'source'
- WHERE r.per_source_limit IS NOT NULL;
 
 -- Operations at a glance. The async worker registers as "iclear worker".
 CREATE VIEW iclear.health AS
@@ -350,7 +299,126 @@ BEGIN
     NEW := json_populate_record(NEW, patch);
     RETURN NEW;
 END $$;
--- END since-0.1.0
+
+-- BEGIN since-0.2.0 (objects new or changed since 0.2.0; also the tail of the
+-- 0.2.0 -> 0.3.0 upgrade, made by scripts/gen-upgrade.sh)
+CREATE OR REPLACE FUNCTION iclear.validate_rule_action() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    missing bigint;
+BEGIN
+    PERFORM iclear.check_action((SELECT stage FROM iclear.rule WHERE id = NEW.rule_id), NEW.action, NEW.config);
+    SELECT x INTO missing
+      FROM unnest(iclear.action_list_ids(NEW.action, NEW.config)) AS x
+     WHERE NOT EXISTS (SELECT 1 FROM iclear.list l WHERE l.id = x)
+     LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid setting rule_action.config.list_ids: unknown list id %', missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF NEW.action = 'run_third_party_service' AND NOT EXISTS (
+        SELECT 1 FROM iclear.global_rule g JOIN iclear.rule r ON r.product_id = g.product_id
+         WHERE r.id = NEW.rule_id AND g.id = (NEW.config ->> 'global_rule_id')::bigint) THEN
+        RAISE EXCEPTION 'invalid setting rule_action.config.global_rule_id: % is not a global rule of this rule''s product',
+            NEW.config ->> 'global_rule_id' USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.rule_action
+    FOR EACH ROW EXECUTE FUNCTION iclear.validate_rule_action();
+
+CREATE OR REPLACE FUNCTION iclear.validate_global_rule() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    missing bigint;
+BEGIN
+    PERFORM iclear.check_global_rule_settings(NEW.service, NEW.settings);
+    SELECT x INTO missing
+      FROM jsonb_array_elements_text(coalesce(NEW.settings -> 'add_to_list' -> 'list_ids', '[]')) AS t(x)
+     WHERE NOT EXISTS (SELECT 1 FROM iclear.list l WHERE l.id = t.x::bigint)
+     LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid setting global_rule.settings.add_to_list.list_ids: unknown list id %', missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.global_rule
+    FOR EACH ROW EXECUTE FUNCTION iclear.validate_global_rule();
+
+-- Global caps count in their own row (current_value, period_start), updated
+-- on the lead path: those updates are not configuration changes.
+DROP TRIGGER IF EXISTS bump_config_version ON iclear.global_cap;
+CREATE TRIGGER bump_config_version AFTER INSERT OR DELETE OR TRUNCATE ON iclear.global_cap
+    FOR EACH STATEMENT EXECUTE FUNCTION iclear.bump_config_version();
+CREATE TRIGGER bump_config_version_on_edit AFTER UPDATE OF service, period, start_day, cap_limit
+    ON iclear.global_cap FOR EACH STATEMENT EXECUTE FUNCTION iclear.bump_config_version();
+
+-- When the current period of a cap began (the last reset at or before `at`);
+-- the counterpart of next_cap_reset().
+CREATE FUNCTION iclear.cap_period_start(period text, start_day integer DEFAULT 1, at timestamptz DEFAULT now())
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        WHEN 'monthly' THEN (
+            SELECT max(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE 'UTC' AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE 'UTC') + k * interval '1 month' AS m
+                          FROM generate_series(-1, 0) AS k) AS months) AS resets
+             WHERE d <= at)
+    END
+$$;
+
+-- Every global, global-rule and rule cap: period, limit, current value, next reset.
+CREATE OR REPLACE VIEW iclear.cap_status AS
+SELECT 'global'::text AS scope, c.service AS subject, NULL::bigint AS rule_id, c.period, c.start_day,
+       c.cap_limit,
+       CASE WHEN c.period_start = iclear.cap_period_start(c.period, c.start_day) THEN c.current_value ELSE 0 END
+           AS current_value,
+       iclear.next_cap_reset(c.period, c.start_day) AS next_reset
+  FROM iclear.global_cap c
+UNION ALL
+SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
+       iclear.next_cap_reset(x.period, 1)
+  FROM iclear.rule r
+ CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')),
+                            ('monthly', r.monthly_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')))
+       AS x(period, cap_limit, period_key)
+  LEFT JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = x.period AND u.period_key = x.period_key
+ WHERE x.cap_limit IS NOT NULL
+UNION ALL
+SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.period_key, ''), 'none'), r.id, 'source', NULL,
+       r.per_source_limit, u.used, NULL
+  FROM iclear.rule r
+  JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = 'source'
+ WHERE r.per_source_limit IS NOT NULL
+UNION ALL
+SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1)
+  FROM iclear.global_rule g
+ CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')),
+                            ('monthly', g.monthly_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')))
+       AS x(period, cap_limit, period_key)
+  LEFT JOIN iclear.global_rule_cap_usage u
+         ON u.global_rule_id = g.id AND u.period = x.period AND u.period_key = x.period_key
+ WHERE x.cap_limit IS NOT NULL;
+
+-- Failed async jobs stay visible (iclear.health.failed_jobs); this queues
+-- them again once the cause is fixed.
+CREATE FUNCTION iclear.retry_failed_jobs() RETURNS bigint
+LANGUAGE sql AS $$
+    WITH r AS (UPDATE iclear.job SET status = 'queued', attempts = 0, run_after = now(),
+                                    leased_until = NULL, updated_at = now()
+                WHERE status = 'failed' RETURNING 1)
+    SELECT count(*) FROM r
+$$;
+
+SELECT pg_catalog.pg_extension_config_dump('iclear.global_rule_cap_usage', '');
+-- paid answers: a restore keeps them
+SELECT pg_catalog.pg_extension_config_dump('iclear.lookup_cache', '');
+-- END since-0.2.0
 
 -- ------------------------------------------------------------ public entry
 CREATE FUNCTION public.iclear_process(lead jsonb) RETURNS jsonb

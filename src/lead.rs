@@ -76,7 +76,7 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
     let mut facts = store::facts::PgFacts { source_created_at };
     let out = pipeline::process_redirect(&cfg, &env, lead_id, redirect, &mut facts, trace_level());
     store::persist::save_log(lead_id, cfg.id, &out.log);
-    store::persist::apply(&out.effects);
+    store::persist::apply(&out.effects, lead_id, cfg.id);
     Ok(out.decision)
 }
 
@@ -116,6 +116,6 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
         decision: &out.decision,
         log: &out.log,
     });
-    store::persist::apply(&out.effects);
+    store::persist::apply(&out.effects, &lead_id, cfg.id);
     Ok(out.decision)
 }

@@ -10,8 +10,10 @@ pgrx::pg_module_magic!(name, version);
 
 mod api;
 mod lead;
+mod remote;
 mod row;
 mod store;
+mod worker;
 
 /// `iclear.config_cache`: keep each product's configuration in backend memory
 /// until the configuration version moves (off: re-read it for every lead).
@@ -19,6 +21,11 @@ pub static CONFIG_CACHE: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    worker::define_gucs();
+    // the worker registers only from shared_preload_libraries (design §1)
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register();
+    }
     pgrx::GucRegistry::define_bool_guc(
         c"iclear.config_cache",
         c"Cache product configuration per backend",

@@ -60,6 +60,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with("")
+    }
+
+    /// A cluster with extra server options (`-c name=value ...`).
+    pub fn start_with(extra: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "iclear-it-{}-{}",
             std::process::id(),
@@ -86,7 +91,7 @@ impl Cluster {
         let port = free_port();
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=/tmp \
-             -c shared_preload_libraries=iclear -c fsync=off -c max_connections=40"
+             -c shared_preload_libraries=iclear -c fsync=off -c max_connections=40 {extra}"
         );
         let log = format!("{d}/server.log");
         let out = as_postgres("pg_ctl", &["-D", d, "-l", &log, "-o", &opts, "-w", "start"]);
@@ -120,6 +125,31 @@ impl Cluster {
         let mut c = self.connect(db);
         c.batch_execute("CREATE EXTENSION iclear").unwrap();
         c
+    }
+
+    /// The server log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        let p = self.dir.join("server.log");
+        std::fs::read_to_string(&p)
+            .or_else(|_| {
+                Command::new("sudo")
+                    .args(["cat", p.to_str().unwrap()])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Connect, retrying while the server restarts (after a crash) for up to `secs`.
+    pub fn connect_retry(&self, db: &str, secs: u64) -> Client {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            match Client::connect(&self.url(db), NoTls) {
+                Ok(c) => return c,
+                Err(e) if std::time::Instant::now() > until => panic!("connect {db}: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
     }
 
     pub fn port_arg(&self) -> String {

@@ -58,7 +58,13 @@ SELECT jsonb_build_object(
               'product_level', EXISTS (SELECT 1 FROM iclear.list_product lp
                                         WHERE lp.list_id = l.id AND lp.product_id = p.id))
             ORDER BY l.id)
-       FROM iclear.list l), '[]'))
+       FROM iclear.list l), '[]'),
+  'global_rules', coalesce((
+     SELECT jsonb_agg(to_jsonb(g) || jsonb_build_object(
+              'subscription', s.subscription, 'cost', s.cost, 'endpoint', s.endpoint)
+            ORDER BY g.position, g.id)
+       FROM iclear.global_rule g JOIN iclear.service s ON s.name = g.service
+      WHERE g.product_id = p.id), '[]'))
 FROM iclear.product p WHERE p.name = $1"#;
 
 /// The configuration of `product`, or None when there is no such product.

@@ -3,7 +3,10 @@
 use super::{exec, one, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
-use iclear_engine::facts::Facts;
+use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use iclear_engine::global::GlobalRule;
+use pgrx::JsonB;
+use serde_json::Value;
 
 pub struct PgFacts {
     pub source_created_at: Option<DateTime<Utc>>,
@@ -96,5 +99,110 @@ impl Facts for PgFacts {
             );
         }
         true
+    }
+
+    fn roll_percent(&mut self) -> u32 {
+        rand::random_range(0..100)
+    }
+
+    fn cached(&mut self, service: &str, key: &str, max_age_days: Option<u32>) -> Option<Value> {
+        one::<JsonB>(
+            "SELECT response FROM iclear.lookup_cache
+              WHERE service = $1 AND lookup_key = $2
+                AND ($3 IS NULL OR fetched_at > now() - make_interval(days => $3::int))",
+            &[TEXT, TEXT, INT8],
+            &[
+                service.into(),
+                key.into(),
+                max_age_days.map(i64::from).into(),
+            ],
+        )
+        .map(|j| j.0)
+    }
+
+    /// Per-rule caps first (locked in a fixed order, as for rule caps), then
+    /// the service's global caps (locked by id). A lead that takes a slot
+    /// holds those rows until it commits, so concurrent sessions queue and a
+    /// cap never overshoots.
+    fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String> {
+        let now = Utc::now();
+        let mut caps: Vec<(&str, String, i64)> = Vec::new();
+        if let Some(l) = rule.caps.daily {
+            caps.push(("daily", now.format("%Y-%m-%d").to_string(), l));
+        }
+        if let Some(l) = rule.caps.monthly {
+            caps.push(("monthly", now.format("%Y-%m").to_string(), l));
+        }
+        for (period, key, limit) in &caps {
+            exec(
+                "INSERT INTO iclear.global_rule_cap_usage (global_rule_id, period, period_key)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[INT8, TEXT, TEXT],
+                &[rule.id.into(), (*period).into(), key.as_str().into()],
+            );
+            let used: i64 = one(
+                "SELECT used FROM iclear.global_rule_cap_usage
+                  WHERE global_rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
+                &[INT8, TEXT, TEXT],
+                &[rule.id.into(), (*period).into(), key.as_str().into()],
+            )
+            .unwrap_or(0);
+            if used >= *limit {
+                return Some(format!("global rule {} {period} cap of {limit}", rule.id));
+            }
+        }
+        let full: Option<String> = one(
+            "WITH locked AS MATERIALIZED (
+                SELECT period, cap_limit, current_value, period_start,
+                       iclear.cap_period_start(period, start_day) AS ps
+                  FROM iclear.global_cap WHERE service = $1 ORDER BY id FOR UPDATE)
+             SELECT string_agg(period || ' cap of ' || cap_limit, ', ') FROM locked
+              WHERE CASE WHEN period_start = ps THEN current_value ELSE 0 END >= cap_limit",
+            &[TEXT],
+            &[rule.service.as_str().into()],
+        );
+        if let Some(f) = full {
+            return Some(format!("{} global {f}", rule.service));
+        }
+        exec(
+            "UPDATE iclear.global_cap
+                SET current_value = CASE WHEN period_start = iclear.cap_period_start(period, start_day)
+                                         THEN current_value + 1 ELSE 1 END,
+                    period_start = iclear.cap_period_start(period, start_day)
+              WHERE service = $1",
+            &[TEXT],
+            &[rule.service.as_str().into()],
+        );
+        for (period, key, _) in &caps {
+            exec(
+                "UPDATE iclear.global_rule_cap_usage SET used = used + 1
+                  WHERE global_rule_id = $1 AND period = $2 AND period_key = $3",
+                &[INT8, TEXT, TEXT],
+                &[rule.id.into(), (*period).into(), key.as_str().into()],
+            );
+        }
+        None
+    }
+
+    fn call_service(&mut self, call: &ServiceCall) -> CallResult {
+        crate::remote::run_all(vec![crate::remote::OwnedCall::of(call)], 1)
+            .pop()
+            .expect("one call, one result")
+    }
+
+    fn enqueue(&mut self, job: &JobSpec) -> i64 {
+        let mut payload = job.payload.clone();
+        payload["global_rule_id"] = job.global_rule_id.into();
+        one::<i64>(
+            "INSERT INTO iclear.job (kind, product_id, lead_id, payload)
+             VALUES ('lookup', $1, $2, $3::jsonb) RETURNING id",
+            &[INT8, TEXT, TEXT],
+            &[
+                job.product_id.into(),
+                job.lead_id.as_str().into(),
+                payload.to_string().into(),
+            ],
+        )
+        .unwrap_or_else(|| pgrx::error!("iclear: the async job was not queued"))
     }
 }

@@ -20,7 +20,8 @@ fn log_json(log: &[LogEntry]) -> String {
         .iter()
         .map(|e| {
             json!({"stage": e.stage, "origin": e.origin, "kind": e.kind, "ref_id": e.ref_id,
-                   "name": e.name, "outcome": e.outcome, "detail": e.detail})
+                   "name": e.name, "outcome": e.outcome, "detail": e.detail,
+                   "request": e.request, "response": e.response})
         })
         .collect();
     Value::Array(rows).to_string()
@@ -32,10 +33,11 @@ pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
         return;
     }
     exec(
-        "INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome, detail)
-         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail
+        "INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
+                                        detail, request, response)
+         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail, x.request, x.response
            FROM json_to_recordset($3::json) AS x(stage text, origin text, kind text, ref_id bigint,
-                                           name text, outcome text, detail json)",
+                                           name text, outcome text, detail json, request json, response json)",
         &[TEXT, INT8, TEXT],
         &[lead_id.into(), product_id.into(), log_json(log).into()],
     );
@@ -63,10 +65,11 @@ pub fn save(r: &Record) {
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                     VALUES ($1, $2, $3, $4, $5::json, $6::json))
-         INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome, detail)
-         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail
+         INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
+                                        detail, request, response)
+         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail, x.request, x.response
            FROM json_to_recordset($7::json) AS x(stage text, origin text, kind text, ref_id bigint,
-                                           name text, outcome text, detail json)",
+                                           name text, outcome text, detail json, request json, response json)",
         // JSON goes as text cast in SQL: no copy of the (large) values
         &[TEXT, INT8, TEXT, TEXT, TEXT, TEXT, TEXT],
         &[
@@ -81,7 +84,9 @@ pub fn save(r: &Record) {
     );
 }
 
-pub fn apply(effects: &[Effect]) {
+/// The effects of one lead's outcome (`lead_id`, `product_id` for the rows
+/// that name the lead).
+pub fn apply(effects: &[Effect], lead_id: &str, product_id: i64) {
     for e in effects {
         match e {
             Effect::AddToList { list_id, value } => exec(
@@ -97,6 +102,36 @@ pub fn apply(effects: &[Effect]) {
                  SET value = iclear.counter.value + EXCLUDED.value, updated_at = now()",
                 &[TEXT, TEXT, INT8],
                 &[name.as_str().into(), key.as_str().into(), (*by).into()],
+            ),
+            Effect::CacheResponse { service, key, data } => exec(
+                "INSERT INTO iclear.lookup_cache (service, lookup_key, response, fetched_at)
+                 VALUES ($1, $2, $3::jsonb, now())
+                 ON CONFLICT (service, lookup_key)
+                 DO UPDATE SET response = EXCLUDED.response, fetched_at = EXCLUDED.fetched_at",
+                &[TEXT, TEXT, TEXT],
+                &[
+                    service.as_str().into(),
+                    key.as_str().into(),
+                    data.to_string().into(),
+                ],
+            ),
+            Effect::ConsentEvidence {
+                session_id,
+                outcome,
+                expires_at,
+                response,
+            } => exec(
+                "INSERT INTO iclear.consent_evidence (lead_id, product_id, session_id, outcome, expires_at, response)
+                 VALUES ($1, $2, $3, $4, $5::timestamptz, $6::json)",
+                &[TEXT, INT8, TEXT, TEXT, TEXT, TEXT],
+                &[
+                    lead_id.into(),
+                    product_id.into(),
+                    session_id.as_str().into(),
+                    outcome.as_str().into(),
+                    expires_at.as_deref().into(),
+                    response.to_string().into(),
+                ],
             ),
         }
     }

@@ -1,0 +1,100 @@
+//! Service calls on threads. HTTP never runs on the backend's main thread
+//! and Postgres is never called from another one: the main thread waits
+//! here, checking for interrupts (a cancelled query does not wait out a
+//! vendor's timeout), while threads run the adapters.
+
+use iclear_engine::facts::{CallResult, ServiceCall};
+use iclear_engine::global::GlobalRule;
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A `ServiceCall` that owns its data, so it can move to a thread.
+pub struct OwnedCall {
+    pub rule: GlobalRule,
+    pub value: String,
+    pub lead_id: String,
+    pub product: String,
+    pub fields: Map<String, Value>,
+    pub timeout_s: u8,
+}
+
+impl OwnedCall {
+    pub fn of(c: &ServiceCall) -> OwnedCall {
+        OwnedCall {
+            rule: c.rule.clone(),
+            value: c.value.to_string(),
+            lead_id: c.lead_id.to_string(),
+            product: c.product.to_string(),
+            fields: c.fields.clone(),
+            timeout_s: c.timeout_s,
+        }
+    }
+
+    fn run(&self) -> CallResult {
+        iclear_services::call(&ServiceCall {
+            rule: &self.rule,
+            value: &self.value,
+            lead_id: &self.lead_id,
+            product: &self.product,
+            fields: &self.fields,
+            timeout_s: self.timeout_s,
+        })
+    }
+}
+
+/// Run the calls on up to `concurrency` threads; results in input order.
+pub fn run_all(calls: Vec<OwnedCall>, concurrency: usize) -> Vec<CallResult> {
+    let n = calls.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let queue: Arc<Mutex<VecDeque<(usize, OwnedCall)>>> =
+        Arc::new(Mutex::new(calls.into_iter().enumerate().collect()));
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..concurrency.clamp(1, n) {
+        let (queue, tx) = (queue.clone(), tx.clone());
+        std::thread::spawn(move || loop {
+            let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+            let Some((i, call)) = next else { break };
+            // a panicking adapter is a failed lookup, not a lost one
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.run()))
+                .unwrap_or_else(|_| CallResult::NoResponse {
+                    reason: "the service adapter failed".into(),
+                    timed_out: false,
+                    retryable: true,
+                    request: Value::Null,
+                });
+            if tx.send((i, r)).is_err() {
+                break;
+            }
+        });
+    }
+    drop(tx);
+    let mut out: Vec<Option<CallResult>> = (0..n).map(|_| None).collect();
+    let mut got = 0;
+    while got < n {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok((i, r)) => {
+                out[i] = Some(r);
+                got += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                pgrx::check_for_interrupts!();
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or(CallResult::NoResponse {
+                reason: "the service thread ended without an answer".into(),
+                timed_out: false,
+                retryable: true,
+                request: Value::Null,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,383 @@
+//! The async queue's consumer (design §5): the background worker registered
+//! from `shared_preload_libraries`, and `iclear.run_worker_once()`, which
+//! drains due jobs in the calling session. Both claim jobs with
+//! `FOR UPDATE SKIP LOCKED` and a lease, run the HTTP on threads
+//! (`remote`), and write results, cache and async actions on the main thread.
+//! A worker that dies mid-batch leaves its jobs `running` with a lease that
+//! expires; the next claim takes them again, so no job is lost.
+
+use crate::remote::{run_all, OwnedCall};
+use crate::store::{self, exec, one, INT8, TEXT};
+use iclear_engine::facts::CallResult;
+use iclear_engine::global::GlobalRule;
+use iclear_engine::settings::Settings;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
+use serde_json::Value;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
+pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+
+pub fn define_gucs() {
+    GucRegistry::define_string_guc(
+        c"iclear.database",
+        c"The database whose iclear.job queue the background worker serves",
+        c"Default postgres. The worker idles until iclear is created there; it reads this when it starts (after a change, pg_terminate_backend() it and it restarts within 5 s).",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.worker_naptime",
+        c"Milliseconds the worker sleeps when the queue is empty",
+        c"Default 1000. A full batch is followed at once by the next.",
+        &NAPTIME_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.worker_batch_size",
+        c"Jobs the worker claims at a time",
+        c"Default 50. Each batch is claimed in one transaction and completed in one.",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.http_concurrency",
+        c"Concurrent HTTP requests of one batch",
+        c"Default 8 threads; Postgres is only ever called from the main thread.",
+        &HTTP_CONCURRENCY,
+        1,
+        256,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.job_lease",
+        c"Seconds a claimed job stays leased before another claim may take it again",
+        c"Default 60 (far above the 5 s longest service timeout): a worker that died mid-batch loses no job, its jobs run again after the lease.",
+        &LEASE_S,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.job_max_attempts",
+        c"Attempts of an async lookup before it is marked failed",
+        c"Default 5. Timeouts, transport errors and HTTP 5xx/429 are retried after 10 s x 2^(attempt-1), at most 10 minutes; a definitive answer (success: false, 401) fails at once.",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// Register the worker (only possible while shared_preload_libraries load).
+pub fn register() {
+    BackgroundWorkerBuilder::new("iclear worker")
+        .set_function("iclear_worker_main")
+        .set_library("iclear")
+        .set_type("iclear worker")
+        .enable_spi_access()
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+struct Job {
+    id: i64,
+    product_id: i64,
+    lead_id: String,
+    payload: Value,
+    attempts: i32,
+}
+
+/// Claim up to `limit` due jobs (queued and due, or running with an expired lease).
+fn claim(limit: i64) -> Vec<Job> {
+    let doc: Option<JsonB> = one(
+        "WITH c AS (
+            UPDATE iclear.job j
+               SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
+                   leased_until = now() + make_interval(secs => $2)
+             WHERE j.id IN (SELECT id FROM iclear.job
+                             WHERE (status = 'queued' AND run_after <= now())
+                                OR (status = 'running' AND leased_until < now())
+                             ORDER BY run_after, id
+                             LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING j.id, j.product_id, j.lead_id, j.payload, j.attempts)
+         SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]') FROM c",
+        &[INT8, INT8],
+        &[limit.into(), i64::from(LEASE_S.get()).into()],
+    );
+    let rows = doc.map(|d| d.0).unwrap_or(Value::Null);
+    rows.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| Job {
+                    id: r["id"].as_i64().unwrap_or(0),
+                    product_id: r["product_id"].as_i64().unwrap_or(0),
+                    lead_id: r["lead_id"].as_str().unwrap_or("").to_string(),
+                    payload: r["payload"].clone(),
+                    attempts: r["attempts"].as_i64().unwrap_or(1) as i32,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The call a job makes, or why it cannot be made (e.g. the rule was deleted).
+fn prepare(job: &Job) -> Result<(std::rc::Rc<iclear_engine::config::ProductConfig>, OwnedCall), String> {
+    let product = job.payload["product"].as_str().unwrap_or("");
+    let cfg = store::config::product(product)
+        .map_err(|e| format!("configuration cannot be loaded: {e}"))?
+        .ok_or_else(|| format!("product {product:?} no longer exists"))?;
+    let rule_id = job.payload["global_rule_id"].as_i64().unwrap_or(0);
+    let rule: &GlobalRule = cfg
+        .global_rules
+        .iter()
+        .find(|g| g.id == rule_id)
+        .ok_or_else(|| format!("global rule {rule_id} no longer exists"))?;
+    let timeout_s = match &rule.settings {
+        Settings::IpAnalysis(s) => s.advanced.async_timeout_s,
+        Settings::PhoneAnalysis(s) => s.advanced.async_timeout_s,
+        _ => 5,
+    };
+    let call = OwnedCall {
+        rule: rule.clone(),
+        value: job.payload["value"].as_str().unwrap_or("").to_string(),
+        lead_id: job.lead_id.clone(),
+        product: cfg.name.clone(),
+        fields: job.payload["fields"].as_object().cloned().unwrap_or_default(),
+        timeout_s,
+    };
+    Ok((cfg, call))
+}
+
+/// Mark a job; false when this claim no longer owns it (nothing else is written then).
+fn mark(job: &Job, status: &str, error: Option<&str>) -> bool {
+    one::<i64>(
+        "UPDATE iclear.job
+            SET status = $3, last_error = $4, leased_until = NULL, updated_at = now(),
+                run_after = CASE WHEN $3 = 'queued'
+                                 THEN now() + make_interval(secs => least(600, 10 * 2 ^ (attempts - 1)))
+                                 ELSE run_after END
+          WHERE id = $1 AND status = 'running' AND attempts = $2
+         RETURNING id",
+        &[INT8, INT8, TEXT, TEXT],
+        &[
+            job.id.into(),
+            i64::from(job.attempts).into(),
+            status.into(),
+            error.into(),
+        ],
+    )
+    .is_some()
+}
+
+/// Write what a job's call came back with.
+fn complete(job: &Job, cfg: &iclear_engine::config::ProductConfig, result: CallResult) {
+    let rule_id = job.payload["global_rule_id"].as_i64().unwrap_or(0);
+    let status = match &result {
+        CallResult::Response { .. } => ("done", None),
+        CallResult::NoResponse {
+            retryable: true,
+            reason,
+            ..
+        } if job.attempts < MAX_ATTEMPTS.get() => ("queued", Some(reason.clone())),
+        CallResult::NoResponse { reason, .. } => ("failed", Some(reason.clone())),
+    };
+    if !mark(job, status.0, status.1.as_deref()) || status.0 == "queued" {
+        return;
+    }
+    let (log, effects) =
+        iclear_engine::pipeline::complete_async(cfg, rule_id, &job.payload, result);
+    store::persist::save_log(&job.lead_id, job.product_id, &log);
+    store::persist::apply(&effects, &job.lead_id, job.product_id);
+}
+
+/// Claim, call, complete one batch in the current transaction (the caller's,
+/// for run_worker_once). Returns the jobs claimed.
+fn batch_in_one_transaction(limit: i64) -> usize {
+    let jobs = claim(limit);
+    let (ready, calls) = split(&jobs);
+    let results = run_all(calls, HTTP_CONCURRENCY.get() as usize);
+    finish(&jobs, ready, results);
+    jobs.len()
+}
+
+type Ready = Vec<Option<std::rc::Rc<iclear_engine::config::ProductConfig>>>;
+
+fn split(jobs: &[Job]) -> (Ready, Vec<OwnedCall>) {
+    let mut ready = Vec::with_capacity(jobs.len());
+    let mut calls = Vec::new();
+    for job in jobs {
+        match prepare(job) {
+            Ok((cfg, call)) => {
+                ready.push(Some(cfg));
+                calls.push(call);
+            }
+            Err(why) => {
+                mark(job, "failed", Some(&why));
+                ready.push(None);
+            }
+        }
+    }
+    (ready, calls)
+}
+
+fn finish(jobs: &[Job], ready: Ready, results: Vec<CallResult>) {
+    let mut results = results.into_iter();
+    for (job, cfg) in jobs.iter().zip(ready) {
+        let Some(cfg) = cfg else { continue };
+        if let Some(r) = results.next() {
+            complete(job, &cfg, r);
+        }
+    }
+}
+
+/// Drain due async jobs in this session (tests, cron, clusters without the
+/// preloaded worker). Returns the jobs processed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn run_worker_once(max_jobs: default!(i32, 100)) -> i32 {
+    let mut done = 0usize;
+    let max = max_jobs.max(0) as usize;
+    while done < max {
+        let n = batch_in_one_transaction((max - done).min(BATCH_SIZE.get() as usize) as i64);
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    done as i32
+}
+
+// ------------------------------------------------------------ the bgworker
+
+/// Run `f` in its own transaction; an ERROR aborts it and is logged, and
+/// the worker goes on (None).
+fn in_transaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let r = PgTryBuilder::new(|| Some(f()))
+        .catch_others(|e| {
+            let msg = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                    ereport.message().to_string()
+                }
+            };
+            warning!("iclear worker: {msg}");
+            None
+        })
+        .execute();
+    unsafe {
+        if r.is_some() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    r
+}
+
+/// Is iclear, at this library's version, created in the worker's database?
+fn extension_ready() -> bool {
+    // an older version is waiting for ALTER EXTENSION UPDATE: wait with it
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'iclear' AND extversion = $1)",
+        &[env!("CARGO_PKG_VERSION").into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// One batch with the HTTP outside any transaction: claim (commit, so the
+/// lease is visible), call, complete (commit). Returns the jobs claimed.
+fn worker_batch(limit: i64) -> usize {
+    let claimed = in_transaction(|| {
+        if !extension_ready() {
+            return None;
+        }
+        let jobs = claim(limit);
+        let (ready, calls) = split(&jobs);
+        Some((jobs, ready, calls))
+    })
+    .flatten();
+    let Some((jobs, ready, calls)) = claimed else {
+        return 0;
+    };
+    let n = jobs.len();
+    let results = run_all(calls, HTTP_CONCURRENCY.get() as usize);
+    let ready = std::panic::AssertUnwindSafe(ready);
+    let results = std::panic::AssertUnwindSafe(results);
+    let jobs = std::panic::AssertUnwindSafe(jobs);
+    in_transaction(move || finish(&jobs, ready.0, results.0));
+    n
+}
+
+/// Daily upkeep: partitions and retention (iclear.maintain()), and done
+/// jobs older than 7 days.
+fn maintain() {
+    in_transaction(|| {
+        if extension_ready() {
+            Spi::run("SELECT iclear.maintain()").ok();
+            exec(
+                "DELETE FROM iclear.job WHERE status = 'done' AND updated_at < now() - interval '7 days'",
+                &[],
+                &[],
+            );
+        }
+    });
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = DATABASE
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_else(|| "postgres".into());
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    log!("iclear worker: serving the job queue of database {db:?}");
+    let mut last_upkeep: Option<Instant> = None;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        loop {
+            let limit = BATCH_SIZE.get() as usize;
+            if worker_batch(limit as i64) < limit || BackgroundWorker::sigterm_received() {
+                break;
+            }
+        }
+        if last_upkeep.is_none_or(|t| t.elapsed() > Duration::from_secs(86_400)) {
+            maintain();
+            last_upkeep = Some(Instant::now());
+        }
+        let nap = Duration::from_millis(NAPTIME_MS.get().max(10) as u64);
+        if !BackgroundWorker::wait_latch(Some(nap)) {
+            break;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The async worker against real clusters with iclear preloaded and the
+//! sandbox provider on loopback: the live worker end to end, a worker
+//! killed mid-batch, a global cap under concurrent sessions, throughput.
+
+use iclear_it::Cluster;
+use iclear_services::sandbox::Sandbox;
+use postgres::Client;
+use std::time::{Duration, Instant};
+
+/// Product `p`, IP Analysis at the sandbox, a DNPL on userIp linked to `p`.
+fn configure(c: &mut Client, sb: &Sandbox, execution: &str) {
+    c.batch_execute(&format!(
+        r#"INSERT INTO iclear.product (name) VALUES ('p');
+           INSERT INTO iclear.service (name, cost, endpoint) VALUES ('ip_analysis', 0.004, '{}/ip');
+           INSERT INTO iclear.list (name, kind, field) VALUES ('risky ips', 'dnpl', 'userIp');
+           INSERT INTO iclear.list_product SELECT l.id, p.id FROM iclear.list l, iclear.product p;
+           INSERT INTO iclear.global_rule (product_id, service, execution, settings)
+           SELECT p.id, 'ip_analysis', '{execution}',
+                  jsonb_build_object('api_key', 'k', 'async_timeout_s', 5,
+                                     'add_to_list', jsonb_build_object('fraud_score_gte', 50, 'list_ids', jsonb_build_array(l.id)))
+             FROM iclear.product p, iclear.list l;"#,
+        sb.base_url()
+    ))
+    .unwrap();
+}
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Poll `sql` (a count) until it reaches `want`; panics after `secs`.
+fn wait_for(cl: &Cluster, c: &mut Client, sql: &str, want: i64, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n = count(c, sql);
+        if n >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{sql}: {n} after {secs} s, want {want}\n{}",
+            cl.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn live_worker_completes_async_lookups_from_an_attached_table() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with("-c iclear.database=t_worker -c iclear.worker_naptime=100");
+    let mut c = cl.database("t_worker");
+    configure(&mut c, &sb, "async");
+    c.batch_execute(
+        r#"CREATE TABLE leads (id bigserial PRIMARY KEY, "userIp" text, iclear_status text);
+           SELECT iclear.attach('leads', 'p');
+           INSERT INTO leads ("userIp") SELECT '10.0.0.' || (g * 5) FROM generate_series(1, 20) g;"#,
+    )
+    .unwrap();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'accepted'"),
+        20,
+        "async lookups never hold a lead"
+    );
+    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'done'", 20, 60);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE origin = 'async' AND outcome IN ('pass', 'flagged')"),
+        20
+    );
+    // fraud score = last octet: 50..100 go on the DNPL (add_to_list from 50)
+    assert_eq!(count(&mut c, "SELECT count(*) FROM iclear.list_entry"), 11);
+    assert_eq!(sb.count("ip"), 20);
+    assert!(c
+        .query_one("SELECT worker_alive FROM iclear.health", &[])
+        .unwrap()
+        .get::<_, bool>(0));
+    // the DNPL now rejects a lead from a flagged IP at once
+    c.batch_execute(r#"INSERT INTO leads ("userIp") VALUES ('10.0.0.95')"#)
+        .unwrap();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'rejected'"),
+        1
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_batch_loses_no_job() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with(
+        "-c iclear.database=t_kill -c iclear.worker_naptime=100 -c iclear.job_lease=3 \
+         -c iclear.worker_batch_size=10 -c iclear.http_concurrency=2",
+    );
+    let mut c = cl.database("t_kill");
+    configure(&mut c, &sb, "async");
+    // 198.51.100.100 answers after 1 s: a batch of 10 on 2 threads takes 5 s
+    c.batch_execute(
+        r#"SELECT iclear_process(jsonb_build_object('product', 'p', 'lead_id', 'K' || g,
+                                  'fields', jsonb_build_object('userIp', '198.51.100.100')))
+             FROM generate_series(1, 10) g"#,
+    )
+    .unwrap();
+    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'running'", 1, 60);
+    let pid: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success()
+        || std::process::Command::new("sudo")
+            .args(["kill", "-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+    assert!(killed, "kill -9 {pid}");
+    drop(c); // the postmaster resets every backend after a crash
+    std::thread::sleep(Duration::from_secs(1));
+    let mut c = cl.connect_retry("t_kill", 60);
+    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'done'", 10, 90);
+    // every job completed once: one answer row per lead, none twice
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE origin = 'async' AND outcome IN ('pass', 'flagged')"),
+        10
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(DISTINCT lead_id) FROM iclear.filter_log WHERE origin = 'async' AND outcome IN ('pass', 'flagged')"),
+        10
+    );
+    assert!(
+        count(&mut c, "SELECT max(attempts)::int8 FROM iclear.job") >= 2,
+        "the jobs of the killed batch ran again"
+    );
+}
+
+#[test]
+fn a_global_cap_is_never_exceeded_by_concurrent_sessions() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = cl.database("t_cap");
+    configure(&mut c, &sb, "sync");
+    c.batch_execute(
+        "INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'daily', 10)",
+    )
+    .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let url = cl.url("t_cap");
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                for i in 0..10 {
+                    c.execute(
+                        "SELECT iclear_process(jsonb_build_object('product', 'p',
+                                'fields', jsonb_build_object('userIp', $1::text)))",
+                        &[&format!("10.1.{t}.{i}")],
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sb.count("ip"), 10, "exactly the cap reached the vendor");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE kind = 'service' AND detail->>'source' = 'api'"),
+        10
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"),
+        30
+    );
+    assert_eq!(count(&mut c, "SELECT current_value FROM iclear.global_cap"), 10);
+}
+
+/// `make bench-worker`: jobs per second of the live worker against the
+/// sandbox provider (no assertion on time: a benchmark, not a test).
+#[test]
+#[ignore]
+fn worker_throughput() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with("-c iclear.database=t_bench -c iclear.worker_naptime=50");
+    let mut c = cl.database("t_bench");
+    configure(&mut c, &sb, "async");
+    let n = 3000;
+    c.batch_execute(&format!(
+        r#"SELECT iclear_process(jsonb_build_object('product', 'p',
+                  'fields', jsonb_build_object('userIp', '10.' || (g / 65536) || '.' || (g / 256 % 256) || '.' || (g % 256))))
+             FROM generate_series(1, {n}) g"#
+    ))
+    .unwrap();
+    let t = Instant::now();
+    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'done'", n, 600);
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "worker throughput: {n} jobs in {s:.2} s = {:.0} jobs/s (batch 50, http_concurrency 8, sandbox on loopback)",
+        n as f64 / s
+    );
+}
