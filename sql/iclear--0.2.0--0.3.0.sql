@@ -32,6 +32,23 @@ CREATE TABLE iclear.global_rule_cap_usage (
     used           bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (global_rule_id, period, period_key)
 );
+-- The vendor's real URL unless the admin points it elsewhere (design §5).
+-- iClaim speaks the TrustedForm v4 claim protocol, so its default is
+-- TrustedForm's certificate host.
+CREATE OR REPLACE FUNCTION iclear.service_defaults() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.endpoint IS NULL THEN
+        NEW.endpoint := CASE NEW.name
+            WHEN 'ip_analysis' THEN 'https://ipqualityscore.com/api/json/ip'
+            WHEN 'phone_analysis' THEN 'https://ipqualityscore.com/api/json/phone'
+            WHEN 'iclaim' THEN 'https://cert.trustedform.com'
+            ELSE NULL END;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER service_defaults BEFORE INSERT ON iclear.service
+    FOR EACH ROW EXECUTE FUNCTION iclear.service_defaults();
 -- END since-0.2.0
 
 -- BEGIN since-0.2.0 (objects new or changed since 0.2.0; also the tail of the

@@ -140,7 +140,9 @@ fn claim(limit: i64) -> Vec<Job> {
 }
 
 /// The call a job makes, or why it cannot be made (e.g. the rule was deleted).
-fn prepare(job: &Job) -> Result<(std::rc::Rc<iclear_engine::config::ProductConfig>, OwnedCall), String> {
+fn prepare(
+    job: &Job,
+) -> Result<(std::rc::Rc<iclear_engine::config::ProductConfig>, OwnedCall), String> {
     let product = job.payload["product"].as_str().unwrap_or("");
     let cfg = store::config::product(product)
         .map_err(|e| format!("configuration cannot be loaded: {e}"))?
@@ -161,7 +163,10 @@ fn prepare(job: &Job) -> Result<(std::rc::Rc<iclear_engine::config::ProductConfi
         value: job.payload["value"].as_str().unwrap_or("").to_string(),
         lead_id: job.lead_id.clone(),
         product: cfg.name.clone(),
-        fields: job.payload["fields"].as_object().cloned().unwrap_or_default(),
+        fields: job.payload["fields"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         timeout_s,
     };
     Ok((cfg, call))

@@ -58,11 +58,20 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
     )
     .unwrap();
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'accepted'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'accepted'"
+        ),
         20,
         "async lookups never hold a lead"
     );
-    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'done'", 20, 60);
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'done'",
+        20,
+        60,
+    );
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE origin = 'async' AND outcome IN ('pass', 'flagged')"),
         20
@@ -78,7 +87,10 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
     c.batch_execute(r#"INSERT INTO leads ("userIp") VALUES ('10.0.0.95')"#)
         .unwrap();
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'rejected'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'rejected'"
+        ),
         1
     );
 }
@@ -99,7 +111,13 @@ fn a_worker_killed_mid_batch_loses_no_job() {
              FROM generate_series(1, 10) g"#,
     )
     .unwrap();
-    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'running'", 1, 60);
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'running'",
+        1,
+        60,
+    );
     let pid: i32 = c
         .query_one(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
@@ -121,7 +139,13 @@ fn a_worker_killed_mid_batch_loses_no_job() {
     drop(c); // the postmaster resets every backend after a crash
     std::thread::sleep(Duration::from_secs(1));
     let mut c = cl.connect_retry("t_kill", 60);
-    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'done'", 10, 90);
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'done'",
+        10,
+        90,
+    );
     // every job completed once: one answer row per lead, none twice
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE origin = 'async' AND outcome IN ('pass', 'flagged')"),
@@ -172,10 +196,16 @@ fn a_global_cap_is_never_exceeded_by_concurrent_sessions() {
         10
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"
+        ),
         30
     );
-    assert_eq!(count(&mut c, "SELECT current_value FROM iclear.global_cap"), 10);
+    assert_eq!(
+        count(&mut c, "SELECT current_value FROM iclear.global_cap"),
+        10
+    );
 }
 
 /// `make bench-worker`: jobs per second of the live worker against the
@@ -195,7 +225,13 @@ fn worker_throughput() {
     ))
     .unwrap();
     let t = Instant::now();
-    wait_for(&cl, &mut c, "SELECT count(*) FROM iclear.job WHERE status = 'done'", n, 600);
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'done'",
+        n,
+        600,
+    );
     let s = t.elapsed().as_secs_f64();
     println!(
         "worker throughput: {n} jobs in {s:.2} s = {:.0} jobs/s (batch 50, http_concurrency 8, sandbox on loopback)",
