@@ -8,7 +8,8 @@ SELECT iclear_status AS status, count(*) AS leads,
   FROM leads GROUP BY 1 ORDER BY 2 DESC;
 \echo '== Rejected, by reason'
 SELECT iclear_decision -> 'rejected_by' ->> 'kind' AS by,
-       regexp_replace(iclear_decision ->> 'reason', ' \(..\)$', '') AS reason, count(*) AS leads
+       regexp_replace(regexp_replace(iclear_decision ->> 'reason', ' \(..\)$', ''),
+                      'fraud score \d+ >= ', 'fraud score >= ') AS reason, count(*) AS leads
   FROM leads WHERE iclear_status = 'rejected' GROUP BY 1, 2 ORDER BY 3 DESC, 2;
 \echo '== Top rules (from the filter log)'
 SELECT f.name AS rule, f.stage, count(*) AS matched,
@@ -27,7 +28,7 @@ SELECT 'monetization blocked', count(*) FROM leads WHERE (iclear_decision ->> 'b
 UNION ALL
 SELECT 'list "' || l.name || '" now holds', count(e.value)
   FROM iclear.list l LEFT JOIN iclear.list_entry e ON e.list_id = l.id AND e.added_by = 'iclear'
- WHERE l.name = 'rejected as fraud (email)' GROUP BY l.name
+ WHERE l.name IN ('rejected as fraud (email)', 'risky phones (async lookups)') GROUP BY l.name
 ORDER BY 2 DESC;
 \echo '== Third-party services (view service_usage; async answers included)'
 SELECT service, sum(requests) AS requests, sum(lookups) AS api_lookups, sum(cache_hits) AS cache_hits,

@@ -24,7 +24,6 @@ $CLUSTER start
 $CLUSTER psql -d postgres -c "ALTER SYSTEM SET iclear.database = '$DB'" -c "SELECT pg_reload_conf()" >/dev/null
 $CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 $CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -v sandbox="http://$SANDBOX_ADDR" -f examples/payday_us.sql >/dev/null
-$CLUSTER psql -d postgres -At -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'iclear worker'" >/dev/null
 rules=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.rule WHERE status = 'active'")
 entries=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.list_entry")
 echo "iclear demo: product payday_us with $rules active rules and $entries list entries"
@@ -35,7 +34,7 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 echo "pushed $N generated leads through the attached table \"leads\" in ${ms} ms" \
      "($(( N * 1000 / (ms > 0 ? ms : 1) )) leads/s, one INSERT statement)"
 
-# async lookups: the preloaded worker drains the queue (restarted above, it is back within 5 s)
+# async lookups: the preloaded worker drains the queue
 for _ in $(seq 120); do
     left=$($CLUSTER psql -d $DB -At -c "SELECT queue_depth FROM iclear.health")
     [ "$left" = 0 ] && break

@@ -125,23 +125,6 @@ SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS 
   LEFT JOIN iclear.product p ON p.id = f.product_id
  WHERE f.stage = 'redirect';
 
--- Lookups per service per day (UTC) and product. Service log rows carry
--- detail {"source": "api"|"cache"|"local", "cost": <charged>}: only API
--- lookups are charged, at the cost recorded when they were made.
-CREATE VIEW iclear.service_usage AS
-SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.name AS service,
-       count(*) AS requests,
-       count(*) FILTER (WHERE f.detail ->> 'source' = 'api') AS lookups,
-       count(*) FILTER (WHERE f.detail ->> 'source' = 'cache') AS cache_hits,
-       count(*) FILTER (WHERE f.detail ->> 'source' = 'local') AS local_hits,
-       count(*) FILTER (WHERE f.outcome = 'no_response') AS no_response,
-       count(*) FILTER (WHERE f.outcome = 'reject') AS rejects,
-       coalesce(sum((f.detail ->> 'cost')::numeric) FILTER (WHERE f.detail ->> 'source' = 'api'), 0) AS cost
-  FROM iclear.filter_log f
-  LEFT JOIN iclear.product p ON p.id = f.product_id
- WHERE f.kind = 'service'
- GROUP BY 1, 2, 3;
-
 -- When a cap of `period` (daily, or monthly from `start_day`) next resets
 -- after `at`. Caps count in UTC; a start day past the month's end resets on
 -- its last day.
@@ -370,6 +353,24 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $$
              WHERE d <= at)
     END
 $$;
+
+-- Lookups and cost per UTC day, product and service. `requests` counts the
+-- times a service was asked for a lead (answers from the API, the cache or
+-- the local DB, no response, cap reached); a queued async lookup counts once,
+-- by its answer. Only API answers are charged, at the cost logged with each.
+CREATE OR REPLACE VIEW iclear.service_usage AS
+SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.name AS service,
+       count(*) FILTER (WHERE f.outcome NOT IN ('queued', 'not_sampled', 'skipped')) AS requests,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'api') AS lookups,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'cache') AS cache_hits,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'local') AS local_hits,
+       count(*) FILTER (WHERE f.outcome = 'no_response') AS no_response,
+       count(*) FILTER (WHERE f.outcome = 'reject') AS rejects,
+       coalesce(sum((f.detail ->> 'cost')::numeric) FILTER (WHERE f.detail ->> 'source' = 'api'), 0) AS cost
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+ WHERE f.kind = 'service'
+ GROUP BY 1, 2, 3;
 
 -- Every global, global-rule and rule cap: period, limit, current value, next reset.
 CREATE OR REPLACE VIEW iclear.cap_status AS

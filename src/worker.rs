@@ -30,7 +30,7 @@ pub fn define_gucs() {
     GucRegistry::define_string_guc(
         c"iclear.database",
         c"The database whose iclear.job queue the background worker serves",
-        c"Default postgres. The worker idles until iclear is created there; it reads this when it starts (after a change, pg_terminate_backend() it and it restarts within 5 s).",
+        c"Default postgres. The worker idles until iclear is created there. After a change and a reload the worker restarts (within 5 s) on the new database.",
         &DATABASE,
         GucContext::Sighup,
         GucFlags::default(),
@@ -369,6 +369,12 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            let now = DATABASE.get().and_then(|c| c.into_string().ok());
+            if now.as_deref() != Some(db.as_str()) {
+                // a worker serves one database: exit and be restarted for the new one
+                log!("iclear worker: iclear.database changed to {now:?}; restarting");
+                unsafe { pg_sys::proc_exit(1) };
+            }
         }
         loop {
             let limit = BATCH_SIZE.get() as usize;
@@ -385,4 +391,8 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
             break;
         }
     }
+    // SIGTERM: exit 1, so that the postmaster restarts a worker stopped with
+    // pg_terminate_backend() (at shutdown nothing is restarted); exit 0
+    // would unregister it for good.
+    unsafe { pg_sys::proc_exit(1) };
 }

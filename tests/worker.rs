@@ -93,6 +93,24 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
         ),
         1
     );
+    // a worker stopped with pg_terminate_backend() comes back and works on
+    let alive = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iclear worker'";
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&mut c, alive), 0);
+    wait_for(&cl, &mut c, alive, 1, 30);
+    c.batch_execute(r#"INSERT INTO leads ("userIp") VALUES ('10.0.0.7')"#)
+        .unwrap();
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'done'",
+        21,
+        30,
+    );
 }
 
 #[test]
