@@ -14,7 +14,7 @@ set yrange [0:*]
 set title "Decisions"
 plot dir.'/decisions.tsv' using 2:xtic(1) linecolor rgb "#4477aa"
 
-set title "Rejects by rejecting rule or list"
+set title "Rejects by rejecting rule, list or service"
 set xtics rotate by -35 font ",9"
 plot dir.'/rejects.tsv' using 2:xtic(1) linecolor rgb "#cc6677"
 
