@@ -8,6 +8,7 @@ use iclear_engine::envelope::Envelope;
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::pipeline::{process_traced, TraceLevel};
+use iclear_engine::verification::SmsRecord;
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -52,6 +53,15 @@ impl Facts for NoDb {
     }
     fn enqueue(&mut self, _: &JobSpec) -> i64 {
         0
+    }
+    fn signature_recorded_at(&mut self, _: &str) -> Result<Option<DateTime<Utc>>, String> {
+        Ok(None)
+    }
+    fn sms_verified(&mut self, _: &str, _: &str) -> Result<Option<SmsRecord>, String> {
+        Ok(None)
+    }
+    fn start_sms_verification(&mut self, _: &str, _: &str, _: &str) -> Result<Option<i64>, String> {
+        Ok(None)
     }
 }
 

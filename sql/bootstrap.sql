@@ -371,6 +371,30 @@ CREATE TABLE iclear.global_rule_cap_usage (
     used           bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (global_rule_id, period, period_key)
 );
+-- The SMS adapter (pause_for_verification) is a service too: a generic JSON
+-- webhook with its own endpoint and cost per message.
+ALTER TABLE iclear.service
+    DROP CONSTRAINT "service.name must be one of the four iclear services",
+    ADD CONSTRAINT "service.name must be an iclear service or sms"
+        CHECK (name IN ('ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms'));
+
+-- Verification History (seed 001, design §6). The history is stored in
+-- *_local tables and read and written through the views verification_history
+-- and sms_verification, which iclear.use_verification_hub() points at a
+-- shared hub database (postgres_fdw) instead.
+ALTER TABLE iclear.sms_verification
+    ADD COLUMN expires_at timestamptz,
+    ADD COLUMN lead_id text;
+ALTER TABLE iclear.verification_history RENAME TO verification_history_local;
+ALTER TABLE iclear.sms_verification RENAME TO sms_verification_local;
+-- a signature is looked up across products (identical templates share it)
+CREATE INDEX ON iclear.verification_history_local (signature, recorded_at DESC);
+CREATE VIEW iclear.verification_history AS
+SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
+CREATE VIEW iclear.sms_verification AS
+SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+  FROM iclear.sms_verification_local;
+
 -- The vendor's real URL unless the admin points it elsewhere (design §5).
 -- iClaim speaks the TrustedForm v4 claim protocol, so its default is
 -- TrustedForm's certificate host.

@@ -13,6 +13,16 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'run_worker_once_wrapper';
 
+CREATE FUNCTION iclear."record_verification"(
+	"product" TEXT,
+	"lead" jsonb
+) RETURNS TEXT
+SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'record_verification_wrapper';
+
 -- BEGIN since-0.2.0 (objects new or changed since 0.2.0; also the 0.2.0 ->
 -- 0.3.0 upgrade, made by scripts/gen-upgrade.sh: a fresh install and an
 -- upgrade run the same statements)
@@ -32,6 +42,30 @@ CREATE TABLE iclear.global_rule_cap_usage (
     used           bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (global_rule_id, period, period_key)
 );
+-- The SMS adapter (pause_for_verification) is a service too: a generic JSON
+-- webhook with its own endpoint and cost per message.
+ALTER TABLE iclear.service
+    DROP CONSTRAINT "service.name must be one of the four iclear services",
+    ADD CONSTRAINT "service.name must be an iclear service or sms"
+        CHECK (name IN ('ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms'));
+
+-- Verification History (seed 001, design §6). The history is stored in
+-- *_local tables and read and written through the views verification_history
+-- and sms_verification, which iclear.use_verification_hub() points at a
+-- shared hub database (postgres_fdw) instead.
+ALTER TABLE iclear.sms_verification
+    ADD COLUMN expires_at timestamptz,
+    ADD COLUMN lead_id text;
+ALTER TABLE iclear.verification_history RENAME TO verification_history_local;
+ALTER TABLE iclear.sms_verification RENAME TO sms_verification_local;
+-- a signature is looked up across products (identical templates share it)
+CREATE INDEX ON iclear.verification_history_local (signature, recorded_at DESC);
+CREATE VIEW iclear.verification_history AS
+SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
+CREATE VIEW iclear.sms_verification AS
+SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+  FROM iclear.sms_verification_local;
+
 -- The vendor's real URL unless the admin points it elsewhere (design §5).
 -- iClaim speaks the TrustedForm v4 claim protocol, so its default is
 -- TrustedForm's certificate host.
@@ -187,4 +221,115 @@ $$;
 SELECT pg_catalog.pg_extension_config_dump('iclear.global_rule_cap_usage', '');
 -- paid answers: a restore keeps them
 SELECT pg_catalog.pg_extension_config_dump('iclear.lookup_cache', '');
+-- ------------------------------------------------- verification history
+-- Phones are matched by their digits; an 11-digit number with the North
+-- American country code 1 is its 10 digits (engine: verification::normalize_phone).
+CREATE FUNCTION iclear.normalize_phone(phone text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT nullif(CASE WHEN length(d) = 11 AND left(d, 1) = '1' THEN substr(d, 2) ELSE d END, '')
+      FROM (SELECT regexp_replace(phone, '[^0-9]', '', 'g') AS d) AS x
+$$;
+
+-- A phone verified outside iclear (or by another instance of the flow).
+CREATE FUNCTION iclear.record_sms_verification(product text, phone text, code text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text := iclear.normalize_phone(phone);
+BEGIN
+    IF p IS NULL THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: phone % has no digits', phone
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(btrim(code), '') = '' THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: code must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, verified_at)
+    VALUES (record_sms_verification.product, p, btrim(record_sms_verification.code), 'verified', 0, now(), now());
+END $$;
+
+-- Complete a pending SMS verification (pause_for_verification). A wrong code
+-- counts an attempt; at iclear.sms_max_attempts, or past its expiry, the
+-- code is dead and a new pause sends a new one.
+CREATE FUNCTION iclear.confirm_sms(product text, phone text, code text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p        text := iclear.normalize_phone(confirm_sms.phone);
+    max_try  integer;
+    r        record;
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    max_try := coalesce(nullif(current_setting('iclear.sms_max_attempts', true), '')::int, 5);
+    SELECT s.code, s.attempts, s.expires_at INTO r FROM iclear.sms_verification s
+     WHERE s.product = confirm_sms.product AND s.phone = p AND s.status = 'pending'
+     ORDER BY s.created_at DESC LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF r.expires_at IS NOT NULL AND r.expires_at < now() THEN
+        UPDATE iclear.sms_verification SET status = 'expired'
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        RETURN false;
+    END IF;
+    IF r.code = btrim(confirm_sms.code) THEN
+        UPDATE iclear.sms_verification SET status = 'verified', verified_at = now()
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        RETURN true;
+    END IF;
+    UPDATE iclear.sms_verification
+       SET attempts = attempts + 1,
+           status = CASE WHEN attempts + 1 >= max_try THEN 'expired' ELSE 'pending' END
+     WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+    RETURN false;
+END $$;
+
+-- Point the history views at a hub database through a postgres_fdw server
+-- (NULL: back to this database's own tables). See README "Sharing the
+-- verification history".
+CREATE FUNCTION iclear.use_verification_hub(server text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF server IS NULL THEN
+        CREATE OR REPLACE VIEW iclear.verification_history AS
+        SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
+        CREATE OR REPLACE VIEW iclear.sms_verification AS
+        SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+          FROM iclear.sms_verification_local;
+        DROP SCHEMA IF EXISTS iclear_hub CASCADE;
+        RETURN 'local';
+    END IF;
+    CREATE SCHEMA IF NOT EXISTS iclear_hub;
+    DROP FOREIGN TABLE IF EXISTS iclear_hub.verification_history, iclear_hub.sms_verification;
+    -- no id column: the hub assigns its own
+    EXECUTE format('CREATE FOREIGN TABLE iclear_hub.verification_history
+                        (product text, signature text, recorded_at timestamptz)
+                    SERVER %I OPTIONS (schema_name %L, table_name %L)',
+                   server, 'iclear', 'verification_history_local');
+    EXECUTE format('CREATE FOREIGN TABLE iclear_hub.sms_verification
+                        (product text, phone text, code text, status text, attempts integer,
+                         created_at timestamptz, verified_at timestamptz, expires_at timestamptz, lead_id text)
+                    SERVER %I OPTIONS (schema_name %L, table_name %L)',
+                   server, 'iclear', 'sms_verification_local');
+    CREATE OR REPLACE VIEW iclear.verification_history AS
+    SELECT NULL::bigint AS id, product, signature, recorded_at FROM iclear_hub.verification_history;
+    CREATE OR REPLACE VIEW iclear.sms_verification AS
+    SELECT NULL::bigint AS id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+      FROM iclear_hub.sms_verification;
+    RETURN server;
+END $$;
+REVOKE ALL ON FUNCTION iclear.use_verification_hub(text) FROM PUBLIC;
+
+-- Verifiers (e.g. a call centre's SMS desk) record and confirm
+-- verifications and read nothing else: the functions run as their owner.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_verifier') THEN
+        CREATE ROLE iclear_verifier NOLOGIN;
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA iclear TO iclear_verifier;
+GRANT EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
+                          iclear.confirm_sms(text, text, text), iclear.normalize_phone(text)
+    TO iclear_verifier;
 -- END since-0.2.0

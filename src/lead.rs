@@ -119,3 +119,56 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
     store::persist::apply(&out.effects, &lead_id, cfg.id);
     Ok(out.decision)
 }
+
+/// `iclear.record_verification(product, lead)`: the signature of the lead
+/// under the product's verification_history rule, stored in the history.
+/// `lead` is an envelope (`{"fields": {..}, "params": {..}}`) or a bare
+/// fields object.
+pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadError> {
+    use iclear_engine::settings::Settings;
+    let input = |k: &str, m: String| LeadError::Input(InputError::new(k, m));
+    let cfg = store::config::product(product)
+        .map_err(LeadError::Config)?
+        .ok_or_else(|| input("product", format!("names unknown product {product:?}")))?;
+    let template = cfg
+        .global_rules
+        .iter()
+        .find_map(|g| match &g.settings {
+            Settings::VerificationHistory(v) if v.signature_enabled => v.signature_template.clone(),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            input(
+                "product",
+                format!("{product:?} has no verification_history rule with signature_enabled"),
+            )
+        })?;
+    let mut envelope = match lead {
+        Value::Object(o) if o.get("fields").is_some_and(Value::is_object) => lead.clone(),
+        Value::Object(_) => serde_json::json!({"fields": lead}),
+        _ => return Err(input("lead", "must be a JSON object".into())),
+    };
+    envelope["product"] = Value::String(product.to_string());
+    let env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
+    let lead_id = env.lead_id.clone().unwrap_or_default();
+    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let vars = iclear_engine::placeholders::Vars {
+        fields: &env.fields,
+        params: &env.params,
+        lead_id: &lead_id,
+        product_id: cfg.id,
+        publisher_id: env.publisher_id,
+        channel_id: env.channel_id,
+        source_id: env.source_id,
+        date: &date,
+    };
+    let sig = iclear_engine::verification::signature(&template, &vars)
+        .map_err(|e| LeadError::Config(ConfigError::new("settings.signature_template", e)))?;
+    store::verification::record_signature(product, &sig).map_err(|e| {
+        input(
+            "product",
+            format!("the verification history cannot be written: {e}"),
+        )
+    })?;
+    Ok(sig)
+}

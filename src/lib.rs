@@ -43,6 +43,26 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucFlags::default(),
     );
     pgrx::GucRegistry::define_int_guc(
+        c"iclear.sms_code_ttl",
+        c"Seconds a pause_for_verification SMS code stays valid",
+        c"Default 600. iclear.confirm_sms() refuses an older code; a new pause sends a new one.",
+        &SMS_CODE_TTL_S,
+        30,
+        86_400,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::UNIT_S,
+    );
+    pgrx::GucRegistry::define_int_guc(
+        c"iclear.sms_max_attempts",
+        c"Wrong codes iclear.confirm_sms() accepts before the pending code is dead",
+        c"Default 5.",
+        &SMS_MAX_ATTEMPTS,
+        1,
+        100,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::default(),
+    );
+    pgrx::GucRegistry::define_int_guc(
         c"iclear.retention_days",
         c"Days of decisions and filter log that iclear.maintain() keeps",
         c"Monthly partitions of iclear.decision and iclear.filter_log wholly older than this are dropped by iclear.maintain().",
@@ -81,6 +101,11 @@ pub static TRACE: pgrx::GucSetting<Trace> = pgrx::GucSetting::<Trace>::new(Trace
 /// iclear.maintain() (sql/finalize.sql).
 pub static RETENTION_DAYS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(180);
 pub static EVIDENCE_RETENTION_DAYS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(1827);
+
+/// `iclear.sms_code_ttl` and `iclear.sms_max_attempts`: the life of a
+/// pause_for_verification code (read by confirm_sms in sql/finalize.sql too).
+pub static SMS_CODE_TTL_S: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(600);
+pub static SMS_MAX_ATTEMPTS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(5);
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/finalize.sql", finalize);

@@ -33,7 +33,7 @@ impl OwnedCall {
         }
     }
 
-    fn run(&self) -> CallResult {
+    pub fn run(&self) -> CallResult {
         iclear_services::call(&ServiceCall {
             rule: &self.rule,
             value: &self.value,
@@ -45,13 +45,40 @@ impl OwnedCall {
     }
 }
 
+/// One piece of HTTP work of a batch.
+pub enum Work {
+    Lookup(OwnedCall),
+    Sms {
+        endpoint: String,
+        to: String,
+        text: String,
+        reference: String,
+        code: String,
+    },
+}
+
+impl Work {
+    fn run(&self) -> CallResult {
+        match self {
+            Work::Lookup(c) => c.run(),
+            Work::Sms {
+                endpoint,
+                to,
+                text,
+                reference,
+                code,
+            } => iclear_services::sms::send(endpoint, to, text, reference, code),
+        }
+    }
+}
+
 /// Run the calls on up to `concurrency` threads; results in input order.
-pub fn run_all(calls: Vec<OwnedCall>, concurrency: usize) -> Vec<CallResult> {
+pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
     let n = calls.len();
     if n == 0 {
         return Vec::new();
     }
-    let queue: Arc<Mutex<VecDeque<(usize, OwnedCall)>>> =
+    let queue: Arc<Mutex<VecDeque<(usize, Work)>>> =
         Arc::new(Mutex::new(calls.into_iter().enumerate().collect()));
     let (tx, rx) = mpsc::channel();
     for _ in 0..concurrency.clamp(1, n) {

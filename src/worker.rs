@@ -6,7 +6,7 @@
 //! A worker that dies mid-batch leaves its jobs `running` with a lease that
 //! expires; the next claim takes them again, so no job is lost.
 
-use crate::remote::{run_all, OwnedCall};
+use crate::remote::{run_all, OwnedCall, Work};
 use crate::store::{self, exec, one, INT8, TEXT};
 use iclear_engine::facts::CallResult;
 use iclear_engine::global::GlobalRule;
@@ -100,6 +100,7 @@ pub fn register() {
 
 struct Job {
     id: i64,
+    kind: String,
     product_id: i64,
     lead_id: String,
     payload: Value,
@@ -118,7 +119,7 @@ fn claim(limit: i64) -> Vec<Job> {
                                 OR (status = 'running' AND leased_until < now())
                              ORDER BY run_after, id
                              LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING j.id, j.product_id, j.lead_id, j.payload, j.attempts)
+         RETURNING j.id, j.kind, j.product_id, j.lead_id, j.payload, j.attempts)
          SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]') FROM c",
         &[INT8, INT8],
         &[limit.into(), i64::from(LEASE_S.get()).into()],
@@ -129,6 +130,7 @@ fn claim(limit: i64) -> Vec<Job> {
             a.iter()
                 .map(|r| Job {
                     id: r["id"].as_i64().unwrap_or(0),
+                    kind: r["kind"].as_str().unwrap_or("").to_string(),
                     product_id: r["product_id"].as_i64().unwrap_or(0),
                     lead_id: r["lead_id"].as_str().unwrap_or("").to_string(),
                     payload: r["payload"].clone(),
@@ -214,6 +216,50 @@ fn complete(job: &Job, cfg: &iclear_engine::config::ProductConfig, result: CallR
     store::persist::apply(&effects, &job.lead_id, job.product_id);
 }
 
+/// Write what sending an SMS came back with (a `service` row named sms).
+fn complete_sms(job: &Job, cost: f64, result: CallResult) {
+    let (status, error) = match &result {
+        CallResult::Response { .. } => ("done", None),
+        CallResult::NoResponse {
+            retryable: true,
+            reason,
+            ..
+        } if job.attempts < MAX_ATTEMPTS.get() => ("queued", Some(reason.clone())),
+        CallResult::NoResponse { reason, .. } => ("failed", Some(reason.clone())),
+    };
+    if !mark(job, status, error.as_deref()) || status == "queued" {
+        return;
+    }
+    let (outcome, detail, request, response) = match result {
+        CallResult::Response { data, request } => (
+            "sent",
+            serde_json::json!({"source": "api", "cost": cost}),
+            request,
+            Some(data),
+        ),
+        CallResult::NoResponse {
+            reason, request, ..
+        } => (
+            "no_response",
+            serde_json::json!({"source": "none", "cost": 0, "reason": reason}),
+            request,
+            None,
+        ),
+    };
+    let entry = iclear_engine::pipeline::LogEntry {
+        stage: "verification",
+        origin: "async",
+        kind: "service",
+        ref_id: None,
+        name: Some("sms".into()),
+        outcome: outcome.into(),
+        detail,
+        request: Some(request),
+        response,
+    };
+    store::persist::save_log(&job.lead_id, job.product_id, &[entry]);
+}
+
 /// Claim, call, complete one batch in the current transaction (the caller's,
 /// for run_worker_once). Returns the jobs claimed.
 fn batch_in_one_transaction(limit: i64) -> usize {
@@ -224,19 +270,49 @@ fn batch_in_one_transaction(limit: i64) -> usize {
     jobs.len()
 }
 
-type Ready = Vec<Option<std::rc::Rc<iclear_engine::config::ProductConfig>>>;
+/// What completing a job needs besides its call's result.
+enum Prep {
+    Lookup(std::rc::Rc<iclear_engine::config::ProductConfig>),
+    Sms { cost: f64 },
+}
 
-fn split(jobs: &[Job]) -> (Ready, Vec<OwnedCall>) {
+type Ready = Vec<Option<Prep>>;
+
+/// An SMS of pause_for_verification: sent only while its code is pending.
+fn prepare_sms(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
+    let product = job.payload["product"].as_str().unwrap_or("");
+    let phone = job.payload["phone"].as_str().unwrap_or("");
+    let (endpoint, cost, code) =
+        store::verification::sms_to_send(product, phone).map_err(|why| (why, "done"))?;
+    let work = Work::Sms {
+        endpoint,
+        to: phone.to_string(),
+        text: format!("{product}: your verification code is {code}"),
+        reference: job.lead_id.clone(),
+        code,
+    };
+    Ok((Prep::Sms { cost }, work))
+}
+
+fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
     let mut ready = Vec::with_capacity(jobs.len());
     let mut calls = Vec::new();
     for job in jobs {
-        match prepare(job) {
-            Ok((cfg, call)) => {
-                ready.push(Some(cfg));
-                calls.push(call);
+        let prepared = if job.kind == "sms" {
+            prepare_sms(job)
+        } else {
+            prepare(job)
+                .map(|(cfg, call)| (Prep::Lookup(cfg), Work::Lookup(call)))
+                .map_err(|why| (why, "failed"))
+        };
+        match prepared {
+            Ok((prep, work)) => {
+                ready.push(Some(prep));
+                calls.push(work);
             }
-            Err(why) => {
-                mark(job, "failed", Some(&why));
+            // nothing to send any more is done; a lookup that cannot run failed
+            Err((why, status)) => {
+                mark(job, status, Some(&why));
                 ready.push(None);
             }
         }
@@ -246,10 +322,12 @@ fn split(jobs: &[Job]) -> (Ready, Vec<OwnedCall>) {
 
 fn finish(jobs: &[Job], ready: Ready, results: Vec<CallResult>) {
     let mut results = results.into_iter();
-    for (job, cfg) in jobs.iter().zip(ready) {
-        let Some(cfg) = cfg else { continue };
-        if let Some(r) = results.next() {
-            complete(job, &cfg, r);
+    for (job, prep) in jobs.iter().zip(ready) {
+        let Some(prep) = prep else { continue };
+        let Some(r) = results.next() else { break };
+        match prep {
+            Prep::Lookup(cfg) => complete(job, &cfg, r),
+            Prep::Sms { cost } => complete_sms(job, cost, r),
         }
     }
 }

@@ -13,3 +13,13 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'run_worker_once_wrapper';
 
+CREATE FUNCTION iclear."record_verification"(
+	"product" TEXT,
+	"lead" jsonb
+) RETURNS TEXT
+SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'record_verification_wrapper';
+

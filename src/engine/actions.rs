@@ -32,10 +32,6 @@ pub const ALL: &[&str] = &[
     "pause_for_verification",
 ];
 
-/// Actions of the vocabulary whose runtime lands with a later issue: refused at
-/// configuration time rather than silently ignored by a lead.
-pub const NOT_YET: &[&str] = &["pause_for_verification"];
-
 /// Which actions a stage allows (seed 002: each rules tab lists its actions).
 pub fn allowed(stage: RuleStage, action: &str) -> bool {
     match stage {
@@ -193,8 +189,31 @@ pub struct FieldsFromService {
     pub mapping: BTreeMap<String, String>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    /// The lead status the decision reports while paused.
+    #[serde(default = "pre_screening")]
+    pub lead_status: String,
+    /// The field holding the phone the SMS goes to.
+    #[serde(default = "home_phone")]
+    pub phone_field: String,
+    /// Shown to the poster (placeholders allowed).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn pre_screening() -> String {
+    "pre_screening".into()
+}
+
+fn home_phone() -> String {
+    "homePhone".into()
+}
+
 #[derive(Debug, Clone)]
 pub enum ActionKind {
+    PauseForVerification(Pause),
     RunThirdPartyService(RunService),
     SetFieldsFromService(FieldsFromService),
     StopProcessing(Message),
@@ -232,6 +251,13 @@ fn cfg<T: DeserializeOwned>(v: &Value) -> Result<T, ConfigError> {
     serde_json::from_value(v).map_err(|e| ConfigError::new("config", e.to_string()))
 }
 
+fn non_empty_cfg(setting: &str, v: &str) -> Result<(), ConfigError> {
+    if v.trim().is_empty() {
+        return Err(ConfigError::new(setting, "must not be empty"));
+    }
+    Ok(())
+}
+
 fn template(setting: &str, t: &str) -> Result<(), ConfigError> {
     check_template(t).map_err(|e| ConfigError::new(setting, e))
 }
@@ -260,15 +286,18 @@ impl Action {
                 format!("{name} is not allowed in {} rules", stage.as_str()),
             ));
         }
-        if NOT_YET.contains(&name) {
-            return Err(ConfigError::new(
-                "action",
-                format!("{name} is not available in this version of iclear"),
-            ));
-        }
         let kind = match name {
             "stop_processing" => ActionKind::StopProcessing(cfg(config)?),
             "run_third_party_service" => ActionKind::RunThirdPartyService(cfg(config)?),
+            "pause_for_verification" => {
+                let p: Pause = cfg(config)?;
+                non_empty_cfg("config.lead_status", &p.lead_status)?;
+                non_empty_cfg("config.phone_field", &p.phone_field)?;
+                if let Some(m) = &p.message {
+                    template("config.message", m)?;
+                }
+                ActionKind::PauseForVerification(p)
+            }
             "set_fields_from_service" => {
                 let m: FieldsFromService = cfg(config)?;
                 if !crate::settings::SERVICES.contains(&m.service.as_str()) {
@@ -511,7 +540,22 @@ mod tests {
             ),
             ("add_to_list", json!({"list_ids": []}), "config.list_ids"),
             ("frobnicate", json!({}), "action"),
-            ("pause_for_verification", json!({}), "action"),
+            (
+                "pause_for_verification",
+                json!({"phone_field": " "}),
+                "config.phone_field",
+            ),
+            (
+                "pause_for_verification",
+                json!({"message": "{%nope%}"}),
+                "config.message",
+            ),
+            (
+                "set_fields_from_service",
+                json!({"service": "whois", "mapping": {"a": "b"}}),
+                "config.service",
+            ),
+            ("run_third_party_service", json!({}), "config"),
         ];
         for (name, cfgv, setting) in cases {
             let e = Action::new(1, RuleStage::Processing, name, &cfgv).unwrap_err();

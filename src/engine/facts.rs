@@ -4,6 +4,7 @@
 
 use crate::config::Rule;
 use crate::global::GlobalRule;
+use crate::verification::SmsRecord;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -71,6 +72,19 @@ pub trait Facts {
     fn call_service(&mut self, call: &ServiceCall) -> CallResult;
     /// Queue an async lookup; returns the job id.
     fn enqueue(&mut self, job: &JobSpec) -> i64;
+    /// When this signature was last recorded (any product, any instance
+    /// sharing the history). Err: the history cannot be reached.
+    fn signature_recorded_at(&mut self, signature: &str) -> Result<Option<DateTime<Utc>>, String>;
+    /// The latest verified SMS record of a (normalised) phone for a product.
+    fn sms_verified(&mut self, product: &str, phone: &str) -> Result<Option<SmsRecord>, String>;
+    /// Start an SMS verification: store a fresh random code as pending and
+    /// queue the SMS. Returns the job id of the SMS (None: no SMS service).
+    fn start_sms_verification(
+        &mut self,
+        product: &str,
+        phone: &str,
+        lead_id: &str,
+    ) -> Result<Option<i64>, String>;
 }
 
 /// List values are compared trimmed and lowercased (the store normalises

@@ -13,6 +13,7 @@ pub mod global;
 pub mod pipeline;
 pub mod placeholders;
 pub mod settings;
+pub mod verification;
 
 pub use error::ConfigError;
 pub use error::InputError;

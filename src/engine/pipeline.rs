@@ -22,6 +22,8 @@ use global_rules::{run_global, run_global_rules, Trigger};
 pub enum Status {
     Accepted,
     Rejected,
+    /// Held for SMS verification (`pause_for_verification`).
+    Paused,
 }
 
 impl Status {
@@ -29,6 +31,7 @@ impl Status {
         match self {
             Status::Accepted => "accepted",
             Status::Rejected => "rejected",
+            Status::Paused => "paused",
         }
     }
 }
@@ -116,6 +119,8 @@ struct Lead<'e> {
     results: HashMap<String, Value>,
     services: Vec<Value>,
     queued: Vec<i64>,
+    /// Set by `pause_for_verification`: what the paused decision reports.
+    verification: Option<Value>,
 }
 
 enum Flow {
@@ -152,6 +157,7 @@ impl<'e> Lead<'e> {
             results: HashMap::new(),
             services: Vec::new(),
             queued: Vec::new(),
+            verification: None,
         }
     }
 
@@ -271,6 +277,10 @@ pub fn process_traced(
             take(&mut st.queued).into_iter().map(Value::from).collect(),
         ),
         ("services", Value::Array(take(&mut st.services))),
+        (
+            "verification",
+            st.verification.take().unwrap_or(Value::Null),
+        ),
         ("trace", Value::Array(take(&mut st.trace))),
     ]);
     st.finish(decision)
@@ -570,6 +580,7 @@ fn apply(
     facts: &mut dyn Facts,
 ) -> Flow {
     match kind {
+        ActionKind::PauseForVerification(p) => return pause(cfg, rule, p, st, facts),
         ActionKind::RunThirdPartyService(r) => {
             match cfg.global_rules.iter().find(|g| g.id == r.global_rule_id) {
                 Some(gr) => run_global(cfg, gr, Trigger::Action, st, facts),
@@ -756,4 +767,84 @@ pub fn process_redirect(
         ("trace", Value::Array(take(&mut st.trace))),
     ]);
     st.finish(decision)
+}
+
+/// "Pause Lead for Verification": a phone verified within the lifetime
+/// passes on; otherwise a code is stored as pending, the SMS is queued and
+/// the lead is paused. A lead without a phone, or whose verification cannot
+/// be started (history unreachable), is rejected: an unverifiable lead does
+/// not pass a verification rule.
+fn pause(
+    cfg: &ProductConfig,
+    rule: &Rule,
+    p: &crate::actions::Pause,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+) -> Flow {
+    let by = json!({"kind": "rule", "id": rule.id, "name": rule.name});
+    let Some(phone) = st
+        .fields
+        .get(&p.phone_field)
+        .and_then(value_text)
+        .and_then(|v| crate::verification::normalize_phone(&v))
+    else {
+        st.reject(
+            format!("no phone number to verify in {}", p.phone_field),
+            by,
+        );
+        return Flow::EndAll;
+    };
+    let lifetime = cfg
+        .global_rules
+        .iter()
+        .find_map(|g| match &g.settings {
+            Settings::VerificationHistory(v) => v.sms_lifetime_s,
+            _ => None,
+        })
+        .unwrap_or(crate::verification::DEFAULT_SMS_LIFETIME_S);
+    let log = |st: &mut Lead, outcome: &str, detail: Value| {
+        st.log.push(LogEntry {
+            stage: rule.stage.as_str(),
+            origin: st.origin,
+            kind: "verification",
+            ref_id: Some(rule.id),
+            name: Some(rule.name.clone()),
+            outcome: outcome.into(),
+            detail,
+            ..LogEntry::default()
+        })
+    };
+    let started = match facts.sms_verified(&cfg.name, &phone) {
+        Ok(Some(r)) if (facts.now() - r.verified_at).num_seconds() <= lifetime => {
+            log(
+                st,
+                "already_verified",
+                json!({"verified_at": r.verified_at.to_rfc3339()}),
+            );
+            return Flow::Continue;
+        }
+        Ok(_) => facts.start_sms_verification(&cfg.name, &phone, &st.lead_id),
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(job) => {
+            st.status = Status::Paused;
+            st.reason = Some(match p.message.as_deref() {
+                Some(m) if !m.is_empty() => render(m, &st.vars(cfg.id)),
+                _ => "paused for SMS verification".into(),
+            });
+            st.verification = Some(
+                json!({"lead_status": p.lead_status, "phone_field": p.phone_field,
+                                          "sms_job": job}),
+            );
+            st.queued.extend(job);
+            log(
+                st,
+                "paused",
+                json!({"lead_status": p.lead_status, "sms_job": job}),
+            );
+        }
+        Err(e) => st.reject(format!("verification cannot start: {e}"), by),
+    }
+    Flow::EndAll
 }

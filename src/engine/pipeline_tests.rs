@@ -5,6 +5,7 @@ use crate::envelope::Envelope;
 use crate::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use crate::global::GlobalRule;
 use crate::pipeline::{process, Effect, Status};
+use crate::verification::SmsRecord;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,12 @@ struct Mem {
     service_room: HashMap<i64, i64>,
     jobs: Vec<JobSpec>,
     calls: Vec<(i64, String, u8)>,
+    /// verification: recorded signatures, verified phones, started SMS,
+    /// and whether the history is reachable
+    signatures: HashMap<String, DateTime<Utc>>,
+    sms: HashMap<String, SmsRecord>,
+    started: Vec<String>,
+    history_down: bool,
 }
 
 impl Facts for Mem {
@@ -88,6 +95,27 @@ impl Facts for Mem {
     fn enqueue(&mut self, job: &JobSpec) -> i64 {
         self.jobs.push(job.clone());
         self.jobs.len() as i64
+    }
+    fn signature_recorded_at(&mut self, signature: &str) -> Result<Option<DateTime<Utc>>, String> {
+        if self.history_down {
+            return Err("could not connect to server \"hub\"".into());
+        }
+        Ok(self.signatures.get(signature).copied())
+    }
+    fn sms_verified(&mut self, _product: &str, phone: &str) -> Result<Option<SmsRecord>, String> {
+        if self.history_down {
+            return Err("could not connect to server \"hub\"".into());
+        }
+        Ok(self.sms.get(phone).cloned())
+    }
+    fn start_sms_verification(
+        &mut self,
+        _product: &str,
+        phone: &str,
+        _lead_id: &str,
+    ) -> Result<Option<i64>, String> {
+        self.started.push(phone.to_string());
+        Ok(Some(77))
     }
 }
 
@@ -863,4 +891,87 @@ fn async_completion_flags_and_lists() {
         },
     );
     assert_eq!(log[0].outcome, "no_response");
+}
+
+// ------------------------------------------------ verification history, pause
+
+fn vh_rule(settings: Value, extra: Value) -> Value {
+    let mut g = global(1, "verification_history", extra);
+    g["settings"] = settings;
+    g
+}
+
+#[test]
+fn verification_history_rule_rejects_passes_and_no_response() {
+    let tmpl = r#"{"email": "{%productField_email%}"}"#;
+    let c = gcfg(
+        "post",
+        vec![vh_rule(
+            json!({"signature_enabled": true, "signature_template": tmpl,
+                   "reject_signature_missing": true, "signature_lifetime_s": 3600}),
+            json!({}),
+        )],
+        vec![],
+    );
+    let e = lead(json!({"fields": {"email": "a@b.co"}}));
+    let mut m = Mem::default();
+    let out = process(&c, &e, "L", &mut m);
+    assert_eq!(out.status, Status::Rejected);
+    assert_eq!(
+        out.decision["reason"],
+        "verification_history: signature missing"
+    );
+    let sig = out.log[0].detail["signature"].as_str().unwrap().to_string();
+    m.signatures
+        .insert(sig, m.now() - chrono::Duration::seconds(60));
+    assert_eq!(process(&c, &e, "L", &mut m).status, Status::Accepted);
+    // history unreachable: the no-response action (continue here)
+    m.history_down = true;
+    let out = process(&c, &e, "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(out.log[0].outcome, "no_response");
+}
+
+#[test]
+fn pause_for_verification_then_verified_phone_passes() {
+    let c = gcfg(
+        "post",
+        vec![],
+        vec![rule(
+            1,
+            "processing",
+            json!([{"id": 1, "category": "random", "parameter": "", "operator": "greater_or_equal", "value": 0}]),
+            json!([{"id": 1, "action": "pause_for_verification",
+                    "config": {"lead_status": "pre_screening", "phone_field": "homePhone", "message": "Pre-Screening"}},
+                   {"id": 2, "action": "lead_tags", "config": {"mode": "add", "tags": ["sms_verification"]}}]),
+        )],
+    );
+    let e = lead(json!({"fields": {"homePhone": "+1 (555) 010-0199"}}));
+    let mut m = Mem::default();
+    let out = process(&c, &e, "L", &mut m);
+    assert_eq!(out.status, Status::Paused);
+    assert_eq!(out.decision["status"], "paused");
+    assert_eq!(out.decision["reason"], "Pre-Screening");
+    assert_eq!(out.decision["verification"]["lead_status"], "pre_screening");
+    assert_eq!(out.decision["queued"], json!([77]));
+    assert_eq!(
+        out.decision["tags"],
+        json!(["sms_verification"]),
+        "the rule's other actions run"
+    );
+    assert_eq!(m.started, vec!["5550100199".to_string()]);
+    // confirmed: the re-posted lead passes
+    m.sms.insert(
+        "5550100199".into(),
+        SmsRecord {
+            verified_at: m.now() - chrono::Duration::seconds(30),
+            code: "123456".into(),
+        },
+    );
+    let out = process(&c, &e, "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(m.started.len(), 1);
+    // no phone: rejected, not paused
+    let out = process(&c, &lead(json!({"fields": {}})), "L", &mut m);
+    assert_eq!(out.status, Status::Rejected);
 }

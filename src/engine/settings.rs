@@ -186,6 +186,9 @@ pub struct VerificationHistory {
     pub tpar_code_key: Option<String>,
     #[serde(default)]
     pub reject_sms_mismatch: bool,
+    /// How long a verified phone counts (seconds; default 30 days).
+    #[serde(default)]
+    pub sms_lifetime_s: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +349,12 @@ impl Settings {
                             "must be a positive number of seconds",
                         ));
                     }
+                }
+                if s.sms_lifetime_s.is_some_and(|l| l <= 0) {
+                    return Err(ConfigError::new(
+                        "settings.sms_lifetime_s",
+                        "must be a positive number of seconds",
+                    ));
                 }
                 if s.sms_enabled {
                     non_empty(

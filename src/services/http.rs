@@ -67,13 +67,13 @@ pub fn post_json(
     body: &str,
     timeout_s: u8,
 ) -> Result<Reply, Failure> {
-    read(
-        agent(timeout_s)
-            .post(url)
-            .header("Authorization", authorization)
-            .header("Content-Type", "application/json")
-            .send(body),
-    )
+    let mut req = agent(timeout_s)
+        .post(url)
+        .header("Content-Type", "application/json");
+    if !authorization.is_empty() {
+        req = req.header("Authorization", authorization);
+    }
+    read(req.send(body))
 }
 
 /// Percent-encode a path segment or query value (RFC 3986 unreserved kept).

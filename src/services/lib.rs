@@ -6,6 +6,7 @@ pub mod http;
 pub mod iclaim;
 pub mod ipqs;
 pub mod sandbox;
+pub mod sms;
 
 use iclear_engine::facts::{CallResult, ServiceCall};
 use iclear_engine::global::redact;

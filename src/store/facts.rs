@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
+use iclear_engine::verification::SmsRecord;
 use pgrx::JsonB;
 use serde_json::Value;
 
@@ -185,7 +186,8 @@ impl Facts for PgFacts {
     }
 
     fn call_service(&mut self, call: &ServiceCall) -> CallResult {
-        crate::remote::run_all(vec![crate::remote::OwnedCall::of(call)], 1)
+        use crate::remote::{run_all, OwnedCall, Work};
+        run_all(vec![Work::Lookup(OwnedCall::of(call))], 1)
             .pop()
             .expect("one call, one result")
     }
@@ -204,5 +206,22 @@ impl Facts for PgFacts {
             ],
         )
         .unwrap_or_else(|| pgrx::error!("iclear: the async job was not queued"))
+    }
+
+    fn signature_recorded_at(&mut self, signature: &str) -> Result<Option<DateTime<Utc>>, String> {
+        super::verification::signature_recorded_at(signature)
+    }
+
+    fn sms_verified(&mut self, product: &str, phone: &str) -> Result<Option<SmsRecord>, String> {
+        super::verification::sms_verified(product, phone)
+    }
+
+    fn start_sms_verification(
+        &mut self,
+        product: &str,
+        phone: &str,
+        lead_id: &str,
+    ) -> Result<Option<i64>, String> {
+        super::verification::start_sms(product, phone, lead_id)
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod facts;
 pub mod persist;
+pub mod verification;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgBuiltInOids;
@@ -67,5 +68,38 @@ pub fn two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     match Spi::connect_mut(|c| c.update(&*p, Some(1), &[])?.first().get_two::<A, B>()) {
         Ok(v) => v,
         Err(e) => error!("iclear: SPI failure running {sql:?}: {e}"),
+    }
+}
+
+/// Run `f` in a subtransaction: an ERROR inside (a postgres_fdw hub that is
+/// down, say) rolls back only what `f` did and comes back as its message,
+/// so the lead's transaction goes on.
+pub fn guarded<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    use pgrx::pg_sys;
+    unsafe {
+        let ctx = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(ctx);
+        PgTryBuilder::new(move || {
+            let r = f();
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            Ok(r)
+        })
+        .catch_others(move |e| {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            Err(match e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            })
+        })
+        .execute()
     }
 }

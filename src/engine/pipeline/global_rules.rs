@@ -269,16 +269,6 @@ pub(super) fn run_global(
     } else {
         "sync"
     };
-    if matches!(gr.settings, Settings::VerificationHistory(_)) {
-        // issue 5: until then say so instead of silently passing
-        return st.service_log(
-            gr,
-            origin,
-            "skipped",
-            json!({"why": "verification_history is not available in this version", "cost": 0}),
-            None,
-        );
-    }
     if trigger == Trigger::Scheduled && facts.roll_percent() >= gr.lookup_percent {
         return st.service_log(
             gr,
@@ -289,6 +279,11 @@ pub(super) fn run_global(
         );
     }
     // After filtration with no campaign left: skipped, at no charge (seed 003).
+    let skip_after =
+        gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0);
+    if let (Settings::VerificationHistory(vh), false) = (&gr.settings, skip_after) {
+        return verify(cfg, gr, vh, origin, st, facts);
+    }
     if gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0) {
         return st.service_log(
             gr,
@@ -462,5 +457,107 @@ fn key_of_value(settings: &Settings, value: &str) -> Option<(String, String)> {
         Settings::IpAnalysis(s) => global::lookup_key(settings, &field(&s.ip_field)),
         Settings::PhoneAnalysis(s) => global::lookup_key(settings, &field(&s.phone_field)),
         _ => None,
+    }
+}
+
+/// The Verification History Service: the history is Postgres (local or a
+/// shared hub), read synchronously whatever the execution; with `async`
+/// execution a failing lead is flagged, never rejected. Unreachable history:
+/// the no-response action.
+fn verify(
+    cfg: &ProductConfig,
+    gr: &GlobalRule,
+    vh: &crate::settings::VerificationHistory,
+    origin: &'static str,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+) {
+    use crate::verification::{evaluate, normalize_phone, signature, Findings};
+    let origin = if gr.execution == Execution::Async {
+        "async"
+    } else {
+        origin
+    };
+    let sig = if vh.signature_enabled {
+        let t = vh.signature_template.as_deref().unwrap_or("{}");
+        match signature(t, &st.vars(cfg.id)) {
+            Ok(s) => Some(s),
+            Err(e) => return st.no_response(gr, origin, e, None),
+        }
+    } else {
+        None
+    };
+    let sig_found = match &sig {
+        Some(s) => match facts.signature_recorded_at(s) {
+            Ok(r) => Some(r),
+            Err(e) => return st.no_response(gr, origin, e, None),
+        },
+        None => None,
+    };
+    let sms_found = if vh.sms_enabled {
+        let phone = vh
+            .phone_field
+            .as_ref()
+            .and_then(|f| st.fields.get(f))
+            .and_then(value_text)
+            .and_then(|p| normalize_phone(&p));
+        match phone {
+            Some(p) => match facts.sms_verified(&cfg.name, &p) {
+                Ok(r) => Some(r),
+                Err(e) => return st.no_response(gr, origin, e, None),
+            },
+            None => Some(None),
+        }
+    } else {
+        None
+    };
+    let posted = vh
+        .tpar_code_key
+        .as_ref()
+        .filter(|_| vh.sms_code_match)
+        .and_then(|k| st.params.get(k))
+        .and_then(value_text);
+    let v = evaluate(
+        vh,
+        facts.now(),
+        &Findings {
+            signature: sig_found,
+            sms: sms_found,
+            posted_code: posted.as_deref(),
+        },
+    );
+    let outcome = match (v.fail, origin) {
+        (false, _) => "pass",
+        (true, "async") => "flagged",
+        (true, _) => "reject",
+    };
+    let mut detail = json!({"source": "local", "cost": 0, "checks": v.detail});
+    if let Some(s) = &sig {
+        detail["signature"] = s.clone().into();
+    }
+    if let Some(r) = &v.reason {
+        detail["reason"] = r.clone().into();
+    }
+    st.log.push(LogEntry {
+        stage: stage_of(gr),
+        origin,
+        kind: "service",
+        ref_id: Some(gr.id),
+        name: Some(gr.service.clone()),
+        outcome: outcome.into(),
+        detail,
+        ..LogEntry::default()
+    });
+    st.services.push(
+        json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
+                            "source": "local", "score": Value::Null}),
+    );
+    // conditions read verification_history.signature / .sms / .sms_code
+    st.results.insert(gr.service.clone(), v.detail);
+    if outcome == "reject" {
+        st.reject(
+            v.reason.unwrap_or_default(),
+            json!({"kind": "service", "id": gr.id, "name": gr.service}),
+        );
     }
 }

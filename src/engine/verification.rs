@@ -1,0 +1,357 @@
+//! The Verification History Service (seed 001): signature validation, the
+//! local SMS verification history and their combined rejection logic. Pure:
+//! the store answers what was recorded when, this module decides.
+
+use crate::placeholders::{render, Vars};
+use crate::settings::{Combined, VerificationHistory};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// How long a verified phone counts when `sms_lifetime_s` is not set: 30 days.
+pub const DEFAULT_SMS_LIFETIME_S: i64 = 30 * 86_400;
+
+/// Phone numbers are matched by their digits; an 11-digit number with the
+/// North American country code 1 is the same as its 10 digits.
+/// `+1 (555) 010-0199`, `15550100199` and `555.010.0199` are one phone.
+pub fn normalize_phone(s: &str) -> Option<String> {
+    let d: String = s.chars().filter(char::is_ascii_digit).collect();
+    let d = match d.strip_prefix('1') {
+        Some(rest) if d.len() == 11 => rest.to_string(),
+        _ => d,
+    };
+    (!d.is_empty()).then_some(d)
+}
+
+/// Render every string of the JSON template for this lead, canonicalise
+/// (object keys sorted, no whitespace, each rendered value trimmed and
+/// lowercased) and hash with SHA-256. The same template and lead data give
+/// the same signature on any product and any instance.
+pub fn signature(template: &str, vars: &Vars) -> Result<String, String> {
+    let t: Value = serde_json::from_str(template)
+        .map_err(|e| format!("signature_template is not JSON: {e}"))?;
+    let rendered = render_strings(&t, vars);
+    // serde_json's map is ordered by key: this is the canonical text
+    let canonical = serde_json::to_string(&rendered).map_err(|e| e.to_string())?;
+    Ok(hex(&Sha256::digest(canonical.as_bytes())))
+}
+
+fn render_strings(v: &Value, vars: &Vars) -> Value {
+    match v {
+        Value::String(s) => Value::String(render(s, vars).trim().to_lowercase()),
+        Value::Array(a) => a.iter().map(|x| render_strings(x, vars)).collect(),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, x)| (k.clone(), render_strings(x, vars)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A verified phone in the SMS history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmsRecord {
+    pub verified_at: DateTime<Utc>,
+    pub code: String,
+}
+
+/// What the history says about one lead: for each enabled check, what was found.
+pub struct Findings<'a> {
+    /// Signature enabled: when it was last recorded (None: never).
+    pub signature: Option<Option<DateTime<Utc>>>,
+    /// SMS enabled: the phone's latest verified record (None: none).
+    pub sms: Option<Option<SmsRecord>>,
+    /// The SMS code posted with the lead (tPar), when code match is on.
+    pub posted_code: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VhVerdict {
+    /// The lead fails verification (under the combined logic).
+    pub fail: bool,
+    pub reason: Option<String>,
+    pub detail: Value,
+}
+
+/// Apply the seed's rules. A check "fails" only through its reject settings:
+/// - signature: "Reject if signature expired or missing" and no record
+///   younger than `signature_lifetime_s`;
+/// - SMS: "Reject if record expired" and no verified record younger than
+///   `sms_lifetime_s` (a missing record is expired), or "Reject if SMS
+///   mismatch" with code match on and the posted code not the stored one.
+///
+/// With both checks enabled, `combined_logic` any rejects when either fails,
+/// both only when both fail; with one enabled, it alone decides.
+pub fn evaluate(s: &VerificationHistory, now: DateTime<Utc>, f: &Findings) -> VhVerdict {
+    let fresh = |at: &DateTime<Utc>, lifetime: i64| (now - *at).num_seconds() <= lifetime;
+    let mut detail = json!({});
+    let sig_fail = f.signature.as_ref().map(|rec| {
+        let lifetime = s.signature_lifetime_s.unwrap_or(0);
+        let state = match rec {
+            None => "missing",
+            Some(at) if fresh(at, lifetime) => "valid",
+            Some(_) => "expired",
+        };
+        detail["signature"] = state.into();
+        s.reject_signature_missing && state != "valid"
+    });
+    let sms_fail = f.sms.as_ref().map(|rec| {
+        let lifetime = s.sms_lifetime_s.unwrap_or(DEFAULT_SMS_LIFETIME_S);
+        let state = match rec {
+            None => "missing",
+            Some(r) if fresh(&r.verified_at, lifetime) => "verified",
+            Some(_) => "expired",
+        };
+        detail["sms"] = state.into();
+        let expired = s.reject_sms_expired && state != "verified";
+        let mismatch = s.sms_code_match && {
+            let stored = rec.as_ref().map(|r| r.code.as_str());
+            let ok = matches!((stored, f.posted_code), (Some(a), Some(b)) if a == b.trim());
+            detail["sms_code"] = if ok { "match" } else { "mismatch" }.into();
+            !ok
+        };
+        expired || (mismatch && s.reject_sms_mismatch)
+    });
+    let fail = match (sig_fail, sms_fail) {
+        (Some(a), Some(b)) => match s.combined_logic {
+            Combined::Any => a || b,
+            Combined::Both => a && b,
+        },
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => false,
+    };
+    let reason = fail.then(|| {
+        let mut why = Vec::new();
+        if sig_fail == Some(true) {
+            why.push(format!(
+                "signature {}",
+                detail["signature"].as_str().unwrap_or("")
+            ));
+        }
+        if sms_fail == Some(true) {
+            let mut w = format!("SMS verification {}", detail["sms"].as_str().unwrap_or(""));
+            if detail["sms_code"] == "mismatch" {
+                w.push_str(", code mismatch");
+            }
+            why.push(w);
+        }
+        format!("verification_history: {}", why.join(" and "))
+    });
+    VhVerdict {
+        fail,
+        reason,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use chrono::TimeZone;
+    use serde_json::Map;
+
+    fn vh(v: Value) -> VerificationHistory {
+        match Settings::parse("verification_history", &v).unwrap() {
+            Settings::VerificationHistory(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+    }
+
+    fn ago(s: i64) -> DateTime<Utc> {
+        now() - chrono::Duration::seconds(s)
+    }
+
+    fn vars<'a>(fields: &'a Map<String, Value>, params: &'a Map<String, Value>) -> Vars<'a> {
+        Vars {
+            fields,
+            params,
+            lead_id: "L",
+            product_id: 1,
+            publisher_id: None,
+            channel_id: None,
+            source_id: None,
+            date: "2026-11-21",
+        }
+    }
+
+    #[test]
+    fn phones_normalise_to_their_digits() {
+        for p in [
+            "+1 (555) 010-0199",
+            "15550100199",
+            "555.010.0199",
+            "5550100199",
+        ] {
+            assert_eq!(normalize_phone(p).as_deref(), Some("5550100199"), "{p}");
+        }
+        assert_eq!(
+            normalize_phone("+44 20 7946 0958").as_deref(),
+            Some("442079460958")
+        );
+        assert_eq!(normalize_phone("n/a"), None);
+    }
+
+    #[test]
+    fn signatures_are_canonical_and_portable() {
+        let p = Map::new();
+        let f1 = json!({"email": " A@B.com ", "homePhone": "5550100199", "other": "x"});
+        let f2 = json!({"homePhone": "5550100199", "email": "a@b.com"});
+        let t1 =
+            r#"{"email": "{%productField_email%}", "homePhone": "{%productField_homePhone%}"}"#;
+        // same template, keys in another order, on another product: same signature
+        let t2 = r#"{"homePhone":"{%productField_homePhone%}","email":"{%productField_email%}"}"#;
+        let s1 = signature(t1, &vars(f1.as_object().unwrap(), &p)).unwrap();
+        let mut v2 = vars(f2.as_object().unwrap(), &p);
+        v2.product_id = 2;
+        let s2 = signature(t2, &v2).unwrap();
+        assert_eq!(s1, s2);
+        assert_eq!(s1.len(), 64);
+        // the hash of the canonical text, so other implementations can match it
+        let canonical = r#"{"email":"a@b.com","homePhone":"5550100199"}"#;
+        assert_eq!(s1, hex(&Sha256::digest(canonical.as_bytes())));
+        let f3 = json!({"email": "c@b.com", "homePhone": "5550100199"});
+        assert_ne!(
+            s1,
+            signature(t1, &vars(f3.as_object().unwrap(), &p)).unwrap()
+        );
+    }
+
+    #[test]
+    fn signature_lifetime_boundary() {
+        let s = vh(
+            json!({"signature_enabled": true, "signature_template": "{\"e\": \"x\"}",
+                          "reject_signature_missing": true, "signature_lifetime_s": 3600}),
+        );
+        let f = |rec| Findings {
+            signature: Some(rec),
+            sms: None,
+            posted_code: None,
+        };
+        assert!(
+            !evaluate(&s, now(), &f(Some(ago(3600)))).fail,
+            "exactly the lifetime: valid"
+        );
+        assert!(
+            evaluate(&s, now(), &f(Some(ago(3601)))).fail,
+            "one second more: expired"
+        );
+        let v = evaluate(&s, now(), &f(None));
+        assert!(v.fail);
+        assert_eq!(
+            v.reason.as_deref(),
+            Some("verification_history: signature missing")
+        );
+        // without "reject if expired or missing" the check never fails
+        let lax = vh(
+            json!({"signature_enabled": true, "signature_template": "{\"e\": \"x\"}",
+                            "signature_lifetime_s": 3600}),
+        );
+        assert!(!evaluate(&lax, now(), &f(None)).fail);
+    }
+
+    #[test]
+    fn sms_expiry_and_code_match() {
+        let rec = |age, code: &str| {
+            Some(SmsRecord {
+                verified_at: ago(age),
+                code: code.into(),
+            })
+        };
+        let s = vh(
+            json!({"sms_enabled": true, "phone_field": "homePhone", "reject_sms_expired": true,
+                          "sms_lifetime_s": 600, "sms_code_match": true, "tpar_code_key": "verificationCode",
+                          "reject_sms_mismatch": true}),
+        );
+        let f = |r, code| Findings {
+            signature: None,
+            sms: Some(r),
+            posted_code: code,
+        };
+        assert!(!evaluate(&s, now(), &f(rec(600, "123456"), Some("123456"))).fail);
+        assert!(
+            evaluate(&s, now(), &f(rec(601, "123456"), Some("123456"))).fail,
+            "expired"
+        );
+        assert!(
+            evaluate(&s, now(), &f(None, Some("123456"))).fail,
+            "missing"
+        );
+        let v = evaluate(&s, now(), &f(rec(10, "123456"), Some("654321")));
+        assert!(v.fail);
+        assert!(v.reason.unwrap().contains("code mismatch"));
+        assert!(
+            evaluate(&s, now(), &f(rec(10, "123456"), None)).fail,
+            "no code posted"
+        );
+        // mismatch without "reject if SMS mismatch": passes, noted
+        let lax = vh(
+            json!({"sms_enabled": true, "phone_field": "homePhone", "sms_code_match": true,
+                            "tpar_code_key": "verificationCode"}),
+        );
+        let v = evaluate(&lax, now(), &f(rec(10, "1"), Some("2")));
+        assert!(!v.fail);
+        assert_eq!(v.detail["sms_code"], "mismatch");
+    }
+
+    #[test]
+    fn combined_any_and_both_truth_tables() {
+        let base = |logic: &str| {
+            vh(
+                json!({"combined_logic": logic, "signature_enabled": true, "signature_template": "{\"e\": \"x\"}",
+                      "reject_signature_missing": true, "signature_lifetime_s": 60,
+                      "sms_enabled": true, "phone_field": "homePhone", "reject_sms_expired": true}),
+            )
+        };
+        let findings = |sig_ok: bool, sms_ok: bool| Findings {
+            signature: Some(sig_ok.then(|| ago(1))),
+            sms: Some(sms_ok.then(|| SmsRecord {
+                verified_at: ago(1),
+                code: "1".into(),
+            })),
+            posted_code: None,
+        };
+        for (sig_ok, sms_ok, any_fails, both_fails) in [
+            (true, true, false, false),
+            (true, false, true, false),
+            (false, true, true, false),
+            (false, false, true, true),
+        ] {
+            let f = findings(sig_ok, sms_ok);
+            assert_eq!(
+                evaluate(&base("any"), now(), &f).fail,
+                any_fails,
+                "any {sig_ok} {sms_ok}"
+            );
+            assert_eq!(
+                evaluate(&base("both"), now(), &f).fail,
+                both_fails,
+                "both {sig_ok} {sms_ok}"
+            );
+        }
+        // one check enabled: it alone decides, whatever the combined logic
+        let sig_only = vh(json!({"combined_logic": "both", "signature_enabled": true,
+                                 "signature_template": "{\"e\": \"x\"}", "reject_signature_missing": true,
+                                 "signature_lifetime_s": 60}));
+        assert!(
+            evaluate(
+                &sig_only,
+                now(),
+                &Findings {
+                    signature: Some(None),
+                    sms: None,
+                    posted_code: None
+                }
+            )
+            .fail
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The verification history through its views (local tables, or a hub
+//! reached with postgres_fdw: `iclear.use_verification_hub`). Every read and
+//! write runs guarded, so an unreachable hub is an answer ("no response"),
+//! not an aborted lead.
+
+use super::{exec, guarded, one, INT8, TEXT};
+use chrono::{DateTime, Utc};
+use iclear_engine::verification::SmsRecord;
+use pgrx::JsonB;
+
+fn from_epoch(e: f64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros((e * 1e6) as i64)
+}
+
+pub fn signature_recorded_at(signature: &str) -> Result<Option<DateTime<Utc>>, String> {
+    guarded(|| {
+        one::<f64>(
+            "SELECT extract(epoch FROM max(recorded_at))::float8 FROM iclear.verification_history
+              WHERE signature = $1",
+            &[TEXT],
+            &[signature.into()],
+        )
+    })
+    .map(|e| e.and_then(from_epoch))
+}
+
+pub fn record_signature(product: &str, signature: &str) -> Result<(), String> {
+    guarded(|| {
+        exec(
+            "INSERT INTO iclear.verification_history (product, signature, recorded_at) VALUES ($1, $2, now())",
+            &[TEXT, TEXT],
+            &[product.into(), signature.into()],
+        )
+    })
+}
+
+pub fn sms_verified(product: &str, phone: &str) -> Result<Option<SmsRecord>, String> {
+    let doc = guarded(|| {
+        one::<JsonB>(
+            "SELECT jsonb_build_object('at', extract(epoch FROM verified_at)::float8, 'code', code)
+               FROM iclear.sms_verification
+              WHERE product = $1 AND phone = $2 AND status = 'verified'
+              ORDER BY verified_at DESC LIMIT 1",
+            &[TEXT, TEXT],
+            &[product.into(), phone.into()],
+        )
+    })?;
+    Ok(doc.and_then(|d| {
+        Some(SmsRecord {
+            verified_at: from_epoch(d.0["at"].as_f64()?)?,
+            code: d.0["code"].as_str()?.to_string(),
+        })
+    }))
+}
+
+/// A fresh 6-digit code, pending until `iclear.sms_code_ttl` (an older
+/// pending code of the phone is expired), and the SMS queued when the `sms`
+/// service is subscribed. The code itself stays in the history: the worker
+/// reads it when it sends.
+pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64>, String> {
+    let code = format!("{:06}", rand::random_range(0..1_000_000));
+    let ttl = i64::from(crate::SMS_CODE_TTL_S.get());
+    guarded(|| {
+        exec(
+            "UPDATE iclear.sms_verification SET status = 'expired'
+              WHERE product = $1 AND phone = $2 AND status = 'pending'",
+            &[TEXT, TEXT],
+            &[product.into(), phone.into()],
+        );
+        exec(
+            "INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, expires_at, lead_id)
+             VALUES ($1, $2, $3, 'pending', 0, now(), now() + make_interval(secs => $4), $5)",
+            &[TEXT, TEXT, TEXT, INT8, TEXT],
+            &[
+                product.into(),
+                phone.into(),
+                code.as_str().into(),
+                ttl.into(),
+                lead_id.into(),
+            ],
+        );
+        one::<i64>(
+            "INSERT INTO iclear.job (kind, product_id, lead_id, payload)
+             SELECT 'sms', p.id, $3, jsonb_build_object('product', $1, 'phone', $2)
+               FROM iclear.product p
+              WHERE p.name = $1
+                AND EXISTS (SELECT 1 FROM iclear.service WHERE name = 'sms' AND subscription = 'enabled')
+             RETURNING id",
+            &[TEXT, TEXT, TEXT],
+            &[product.into(), phone.into(), lead_id.into()],
+        )
+    })
+}
+
+/// What the worker needs to send a queued SMS: (endpoint, cost, code), or
+/// why it will not be sent.
+pub fn sms_to_send(product: &str, phone: &str) -> Result<(String, f64, String), String> {
+    let doc = guarded(|| {
+        one::<JsonB>(
+            "SELECT jsonb_build_object('endpoint', s.endpoint, 'cost', s.cost::float8,
+                      'code', (SELECT v.code FROM iclear.sms_verification v
+                                WHERE v.product = $1 AND v.phone = $2 AND v.status = 'pending'
+                                  AND (v.expires_at IS NULL OR v.expires_at > now())
+                                ORDER BY v.created_at DESC LIMIT 1))
+               FROM iclear.service s WHERE s.name = 'sms' AND s.subscription = 'enabled'",
+            &[TEXT, TEXT],
+            &[product.into(), phone.into()],
+        )
+    })?
+    .ok_or("the sms service is not subscribed")?;
+    let d = doc.0;
+    let endpoint = d["endpoint"]
+        .as_str()
+        .ok_or("service sms has no endpoint")?;
+    let code = d["code"]
+        .as_str()
+        .ok_or("the code is no longer pending (confirmed, expired or replaced)")?;
+    Ok((
+        endpoint.to_string(),
+        d["cost"].as_f64().unwrap_or(0.0),
+        code.to_string(),
+    ))
+}
