@@ -138,7 +138,9 @@ SELECT pg_temp.add_rule('after_processing', NULL, 'Echo the reference', 2,
 -- ------------------------------------------------------- Global Rules
 -- Third-party services, answered in the demo by the sandbox provider on
 -- loopback (psql variable :sandbox, e.g. http://127.0.0.1:28817). In
--- production, leave endpoint out: it defaults to the vendor's URL.
+-- production, leave endpoint out: it defaults to the vendor's URL. Without
+-- :sandbox (the insert-path benchmark) there are no services.
+\if :{?sandbox}
 INSERT INTO iclear.service (name, cost, endpoint) VALUES
     ('ip_analysis', 0.004, :'sandbox' || '/ip'),
     ('phone_analysis', 0.006, :'sandbox' || '/phone'),
@@ -169,6 +171,7 @@ INSERT INTO iclear.global_rule (product_id, service, position, execution, run_ti
 SELECT id, 'iclaim', 3, 'sync', 'after_filtration', 'continue',
        '{"account_id": "demo-account", "api_token": "demo-token"}'
   FROM iclear.product WHERE name = 'payday_us';
+\endif
 
 CREATE TABLE leads (
     id              bigserial PRIMARY KEY,

@@ -65,7 +65,11 @@ fn two_instances_share_one_history_through_a_hub() {
         "SELECT count(*) FROM iclear.product",
     ] {
         let err = desk.query_one(q, &[]).unwrap_err();
-        assert!(err.to_string().contains("permission denied") || format!("{err:?}").contains("permission denied"), "{q}: {err:?}");
+        assert!(
+            err.to_string().contains("permission denied")
+                || format!("{err:?}").contains("permission denied"),
+            "{q}: {err:?}"
+        );
     }
     // ... and the lead on the other instance passes because of it
     let d = decide(&mut e, "x@y.co");
@@ -75,7 +79,10 @@ fn two_instances_share_one_history_through_a_hub() {
     e.batch_execute("SELECT iclear.record_sms_verification('p', '5550100199', '1234')")
         .unwrap();
     let n: i64 = h
-        .query_one("SELECT count(*) FROM iclear.sms_verification_local WHERE phone = '5550100199'", &[])
+        .query_one(
+            "SELECT count(*) FROM iclear.sms_verification_local WHERE phone = '5550100199'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
@@ -83,7 +90,10 @@ fn two_instances_share_one_history_through_a_hub() {
         .query_one("SELECT iclear.confirm_sms('p', '5550100199', '1234')", &[])
         .unwrap()
         .get(0);
-    assert!(!confirmed, "nothing pending: a recorded verification is already verified");
+    assert!(
+        !confirmed,
+        "nothing pending: a recorded verification is already verified"
+    );
 
     // the hub goes away: the rule's no-response action applies, nothing else breaks
     drop(h);
@@ -92,12 +102,19 @@ fn two_instances_share_one_history_through_a_hub() {
     let d = decide(&mut e, "x@y.co");
     assert_eq!(d["status"], "accepted", "no_response = continue: {d}");
     assert_eq!(d["services"][0]["outcome"], "no_response");
-    assert_eq!(d["tags"], serde_json::json!(["seen"]), "the other rules ran");
+    assert_eq!(
+        d["tags"],
+        serde_json::json!(["seen"]),
+        "the other rules ran"
+    );
     e.batch_execute("UPDATE iclear.global_rule SET no_response = 'reject'")
         .unwrap();
     let d = decide(&mut e, "x@y.co");
     assert_eq!(d["status"], "rejected");
-    assert!(d["reason"].as_str().unwrap().contains("did not respond"), "{d}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("did not respond"),
+        "{d}"
+    );
     let kept: i64 = e
         .query_one("SELECT count(*) FROM iclear.decision", &[])
         .unwrap()
@@ -109,5 +126,8 @@ fn two_instances_share_one_history_through_a_hub() {
         .unwrap()
         .get(0);
     assert_eq!(mode, "local");
-    assert_eq!(decide(&mut e, "x@y.co")["reason"], "verification_history: signature missing");
+    assert_eq!(
+        decide(&mut e, "x@y.co")["reason"],
+        "verification_history: signature missing"
+    );
 }

@@ -21,6 +21,14 @@ use std::rc::Rc;
 
 pub const INT8: PgBuiltInOids = PgBuiltInOids::INT8OID;
 pub const TEXT: PgBuiltInOids = PgBuiltInOids::TEXTOID;
+pub const JSON: PgBuiltInOids = PgBuiltInOids::JSONOID;
+
+/// serde_json's output as a `json` datum. A json value is stored as its
+/// text, so handing over text that serde_json wrote skips json_in's re-parse
+/// (the text is valid JSON by construction).
+pub fn json_datum(text: String) -> DatumWithOid<'static> {
+    unsafe { DatumWithOid::new(text, pgrx::pg_sys::BuiltinOid::JSONOID.value()) }
+}
 
 thread_local! {
     static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());

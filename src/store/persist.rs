@@ -1,9 +1,10 @@
 //! Persisting a decision, its filter-log rows and its effects, in the
 //! caller's transaction.
 
-use super::{exec, INT8, TEXT};
+use super::{exec, json_datum, INT8, JSON, TEXT};
 use iclear_engine::pipeline::{Effect, LogEntry};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 pub struct Record<'a> {
     pub lead_id: &'a str,
@@ -36,10 +37,10 @@ pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
         "INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
          SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail, x.request, x.response
-           FROM json_to_recordset($3::json) AS x(stage text, origin text, kind text, ref_id bigint,
+           FROM json_to_recordset($3) AS x(stage text, origin text, kind text, ref_id bigint,
                                            name text, outcome text, detail json, request json, response json)",
-        &[TEXT, INT8, TEXT],
-        &[lead_id.into(), product_id.into(), log_json(log).into()],
+        &[TEXT, INT8, JSON],
+        &[lead_id.into(), product_id.into(), json_datum(log_json(log))],
     );
 }
 
@@ -60,26 +61,50 @@ pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
     }
 }
 
+/// The decision as stored: what the envelope already holds (`fields` and
+/// `params` that no action changed) and empty values (null, false, [], {})
+/// are left out. The caller gets the whole decision; readers of the stored
+/// one (lead_info, process_redirect) take the rest from the envelope.
+fn stored_decision(decision: &Value, envelope: &Value) -> String {
+    let Some(d) = decision.as_object() else {
+        return decision.to_string();
+    };
+    let kept: BTreeMap<&str, &Value> = d
+        .iter()
+        .filter(|(k, v)| match v {
+            Value::Null | Value::Bool(false) => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => {
+                !o.is_empty()
+                    && !(matches!(k.as_str(), "fields" | "params")
+                        && envelope.get(k.as_str()) == Some(*v))
+            }
+            _ => true,
+        })
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    serde_json::to_string(&kept).unwrap_or_else(|_| decision.to_string())
+}
+
 /// One statement writes the decision and all its log rows.
 pub fn save(r: &Record) {
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
-                    VALUES ($1, $2, $3, $4, $5::json, $6::json))
+                    VALUES ($1, $2, $3, $4, $5, $6))
          INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
          SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail, x.request, x.response
-           FROM json_to_recordset($7::json) AS x(stage text, origin text, kind text, ref_id bigint,
+           FROM json_to_recordset($7) AS x(stage text, origin text, kind text, ref_id bigint,
                                            name text, outcome text, detail json, request json, response json)",
-        // JSON goes as text cast in SQL: no copy of the (large) values
-        &[TEXT, INT8, TEXT, TEXT, TEXT, TEXT, TEXT],
+        &[TEXT, INT8, TEXT, TEXT, JSON, JSON, JSON],
         &[
             r.lead_id.into(),
             r.product_id.into(),
             r.stage.into(),
             r.status.into(),
-            r.envelope.to_string().into(),
-            r.decision.to_string().into(),
-            log_json(r.log).into(),
+            json_datum(r.envelope.to_string()),
+            json_datum(stored_decision(r.decision, r.envelope)),
+            json_datum(log_json(r.log)),
         ],
     );
 }
