@@ -171,6 +171,15 @@ INSERT INTO iclear.global_rule (product_id, service, position, execution, run_ti
 SELECT id, 'iclaim', 3, 'sync', 'after_filtration', 'continue',
        '{"account_id": "demo-account", "api_token": "demo-token"}'
   FROM iclear.product WHERE name = 'payday_us';
+-- 4. SMS verification (seed 001): leads of publisher 16, channel 7 are paused
+--    until their phone confirms a code; the SMS goes through the sms webhook.
+INSERT INTO iclear.service (name, cost, endpoint) VALUES ('sms', 0.0075, :'sandbox' || '/sms');
+SELECT pg_temp.add_rule('processing', 'Compliance', 'SMS verification for publisher 16 / channel 7', 9,
+    '[{"category": "lead_param", "parameter": "publisher_id", "operator": "equals", "value": 16},
+      {"category": "lead_param", "parameter": "channel_id", "operator": "equals", "value": 7}]',
+    '[{"action": "pause_for_verification",
+       "config": {"lead_status": "pre_screening", "phone_field": "homePhone", "message": "Pre-Screening"}},
+      {"action": "lead_tags", "config": {"mode": "add", "tags": ["sms_verification"]}}]');
 \endif
 
 CREATE TABLE leads (

@@ -74,5 +74,9 @@ Look around:
   (or: psql -h 127.0.0.1 -p ${ICLEAR_PORT:-28815} -U postgres $DB)
   e.g.  SELECT iclear_decision FROM leads WHERE iclear_status = 'rejected' LIMIT 1;
         SELECT * FROM iclear.full_log WHERE lead_id = '42';
+        SELECT * FROM iclear.service_usage;
+        -- a paused lead: its pending code, then confirm it
+        SELECT product, phone, code FROM iclear.sms_verification WHERE status = 'pending' LIMIT 1;
+        SELECT iclear.confirm_sms('payday_us', '<phone>', '<code>');
 Stop the cluster and the sandbox provider with: make stop
 TXT

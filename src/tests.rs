@@ -1644,15 +1644,35 @@ mod tests {
         setup();
         let r = rule("processing", "fix state", 1);
         condition(r, "lead_body", "state", "equals", json!("ca"));
-        action(r, "change_lead_body_fields", json!({"fields": {"state": "CA"}}));
-        let same = process(json!({"product": "payday_us", "lead_id": "S1", "fields": {"state": "NY"}}));
-        assert_eq!(same["fields"]["state"], "NY", "the caller gets the whole decision");
-        let changed = process(json!({"product": "payday_us", "lead_id": "S2", "fields": {"state": "ca"}}));
+        action(
+            r,
+            "change_lead_body_fields",
+            json!({"fields": {"state": "CA"}}),
+        );
+        let same =
+            process(json!({"product": "payday_us", "lead_id": "S1", "fields": {"state": "NY"}}));
+        assert_eq!(
+            same["fields"]["state"], "NY",
+            "the caller gets the whole decision"
+        );
+        let changed =
+            process(json!({"product": "payday_us", "lead_id": "S2", "fields": {"state": "ca"}}));
         assert_eq!(changed["fields"]["state"], "CA");
-        let stored = |id: &str| json(&format!("SELECT decision::jsonb FROM iclear.decision WHERE lead_id = '{id}'"));
+        let stored = |id: &str| {
+            json(&format!(
+                "SELECT decision::jsonb FROM iclear.decision WHERE lead_id = '{id}'"
+            ))
+        };
         let s1 = stored("S1");
-        assert!(s1.get("fields").is_none() && s1.get("queued").is_none() && s1.get("reason").is_none(), "{s1}");
+        assert!(
+            s1.get("fields").is_none() && s1.get("queued").is_none() && s1.get("reason").is_none(),
+            "{s1}"
+        );
         assert_eq!(s1["status"], "accepted");
-        assert_eq!(stored("S2")["fields"]["state"], "CA", "changed fields are kept");
+        assert_eq!(
+            stored("S2")["fields"]["state"],
+            "CA",
+            "changed fields are kept"
+        );
     }
 }
