@@ -47,7 +47,7 @@ impl OwnedCall {
 
 /// One piece of HTTP work of a batch.
 pub enum Work {
-    Lookup(OwnedCall),
+    Lookup(Box<OwnedCall>),
     Sms {
         endpoint: String,
         to: String,

@@ -302,7 +302,7 @@ fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
             prepare_sms(job)
         } else {
             prepare(job)
-                .map(|(cfg, call)| (Prep::Lookup(cfg), Work::Lookup(call)))
+                .map(|(cfg, call)| (Prep::Lookup(cfg), Work::Lookup(Box::new(call))))
                 .map_err(|why| (why, "failed"))
         };
         match prepared {

@@ -187,7 +187,7 @@ impl Facts for PgFacts {
 
     fn call_service(&mut self, call: &ServiceCall) -> CallResult {
         use crate::remote::{run_all, OwnedCall, Work};
-        run_all(vec![Work::Lookup(OwnedCall::of(call))], 1)
+        run_all(vec![Work::Lookup(Box::new(OwnedCall::of(call)))], 1)
             .pop()
             .expect("one call, one result")
     }

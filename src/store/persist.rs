@@ -75,9 +75,9 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
             Value::Null | Value::Bool(false) => false,
             Value::Array(a) => !a.is_empty(),
             Value::Object(o) => {
-                !o.is_empty()
-                    && !(matches!(k.as_str(), "fields" | "params")
-                        && envelope.get(k.as_str()) == Some(*v))
+                let in_envelope = matches!(k.as_str(), "fields" | "params")
+                    && envelope.get(k.as_str()) == Some(*v);
+                !o.is_empty() && !in_envelope
             }
             _ => true,
         })
