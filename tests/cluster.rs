@@ -449,3 +449,41 @@ fn upgrade_from_0_1_0_keeps_everything() {
         "upgrade differs from a fresh install:\n only after upgrade: {only_upgraded:#?}\n only fresh: {only_fresh:#?}"
     );
 }
+
+/// maintain() attaching months while a lead is being inserted: the insert
+/// waits and lands in the new month (it used to fail the DEFAULT partition's
+/// new constraint and leave the row with status error).
+#[test]
+fn maintain_while_leads_arrive_keeps_every_decision() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_maint");
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(
+        "CREATE TABLE leads (id bigserial PRIMARY KEY, email text, iclear_status text, iclear_decision jsonb);
+         SELECT iclear.attach('leads', 'payday_us');
+         INSERT INTO leads (email) SELECT 'a' || g || '@x.com' FROM generate_series(1, 20) g;",
+    )
+    .unwrap();
+    let mut m = cl.connect("t_maint");
+    m.batch_execute("BEGIN; SELECT iclear.maintain();").unwrap();
+    let url = cl.url("t_maint");
+    let insert = thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let r = c
+            .query_one(
+                "INSERT INTO leads (email) VALUES ('late@x.com') RETURNING iclear_status, iclear_decision::text",
+                &[],
+            )
+            .unwrap();
+        (r.get::<_, String>(0), r.get::<_, Option<String>>(1))
+    });
+    thread::sleep(std::time::Duration::from_millis(800));
+    m.batch_execute("COMMIT").unwrap();
+    let (status, decision) = insert.join().unwrap();
+    assert_eq!(status, "accepted", "{decision:?}");
+    let in_default: i64 = c
+        .query_one("SELECT count(*) FROM iclear.decision_default", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_default, 0, "the late lead landed in its month");
+}

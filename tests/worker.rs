@@ -84,15 +84,14 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
         .unwrap()
         .get::<_, bool>(0));
     // the DNPL now rejects a lead from a flagged IP at once
-    c.batch_execute(r#"INSERT INTO leads ("userIp") VALUES ('10.0.0.95')"#)
+    let row = c
+        .query_one(
+            r#"INSERT INTO leads ("userIp") VALUES ('10.0.0.95') RETURNING iclear_status, (SELECT decision::text FROM iclear.decision ORDER BY id DESC LIMIT 1)"#,
+            &[],
+        )
         .unwrap();
-    assert_eq!(
-        count(
-            &mut c,
-            "SELECT count(*) FROM leads WHERE iclear_status = 'rejected'"
-        ),
-        1
-    );
+    let (status, decision): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(status, "rejected", "{decision:?}\n{}", cl.log());
     // a worker stopped with pg_terminate_backend() comes back and works on
     let alive = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iclear worker'";
     c.batch_execute(
