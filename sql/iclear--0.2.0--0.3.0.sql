@@ -357,6 +357,8 @@ DECLARE
     created       text[] := '{}';
     dropped       text[] := '{}';
     r             record;
+    locked        boolean := false;
+    old_lock_timeout text := current_setting('lock_timeout');
 BEGIN
     PERFORM iclear.version();  -- loads the library, which defines the GUCs
     keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
@@ -366,13 +368,29 @@ BEGIN
         RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Writers wait (readers do not) until the new months are attached: an
+    -- insert that had already routed its row to a DEFAULT partition would
+    -- otherwise fail its new partition constraint; a writer that waited sees
+    -- the new partitions when it goes on. Writers lock the two tables in
+    -- either order, so each attempt gives up after 200 ms instead of waiting
+    -- into a deadlock (where a writer could be the one cancelled), and retries.
+    FOR attempt IN 1 .. 100 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            LOCK TABLE iclear.filter_log, iclear.decision IN EXCLUSIVE MODE;
+            locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.05 * random());
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    IF NOT locked THEN
+        RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
+            USING ERRCODE = 'lock_not_available';
+    END IF;
     FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
         col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
-        -- Writers wait (readers do not) until the new months are attached: an
-        -- insert that had already routed its row to the DEFAULT partition
-        -- would otherwise fail its new partition constraint. A writer that
-        -- waited on the parent sees the new partitions when it goes on.
-        EXECUTE format('LOCK TABLE iclear.%I IN EXCLUSIVE MODE', t);
         EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
         FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
                                         date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
