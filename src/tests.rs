@@ -1089,6 +1089,26 @@ mod tests {
                 .unwrap()
                 .contains("tok-SECRET")
         );
+        // async: the lead goes on; the worker's claim leaves evidence and a flag
+        run("UPDATE iclear.global_rule SET execution = 'async'");
+        let d = process(json!({"product": "payday_us", "lead_id": "C4",
+                               "fields": {"iClaimSessionId": "fail-4", "email": "c@d.co"}}));
+        assert_eq!(d["status"], "accepted");
+        assert_eq!(int("SELECT iclear.run_worker_once()"), 1);
+        assert_eq!(
+            text("SELECT outcome FROM iclear.filter_log WHERE lead_id = 'C4' AND origin = 'async' AND outcome <> 'queued'").unwrap(),
+            "flagged"
+        );
+        assert_eq!(
+            text("SELECT outcome FROM iclear.consent_evidence WHERE lead_id = 'C4'").unwrap(),
+            "failure"
+        );
+        let job = json("SELECT payload FROM iclear.job");
+        assert_eq!(
+            job["fields"]["email"], "c@d.co",
+            "the job carries what the claim sends"
+        );
+        assert!(!job.to_string().contains("tok-SECRET"));
     }
 
     #[pg_test]
