@@ -412,12 +412,13 @@ END $$;
 CREATE FUNCTION iclear.use_verification_hub(server text) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- back to the local tables first: the views may depend on a previous hub
+    CREATE OR REPLACE VIEW iclear.verification_history AS
+    SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
+    CREATE OR REPLACE VIEW iclear.sms_verification AS
+    SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+      FROM iclear.sms_verification_local;
     IF server IS NULL THEN
-        CREATE OR REPLACE VIEW iclear.verification_history AS
-        SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
-        CREATE OR REPLACE VIEW iclear.sms_verification AS
-        SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
-          FROM iclear.sms_verification_local;
         DROP SCHEMA IF EXISTS iclear_hub CASCADE;
         RETURN 'local';
     END IF;
@@ -451,6 +452,10 @@ BEGIN
     END IF;
 END $$;
 GRANT USAGE ON SCHEMA iclear TO iclear_verifier;
+-- they run as their owner: only roles granted them may call them
+REVOKE EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
+                           iclear.confirm_sms(text, text, text)
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
                           iclear.confirm_sms(text, text, text), iclear.normalize_phone(text)
     TO iclear_verifier;
@@ -506,7 +511,9 @@ BEGIN
             PERFORM pg_sleep(0.05 * random());
         END;
     END LOOP;
-    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    -- the DDL below (ATTACH, DROP) waits for readers of single partitions
+    -- while writers wait for it: bound that too
+    PERFORM set_config('lock_timeout', '5s', true);
     IF NOT locked THEN
         RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
             USING ERRCODE = 'lock_not_available';
@@ -546,6 +553,7 @@ BEGIN
     END LOOP;
     DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
     GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
     RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
                               'evidence_deleted', evidence, 'retention_days', keep_days,
                               'evidence_retention_days', keep_evidence);

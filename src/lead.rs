@@ -163,7 +163,13 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
         date: &date,
     };
     let sig = iclear_engine::verification::signature(&template, &vars)
-        .map_err(|e| LeadError::Config(ConfigError::new("settings.signature_template", e)))?;
+        .map_err(|e| LeadError::Config(ConfigError::new("settings.signature_template", e)))?
+        .ok_or_else(|| {
+            input(
+                "lead",
+                "lacks a value the signature template needs: nothing recorded".into(),
+            )
+        })?;
     store::verification::record_signature(product, &sig).map_err(|e| {
         input(
             "product",

@@ -81,6 +81,10 @@ pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
     let queue: Arc<Mutex<VecDeque<(usize, Work)>>> =
         Arc::new(Mutex::new(calls.into_iter().enumerate().collect()));
     let (tx, rx) = mpsc::channel();
+    // Threads inherit the signal mask: block everything while spawning, so
+    // Postgres's handlers (statement_timeout, cancel, latches) only ever run
+    // on the backend's own thread.
+    let saved = block_signals();
     for _ in 0..concurrency.clamp(1, n) {
         let (queue, tx) = (queue.clone(), tx.clone());
         std::thread::spawn(move || loop {
@@ -99,6 +103,7 @@ pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
             }
         });
     }
+    restore_signals(&saved);
     drop(tx);
     let mut out: Vec<Option<CallResult>> = (0..n).map(|_| None).collect();
     let mut got = 0;
@@ -124,4 +129,20 @@ pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
             })
         })
         .collect()
+}
+
+fn block_signals() -> libc::sigset_t {
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
+fn restore_signals(old: &libc::sigset_t) {
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
+    }
 }

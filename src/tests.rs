@@ -1633,7 +1633,15 @@ mod tests {
         );
         run("CREATE ROLE iclear_test_desk LOGIN IN ROLE iclear_verifier");
         run("SET LOCAL ROLE iclear_test_desk");
-        run(r#"SELECT iclear.record_verification('payday_us', '{"email": "v@x.co"}')"#);
+        run(
+            r#"SELECT iclear.record_verification('payday_us', '{"email": "v@x.co", "homePhone": "5550100300"}')"#,
+        );
+        let e = err(r#"SELECT iclear.record_verification('payday_us', '{"email": "v@x.co"}')"#)
+            .unwrap();
+        assert!(
+            e.contains("lacks a value the signature template needs"),
+            "{e}"
+        );
         run("SELECT iclear.record_sms_verification('payday_us', '5550100300', '4321')");
         assert!(
             !Spi::get_one::<bool>("SELECT iclear.confirm_sms('payday_us', '5550100300', '4321')")

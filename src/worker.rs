@@ -107,8 +107,21 @@ struct Job {
     attempts: i32,
 }
 
-/// Claim up to `limit` due jobs (queued and due, or running with an expired lease).
+/// Claim up to `limit` due jobs (queued and due, or running with an expired
+/// lease). A job whose lease expired after its last allowed attempt (its
+/// worker died every time) is failed instead of being called again. The lease
+/// covers the whole batch: its calls run `http_concurrency` at a time, at
+/// most 5 s each.
 fn claim(limit: i64) -> Vec<Job> {
+    exec(
+        "UPDATE iclear.job SET status = 'failed', leased_until = NULL, updated_at = now(),
+                last_error = coalesce(last_error || '; ', '') || 'lease expired after the last attempt'
+          WHERE status = 'running' AND leased_until < now() AND attempts >= $1",
+        &[INT8],
+        &[i64::from(MAX_ATTEMPTS.get()).into()],
+    );
+    let rounds = limit / i64::from(HTTP_CONCURRENCY.get().max(1)) + 1;
+    let lease = i64::from(LEASE_S.get()).max(rounds * 6);
     let doc: Option<JsonB> = one(
         "WITH c AS (
             UPDATE iclear.job j
@@ -122,7 +135,7 @@ fn claim(limit: i64) -> Vec<Job> {
          RETURNING j.id, j.kind, j.product_id, j.lead_id, j.payload, j.attempts)
          SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]') FROM c",
         &[INT8, INT8],
-        &[limit.into(), i64::from(LEASE_S.get()).into()],
+        &[limit.into(), lease.into()],
     );
     let rows = doc.map(|d| d.0).unwrap_or(Value::Null);
     rows.as_array()
@@ -235,7 +248,11 @@ fn complete_sms(job: &Job, cost: f64, result: CallResult) {
             "sent",
             serde_json::json!({"source": "api", "cost": cost}),
             request,
-            Some(data),
+            // providers echo the message: keep only what says it was accepted
+            Some(
+                serde_json::json!({"status": data.get("status").cloned().unwrap_or(Value::Null),
+                                    "id": data.get("id").or_else(|| data.get("sid")).cloned().unwrap_or(Value::Null)}),
+            ),
         ),
         CallResult::NoResponse {
             reason, request, ..
@@ -282,8 +299,21 @@ type Ready = Vec<Option<Prep>>;
 fn prepare_sms(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
     let product = job.payload["product"].as_str().unwrap_or("");
     let phone = job.payload["phone"].as_str().unwrap_or("");
-    let (endpoint, cost, code) =
-        store::verification::sms_to_send(product, phone).map_err(|why| (why, "done"))?;
+    let retry = if job.attempts < MAX_ATTEMPTS.get() {
+        "queued"
+    } else {
+        "failed"
+    };
+    let (endpoint, cost, code) = match store::verification::sms_to_send(product, phone) {
+        Ok(Ok(found)) => found,
+        Ok(Err(nothing)) => return Err((nothing, "done")),
+        Err(e) => {
+            return Err((
+                format!("the verification history cannot be read: {e}"),
+                retry,
+            ))
+        }
+    };
     let work = Work::Sms {
         endpoint,
         to: phone.to_string(),
@@ -320,14 +350,28 @@ fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
     (ready, calls)
 }
 
+/// Complete each job in its own subtransaction: a job whose answer cannot be
+/// written (an ERROR) is failed with the reason, and the rest of the batch is
+/// written all the same.
 fn finish(jobs: &[Job], ready: Ready, results: Vec<CallResult>) {
     let mut results = results.into_iter();
     for (job, prep) in jobs.iter().zip(ready) {
         let Some(prep) = prep else { continue };
         let Some(r) = results.next() else { break };
-        match prep {
-            Prep::Lookup(cfg) => complete(job, &cfg, r),
-            Prep::Sms { cost } => complete_sms(job, cost, r),
+        let done = std::panic::AssertUnwindSafe((job, prep, r));
+        let written = store::guarded(move || {
+            let (job, prep, r) = done.0;
+            match prep {
+                Prep::Lookup(cfg) => complete(job, &cfg, r),
+                Prep::Sms { cost } => complete_sms(job, cost, r),
+            }
+        });
+        if let Err(e) = written {
+            mark(
+                job,
+                "failed",
+                Some(&format!("its answer could not be written: {e}")),
+            );
         }
     }
 }

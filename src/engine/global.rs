@@ -8,6 +8,7 @@ use crate::error::ConfigError;
 use crate::settings::{IpAnalysis, MobileReject, PhoneAnalysis, PhoneCriteria, Settings};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Execution {
@@ -150,10 +151,16 @@ pub fn lookup_key(settings: &Settings, fields: &Map<String, Value>) -> Option<(S
             .filter(|v| !v.is_empty())
     };
     match settings {
-        // strictness changes the vendor's answer, so it is part of the key
-        Settings::IpAnalysis(s) => {
-            text(&s.ip_field).map(|ip| (ip.clone(), format!("{ip}|s{}", s.strictness)))
-        }
+        // strictness and the user agent change the vendor's answer (mobile
+        // comes from the user agent), so they are part of the key
+        Settings::IpAnalysis(s) => text(&s.ip_field).map(|ip| {
+            let ua = s.user_agent_field.as_deref().and_then(text).map(|ua| {
+                let h = sha2::Sha256::digest(ua.as_bytes());
+                format!("|ua{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+            });
+            let key = format!("{ip}|s{}{}", s.strictness, ua.unwrap_or_default());
+            (ip, key)
+        }),
         Settings::PhoneAnalysis(s) => {
             let d = text(&s.phone_field)
                 .map(|p| phone_digits(&p))
@@ -371,17 +378,35 @@ pub fn redact(text: &str, settings: &Settings) -> String {
         Settings::IClaim(s) => vec![s.api_token.as_str()],
         Settings::VerificationHistory(_) => Vec::new(),
     };
+    // the key as written and as it appears percent-encoded in a URL
     secrets
         .into_iter()
         .filter(|s| s.len() >= 3)
-        .fold(text.to_string(), |t, s| t.replace(s, "***"))
+        .flat_map(|s| [percent_encoded(s), s.to_string()])
+        .fold(text.to_string(), |t, s| t.replace(&s, "***"))
 }
 
-/// The consent evidence an iClaim answer carries.
+fn percent_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The consent evidence an iClaim answer carries. An `expires_at` that is
+/// not an RFC 3339 time is dropped (the whole answer is kept as evidence).
 pub fn evidence(data: &Value) -> Value {
+    let expires = data
+        .pointer("/retain/results/expires_at")
+        .and_then(Value::as_str)
+        .filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok());
     json!({
         "outcome": text(data, "outcome").unwrap_or_else(|| "error".into()),
-        "expires_at": data.pointer("/retain/results/expires_at").cloned().unwrap_or(Value::Null),
+        "expires_at": expires,
     })
 }
 
@@ -524,6 +549,14 @@ mod tests {
     }
 
     #[test]
+    fn evidence_keeps_only_a_real_expiry() {
+        let ok = json!({"outcome": "success", "retain": {"results": {"expires_at": "2031-11-21T00:00:00Z"}}});
+        assert_eq!(evidence(&ok)["expires_at"], "2031-11-21T00:00:00Z");
+        let bad = json!({"outcome": "success", "retain": {"results": {"expires_at": ""}}});
+        assert_eq!(evidence(&bad)["expires_at"], Value::Null);
+    }
+
+    #[test]
     fn keys_and_redaction() {
         let ip = s(
             "ip_analysis",
@@ -540,6 +573,19 @@ mod tests {
         assert_eq!(
             redact("GET http://x/ip/SECRETKEY/8.8.8.8", &ip),
             "GET http://x/ip/***/8.8.8.8"
+        );
+        let odd = s("ip_analysis", json!({"api_key": "k/y+z"}));
+        assert_eq!(redact("http://x/ip/k%2Fy%2Bz/1", &odd), "http://x/ip/***/1");
+        // the user agent is part of an IP key
+        let ua = s(
+            "ip_analysis",
+            json!({"api_key": "k", "user_agent_field": "userAgent"}),
+        );
+        let f = json!({"userIp": "8.8.8.8", "userAgent": "Mozilla/5.0 (iPhone)"});
+        let (_, k) = lookup_key(&ua, f.as_object().unwrap()).unwrap();
+        assert!(
+            k.starts_with("8.8.8.8|s0|ua") && k.len() == "8.8.8.8|s0|ua".len() + 8,
+            "{k}"
         );
     }
 }

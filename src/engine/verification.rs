@@ -26,23 +26,38 @@ pub fn normalize_phone(s: &str) -> Option<String> {
 /// Render every string of the JSON template for this lead, canonicalise
 /// (object keys sorted, no whitespace, each rendered value trimmed and
 /// lowercased) and hash with SHA-256. The same template and lead data give
-/// the same signature on any product and any instance.
-pub fn signature(template: &str, vars: &Vars) -> Result<String, String> {
+/// the same signature on any product and any instance. Ok(None) when a
+/// placeholder of the template has no value in this lead: such leads would
+/// all share one signature, so they have none.
+pub fn signature(template: &str, vars: &Vars) -> Result<Option<String>, String> {
     let t: Value = serde_json::from_str(template)
         .map_err(|e| format!("signature_template is not JSON: {e}"))?;
-    let rendered = render_strings(&t, vars);
+    let mut complete = true;
+    let rendered = render_strings(&t, vars, &mut complete);
+    if !complete {
+        return Ok(None);
+    }
     // serde_json's map is ordered by key: this is the canonical text
     let canonical = serde_json::to_string(&rendered).map_err(|e| e.to_string())?;
-    Ok(hex(&Sha256::digest(canonical.as_bytes())))
+    Ok(Some(hex(&Sha256::digest(canonical.as_bytes()))))
 }
 
-fn render_strings(v: &Value, vars: &Vars) -> Value {
+fn render_strings(v: &Value, vars: &Vars, complete: &mut bool) -> Value {
     match v {
-        Value::String(s) => Value::String(render(s, vars).trim().to_lowercase()),
-        Value::Array(a) => a.iter().map(|x| render_strings(x, vars)).collect(),
+        Value::String(s) => {
+            let r = render(s, vars).trim().to_lowercase();
+            if s.contains("{%") && r.is_empty() {
+                *complete = false;
+            }
+            Value::String(r)
+        }
+        Value::Array(a) => a
+            .iter()
+            .map(|x| render_strings(x, vars, complete))
+            .collect(),
         Value::Object(o) => o
             .iter()
-            .map(|(k, x)| (k.clone(), render_strings(x, vars)))
+            .map(|(k, x)| (k.clone(), render_strings(x, vars, complete)))
             .collect(),
         other => other.clone(),
     }
@@ -209,10 +224,12 @@ mod tests {
             r#"{"email": "{%productField_email%}", "homePhone": "{%productField_homePhone%}"}"#;
         // same template, keys in another order, on another product: same signature
         let t2 = r#"{"homePhone":"{%productField_homePhone%}","email":"{%productField_email%}"}"#;
-        let s1 = signature(t1, &vars(f1.as_object().unwrap(), &p)).unwrap();
+        let s1 = signature(t1, &vars(f1.as_object().unwrap(), &p))
+            .unwrap()
+            .unwrap();
         let mut v2 = vars(f2.as_object().unwrap(), &p);
         v2.product_id = 2;
-        let s2 = signature(t2, &v2).unwrap();
+        let s2 = signature(t2, &v2).unwrap().unwrap();
         assert_eq!(s1, s2);
         assert_eq!(s1.len(), 64);
         // the hash of the canonical text, so other implementations can match it
@@ -220,9 +237,12 @@ mod tests {
         assert_eq!(s1, hex(&Sha256::digest(canonical.as_bytes())));
         let f3 = json!({"email": "c@b.com", "homePhone": "5550100199"});
         assert_ne!(
-            s1,
+            Some(s1),
             signature(t1, &vars(f3.as_object().unwrap(), &p)).unwrap()
         );
+        // a lead without the template's values has no signature
+        let f4 = json!({"email": "a@b.com", "homePhone": "  "});
+        assert_eq!(signature(t1, &vars(f4.as_object().unwrap(), &p)), Ok(None));
     }
 
     #[test]

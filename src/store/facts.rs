@@ -152,28 +152,9 @@ impl Facts for PgFacts {
                 return Some(format!("global rule {} {period} cap of {limit}", rule.id));
             }
         }
-        let full: Option<String> = one(
-            "WITH locked AS MATERIALIZED (
-                SELECT period, cap_limit, current_value, period_start,
-                       iclear.cap_period_start(period, start_day) AS ps
-                  FROM iclear.global_cap WHERE service = $1 ORDER BY id FOR UPDATE)
-             SELECT string_agg(period || ' cap of ' || cap_limit, ', ') FROM locked
-              WHERE CASE WHEN period_start = ps THEN current_value ELSE 0 END >= cap_limit",
-            &[TEXT],
-            &[rule.service.as_str().into()],
-        );
-        if let Some(f) = full {
-            return Some(format!("{} global {f}", rule.service));
+        if let Some(f) = take_global_caps(&rule.service) {
+            return Some(f);
         }
-        exec(
-            "UPDATE iclear.global_cap
-                SET current_value = CASE WHEN period_start = iclear.cap_period_start(period, start_day)
-                                         THEN current_value + 1 ELSE 1 END,
-                    period_start = iclear.cap_period_start(period, start_day)
-              WHERE service = $1",
-            &[TEXT],
-            &[rule.service.as_str().into()],
-        );
         for (period, key, _) in &caps {
             exec(
                 "UPDATE iclear.global_rule_cap_usage SET used = used + 1
@@ -224,4 +205,33 @@ impl Facts for PgFacts {
     ) -> Result<Option<i64>, String> {
         super::verification::start_sms(product, phone, lead_id)
     }
+}
+
+/// The service's global caps (`global_cap`): locked by id, all checked, then
+/// all counted. Returns the full caps (nothing counted), or None when one
+/// more use fits. Used by lookups and by SMS messages.
+pub fn take_global_caps(service: &str) -> Option<String> {
+    let full: Option<String> = one(
+        "WITH locked AS MATERIALIZED (
+            SELECT period, cap_limit, current_value, period_start,
+                   iclear.cap_period_start(period, start_day) AS ps
+              FROM iclear.global_cap WHERE service = $1 ORDER BY id FOR UPDATE)
+         SELECT string_agg(period || ' cap of ' || cap_limit, ', ') FROM locked
+          WHERE CASE WHEN period_start = ps THEN current_value ELSE 0 END >= cap_limit",
+        &[TEXT],
+        &[service.into()],
+    );
+    if let Some(f) = full {
+        return Some(format!("{service} global {f}"));
+    }
+    exec(
+        "UPDATE iclear.global_cap
+            SET current_value = CASE WHEN period_start = iclear.cap_period_start(period, start_day)
+                                     THEN current_value + 1 ELSE 1 END,
+                period_start = iclear.cap_period_start(period, start_day)
+          WHERE service = $1",
+        &[TEXT],
+        &[service.into()],
+    );
+    None
 }

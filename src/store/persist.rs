@@ -137,7 +137,8 @@ pub fn apply(effects: &[Effect], lead_id: &str, product_id: i64) {
                 &[
                     service.as_str().into(),
                     key.as_str().into(),
-                    data.to_string().into(),
+                    // jsonb refuses \u0000, which a vendor's text may carry
+                    data.to_string().replace("\\u0000", "").into(),
                 ],
             ),
             Effect::ConsentEvidence {

@@ -53,13 +53,35 @@ pub fn sms_verified(product: &str, phone: &str) -> Result<Option<SmsRecord>, Str
     }))
 }
 
+/// Seconds during which a phone's pending code is reused rather than a new
+/// one sent: re-posts cannot pump SMS or expire a code the person is typing.
+const SMS_RESEND_AFTER_S: i64 = 60;
+
 /// A fresh 6-digit code, pending until `iclear.sms_code_ttl` (an older
 /// pending code of the phone is expired), and the SMS queued when the `sms`
-/// service is subscribed. The code itself stays in the history: the worker
+/// service is subscribed and its caps allow. A code sent in the last minute
+/// is reused (no new SMS). The code itself stays in the history: the worker
 /// reads it when it sends.
 pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64>, String> {
     let code = format!("{:06}", rand::random_range(0..1_000_000));
     let ttl = i64::from(crate::SMS_CODE_TTL_S.get());
+    let recent = guarded(|| {
+        one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM iclear.sms_verification
+                             WHERE product = $1 AND phone = $2 AND status = 'pending'
+                               AND created_at > now() - make_interval(secs => $3)
+                               AND (expires_at IS NULL OR expires_at > now()))",
+            &[TEXT, TEXT, INT8],
+            &[product.into(), phone.into(), SMS_RESEND_AFTER_S.into()],
+        )
+        .unwrap_or(false)
+    })?;
+    if recent {
+        return Ok(None);
+    }
+    if let Some(cap) = super::facts::take_global_caps("sms") {
+        return Err(format!("no SMS can be sent: {cap} reached"));
+    }
     guarded(|| {
         exec(
             "UPDATE iclear.sms_verification SET status = 'expired'
@@ -92,9 +114,14 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     })
 }
 
-/// What the worker needs to send a queued SMS: (endpoint, cost, code), or
-/// why it will not be sent.
-pub fn sms_to_send(product: &str, phone: &str) -> Result<(String, f64, String), String> {
+/// What the worker needs to send a queued SMS: Ok(Ok((endpoint, cost,
+/// code))), Ok(Err(why)) when there is nothing to send any more (confirmed,
+/// expired, replaced, unsubscribed), Err when the history cannot be read.
+#[allow(clippy::type_complexity)]
+pub fn sms_to_send(
+    product: &str,
+    phone: &str,
+) -> Result<Result<(String, f64, String), String>, String> {
     let doc = guarded(|| {
         one::<JsonB>(
             "SELECT jsonb_build_object('endpoint', s.endpoint, 'cost', s.cost::float8,
@@ -106,18 +133,18 @@ pub fn sms_to_send(product: &str, phone: &str) -> Result<(String, f64, String), 
             &[TEXT, TEXT],
             &[product.into(), phone.into()],
         )
-    })?
-    .ok_or("the sms service is not subscribed")?;
-    let d = doc.0;
-    let endpoint = d["endpoint"]
-        .as_str()
-        .ok_or("service sms has no endpoint")?;
-    let code = d["code"]
-        .as_str()
-        .ok_or("the code is no longer pending (confirmed, expired or replaced)")?;
-    Ok((
+    })?;
+    let Some(d) = doc.map(|d| d.0) else {
+        return Ok(Err("the sms service is not subscribed".into()));
+    };
+    let (Some(endpoint), Some(code)) = (d["endpoint"].as_str(), d["code"].as_str()) else {
+        return Ok(Err(
+            "no endpoint, or the code is no longer pending (confirmed, expired or replaced)".into(),
+        ));
+    };
+    Ok(Ok((
         endpoint.to_string(),
         d["cost"].as_f64().unwrap_or(0.0),
         code.to_string(),
-    ))
+    )))
 }

@@ -487,11 +487,13 @@ fn verify(
     } else {
         None
     };
+    // Some(None): enabled, but the lead lacks the template's values (missing)
     let sig_found = match &sig {
-        Some(s) => match facts.signature_recorded_at(s) {
+        Some(Some(s)) => match facts.signature_recorded_at(s) {
             Ok(r) => Some(r),
             Err(e) => return st.no_response(gr, origin, e, None),
         },
+        Some(None) => Some(None),
         None => None,
     };
     let sms_found = if vh.sms_enabled {
@@ -532,7 +534,7 @@ fn verify(
         (true, _) => "reject",
     };
     let mut detail = json!({"source": "local", "cost": 0, "checks": v.detail});
-    if let Some(s) = &sig {
+    if let Some(Some(s)) = &sig {
         detail["signature"] = s.clone().into();
     }
     if let Some(r) = &v.reason {
