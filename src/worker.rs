@@ -464,17 +464,21 @@ fn worker_batch(limit: i64) -> usize {
 
 /// Daily upkeep: partitions and retention (iclear.maintain()), and done
 /// jobs older than 7 days.
-fn maintain() {
+/// Some(true): done; Some(false): iclear is not created yet (try again next
+/// round); None: it failed (logged; try again in an hour).
+fn maintain() -> Option<bool> {
     in_transaction(|| {
-        if extension_ready() {
-            Spi::run("SELECT iclear.maintain()").ok();
-            exec(
-                "DELETE FROM iclear.job WHERE status = 'done' AND updated_at < now() - interval '7 days'",
-                &[],
-                &[],
-            );
+        if !extension_ready() {
+            return false;
         }
-    });
+        exec("SELECT iclear.maintain()", &[], &[]);
+        exec(
+            "DELETE FROM iclear.job WHERE status = 'done' AND updated_at < now() - interval '7 days'",
+            &[],
+            &[],
+        );
+        true
+    })
 }
 
 #[pg_guard]
@@ -487,7 +491,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
         .unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     log!("iclear worker: serving the job queue of database {db:?}");
-    let mut last_upkeep: Option<Instant> = None;
+    let mut next_upkeep = Instant::now();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -504,9 +508,13 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
                 break;
             }
         }
-        if last_upkeep.is_none_or(|t| t.elapsed() > Duration::from_secs(86_400)) {
-            maintain();
-            last_upkeep = Some(Instant::now());
+        if Instant::now() >= next_upkeep {
+            next_upkeep = Instant::now()
+                + match maintain() {
+                    Some(true) => Duration::from_secs(86_400),
+                    Some(false) => Duration::ZERO,
+                    None => Duration::from_secs(3_600),
+                };
         }
         let nap = Duration::from_millis(NAPTIME_MS.get().max(10) as u64);
         if !BackgroundWorker::wait_latch(Some(nap)) {

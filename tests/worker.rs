@@ -83,6 +83,14 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
         .query_one("SELECT worker_alive FROM iclear.health", &[])
         .unwrap()
         .get::<_, bool>(0));
+    // the worker ran the daily upkeep once iclear existed: monthly partitions
+    wait_for(
+        &cl,
+        &mut c,
+        r"SELECT count(*) FROM pg_class WHERE relname ~ '^decision_\d{6}$'",
+        1,
+        30,
+    );
     // the DNPL now rejects a lead from a flagged IP at once
     let row = c
         .query_one(
