@@ -1703,4 +1703,64 @@ mod tests {
             "changed fields are kept"
         );
     }
+
+    #[pg_test]
+    fn sms_resend_guard_sms_caps_and_exhausted_leases() {
+        setup();
+        let sb = Sandbox::start("127.0.0.1:0").unwrap();
+        sandbox_service(&sb, "sms", "sms", 0.01);
+        let r = rule("processing", "verify", 1);
+        action(
+            r,
+            "pause_for_verification",
+            json!({"phone_field": "homePhone"}),
+        );
+        let lead =
+            |phone: &str| process(json!({"product": "payday_us", "fields": {"homePhone": phone}}));
+        // a re-post within a minute: still paused, same code, no second SMS
+        assert_eq!(lead("5550100401")["queued"].as_array().unwrap().len(), 1);
+        let code =
+            text("SELECT code FROM iclear.sms_verification WHERE phone = '5550100401'").unwrap();
+        let again = lead("5550100401");
+        assert_eq!(again["status"], "paused");
+        assert_eq!(again["queued"], json!([]));
+        assert_eq!(int("SELECT count(*) FROM iclear.job WHERE kind = 'sms'"), 1);
+        assert_eq!(text("SELECT code FROM iclear.sms_verification WHERE phone = '5550100401' AND status = 'pending'").unwrap(), code);
+        // an sms cap: the next phone cannot be verified, so it is rejected
+        run(
+            "INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('sms', 'daily', 1)",
+        );
+        assert_eq!(
+            lead("5550100402")["status"],
+            "paused",
+            "the cap's one message"
+        );
+        let d = lead("5550100403");
+        assert_eq!(d["status"], "rejected");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap()
+                .contains("sms global daily cap of 1"),
+            "{d}"
+        );
+        // a job whose lease ran out after its last attempt is failed, not called again
+        run("SET LOCAL iclear.job_max_attempts = 1");
+        run("UPDATE iclear.job SET status = 'running', attempts = 1, leased_until = now() - interval '1 s'");
+        let jobs = int("SELECT count(*) FROM iclear.job");
+        assert_eq!(int("SELECT iclear.run_worker_once()"), 0);
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.job WHERE status = 'failed' AND last_error LIKE '%lease expired%'"),
+            jobs
+        );
+        assert_eq!(sb.count("sms"), 0);
+        // the verification functions are not PUBLIC
+        run("CREATE ROLE iclear_test_app LOGIN");
+        run("GRANT USAGE ON SCHEMA iclear TO iclear_test_app");
+        run("SET LOCAL ROLE iclear_test_app");
+        let e =
+            err("SELECT iclear.confirm_sms('payday_us', '5550100401', '1')").unwrap_or_default();
+        assert!(e.contains("permission denied"), "{e}");
+        run("RESET ROLE");
+    }
 }

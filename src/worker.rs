@@ -208,19 +208,35 @@ fn mark(job: &Job, status: &str, error: Option<&str>) -> bool {
     .is_some()
 }
 
-/// Write what a job's call came back with.
-fn complete(job: &Job, cfg: &iclear_engine::config::ProductConfig, result: CallResult) {
-    let rule_id = job.payload["global_rule_id"].as_i64().unwrap_or(0);
-    let status = match &result {
+/// A retry while the job has attempts left, else failed.
+fn retry_or_fail(job: &Job) -> &'static str {
+    if job.attempts < MAX_ATTEMPTS.get() {
+        "queued"
+    } else {
+        "failed"
+    }
+}
+
+/// Mark a job by what its call came back with: done, re-queued (a retryable
+/// failure with attempts left) or failed. True when its answer is to be
+/// written now (done or failed, and this claim still owns the job).
+fn settle(job: &Job, result: &CallResult) -> bool {
+    let (status, error) = match result {
         CallResult::Response { .. } => ("done", None),
         CallResult::NoResponse {
             retryable: true,
             reason,
             ..
-        } if job.attempts < MAX_ATTEMPTS.get() => ("queued", Some(reason.clone())),
-        CallResult::NoResponse { reason, .. } => ("failed", Some(reason.clone())),
+        } => (retry_or_fail(job), Some(reason.as_str())),
+        CallResult::NoResponse { reason, .. } => ("failed", Some(reason.as_str())),
     };
-    if !mark(job, status.0, status.1.as_deref()) || status.0 == "queued" {
+    mark(job, status, error) && status != "queued"
+}
+
+/// Write what a job's call came back with.
+fn complete(job: &Job, cfg: &iclear_engine::config::ProductConfig, result: CallResult) {
+    let rule_id = job.payload["global_rule_id"].as_i64().unwrap_or(0);
+    if !settle(job, &result) {
         return;
     }
     let (log, effects) =
@@ -231,16 +247,7 @@ fn complete(job: &Job, cfg: &iclear_engine::config::ProductConfig, result: CallR
 
 /// Write what sending an SMS came back with (a `service` row named sms).
 fn complete_sms(job: &Job, cost: f64, result: CallResult) {
-    let (status, error) = match &result {
-        CallResult::Response { .. } => ("done", None),
-        CallResult::NoResponse {
-            retryable: true,
-            reason,
-            ..
-        } if job.attempts < MAX_ATTEMPTS.get() => ("queued", Some(reason.clone())),
-        CallResult::NoResponse { reason, .. } => ("failed", Some(reason.clone())),
-    };
-    if !mark(job, status, error.as_deref()) || status == "queued" {
+    if !settle(job, &result) {
         return;
     }
     let (outcome, detail, request, response) = match result {
@@ -299,18 +306,13 @@ type Ready = Vec<Option<Prep>>;
 fn prepare_sms(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
     let product = job.payload["product"].as_str().unwrap_or("");
     let phone = job.payload["phone"].as_str().unwrap_or("");
-    let retry = if job.attempts < MAX_ATTEMPTS.get() {
-        "queued"
-    } else {
-        "failed"
-    };
     let (endpoint, cost, code) = match store::verification::sms_to_send(product, phone) {
         Ok(Ok(found)) => found,
         Ok(Err(nothing)) => return Err((nothing, "done")),
         Err(e) => {
             return Err((
                 format!("the verification history cannot be read: {e}"),
-                retry,
+                retry_or_fail(job),
             ))
         }
     };

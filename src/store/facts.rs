@@ -2,7 +2,7 @@
 
 use super::{exec, one, INT8, TEXT};
 use chrono::{DateTime, Utc};
-use iclear_engine::config::Rule;
+use iclear_engine::config::{Rule, RuleCaps};
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::verification::SmsRecord;
@@ -57,14 +57,7 @@ impl Facts for PgFacts {
     /// cannot deadlock), so concurrent sessions queue here and a cap is never
     /// exceeded; nothing is counted unless every cap has room.
     fn take_rule_cap(&mut self, rule: &Rule, source_id: Option<i64>) -> bool {
-        let now = Utc::now();
-        let mut caps: Vec<(&str, String, i64)> = Vec::new();
-        if let Some(l) = rule.caps.daily {
-            caps.push(("daily", now.format("%Y-%m-%d").to_string(), l));
-        }
-        if let Some(l) = rule.caps.monthly {
-            caps.push(("monthly", now.format("%Y-%m").to_string(), l));
-        }
+        let mut caps = period_caps(&rule.caps);
         if let Some(l) = rule.caps.per_source {
             // A lead without a source counts against the "no source" bucket.
             caps.push((
@@ -73,32 +66,10 @@ impl Facts for PgFacts {
                 l,
             ));
         }
-        for (period, key, limit) in &caps {
-            exec(
-                "INSERT INTO iclear.rule_cap_usage (rule_id, period, period_key) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[INT8, TEXT, TEXT],
-                &[rule.id.into(), (*period).into(), key.as_str().into()],
-            );
-            let used: i64 = one(
-                "SELECT used FROM iclear.rule_cap_usage
-                  WHERE rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
-                &[INT8, TEXT, TEXT],
-                &[rule.id.into(), (*period).into(), key.as_str().into()],
-            )
-            .unwrap_or(0);
-            if used >= *limit {
-                return false;
-            }
+        if take_usage(&RULE_USAGE, rule.id, &caps).is_some() {
+            return false;
         }
-        for (period, key, _) in &caps {
-            exec(
-                "UPDATE iclear.rule_cap_usage SET used = used + 1
-                  WHERE rule_id = $1 AND period = $2 AND period_key = $3",
-                &[INT8, TEXT, TEXT],
-                &[rule.id.into(), (*period).into(), key.as_str().into()],
-            );
-        }
+        count_usage(&RULE_USAGE, rule.id, &caps);
         true
     }
 
@@ -126,43 +97,14 @@ impl Facts for PgFacts {
     /// holds those rows until it commits, so concurrent sessions queue and a
     /// cap never overshoots.
     fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String> {
-        let now = Utc::now();
-        let mut caps: Vec<(&str, String, i64)> = Vec::new();
-        if let Some(l) = rule.caps.daily {
-            caps.push(("daily", now.format("%Y-%m-%d").to_string(), l));
-        }
-        if let Some(l) = rule.caps.monthly {
-            caps.push(("monthly", now.format("%Y-%m").to_string(), l));
-        }
-        for (period, key, limit) in &caps {
-            exec(
-                "INSERT INTO iclear.global_rule_cap_usage (global_rule_id, period, period_key)
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[INT8, TEXT, TEXT],
-                &[rule.id.into(), (*period).into(), key.as_str().into()],
-            );
-            let used: i64 = one(
-                "SELECT used FROM iclear.global_rule_cap_usage
-                  WHERE global_rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
-                &[INT8, TEXT, TEXT],
-                &[rule.id.into(), (*period).into(), key.as_str().into()],
-            )
-            .unwrap_or(0);
-            if used >= *limit {
-                return Some(format!("global rule {} {period} cap of {limit}", rule.id));
-            }
+        let caps = period_caps(&rule.caps);
+        if let Some((period, limit)) = take_usage(&GLOBAL_RULE_USAGE, rule.id, &caps) {
+            return Some(format!("global rule {} {period} cap of {limit}", rule.id));
         }
         if let Some(f) = take_global_caps(&rule.service) {
             return Some(f);
         }
-        for (period, key, _) in &caps {
-            exec(
-                "UPDATE iclear.global_rule_cap_usage SET used = used + 1
-                  WHERE global_rule_id = $1 AND period = $2 AND period_key = $3",
-                &[INT8, TEXT, TEXT],
-                &[rule.id.into(), (*period).into(), key.as_str().into()],
-            );
-        }
+        count_usage(&GLOBAL_RULE_USAGE, rule.id, &caps);
         None
     }
 
@@ -234,4 +176,70 @@ pub fn take_global_caps(service: &str) -> Option<String> {
         &[service.into()],
     );
     None
+}
+
+/// The daily and monthly caps as (period, UTC period key, limit).
+fn period_caps(caps: &RuleCaps) -> Vec<(&'static str, String, i64)> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    if let Some(l) = caps.daily {
+        out.push(("daily", now.format("%Y-%m-%d").to_string(), l));
+    }
+    if let Some(l) = caps.monthly {
+        out.push(("monthly", now.format("%Y-%m").to_string(), l));
+    }
+    out
+}
+
+/// The statements of a usage-row cap table (`rule_cap_usage`,
+/// `global_rule_cap_usage`): create the period's row, lock and read it, count.
+struct UsageSql {
+    insert: &'static str,
+    lock: &'static str,
+    count: &'static str,
+}
+
+const RULE_USAGE: UsageSql = UsageSql {
+    insert: "INSERT INTO iclear.rule_cap_usage (rule_id, period, period_key) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+    lock: "SELECT used FROM iclear.rule_cap_usage
+            WHERE rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
+    count: "UPDATE iclear.rule_cap_usage SET used = used + 1
+             WHERE rule_id = $1 AND period = $2 AND period_key = $3",
+};
+
+const GLOBAL_RULE_USAGE: UsageSql = UsageSql {
+    insert: "INSERT INTO iclear.global_rule_cap_usage (global_rule_id, period, period_key)
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    lock: "SELECT used FROM iclear.global_rule_cap_usage
+            WHERE global_rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
+    count: "UPDATE iclear.global_rule_cap_usage SET used = used + 1
+             WHERE global_rule_id = $1 AND period = $2 AND period_key = $3",
+};
+
+/// Lock each (period, key, limit) usage row in order and compare: the first
+/// full cap as (period, limit), or None when all have room (nothing counted yet).
+fn take_usage<'c>(
+    sql: &UsageSql,
+    id: i64,
+    caps: &'c [(&'c str, String, i64)],
+) -> Option<(&'c str, i64)> {
+    for (period, key, limit) in caps {
+        let args = [id.into(), (*period).into(), key.as_str().into()];
+        exec(sql.insert, &[INT8, TEXT, TEXT], &args);
+        let args = [id.into(), (*period).into(), key.as_str().into()];
+        let used: i64 = one(sql.lock, &[INT8, TEXT, TEXT], &args).unwrap_or(0);
+        if used >= *limit {
+            return Some((period, *limit));
+        }
+    }
+    None
+}
+
+/// Count one use in every locked usage row.
+fn count_usage(sql: &UsageSql, id: i64, caps: &[(&str, String, i64)]) {
+    for (period, key, _) in caps {
+        let args = [id.into(), (*period).into(), key.as_str().into()];
+        exec(sql.count, &[INT8, TEXT, TEXT], &args);
+    }
 }

@@ -83,6 +83,28 @@ fn stage_of(gr: &GlobalRule) -> &'static str {
     }
 }
 
+/// A filter-log row of a global rule (`kind = 'service'`).
+fn service_entry(
+    gr: &GlobalRule,
+    origin: &'static str,
+    outcome: &str,
+    detail: Value,
+    request: Option<Value>,
+    response: Option<Value>,
+) -> LogEntry {
+    LogEntry {
+        stage: stage_of(gr),
+        origin,
+        kind: "service",
+        ref_id: Some(gr.id),
+        name: Some(gr.service.clone()),
+        outcome: outcome.into(),
+        detail,
+        request,
+        response,
+    }
+}
+
 /// What one answer means, as the log row, the effects, the verdict. Shared
 /// by the synchronous path and the async worker (`complete_async`).
 fn conclude(
@@ -133,17 +155,7 @@ fn conclude(
     if !verdict.add_to_lists.is_empty() {
         detail["added_to_lists"] = json!(verdict.add_to_lists);
     }
-    let entry = LogEntry {
-        stage: stage_of(gr),
-        origin,
-        kind: "service",
-        ref_id: Some(gr.id),
-        name: Some(gr.service.clone()),
-        outcome: outcome.into(),
-        detail,
-        request,
-        response: Some(data.clone()),
-    };
+    let entry = service_entry(gr, origin, outcome, detail, request, Some(data.clone()));
     (entry, effects, verdict)
 }
 
@@ -156,17 +168,8 @@ impl Lead<'_> {
         detail: Value,
         request: Option<Value>,
     ) {
-        self.log.push(LogEntry {
-            stage: stage_of(gr),
-            origin,
-            kind: "service",
-            ref_id: Some(gr.id),
-            name: Some(gr.service.clone()),
-            outcome: outcome.into(),
-            detail,
-            request,
-            response: None,
-        });
+        self.log
+            .push(service_entry(gr, origin, outcome, detail, request, None));
         self.services.push(
             json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
                                   "source": Value::Null, "score": Value::Null}),
@@ -430,17 +433,14 @@ pub fn complete_async(
         CallResult::NoResponse {
             reason, request, ..
         } => (
-            vec![LogEntry {
-                stage: stage_of(gr),
-                origin: "async",
-                kind: "service",
-                ref_id: Some(gr.id),
-                name: Some(gr.service.clone()),
-                outcome: "no_response".into(),
-                detail: json!({"source": "none", "cost": 0, "reason": reason}),
-                request: Some(request),
-                response: None,
-            }],
+            vec![service_entry(
+                gr,
+                "async",
+                "no_response",
+                json!({"source": "none", "cost": 0, "reason": reason}),
+                Some(request),
+                None,
+            )],
             Vec::new(),
         ),
     }
@@ -540,16 +540,8 @@ fn verify(
     if let Some(r) = &v.reason {
         detail["reason"] = r.clone().into();
     }
-    st.log.push(LogEntry {
-        stage: stage_of(gr),
-        origin,
-        kind: "service",
-        ref_id: Some(gr.id),
-        name: Some(gr.service.clone()),
-        outcome: outcome.into(),
-        detail,
-        ..LogEntry::default()
-    });
+    st.log
+        .push(service_entry(gr, origin, outcome, detail, None, None));
     st.services.push(
         json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
                             "source": "local", "score": Value::Null}),
