@@ -4,20 +4,15 @@
 -- ---------------------------------------------------------------- versioning
 -- Every configuration change sets a fresh value from a sequence (never reused,
 -- even after a rollback), so a backend's cached configuration is valid while
--- the version it was loaded at is still current.
+-- the version it was loaded at is still current. The change also invalidates
+-- this table in every backend's relation cache (iclear.bump_config_version,
+-- below), which is how a backend learns that it must read the version again.
 CREATE SEQUENCE iclear.config_version_seq;
 CREATE TABLE iclear.config_version (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     version  bigint NOT NULL
 );
 INSERT INTO iclear.config_version VALUES (true, nextval('iclear.config_version_seq'));
-
-CREATE FUNCTION iclear.bump_config_version() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
-    RETURN NULL;
-END $$;
 
 -- ------------------------------------------------------------- configuration
 CREATE TABLE iclear.product (
@@ -413,3 +408,17 @@ END $$;
 CREATE OR REPLACE TRIGGER service_defaults BEFORE INSERT ON iclear.service
     FOR EACH ROW EXECUTE FUNCTION iclear.service_defaults();
 -- END since-0.2.0
+
+-- BEGIN since-0.3.0 (objects new or changed since 0.3.0; also the 0.3.0 ->
+-- 0.4.0 upgrade, made by scripts/gen-upgrade.sh)
+-- iclear.config_changed() (src/store/config.rs) sends the invalidation at
+-- commit, to this backend at once: backends then skip reading the version
+-- for every lead (before 0.4.0 they read it each time).
+CREATE OR REPLACE FUNCTION iclear.bump_config_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
+    PERFORM iclear.config_changed();
+    RETURN NULL;
+END $$;
+-- END since-0.3.0

@@ -170,43 +170,6 @@ LANGUAGE sql STABLE AS $$
                    WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
 $$;
 
--- The trigger catches any error of processing in a subtransaction, so the
--- inserted row is always kept (design §4); on_error 'raise' opts out.
-CREATE OR REPLACE FUNCTION iclear.lead_trigger() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    product text := TG_ARGV[0];
-    opts    jsonb := TG_ARGV[1]::jsonb;
-    row_in  json := row_to_json(NEW);
-    patch   json;
-    err     text;
-BEGIN
-    BEGIN
-        patch := iclear.process_row(product, opts, row_in);
-    EXCEPTION WHEN OTHERS THEN
-        IF opts ->> 'on_error' = 'raise' THEN
-            RAISE;
-        END IF;
-        err := SQLERRM;
-        BEGIN
-            patch := iclear.record_error(product, opts, row_in, err);
-        EXCEPTION WHEN OTHERS THEN
-            -- even the error record failed: keep the row, say why on it
-            patch := json_build_object('iclear_status', 'error', 'iclear_decision',
-                     json_build_object('status', 'error', 'reason', err,
-                                       'record_error', SQLERRM));
-        END;
-    END;
-    -- (->> on json re-reads the text: only look when rejected rows are skipped)
-    IF opts ->> 'rejected' = 'skip' THEN
-        IF patch ->> 'iclear_status' = 'rejected' THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    NEW := json_populate_record(NEW, patch);
-    RETURN NEW;
-END $$;
-
 -- BEGIN since-0.2.0 (objects new or changed since 0.2.0; also the tail of the
 -- 0.2.0 -> 0.3.0 upgrade, made by scripts/gen-upgrade.sh)
 CREATE OR REPLACE FUNCTION iclear.validate_rule_action() RETURNS trigger
@@ -606,3 +569,12 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS iclear_process ON %s', lead_table);
     DELETE FROM iclear.attachment a WHERE a.lead_table = detach.lead_table;
 END $$;
+
+-- BEGIN since-0.3.0 (objects new or changed since 0.3.0; also the tail of the
+-- 0.3.0 -> 0.4.0 upgrade, made by scripts/gen-upgrade.sh)
+-- The attach trigger (design §4), in Rust (src/trigger.rs): it processes the
+-- row in a subtransaction, so an error keeps the inserted row with status
+-- error; on_error 'raise' opts out.
+CREATE OR REPLACE FUNCTION iclear.lead_trigger() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_lead_trigger';
+-- END since-0.3.0

@@ -2,7 +2,7 @@
 //! validation triggers call.
 
 use crate::lead::{self, LeadError};
-use crate::row::{self, AttachOptions};
+use crate::row::AttachOptions;
 use crate::store;
 use iclear_engine::actions::Action;
 use iclear_engine::conditions::Condition;
@@ -10,8 +10,8 @@ use iclear_engine::config::RuleStage;
 use iclear_engine::settings::Settings;
 use iclear_engine::ConfigError;
 use pgrx::prelude::*;
-use pgrx::{Json, JsonB};
-use serde_json::{Map, Value};
+use pgrx::JsonB;
+use serde_json::Value;
 
 fn refuse(table: &str, e: ConfigError) -> ! {
     ereport!(
@@ -21,7 +21,7 @@ fn refuse(table: &str, e: ConfigError) -> ! {
     );
 }
 
-fn raise(e: LeadError) -> ! {
+pub(crate) fn raise(e: LeadError) -> ! {
     let code = match e {
         LeadError::Input(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         LeadError::Config(_) => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
@@ -58,52 +58,17 @@ fn process_redirect(lead_id: &str, redirect: JsonB) -> JsonB {
     }
 }
 
-fn row_object(row: &Value) -> &Map<String, Value> {
-    row.as_object()
-        .unwrap_or_else(|| error!("iclear: row must be a JSON object"))
-}
-
 fn options(v: &JsonB) -> AttachOptions {
     AttachOptions::parse(&v.0).unwrap_or_else(|e| {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e);
     })
 }
 
-/// Trigger path: process `to_jsonb(NEW)`; returns the patch for NEW.
-/// (json, not jsonb, in and out: the row and the patch are read once, so
-/// building binary jsonb for them would be wasted work on every insert.)
+/// Tell every backend that the configuration changed (the configuration
+/// tables' triggers call it; see src/store/config.rs).
 #[pg_extern(volatile, parallel_unsafe)]
-fn process_row(product: &str, options: JsonB, row: Json) -> Json {
-    let opts = self::options(&options);
-    let row = row_object(&row.0);
-    let env = row::envelope(product, &opts, row);
-    match lead::process(&env) {
-        Ok(decision) => Json(row::patch(&opts, row, &env, &decision)),
-        Err(e) => raise(e),
-    }
-}
-
-/// Trigger path after a failure: persist an `error` decision, return its patch.
-#[pg_extern(volatile, parallel_unsafe)]
-fn record_error(product: &str, options: JsonB, row: Json, message: &str) -> Json {
-    let opts = AttachOptions::parse(&options.0).unwrap_or_default();
-    let row = row_object(&row.0);
-    let (lead_id, envelope, decision) = row::error_decision(product, &opts, row, message);
-    let product_id: Option<i64> = store::one(
-        "SELECT id FROM iclear.product WHERE name = $1",
-        &[store::TEXT],
-        &[product.into()],
-    );
-    store::persist::save(&store::persist::Record {
-        lead_id: &lead_id,
-        product_id,
-        stage: decision["stage"].as_str().unwrap_or("post"),
-        status: "error",
-        envelope: &envelope,
-        decision: &decision,
-        log: &[],
-    });
-    Json(serde_json::json!({"iclear_status": "error", "iclear_decision": decision}))
+fn config_changed() {
+    store::config::announce_change();
 }
 
 /// Refuse invalid attach options, naming the key.

@@ -9,10 +9,13 @@ use pgrx::prelude::*;
 pgrx::pg_module_magic!(name, version);
 
 mod api;
+mod compat;
 mod lead;
 mod remote;
 mod row;
 mod store;
+mod trigger;
+mod tuple;
 mod worker;
 
 /// `iclear.config_cache`: keep each product's configuration in backend memory

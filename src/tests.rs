@@ -438,6 +438,101 @@ mod tests {
         );
     }
 
+    /// The Rust trigger reads a row as row_to_json did (the 0.3.0 trigger
+    /// called it) and writes values back as json_populate_record did.
+    #[pg_test]
+    fn attached_rows_convert_every_column_type_both_ways() {
+        setup();
+        run("CREATE TYPE pg_temp.mood AS ENUM ('calm', 'angry')");
+        run("CREATE TABLE leads (id bigserial PRIMARY KEY, small int2, n int4, big int8, amount numeric(8,2),
+                                 nan numeric, ratio float4, score float8, inf float8, ok boolean,
+                                 name text, code varchar(5), pad char(3), born date, seen timestamptz,
+                                 at timestamp, uid uuid, ip inet, mood pg_temp.mood, tags text[], doc json,
+                                 body jsonb, iclear_status text, iclear_decision jsonb)");
+        run("ALTER TABLE leads DROP COLUMN small");
+        run("SELECT iclear.attach('leads', 'payday_us', '{\"fields_column\": \"body\"}')");
+        run("INSERT INTO leads (n, big, amount, nan, ratio, score, inf, ok, name, code, pad, born, seen, at, uid,
+                                ip, mood, tags, doc, body)
+             VALUES (7, 9007199254740993, 12.50, 'NaN', 0.1, 2.5e-7, '-Infinity', true, 'Ann', 'ab', 'x',
+                     '2026-02-03', '2026-02-03 04:05:06.5+00', '2026-02-03 04:05:06', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+                     '10.0.0.1/32', 'calm', '{a,b}', '{\"k\": 1}', '{\"zip\": \"90210\"}')");
+        let fields = json("SELECT envelope::jsonb -> 'fields' FROM iclear.decision");
+        let expected = json(
+            "SELECT jsonb_object_agg(k, v) FROM leads l, jsonb_each(to_jsonb(row_to_json(l))) AS e(k, v)
+              WHERE jsonb_typeof(v) NOT IN ('object', 'array', 'null')
+                AND k NOT IN ('id', 'iclear_status')",
+        );
+        let mut expected = expected.as_object().unwrap().clone();
+        expected.insert("zip".into(), json!("90210"));
+        assert_eq!(
+            fields,
+            Value::Object(expected),
+            "fields as row_to_json made them"
+        );
+        assert_eq!(fields["big"], json!(9007199254740993i64));
+        assert_eq!(fields["ratio"], json!(0.1));
+        assert_eq!(fields["seen"], json!("2026-02-03T04:05:06.5+00:00"));
+        assert_eq!(fields["nan"], json!("NaN"));
+        assert_eq!(
+            fields["ip"],
+            json!("10.0.0.1"),
+            "other types through row_to_json"
+        );
+        assert!(fields.get("tags").is_none() && fields.get("doc").is_none());
+
+        // write-back through each column's input function
+        let r = rule("processing", "rewrite", 1);
+        action(
+            r,
+            "change_lead_body_fields",
+            json!({"fields": {"n": "42", "amount": "3.456", "code": "abcde", "born": "2026-12-31",
+                              "mood": "angry", "ok": "false", "ip": "192.168.0.1", "extra": "into body"}}),
+        );
+        run("INSERT INTO leads (n, name) VALUES (1, 'Bob')");
+        assert_eq!(
+            text("SELECT concat_ws('|', iclear_status, n, amount, code, born, mood, ok, ip, body->>'extra')
+                    FROM leads WHERE name = 'Bob'")
+            .unwrap(),
+            "accepted|42|3.46|abcde|2026-12-31|angry|f|192.168.0.1|into body"
+        );
+
+        // a value a column refuses is a processing error: the row is kept
+        // with status error, and nothing of the failed decision stays
+        run(&format!(
+            "UPDATE iclear.rule_action SET config = '{{\"fields\": {{\"n\": \"many\"}}}}' WHERE rule_id = {r}"
+        ));
+        run("INSERT INTO leads (n, name) VALUES (2, 'Cy')");
+        assert_eq!(
+            text("SELECT concat_ws('|', iclear_status, n) FROM leads WHERE name = 'Cy'").unwrap(),
+            "error|2"
+        );
+        let reason =
+            text("SELECT iclear_decision->>'reason' FROM leads WHERE name = 'Cy'").unwrap();
+        assert!(
+            reason.contains("integer") && reason.contains("many"),
+            "{reason}"
+        );
+        let lead = text("SELECT id::text FROM leads WHERE name = 'Cy'").unwrap();
+        assert_eq!(
+            text(&format!(
+                "SELECT string_agg(status, ',') FROM iclear.decision WHERE lead_id = '{lead}'"
+            ))
+            .unwrap(),
+            "error"
+        );
+        run("INSERT INTO leads (n) SELECT 1 FROM generate_series(1, 2)");
+        assert_eq!(
+            int("SELECT count(*) FROM leads WHERE iclear_status = 'error'"),
+            3
+        );
+
+        // used other than as iclear.attach makes it, the trigger says so
+        run("SELECT iclear.detach('leads')");
+        run("CREATE TRIGGER wrong AFTER INSERT ON leads FOR EACH ROW EXECUTE FUNCTION iclear.lead_trigger('payday_us')");
+        let e = err("INSERT INTO leads (n) VALUES (3)").unwrap();
+        assert!(e.contains("BEFORE INSERT"), "{e}");
+    }
+
     #[pg_test]
     fn redirect_rules_run_for_a_processed_lead() {
         setup();

@@ -251,6 +251,21 @@ fn a_configuration_change_reaches_other_sessions() {
     tx.rollback().unwrap();
     let s: String = a.query_one(lead, &[]).unwrap().get(0);
     assert_eq!(s, "rejected");
+    // a's own change is seen at once, and forgotten when it rolls back
+    let mut tx = a.transaction().unwrap();
+    tx.batch_execute("UPDATE iclear.rule SET status = 'paused'")
+        .unwrap();
+    let s: String = tx.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "accepted", "its own uncommitted change");
+    tx.rollback().unwrap();
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "rejected", "the rolled-back change is gone");
+    // b drops the extension and creates it again: a reads the new tables
+    b.batch_execute("DROP EXTENSION iclear CASCADE; CREATE EXTENSION iclear;")
+        .unwrap();
+    b.batch_execute(FIXTURE).unwrap();
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "accepted", "the new configuration, not the cached one");
 }
 
 #[test]
@@ -400,6 +415,17 @@ fn upgrade_from_0_1_0_keeps_everything() {
     };
     let before = snapshot(&mut c);
     assert_eq!(before[6], 3);
+    let s: String = c
+        .query_one(
+            "SELECT iclear_status FROM leads WHERE email = 'ok@x.com'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        s, "accepted",
+        "the old schema's trigger works on the new library"
+    );
 
     c.batch_execute("ALTER EXTENSION iclear UPDATE").unwrap();
     let (lib, v) = versions(&mut c);

@@ -1,13 +1,19 @@
 //! Product configuration, cached per backend and keyed by the configuration
-//! version (sql/bootstrap.sql), so a lead costs one version read instead of
-//! re-reading every configuration table.
+//! version (sql/bootstrap.sql), so a lead does not re-read every
+//! configuration table. Nor does it read the version: every change also
+//! invalidates the version table in the relation cache (`config_changed`),
+//! and the backend reads the version again only after such an invalidation.
+//! Postgres delivers it with the usual guarantees: to this backend at the
+//! next command (and again if the change rolls back), to the others at
+//! commit, before their next transaction starts.
 
 use super::{one, two, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::ProductConfig;
 use iclear_engine::ConfigError;
+use pgrx::pg_sys;
 use pgrx::JsonB;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -23,12 +29,58 @@ struct Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// Invalidations of the version table received (or possibly missed) so
+    /// far, and how many of them the cache has been checked against.
+    static INVALIDATIONS: Cell<u64> = const { Cell::new(1) };
+    static CHECKED: Cell<u64> = const { Cell::new(0) };
+    static VERSION_TABLE: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    static LISTENING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The current configuration version, clearing the cache when it moved.
+/// Relation cache callback: any invalidation of the version table (or of
+/// the whole cache, InvalidOid) means the version must be read again.
+unsafe extern "C-unwind" fn on_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || relid == VERSION_TABLE.get() {
+        INVALIDATIONS.set(INVALIDATIONS.get() + 1);
+    }
+}
+
+/// Invalidate the version table in every backend's relation cache (called
+/// by iclear.bump_config_version).
+pub fn announce_change() {
+    let oid = VERSION_TABLE.get();
+    let oid = if oid != pg_sys::InvalidOid {
+        oid
+    } else {
+        unsafe {
+            let nsp = pg_sys::get_namespace_oid(c"iclear".as_ptr(), false);
+            pg_sys::get_relname_relid(c"config_version".as_ptr(), nsp)
+        }
+    };
+    if oid != pg_sys::InvalidOid {
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+    }
+}
+
+/// Read the configuration version if an invalidation came since the last
+/// read, clearing the cache when it moved.
 fn refresh() {
+    if !LISTENING.get() {
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(on_invalidation),
+                pg_sys::Datum::from(0usize),
+            )
+        };
+        LISTENING.set(true);
+    }
+    let seen = INVALIDATIONS.get();
+    if CHECKED.get() == seen {
+        return;
+    }
     let (v, oid) = two::<i64, i64>("SELECT version, tableoid::int8 FROM iclear.config_version");
     let v = (v.unwrap_or(0), oid.unwrap_or(0));
+    VERSION_TABLE.set(pg_sys::Oid::from(v.1 as u32));
     CACHE.with_borrow_mut(|c| {
         if c.version != v {
             *c = Cache {
@@ -37,6 +89,8 @@ fn refresh() {
             };
         }
     });
+    // An invalidation that arrived during the read leaves `seen` behind it.
+    CHECKED.set(seen);
 }
 
 const LOAD: &str = r#"

@@ -1,6 +1,6 @@
 //! The engine's questions answered from Postgres.
 
-use super::{exec, one, INT8, TEXT};
+use super::{exec, one, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::{Rule, RuleCaps};
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
@@ -18,21 +18,21 @@ impl Facts for PgFacts {
         Utc::now()
     }
 
-    /// One scalar probe per list: statements with array parameters get a
-    /// custom plan (re-planned on every call), scalar ones a cached generic plan.
+    /// One statement for all probes (a kept generic plan: an index probe each).
     fn lists_containing(&mut self, probes: &[(i64, String)]) -> Vec<i64> {
-        probes
-            .iter()
-            .filter(|(id, value)| {
-                one::<bool>(
-                    "SELECT EXISTS (SELECT 1 FROM iclear.list_entry WHERE list_id = $1 AND value = $2)",
-                    &[INT8, TEXT],
-                    &[(*id).into(), value.as_str().into()],
-                )
-                .unwrap_or(false)
-            })
-            .map(|(id, _)| *id)
-            .collect()
+        if probes.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<i64> = probes.iter().map(|(id, _)| *id).collect();
+        let values: Vec<&str> = probes.iter().map(|(_, v)| v.as_str()).collect();
+        one::<Vec<i64>>(
+            "SELECT ARRAY(SELECT p.list_id FROM unnest($1, $2) AS p(list_id, value)
+                           WHERE EXISTS (SELECT 1 FROM iclear.list_entry e
+                                          WHERE e.list_id = p.list_id AND e.value = p.value))",
+            &[INT8_ARRAY, TEXT_ARRAY],
+            &[ids.into(), values.into()],
+        )
+        .unwrap_or_default()
     }
 
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {

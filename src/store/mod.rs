@@ -3,7 +3,10 @@
 //!
 //! Statements on a lead's path are prepared once per backend and kept
 //! (`SPI_keepplan`): parsing and planning them for every lead cost more than
-//! running them. The plan cache revalidates them after DDL.
+//! running them. They are prepared for a generic plan, which the plan cache
+//! revalidates after DDL: left to choose, it would plan again on every call
+//! a statement whose parameters are arrays (a custom plan sees their length
+//! and always looks cheaper).
 
 pub mod config;
 pub mod facts;
@@ -11,47 +14,88 @@ pub mod persist;
 pub mod verification;
 
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::PgBuiltInOids;
+use pgrx::pg_sys::{self, PgBuiltInOids};
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::PgOid;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::ffi::CString;
 
 pub const INT8: PgBuiltInOids = PgBuiltInOids::INT8OID;
 pub const TEXT: PgBuiltInOids = PgBuiltInOids::TEXTOID;
 pub const JSON: PgBuiltInOids = PgBuiltInOids::JSONOID;
+pub const INT8_ARRAY: PgBuiltInOids = PgBuiltInOids::INT8ARRAYOID;
+pub const TEXT_ARRAY: PgBuiltInOids = PgBuiltInOids::TEXTARRAYOID;
+pub const JSON_ARRAY: PgBuiltInOids = PgBuiltInOids::JSONARRAYOID;
 
 /// serde_json's output as a `json` datum. A json value is stored as its
 /// text, so handing over text that serde_json wrote skips json_in's re-parse
 /// (the text is valid JSON by construction).
 pub fn json_datum(text: String) -> DatumWithOid<'static> {
-    unsafe { DatumWithOid::new(text, pgrx::pg_sys::BuiltinOid::JSONOID.value()) }
+    unsafe { DatumWithOid::new(text, pg_sys::BuiltinOid::JSONOID.value()) }
 }
+
+/// A kept SPI plan; it lives as long as the backend.
+#[derive(Clone, Copy)]
+struct Plan(pg_sys::SPIPlanPtr);
 
 thread_local! {
-    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<&'static str, Plan>> = RefCell::new(HashMap::new());
 }
 
-fn plan(sql: &'static str, types: &[PgBuiltInOids]) -> Rc<OwnedPreparedStatement> {
-    if let Some(p) = PLANS.with_borrow(|m| m.get(sql).cloned()) {
+fn plan(sql: &'static str, types: &[PgBuiltInOids]) -> Plan {
+    if let Some(p) = PLANS.with_borrow(|m| m.get(sql).copied()) {
         return p;
     }
-    let oids: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
-    let p = Spi::connect(|c| c.prepare_mut(sql, &oids).map(|p| p.keep()))
-        .unwrap_or_else(|e| error!("iclear: cannot prepare {sql:?}: {e}"));
-    let p = Rc::new(p);
-    PLANS.with_borrow_mut(|m| m.insert(sql, p.clone()));
+    let mut oids: Vec<pg_sys::Oid> = types.iter().map(|t| t.value()).collect();
+    let text = CString::new(sql).expect("statements have no NUL");
+    let p = Spi::connect(|_| unsafe {
+        let p = pg_sys::SPI_prepare_cursor(
+            text.as_ptr(),
+            oids.len() as i32,
+            oids.as_mut_ptr(),
+            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+        );
+        if p.is_null() || pg_sys::SPI_keepplan(p) != 0 {
+            let code = pg_sys::SPI_result;
+            error!("iclear: cannot prepare {sql:?}: SPI error {code}");
+        }
+        Plan(p)
+    });
+    PLANS.with_borrow_mut(|m| m.insert(sql, p));
     p
+}
+
+/// Execute `sql` (SPI connected) for at most `limit` rows (0: all).
+unsafe fn execute(sql: &'static str, types: &[PgBuiltInOids], args: &[DatumWithOid], limit: i64) {
+    let p = plan(sql, types);
+    let (mut values, mut nulls): (Vec<pg_sys::Datum>, Vec<std::ffi::c_char>) = args
+        .iter()
+        .map(|a| match a.datum() {
+            Some(d) => (d.sans_lifetime(), b' ' as std::ffi::c_char),
+            None => (pg_sys::Datum::from(0usize), b'n' as std::ffi::c_char),
+        })
+        .unzip();
+    let rc = pg_sys::SPI_execute_plan(p.0, values.as_mut_ptr(), nulls.as_mut_ptr(), false, limit);
+    if rc < 0 {
+        error!("iclear: SPI failure {rc} running {sql:?}");
+    }
+}
+
+/// Column `col` (1-based) of the first result row, if any.
+unsafe fn first_row_value<T: FromDatum>(col: i32) -> Option<T> {
+    let table = pg_sys::SPI_tuptable;
+    if table.is_null() || pg_sys::SPI_processed == 0 {
+        return None;
+    }
+    let desc = (*table).tupdesc;
+    let mut null = false;
+    let d = pg_sys::SPI_getbinval(*(*table).vals, desc, col, &mut null);
+    T::from_polymorphic_datum(d, null, pg_sys::SPI_gettypeid(desc, col))
 }
 
 /// Run a prepared statement for its effect. `types` are the parameter types.
 pub fn exec(sql: &'static str, types: &[PgBuiltInOids], args: &[DatumWithOid]) {
-    let p = plan(sql, types);
-    if let Err(e) = Spi::connect_mut(|c| c.update(&*p, None, args).map(|_| ())) {
-        error!("iclear: SPI failure running {sql:?}: {e}");
-    }
+    Spi::connect_mut(|_| unsafe { execute(sql, types, args, 0) });
 }
 
 /// First column of the first row of a prepared statement (None: no row or NULL).
@@ -60,23 +104,20 @@ pub fn one<T: FromDatum + IntoDatum>(
     types: &[PgBuiltInOids],
     args: &[DatumWithOid],
 ) -> Option<T> {
-    let p = plan(sql, types);
-    match Spi::connect_mut(|c| c.update(&*p, Some(1), args)?.first().get_one::<T>()) {
-        Ok(v) => v,
-        Err(pgrx::spi::SpiError::InvalidPosition) => None,
-        Err(e) => error!("iclear: SPI failure running {sql:?}: {e}"),
-    }
+    Spi::connect_mut(|_| unsafe {
+        execute(sql, types, args, 1);
+        first_row_value::<T>(1)
+    })
 }
 
 /// First two columns of the first row of a prepared statement.
 pub fn two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     sql: &'static str,
 ) -> (Option<A>, Option<B>) {
-    let p = plan(sql, &[]);
-    match Spi::connect_mut(|c| c.update(&*p, Some(1), &[])?.first().get_two::<A, B>()) {
-        Ok(v) => v,
-        Err(e) => error!("iclear: SPI failure running {sql:?}: {e}"),
-    }
+    Spi::connect_mut(|_| unsafe {
+        execute(sql, &[], &[], 1);
+        (first_row_value::<A>(1), first_row_value::<B>(2))
+    })
 }
 
 /// Run `f` in a subtransaction: an ERROR inside (a postgres_fdw hub that is

@@ -1,9 +1,12 @@
 //! Persisting a decision, its filter-log rows and its effects, in the
 //! caller's transaction.
 
-use super::{exec, json_datum, INT8, JSON, TEXT};
+use super::{exec, json_datum, INT8, INT8_ARRAY, JSON, JSON_ARRAY, TEXT, TEXT_ARRAY};
 use iclear_engine::pipeline::{Effect, LogEntry};
-use serde_json::{json, Value};
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::PgBuiltInOids;
+use pgrx::Json;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub struct Record<'a> {
@@ -16,31 +19,59 @@ pub struct Record<'a> {
     pub log: &'a [LogEntry],
 }
 
-fn log_json(log: &[LogEntry]) -> String {
-    let rows: Vec<Value> = log
-        .iter()
-        .map(|e| {
-            json!({"stage": e.stage, "origin": e.origin, "kind": e.kind, "ref_id": e.ref_id,
-                   "name": e.name, "outcome": e.outcome, "detail": e.detail,
-                   "request": e.request, "response": e.response})
-        })
-        .collect();
-    Value::Array(rows).to_string()
+/// The log entries as the parameters of `LOG_ROWS`: one array per column
+/// (arrays cost less to hand over and unpack than a JSON document).
+fn log_columns(log: &[LogEntry]) -> [DatumWithOid<'static>; 9] {
+    // JSON null is SQL NULL, as json_to_recordset made it
+    let json = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(|v| Json(v.clone()));
+    [
+        log.iter().map(|e| e.stage).collect::<Vec<_>>().into(),
+        log.iter().map(|e| e.origin).collect::<Vec<_>>().into(),
+        log.iter().map(|e| e.kind).collect::<Vec<_>>().into(),
+        log.iter().map(|e| e.ref_id).collect::<Vec<_>>().into(),
+        log.iter()
+            .map(|e| e.name.as_deref())
+            .collect::<Vec<_>>()
+            .into(),
+        log.iter()
+            .map(|e| e.outcome.as_str())
+            .collect::<Vec<_>>()
+            .into(),
+        log.iter()
+            .map(|e| json(Some(&e.detail)))
+            .collect::<Vec<_>>()
+            .into(),
+        log.iter()
+            .map(|e| json(e.request.as_ref()))
+            .collect::<Vec<_>>()
+            .into(),
+        log.iter()
+            .map(|e| json(e.response.as_ref()))
+            .collect::<Vec<_>>()
+            .into(),
+    ]
 }
+
+const LOG_TYPES: [PgBuiltInOids; 9] = [
+    TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, JSON_ARRAY, JSON_ARRAY,
+    JSON_ARRAY,
+];
 
 /// Filter-log rows without a decision (Advanced Rules on Redirect).
 pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
     if log.is_empty() {
         return;
     }
+    let mut types = vec![TEXT, INT8];
+    types.extend(LOG_TYPES);
+    let mut args: Vec<DatumWithOid> = vec![lead_id.into(), product_id.into()];
+    args.extend(log_columns(log));
     exec(
         "INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
-         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail, x.request, x.response
-           FROM json_to_recordset($3) AS x(stage text, origin text, kind text, ref_id bigint,
-                                           name text, outcome text, detail json, request json, response json)",
-        &[TEXT, INT8, JSON],
-        &[lead_id.into(), product_id.into(), json_datum(log_json(log))],
+         SELECT $1, $2, x.* FROM unnest($3, $4, $5, $6, $7, $8, $9, $10, $11) AS x",
+        &types,
+        &args,
     );
 }
 
@@ -88,24 +119,25 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
 
 /// One statement writes the decision and all its log rows.
 pub fn save(r: &Record) {
+    let mut types = vec![TEXT, INT8, TEXT, TEXT, JSON, JSON];
+    types.extend(LOG_TYPES);
+    let mut args: Vec<DatumWithOid> = vec![
+        r.lead_id.into(),
+        r.product_id.into(),
+        r.stage.into(),
+        r.status.into(),
+        json_datum(r.envelope.to_string()),
+        json_datum(stored_decision(r.decision, r.envelope)),
+    ];
+    args.extend(log_columns(r.log));
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                     VALUES ($1, $2, $3, $4, $5, $6))
          INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
-         SELECT $1, $2, x.stage, x.origin, x.kind, x.ref_id, x.name, x.outcome, x.detail, x.request, x.response
-           FROM json_to_recordset($7) AS x(stage text, origin text, kind text, ref_id bigint,
-                                           name text, outcome text, detail json, request json, response json)",
-        &[TEXT, INT8, TEXT, TEXT, JSON, JSON, JSON],
-        &[
-            r.lead_id.into(),
-            r.product_id.into(),
-            r.stage.into(),
-            r.status.into(),
-            json_datum(r.envelope.to_string()),
-            json_datum(stored_decision(r.decision, r.envelope)),
-            json_datum(log_json(r.log)),
-        ],
+         SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x",
+        &types,
+        &args,
     );
 }
 

@@ -1,0 +1,187 @@
+//! The attach trigger (design §4), `iclear.lead_trigger()`: a BEFORE INSERT
+//! row trigger in Rust. NEW becomes a lead envelope (src/row.rs), the lead
+//! is processed, and the decision is written back into NEW's columns.
+//!
+//! Processing, and turning its outcome into column values, run in a
+//! subtransaction: when either fails, that work is rolled back, an `error`
+//! decision is recorded instead, and the row is inserted all the same
+//! (`on_error: raise` opts out). It replaces a plpgsql trigger that went
+//! through `row_to_json` and `json_populate_record`: converting the row
+//! directly saves the two text round trips on every insert.
+
+use crate::api::raise;
+use crate::lead;
+use crate::row::{self, AttachOptions, OnError, Rejected};
+use crate::store;
+use crate::tuple::{self, Replacement};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+#[unsafe(no_mangle)]
+pub extern "C" fn pg_finfo_iclear_lead_trigger() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// # Safety
+/// Called by Postgres as a trigger function.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn iclear_lead_trigger(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let td = trigger_data(fcinfo);
+    let (product, options) = trigger_args(td);
+    let tuple = (*td).tg_trigtuple;
+    let tupdesc = (*(*td).tg_relation).rd_att;
+    let row = tuple::row_values(tuple, tupdesc);
+    let outcome = match attach_options(&options) {
+        Ok(opts) if opts.on_error == Some(OnError::Raise) => {
+            process(&product, &opts, &row, tupdesc)
+        }
+        Ok(opts) => store::guarded(AssertUnwindSafe(|| process(&product, &opts, &row, tupdesc)))
+            .unwrap_or_else(|e| failed(&product, &opts, &row, tupdesc, &e)),
+        Err(e) => failed(&product, &AttachOptions::default(), &row, tupdesc, &e),
+    };
+    (*fcinfo).isnull = false;
+    match outcome {
+        Outcome::Skip => pg_sys::Datum::from(0usize),
+        Outcome::Keep(repl) if repl.is_empty() => pg_sys::Datum::from(tuple),
+        Outcome::Keep(repl) => pg_sys::Datum::from(tuple::modified(tuple, tupdesc, &repl)),
+    }
+}
+
+enum Outcome {
+    /// Insert NEW with these columns replaced.
+    Keep(Vec<Replacement>),
+    /// A rejected row of a table attached with `rejected: skip`.
+    Skip,
+}
+
+unsafe fn trigger_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::TriggerData {
+    let ctx = (*fcinfo).context;
+    if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
+        error!("iclear.lead_trigger: not called as a trigger");
+    }
+    let td = ctx as *mut pg_sys::TriggerData;
+    let ev = (*td).tg_event;
+    let before_row_insert = ev & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE
+        && ev & pg_sys::TRIGGER_EVENT_ROW != 0
+        && ev & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT;
+    if !before_row_insert {
+        error!("iclear.lead_trigger: must be a BEFORE INSERT ... FOR EACH ROW trigger (use iclear.attach)");
+    }
+    td
+}
+
+/// (product, options text): the arguments iclear.attach gives the trigger.
+unsafe fn trigger_args(td: *mut pg_sys::TriggerData) -> (String, String) {
+    let t = (*td).tg_trigger;
+    let n = (*t).tgnargs as usize;
+    let arg = |i: usize| -> String {
+        if i < n {
+            CStr::from_ptr(*(*t).tgargs.add(i))
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            String::new()
+        }
+    };
+    if n == 0 {
+        error!("iclear.lead_trigger: needs the product as its argument (use iclear.attach)");
+    }
+    let options = if n > 1 { arg(1) } else { "{}".to_string() };
+    (arg(0), options)
+}
+
+thread_local! {
+    /// Parsed options by their text: every insert into a table passes the same text.
+    static OPTIONS: RefCell<HashMap<String, Rc<AttachOptions>>> = RefCell::new(HashMap::new());
+}
+
+fn attach_options(text: &str) -> Result<Rc<AttachOptions>, String> {
+    if let Some(o) = OPTIONS.with_borrow(|m| m.get(text).cloned()) {
+        return Ok(o);
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("iclear.attach options: {e}"))?;
+    let o = Rc::new(AttachOptions::parse(&v)?);
+    OPTIONS.with_borrow_mut(|m| m.insert(text.to_string(), o.clone()));
+    Ok(o)
+}
+
+/// Process the row; its outcome as column values (an ERROR on failure).
+unsafe fn process(
+    product: &str,
+    opts: &AttachOptions,
+    row: &Map<String, Value>,
+    tupdesc: pg_sys::TupleDesc,
+) -> Outcome {
+    let env = row::envelope(product, opts, row);
+    let decision = match lead::process(&env) {
+        Ok(d) => d,
+        Err(e) => raise(e),
+    };
+    if opts.rejected == Some(Rejected::Skip) && decision["status"] == "rejected" {
+        return Outcome::Skip;
+    }
+    let Value::Object(patch) = row::patch(opts, row, &env, &decision) else {
+        unreachable!("row::patch returns an object")
+    };
+    Outcome::Keep(tuple::replacements(tupdesc, &patch))
+}
+
+/// Processing failed with `message`: record an `error` decision and put it
+/// on the row. Should even that fail, the row says why; should the row's
+/// columns refuse that too, it is inserted as it came.
+unsafe fn failed(
+    product: &str,
+    opts: &AttachOptions,
+    row: &Map<String, Value>,
+    tupdesc: pg_sys::TupleDesc,
+    message: &str,
+) -> Outcome {
+    let recorded = store::guarded(AssertUnwindSafe(|| {
+        let decision = record_error(product, opts, row, message);
+        let patch = json!({"iclear_status": "error", "iclear_decision": decision});
+        tuple::replacements(tupdesc, patch.as_object().expect("an object"))
+    }));
+    let repl = recorded.or_else(|e| {
+        let patch = json!({"iclear_status": "error",
+                           "iclear_decision": {"status": "error", "reason": message, "record_error": e}});
+        store::guarded(AssertUnwindSafe(|| {
+            tuple::replacements(tupdesc, patch.as_object().expect("an object"))
+        }))
+    });
+    Outcome::Keep(repl.unwrap_or_default())
+}
+
+/// Persist the `error` decision of a row whose processing failed; returns it.
+pub(crate) fn record_error(
+    product: &str,
+    opts: &AttachOptions,
+    row: &Map<String, Value>,
+    message: &str,
+) -> Value {
+    let (lead_id, envelope, decision) = row::error_decision(product, opts, row, message);
+    let product_id: Option<i64> = store::one(
+        "SELECT id FROM iclear.product WHERE name = $1",
+        &[store::TEXT],
+        &[product.into()],
+    );
+    store::persist::save(&store::persist::Record {
+        lead_id: &lead_id,
+        product_id,
+        stage: decision["stage"].as_str().unwrap_or("post"),
+        status: "error",
+        envelope: &envelope,
+        decision: &decision,
+        log: &[],
+    });
+    decision
+}
