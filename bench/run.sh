@@ -7,7 +7,10 @@
 #   full       the same, with iclear.trace = full (trace every rule)
 #   no cache   the same, with iclear.config_cache = off (every lead re-reads
 #              the configuration tables)
-# Rounds alternate the three so that drift on a noisy machine hits all alike.
+# Rounds alternate the variants so that drift on a noisy machine hits all
+# alike. Before them: VACUUM ANALYZE and CHECKPOINT after the bulk load, and
+# an unrecorded warm-up of each table, so that no variant's first round pays
+# for the setup (autovacuum, cold caches, the checkpoint after loading).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ICLEAR_CLUSTER=bench ICLEAR_PORT=${BENCH_PORT:-28816}
@@ -29,6 +32,10 @@ tps() { # table [PGOPTIONS]
     PGOPTIONS="${2:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$CLIENTS" -j "$CLIENTS" \
         -T "$SECONDS_PER_RUN" -D table="$1" -f bench/insert.sql "$DB" 2>&1 | awk '/^tps/ {print $3; exit}'
 }
+$CLUSTER psql -d $DB -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+WARMUP=${BENCH_WARMUP:-5}
+SECONDS_PER_RUN=$WARMUP tps leads_plain >/dev/null
+SECONDS_PER_RUN=$WARMUP tps leads >/dev/null
 results=""
 for r in $(seq "$ROUNDS"); do
     for kind in plain attached full nocache; do

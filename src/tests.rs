@@ -209,6 +209,18 @@ mod tests {
             json!({"product": "payday_us", "fields": {"email": "ok@example.com", "state": "ny"}}),
         );
         assert_eq!(d["status"], "accepted");
+
+        // more lists than one probe statement holds (8): the 11th still counts
+        run("INSERT INTO iclear.list (id, name, kind, field)
+             SELECT 100 + g, 'dnpl ' || g, 'dnpl', 'f' || g FROM generate_series(1, 10) g");
+        run("INSERT INTO iclear.list_product SELECT 100 + g, p.id FROM iclear.product p, generate_series(1, 10) g");
+        run("INSERT INTO iclear.list_entry (list_id, value) VALUES (110, 'hit'), (101, 'other')");
+        let mut fields = json!({"email": "ok@example.com", "state": "ny"});
+        for g in 1..=10 {
+            fields[format!("f{g}")] = json!(if g == 10 { "hit" } else { "miss" });
+        }
+        let d = process(json!({"product": "payday_us", "fields": fields}));
+        assert_eq!(d["rejected_by"]["id"], 110, "{d}");
     }
 
     #[pg_test]

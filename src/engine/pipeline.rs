@@ -3,7 +3,7 @@
 //! the filter-log rows and the effects for the store to persist.
 
 use crate::actions::{ActionKind, TagMode};
-use crate::conditions::Category;
+use crate::conditions::{Category, Condition};
 use crate::config::{ListKind, Logical, ProductConfig, ProductKind, Rule, RuleStage};
 use crate::envelope::{value_text, Envelope};
 use crate::facts::{normalize_list_value, CallResult, Facts, JobSpec, ServiceCall};
@@ -451,28 +451,15 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             continue;
         }
         let tracing = st.trace_level != TraceLevel::Off;
-        let mut conds = Vec::with_capacity(rule.conditions.len());
+        // What the trace needs, kept raw: most rules do not match, and with
+        // trace = matched their trace entry would be built only to be dropped.
+        let mut evaluated = Vec::new();
         let mut matched = rule.logical == Logical::And || rule.conditions.is_empty();
         for c in &rule.conditions {
             let act = actual(cfg, c, st, facts);
             let (r, note) = c.eval(&act);
-            let mut t = if !tracing {
-                Value::Null
-            } else {
-                obj(vec![
-                    ("parameter", Value::String(c.parameter.clone())),
-                    ("category", c.category.as_str().into()),
-                    ("operator", c.operator.as_str().into()),
-                    ("expected", c.value.clone()),
-                    ("actual", act),
-                    ("result", r.into()),
-                ])
-            };
             if tracing {
-                if let Some(n) = note {
-                    t["note"] = n.into();
-                }
-                conds.push(t);
+                evaluated.push((c, act, r, note));
             }
             match rule.logical {
                 Logical::And if !r => {
@@ -486,19 +473,12 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
                 _ => {}
             }
         }
-        let mut entry = obj(vec![
-            ("rule_id", rule.id.into()),
-            ("name", Value::String(rule.name.clone())),
-            ("stage", stage.as_str().into()),
-            ("matched", matched.into()),
-            ("conditions", Value::Array(conds)),
-            ("actions", Value::Array(Vec::new())),
-        ]);
+        let entry = |matched: bool, evaluated| trace_entry(rule, stage, matched, evaluated);
         if matched && rule.caps.any() && !facts.take_rule_cap(rule, st.env.source_id) {
-            entry["matched"] = false.into();
-            entry["skipped"] = "cap_reached".into();
             if tracing {
-                st.trace.push(entry);
+                let mut e = entry(false, evaluated);
+                e["skipped"] = "cap_reached".into();
+                st.trace.push(e);
             }
             st.log.push(LogEntry {
                 stage: stage.as_str(),
@@ -514,7 +494,7 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
         }
         if !matched {
             if st.trace_level == TraceLevel::Full {
-                st.trace.push(entry);
+                st.trace.push(entry(false, evaluated));
             }
             continue;
         }
@@ -534,8 +514,9 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             }
         }
         if tracing {
-            entry["actions"] = Value::Array(ran.clone());
-            st.trace.push(entry);
+            let mut e = entry(true, evaluated);
+            e["actions"] = Value::Array(ran.clone());
+            st.trace.push(e);
         }
         st.log.push(LogEntry {
             stage: stage.as_str(),
@@ -556,6 +537,41 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             return;
         }
     }
+}
+
+/// A rule's trace entry: its conditions as evaluated (condition, actual
+/// value, result, note), whether it matched, and no actions yet.
+fn trace_entry(
+    rule: &Rule,
+    stage: RuleStage,
+    matched: bool,
+    evaluated: Vec<(&Condition, Value, bool, Option<String>)>,
+) -> Value {
+    let conds = evaluated
+        .into_iter()
+        .map(|(c, act, r, note)| {
+            let mut t = obj(vec![
+                ("parameter", Value::String(c.parameter.clone())),
+                ("category", c.category.as_str().into()),
+                ("operator", c.operator.as_str().into()),
+                ("expected", c.value.clone()),
+                ("actual", act),
+                ("result", r.into()),
+            ]);
+            if let Some(n) = note {
+                t["note"] = n.into();
+            }
+            t
+        })
+        .collect();
+    obj(vec![
+        ("rule_id", rule.id.into()),
+        ("name", Value::String(rule.name.clone())),
+        ("stage", stage.as_str().into()),
+        ("matched", matched.into()),
+        ("conditions", Value::Array(conds)),
+        ("actions", Value::Array(Vec::new())),
+    ])
 }
 
 /// Render every template from the values before the action, so that one

@@ -1,11 +1,13 @@
 //! The engine's questions answered from Postgres.
 
-use super::{exec, one, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
+use super::{columns, exec, one, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::{Rule, RuleCaps};
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::verification::SmsRecord;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::PgBuiltInOids;
 use pgrx::JsonB;
 use serde_json::Value;
 
@@ -13,26 +15,57 @@ pub struct PgFacts {
     pub source_created_at: Option<DateTime<Utc>>,
 }
 
+const PROBES_PER_STATEMENT: usize = 8;
+
+/// `SELECT EXISTS (..$1, $2), EXISTS (..$3, $4), ..` for `n` probes; made
+/// once per `n` and kept, like the statement's plan.
+fn list_probe_sql(n: usize) -> &'static str {
+    thread_local! {
+        static SQL: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SQL.with_borrow_mut(|made| {
+        while made.len() < n {
+            let k = made.len() + 1;
+            let cols: Vec<String> = (0..k)
+                .map(|i| {
+                    format!(
+                        "EXISTS (SELECT 1 FROM iclear.list_entry WHERE list_id = ${} AND value = ${})",
+                        2 * i + 1,
+                        2 * i + 2
+                    )
+                })
+                .collect();
+            made.push(Box::leak(format!("SELECT {}", cols.join(", ")).into_boxed_str()));
+        }
+        made[n - 1]
+    })
+}
+
 impl Facts for PgFacts {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
 
-    /// One statement for all probes (a kept generic plan: an index probe each).
+    /// One statement for up to 8 probes, an EXISTS column each: cheaper than
+    /// a statement per probe, and than joining an unnest of the probes.
     fn lists_containing(&mut self, probes: &[(i64, String)]) -> Vec<i64> {
-        if probes.is_empty() {
-            return Vec::new();
+        let mut found = Vec::new();
+        for chunk in probes.chunks(PROBES_PER_STATEMENT) {
+            let args: Vec<DatumWithOid> = chunk
+                .iter()
+                .flat_map(|(id, value)| [(*id).into(), value.as_str().into()])
+                .collect();
+            let types: Vec<PgBuiltInOids> = chunk.iter().flat_map(|_| [INT8, TEXT]).collect();
+            let hits = columns::<bool>(list_probe_sql(chunk.len()), &types, &args);
+            found.extend(
+                chunk
+                    .iter()
+                    .zip(hits)
+                    .filter(|(_, hit)| *hit == Some(true))
+                    .map(|((id, _), _)| *id),
+            );
         }
-        let ids: Vec<i64> = probes.iter().map(|(id, _)| *id).collect();
-        let values: Vec<&str> = probes.iter().map(|(_, v)| v.as_str()).collect();
-        one::<Vec<i64>>(
-            "SELECT ARRAY(SELECT p.list_id FROM unnest($1, $2) AS p(list_id, value)
-                           WHERE EXISTS (SELECT 1 FROM iclear.list_entry e
-                                          WHERE e.list_id = p.list_id AND e.value = p.value))",
-            &[INT8_ARRAY, TEXT_ARRAY],
-            &[ids.into(), values.into()],
-        )
-        .unwrap_or_default()
+        found
     }
 
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {

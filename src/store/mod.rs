@@ -110,6 +110,24 @@ pub fn one<T: FromDatum + IntoDatum>(
     })
 }
 
+/// Every column of the first row of a prepared statement.
+pub fn columns<T: FromDatum + IntoDatum>(
+    sql: &'static str,
+    types: &[PgBuiltInOids],
+    args: &[DatumWithOid],
+) -> Vec<Option<T>> {
+    Spi::connect_mut(|_| unsafe {
+        execute(sql, types, args, 1);
+        let table = pg_sys::SPI_tuptable;
+        let n = if table.is_null() {
+            0
+        } else {
+            (*(*table).tupdesc).natts
+        };
+        (1..=n).map(|col| first_row_value::<T>(col)).collect()
+    })
+}
+
 /// First two columns of the first row of a prepared statement.
 pub fn two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     sql: &'static str,
