@@ -15,6 +15,11 @@ CREATE FUNCTION iclear."config_changed"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'config_changed_wrapper';
+
+-- Backends that ran leads on the new library under the 0.3.0 schema heard of
+-- no configuration change (its triggers did not call config_changed): tell
+-- them now. (Sent at commit.)
+SELECT iclear.config_changed();
 -- BEGIN since-0.3.0 (objects new or changed since 0.3.0; also the 0.3.0 ->
 -- 0.4.0 upgrade, made by scripts/gen-upgrade.sh)
 -- iclear.config_changed() (src/store/config.rs) sends the invalidation at

@@ -2,7 +2,9 @@
 //! is installed before `ALTER EXTENSION iclear UPDATE` runs; until then a
 //! 0.3.0 (or older) schema's plpgsql attach trigger calls these, so they
 //! stay exported, and leads keep flowing. No 0.4.0 SQL creates them
-//! (`sql = false`); the 0.3.0 -> 0.4.0 upgrade drops them.
+//! (`sql = false`); the 0.3.0 -> 0.4.0 upgrade drops them. The old schema's
+//! configuration triggers send no invalidation, so these read the
+//! configuration version for every lead, as 0.3.0 did.
 
 use crate::api::raise;
 use crate::lead;
@@ -20,6 +22,7 @@ fn row_object(row: &Value) -> &Map<String, Value> {
 /// for `json_populate_record` out.
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn process_row(product: &str, options: JsonB, row: Json) -> Json {
+    crate::store::config::forget_checked();
     let opts = AttachOptions::parse(&options.0).unwrap_or_else(|e| error!("{e}"));
     let row = row_object(&row.0);
     let env = row::envelope(product, &opts, row);

@@ -492,6 +492,15 @@ mod tests {
         );
         assert!(fields.get("tags").is_none() && fields.get("doc").is_none());
 
+        // a jsonb value serde_json cannot hold: the row is kept, as an error
+        run("INSERT INTO leads (n, name, body) VALUES (3, 'Huge', '{\"zip\": 1e400}')");
+        let reason = text("SELECT iclear_status || ': ' || (iclear_decision->>'reason') FROM leads WHERE name = 'Huge'")
+            .unwrap();
+        assert!(
+            reason.starts_with("error: ") && reason.contains("\"body\""),
+            "{reason}"
+        );
+
         // write-back through each column's input function
         let r = rule("processing", "rewrite", 1);
         action(
@@ -535,7 +544,40 @@ mod tests {
         run("INSERT INTO leads (n) SELECT 1 FROM generate_series(1, 2)");
         assert_eq!(
             int("SELECT count(*) FROM leads WHERE iclear_status = 'error'"),
-            3
+            4
+        );
+
+        // domains check what is written: a status the domain refuses makes
+        // the row an error (which it accepts); a jsonb domain gets the decision
+        run("CREATE DOMAIN pg_temp.verdict AS text CHECK (VALUE <> 'rejected')");
+        run("CREATE DOMAIN pg_temp.outcome AS jsonb CHECK (VALUE ? 'status')");
+        run("CREATE TABLE leads2 (id bigserial PRIMARY KEY, email text, iclear_status pg_temp.verdict,
+                                  iclear_decision pg_temp.outcome)");
+        run("SELECT iclear.attach('leads2', 'payday_us')");
+        let stop = rule("processing", "blocked domain", 2);
+        condition(
+            stop,
+            "lead_body",
+            "email",
+            "ends_with",
+            json!("@blocked.com"),
+        );
+        action(stop, "stop_processing", json!({}));
+        run("INSERT INTO leads2 (email) VALUES ('a@ok.com'), ('b@blocked.com')");
+        assert_eq!(
+            text("SELECT string_agg(iclear_status || '/' || (iclear_decision->>'status'), ',' ORDER BY id) FROM leads2")
+                .unwrap(),
+            "accepted/accepted,error/error"
+        );
+        // a string for a domain over jsonb is a JSON string, as
+        // json_populate_record makes it (not the bare text, which jsonb refuses)
+        run("CREATE DOMAIN pg_temp.anyjson AS jsonb");
+        run("CREATE TABLE leads3 (id bigserial PRIMARY KEY, email text, iclear_status pg_temp.anyjson)");
+        run("SELECT iclear.attach('leads3', 'payday_us')");
+        run("INSERT INTO leads3 (email) VALUES ('c@ok.com')");
+        assert_eq!(
+            text("SELECT iclear_status::text FROM leads3").unwrap(),
+            "\"accepted\""
         );
 
         // used other than as iclear.attach makes it, the trigger says so

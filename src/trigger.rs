@@ -40,13 +40,18 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
     let (product, options) = trigger_args(td);
     let tuple = (*td).tg_trigtuple;
     let tupdesc = (*(*td).tg_relation).rd_att;
-    let row = tuple::row_values(tuple, tupdesc);
+    let (row, unreadable) = tuple::row_values(tuple, tupdesc);
+    let unreadable = unreadable.map(|e| format!("iclear: the row cannot be read as a lead: {e}"));
     let outcome = match attach_options(&options) {
-        Ok(opts) if opts.on_error == Some(OnError::Raise) => {
-            process(&product, &opts, &row, tupdesc)
-        }
-        Ok(opts) => store::guarded(AssertUnwindSafe(|| process(&product, &opts, &row, tupdesc)))
-            .unwrap_or_else(|e| failed(&product, &opts, &row, tupdesc, &e)),
+        Ok(opts) if opts.on_error == Some(OnError::Raise) => match unreadable {
+            Some(e) => error!("{e}"),
+            None => process(&product, &opts, &row, tupdesc),
+        },
+        Ok(opts) => match unreadable {
+            Some(e) => failed(&product, &opts, &row, tupdesc, &e),
+            None => store::guarded(AssertUnwindSafe(|| process(&product, &opts, &row, tupdesc)))
+                .unwrap_or_else(|e| failed(&product, &opts, &row, tupdesc, &e)),
+        },
         Err(e) => failed(&product, &AttachOptions::default(), &row, tupdesc, &e),
     };
     (*fcinfo).isnull = false;
@@ -137,8 +142,9 @@ unsafe fn process(
 }
 
 /// Processing failed with `message`: record an `error` decision and put it
-/// on the row. Should even that fail, the row says why; should the row's
-/// columns refuse that too, it is inserted as it came.
+/// on the row. Should the record fail, the row says why; should the row's
+/// columns refuse the decision, they get the status alone; should they
+/// refuse even that, the row is inserted as it came.
 unsafe fn failed(
     product: &str,
     opts: &AttachOptions,
@@ -147,16 +153,19 @@ unsafe fn failed(
     message: &str,
 ) -> Outcome {
     let recorded = store::guarded(AssertUnwindSafe(|| {
-        let decision = record_error(product, opts, row, message);
-        let patch = json!({"iclear_status": "error", "iclear_decision": decision});
-        tuple::replacements(tupdesc, patch.as_object().expect("an object"))
+        record_error(product, opts, row, message)
     }));
-    let repl = recorded.or_else(|e| {
-        let patch = json!({"iclear_status": "error",
-                           "iclear_decision": {"status": "error", "reason": message, "record_error": e}});
+    let decision = match recorded {
+        Ok(d) => d,
+        Err(e) => json!({"status": "error", "reason": message, "record_error": e}),
+    };
+    let full = json!({"iclear_status": "error", "iclear_decision": decision});
+    let bare = json!({"iclear_status": "error"});
+    let repl = [full, bare].iter().find_map(|patch| {
         store::guarded(AssertUnwindSafe(|| {
             tuple::replacements(tupdesc, patch.as_object().expect("an object"))
         }))
+        .ok()
     });
     Outcome::Keep(repl.unwrap_or_default())
 }

@@ -260,10 +260,31 @@ fn a_configuration_change_reaches_other_sessions() {
     tx.rollback().unwrap();
     let s: String = a.query_one(lead, &[]).unwrap().get(0);
     assert_eq!(s, "rejected", "the rolled-back change is gone");
-    // b drops the extension and creates it again: a reads the new tables
+    // REPEATABLE READ: a change committed after a's snapshot is not seen in
+    // that transaction, and is seen from the next one
+    let mut tx = a
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    tx.batch_execute("SELECT 1").unwrap();
+    b.batch_execute("UPDATE iclear.rule SET status = 'paused'")
+        .unwrap();
+    // (a lock taken now delivers b's invalidation before the lead reads)
+    tx.batch_execute("SELECT count(*) FROM iclear.product")
+        .unwrap();
+    let s: String = tx.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "rejected", "a's snapshot predates the change");
+    tx.commit().unwrap();
+    let s: String = a.query_one(lead, &[]).unwrap().get(0);
+    assert_eq!(s, "accepted", "the next transaction sees the paused rule");
+    // b drops the extension and creates it again: a, which read the old
+    // tables, changes the configuration of the new ones, then reads them
     b.batch_execute("DROP EXTENSION iclear CASCADE; CREATE EXTENSION iclear;")
         .unwrap();
     b.batch_execute(FIXTURE).unwrap();
+    a.batch_execute("UPDATE iclear.rule SET name = 'reject test emails (renamed)'")
+        .unwrap();
     let s: String = a.query_one(lead, &[]).unwrap().get(0);
     assert_eq!(s, "accepted", "the new configuration, not the cached one");
 }
@@ -413,8 +434,27 @@ fn upgrade_from_0_1_0_keeps_everything() {
         .map(|q| c.query_one(*q, &[]).unwrap().get::<_, i64>(0))
         .collect()
     };
+    // its configuration triggers send no invalidation: the old entry points
+    // read the version for every lead, and see a change at once
+    c.batch_execute(
+        "UPDATE iclear.rule_condition SET value = '\"ok\"' WHERE operator = 'starts_with';
+         INSERT INTO leads (email) VALUES ('ok2@x.com');
+         UPDATE iclear.rule_condition SET value = '\"test\"' WHERE operator = 'starts_with';",
+    )
+    .unwrap();
+    let s: String = c
+        .query_one(
+            "SELECT iclear_status FROM leads WHERE email = 'ok2@x.com'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        s, "rejected",
+        "the old schema's configuration change is seen"
+    );
     let before = snapshot(&mut c);
-    assert_eq!(before[6], 3);
+    assert_eq!(before[6], 4);
     let s: String = c
         .query_one(
             "SELECT iclear_status FROM leads WHERE email = 'ok@x.com'",

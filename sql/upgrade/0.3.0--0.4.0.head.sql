@@ -15,3 +15,8 @@ CREATE FUNCTION iclear."config_changed"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'config_changed_wrapper';
+
+-- Backends that ran leads on the new library under the 0.3.0 schema heard of
+-- no configuration change (its triggers did not call config_changed): tell
+-- them now. (Sent at commit.)
+SELECT iclear.config_changed();

@@ -5,7 +5,11 @@
 //! and the backend reads the version again only after such an invalidation.
 //! Postgres delivers it with the usual guarantees: to this backend at the
 //! next command (and again if the change rolls back), to the others at
-//! commit, before their next transaction starts.
+//! commit, before their next transaction starts. Two windows remain, both
+//! bounded: a statement already running (one INSERT of many rows, a COPY)
+//! keeps the configuration it started with, and a transaction that starts
+//! in the instant between another's commit and its invalidation uses the
+//! old configuration for that one transaction.
 
 use super::{one, two, INT8, TEXT};
 use chrono::{DateTime, Utc};
@@ -46,20 +50,26 @@ unsafe extern "C-unwind" fn on_invalidation(_arg: pg_sys::Datum, relid: pg_sys::
 }
 
 /// Invalidate the version table in every backend's relation cache (called
-/// by iclear.bump_config_version).
+/// by iclear.bump_config_version). Looked up by name each time: the table
+/// this backend last read may have been dropped with the extension since.
 pub fn announce_change() {
-    let oid = VERSION_TABLE.get();
-    let oid = if oid != pg_sys::InvalidOid {
-        oid
-    } else {
-        unsafe {
-            let nsp = pg_sys::get_namespace_oid(c"iclear".as_ptr(), false);
-            pg_sys::get_relname_relid(c"config_version".as_ptr(), nsp)
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"iclear".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return;
         }
-    };
-    if oid != pg_sys::InvalidOid {
-        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+        let oid = pg_sys::get_relname_relid(c"config_version".as_ptr(), nsp);
+        if oid != pg_sys::InvalidOid {
+            pg_sys::CacheInvalidateRelcacheByRelid(oid);
+        }
     }
+}
+
+/// Read the version again before the next lead, invalidation or not: the
+/// entry points of older schemas use it, whose configuration triggers do
+/// not call `config_changed` (src/compat.rs).
+pub fn forget_checked() {
+    INVALIDATIONS.set(INVALIDATIONS.get() + 1);
 }
 
 /// Read the configuration version if an invalidation came since the last
@@ -90,7 +100,12 @@ fn refresh() {
         }
     });
     // An invalidation that arrived during the read leaves `seen` behind it.
-    CHECKED.set(seen);
+    // Under REPEATABLE READ or SERIALIZABLE the read used the transaction's
+    // snapshot, which may predate an invalidation taken in mid-transaction:
+    // read again in the next transaction rather than trust it.
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        CHECKED.set(seen);
+    }
 }
 
 const LOAD: &str = r#"
