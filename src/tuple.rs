@@ -165,7 +165,9 @@ pub unsafe fn replacements(
             continue;
         };
         let typ = att.atttypid;
-        let domain = pg_sys::get_typtype(typ) == pg_sys::TYPTYPE_DOMAIN as std::ffi::c_char;
+        // built-in types are never domains: no catalog lookup for the usual columns
+        let domain = B::from_u32(typ.to_u32()).is_err()
+            && pg_sys::get_typtype(typ) == pg_sys::TYPTYPE_DOMAIN as std::ffi::c_char;
         if v.is_null() {
             if domain {
                 // a NOT NULL or CHECK domain may refuse NULL
