@@ -45,4 +45,109 @@ ALTER TABLE iclear.decision DROP CONSTRAINT IF EXISTS decision_status_check;
 -- error; on_error 'raise' opts out.
 CREATE OR REPLACE FUNCTION iclear.lead_trigger() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_lead_trigger';
+-- Partitions and retention; run daily (cron, pg_cron; the async worker will).
+-- Creates the monthly partitions of decision and filter_log from the oldest
+-- row waiting in a DEFAULT partition up to `months_ahead` months ahead
+-- (moving those rows in), drops partitions wholly older than retention, and
+-- deletes consent evidence older than the evidence retention.
+CREATE OR REPLACE FUNCTION iclear.maintain(retention_days integer DEFAULT NULL,
+                                evidence_retention_days integer DEFAULT NULL,
+                                months_ahead integer DEFAULT 2)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    keep_days     integer;
+    keep_evidence integer;
+    t             text;
+    col           text;
+    m             timestamp;
+    lo            timestamptz;
+    hi            timestamptz;
+    part          text;
+    oldest        timestamptz;
+    n             bigint;
+    moved         bigint := 0;
+    evidence      bigint;
+    created       text[] := '{}';
+    dropped       text[] := '{}';
+    r             record;
+    locked        boolean := false;
+    old_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
+    keep_evidence := coalesce(evidence_retention_days,
+                              nullif(current_setting('iclear.evidence_retention_days', true), '')::int, 1827);
+    IF keep_days < 1 OR keep_evidence < 1 OR months_ahead < 0 THEN
+        RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Writers wait (readers do not) until the new months are attached: an
+    -- insert that had already routed its row to a DEFAULT partition would
+    -- otherwise fail its new partition constraint; a writer that waited sees
+    -- the new partitions when it goes on. Writers lock the two tables in
+    -- either order, so each attempt gives up after 200 ms instead of waiting
+    -- into a deadlock (where a writer could be the one cancelled), and retries.
+    -- While rows wait in a DEFAULT partition, readers wait too: a query
+    -- planned against the old partitions that ran after the move would find
+    -- them neither in DEFAULT nor in the month it does not know of.
+    FOR attempt IN 1 .. 100 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            LOCK TABLE iclear.filter_log, iclear.decision IN EXCLUSIVE MODE;
+            IF EXISTS (SELECT 1 FROM iclear.decision_default) OR EXISTS (SELECT 1 FROM iclear.filter_log_default) THEN
+                LOCK TABLE iclear.filter_log, iclear.decision IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.05 * random());
+        END;
+    END LOOP;
+    -- the DDL below (ATTACH, DROP) waits for readers of single partitions
+    -- while writers wait for it: bound that too
+    PERFORM set_config('lock_timeout', '5s', true);
+    IF NOT locked THEN
+        RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
+            USING ERRCODE = 'lock_not_available';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
+        EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
+        FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
+                                        date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
+                                        interval '1 month') LOOP
+            part := format('%s_%s', t, to_char(m, 'YYYYMM'));
+            lo := m AT TIME ZONE 'UTC';
+            hi := (m + interval '1 month') AT TIME ZONE 'UTC';
+            CONTINUE WHEN to_regclass(format('iclear.%I', part)) IS NOT NULL;
+            CONTINUE WHEN hi <= now() - make_interval(days => keep_days);  -- would be dropped at once
+            EXECUTE format('CREATE TABLE iclear.%I (LIKE iclear.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMPRESSION)', part, t);
+            EXECUTE format('WITH moved AS (DELETE FROM iclear.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
+                            INSERT INTO iclear.%I SELECT * FROM moved', t || '_default', col, col, part)
+                USING lo, hi;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+            EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
+            EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
+            EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
+            created := created || part;
+        END LOOP;
+        FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = format('iclear.%I', t)::regclass AND c.relname ~ '_\d{6}$' LOOP
+            hi := (to_date(right(r.relname, 6), 'YYYYMM')::timestamp + interval '1 month') AT TIME ZONE 'UTC';
+            IF hi <= now() - make_interval(days => keep_days) THEN
+                EXECUTE format('DROP TABLE iclear.%I', r.relname);
+                dropped := dropped || r.relname::text;
+            END IF;
+        END LOOP;
+        EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
+            USING now() - make_interval(days => keep_days);
+    END LOOP;
+    DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
+    GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
+                              'evidence_deleted', evidence, 'retention_days', keep_days,
+                              'evidence_retention_days', keep_evidence);
+END $$;
 -- END since-0.3.0

@@ -24,6 +24,24 @@ fn configure(c: &mut Client, sb: &Sandbox, execution: &str) {
     .unwrap();
 }
 
+/// Rows of `sql` as text, one per line, for assertion messages.
+fn dump(c: &mut Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL"))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn count(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)
 }
@@ -74,7 +92,9 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
     );
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM iclear.filter_log WHERE origin = 'async' AND outcome IN ('pass', 'flagged')"),
-        20
+        20,
+        "{}",
+        dump(&mut c, "SELECT origin, outcome, stage, count(*) FROM iclear.filter_log GROUP BY 1, 2, 3")
     );
     // fraud score = last octet: 50..100 go on the DNPL (add_to_list from 50)
     assert_eq!(count(&mut c, "SELECT count(*) FROM iclear.list_entry"), 11);
