@@ -582,7 +582,10 @@ fn maintain_moving_rows_hides_none_from_a_concurrent_report() {
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'report' AND wait_event_type = 'Lock'";
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while c.query_one(waiting, &[]).unwrap().get::<_, i64>(0) == 0 {
-        assert!(std::time::Instant::now() < until, "the report never waited for maintain()");
+        assert!(
+            std::time::Instant::now() < until,
+            "the report never waited for maintain()"
+        );
         thread::sleep(std::time::Duration::from_millis(50));
     }
     m.batch_execute("COMMIT").unwrap();
