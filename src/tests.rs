@@ -1574,10 +1574,12 @@ mod tests {
         let mut ca = lead.clone();
         ca["product"] = "payday_ca".into();
         assert_eq!(process(ca)["status"], "accepted");
-        // the lifetime boundary (seconds)
-        run("UPDATE iclear.verification_history_local SET recorded_at = now() - interval '3599 s'");
+        // near the lifetime (the exact second is an engine test with a fixed
+        // clock); clock_timestamp(), since the engine reads the wall clock and
+        // now() is when this test's transaction began
+        run("UPDATE iclear.verification_history_local SET recorded_at = clock_timestamp() - interval '3590 s'");
         assert_eq!(process(lead.clone())["status"], "accepted");
-        run("UPDATE iclear.verification_history_local SET recorded_at = now() - interval '3601 s'");
+        run("UPDATE iclear.verification_history_local SET recorded_at = clock_timestamp() - interval '3610 s'");
         let d = process(lead.clone());
         assert_eq!(d["reason"], "verification_history: signature expired");
         // conditions read the checks
@@ -1618,12 +1620,12 @@ mod tests {
             d["reason"].as_str().unwrap().contains("code mismatch"),
             "{d}"
         );
-        run("UPDATE iclear.sms_verification_local SET verified_at = now() - interval '601 s'");
+        run("UPDATE iclear.sms_verification_local SET verified_at = clock_timestamp() - interval '610 s'");
         assert_eq!(
             lead("123456")["reason"],
             "verification_history: SMS verification expired"
         );
-        run("UPDATE iclear.sms_verification_local SET verified_at = now() - interval '599 s'");
+        run("UPDATE iclear.sms_verification_local SET verified_at = clock_timestamp() - interval '590 s'");
         assert_eq!(lead("123456")["status"], "accepted");
         // both checks on: the signature is missing, SMS is fine
         for (logic, status) in [("any", "rejected"), ("both", "accepted")] {

@@ -535,6 +535,8 @@ fn maintain_while_leads_arrive_keeps_every_decision() {
     let url = cl.url("t_maint");
     let insert = thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute("SET application_name = 'late lead'")
+            .unwrap();
         let r = c
             .query_one(
                 "INSERT INTO leads (email) VALUES ('late@x.com') RETURNING iclear_status, iclear_decision::text",
@@ -543,7 +545,7 @@ fn maintain_while_leads_arrive_keeps_every_decision() {
             .unwrap();
         (r.get::<_, String>(0), r.get::<_, Option<String>>(1))
     });
-    thread::sleep(std::time::Duration::from_millis(800));
+    wait_until_blocked(&mut c, "late lead");
     m.batch_execute("COMMIT").unwrap();
     let (status, decision) = insert.join().unwrap();
     assert_eq!(status, "accepted", "{decision:?}");
@@ -579,15 +581,7 @@ fn maintain_moving_rows_hides_none_from_a_concurrent_report() {
         r.batch_execute("SET application_name = 'report'").unwrap();
         r.query_one(report, &[]).unwrap().get::<_, String>(0)
     });
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'report' AND wait_event_type = 'Lock'";
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while c.query_one(waiting, &[]).unwrap().get::<_, i64>(0) == 0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "the report never waited for maintain()"
-        );
-        thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until_blocked(&mut c, "report");
     m.batch_execute("COMMIT").unwrap();
     assert_eq!(reader.join().unwrap(), before);
     let in_default: i64 = c
@@ -595,4 +589,24 @@ fn maintain_moving_rows_hides_none_from_a_concurrent_report() {
         .unwrap()
         .get(0);
     assert_eq!(in_default, 0, "the rows were moved to their month");
+}
+
+/// Wait until the session named `app` waits for a lock (up to 30 s).
+fn wait_until_blocked(c: &mut postgres::Client, app: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&app],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "{app} never waited for maintain()"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

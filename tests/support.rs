@@ -88,21 +88,27 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=/tmp \
-             -c shared_preload_libraries=iclear -c fsync=off -c max_connections=40 {extra}"
-        );
+        // free_port() lets the port go before the server binds it, so another
+        // test's cluster or sandbox can take it meanwhile: try a new one then
         let log = format!("{d}/server.log");
-        let out = as_postgres("pg_ctl", &["-D", d, "-l", &log, "-o", &opts, "-w", "start"]);
-        let c = Cluster { dir, port };
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        c
+        for attempt in 1.. {
+            let port = free_port();
+            let opts = format!(
+                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=/tmp \
+                 -c shared_preload_libraries=iclear -c fsync=off -c max_connections=40 {extra}"
+            );
+            let out = as_postgres("pg_ctl", &["-D", d, "-l", &log, "-o", &opts, "-w", "start"]);
+            let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+            if out.status.success() {
+                return Cluster { dir, port };
+            }
+            assert!(
+                attempt < 5 && server_log.contains("Address already in use"),
+                "pg_ctl start: {} {server_log}",
+                String::from_utf8_lossy(&out.stdout),
+            );
+        }
+        unreachable!()
     }
 
     pub fn url(&self, db: &str) -> String {

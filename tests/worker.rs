@@ -121,14 +121,29 @@ fn live_worker_completes_async_lookups_from_an_attached_table() {
     let (status, decision): (String, Option<String>) = (row.get(0), row.get(1));
     assert_eq!(status, "rejected", "{decision:?}\n{}", cl.log());
     // a worker stopped with pg_terminate_backend() comes back and works on
-    let alive = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iclear worker'";
-    c.batch_execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(count(&mut c, alive), 0);
-    wait_for(&cl, &mut c, alive, 1, 30);
+    let old: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute("SELECT pg_terminate_backend($1)", &[&old])
+        .unwrap();
+    wait_for(
+        &cl,
+        &mut c,
+        &format!("SELECT (count(*) = 0)::int::int8 FROM pg_stat_activity WHERE pid = {old}"),
+        1,
+        30,
+    );
+    wait_for(
+        &cl,
+        &mut c,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'iclear worker' AND pid <> {old}"),
+        1,
+        30,
+    );
     c.batch_execute(r#"INSERT INTO leads ("userIp") VALUES ('10.0.0.7')"#)
         .unwrap();
     wait_for(
@@ -149,7 +164,8 @@ fn a_worker_killed_mid_batch_loses_no_job() {
     );
     let mut c = cl.database("t_kill");
     configure(&mut c, &sb, "async");
-    // 198.51.100.100 answers after 1 s: a batch of 10 on 2 threads takes 5 s
+    // 198.51.100.100 answers after 1 s: a batch of 10 on 2 threads takes 5 s,
+    // and its lease (6 s a round of calls, over job_lease) is 36 s
     c.batch_execute(
         r#"SELECT iclear_process(jsonb_build_object('product', 'p', 'lead_id', 'K' || g,
                                   'fields', jsonb_build_object('userIp', '198.51.100.100')))
@@ -189,7 +205,7 @@ fn a_worker_killed_mid_batch_loses_no_job() {
         &mut c,
         "SELECT count(*) FROM iclear.job WHERE status = 'done'",
         10,
-        90,
+        180,
     );
     // every job completed once: one answer row per lead, none twice
     assert_eq!(
