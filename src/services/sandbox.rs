@@ -21,21 +21,159 @@
 //!   answers after 10 s, anything else `outcome: success` with `expires_at`.
 //! - `POST /sms`: accepts any JSON message (`{"status": "queued"}`).
 //! - `GET /stats`: requests served per path kind.
+//!
+//! A response delay (`SandboxOptions::delay_ms`, `--delay-ms MIN[-MAX]` on the
+//! command line) models a real vendor: every answer waits a uniform random
+//! time in [MIN, MAX] ms first, on top of the special addresses' own waits.
+//! `Sandbox::start` has no delay.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How a sandbox answers; `Default` is at once, as `Sandbox::start` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SandboxOptions {
+    /// Every answer waits a uniform random time in [min, max] milliseconds
+    /// (inclusive) before it is computed. (0, 0): no delay.
+    pub delay_ms: (u64, u64),
+}
+
+impl SandboxOptions {
+    /// The longest delay accepted: a minute, far beyond any vendor timeout.
+    pub const MAX_DELAY_MS: u64 = 60_000;
+
+    /// Options with a delay of `min..=max` ms, checked as `start_with` does.
+    pub fn delay(min: u64, max: u64) -> Result<SandboxOptions, String> {
+        let o = SandboxOptions {
+            delay_ms: (min, max),
+        };
+        o.check()?;
+        Ok(o)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let (min, max) = self.delay_ms;
+        if min > max {
+            return Err(format!(
+                "--delay-ms: the minimum ({min} ms) is greater than the maximum ({max} ms)"
+            ));
+        }
+        if max > Self::MAX_DELAY_MS {
+            return Err(format!(
+                "--delay-ms: {max} ms is over the maximum of {} ms",
+                Self::MAX_DELAY_MS
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parse a delay, `MIN` or `MIN-MAX` in whole milliseconds (`100`,
+/// `100-300`). Errors name `--delay-ms`.
+pub fn parse_delay(s: &str) -> Result<(u64, u64), String> {
+    let bad = || {
+        format!(
+            "--delay-ms: expected MIN or MIN-MAX in whole milliseconds (e.g. 100 or 100-300), got {s:?}"
+        )
+    };
+    let number = |t: &str| -> Result<u64, String> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        // all digits: only a value too large for u64 fails
+        t.parse::<u64>().map_err(|_| {
+            format!(
+                "--delay-ms: {t} ms is over the maximum of {} ms",
+                SandboxOptions::MAX_DELAY_MS
+            )
+        })
+    };
+    let t = s.trim();
+    let (min, max) = match t.split_once('-') {
+        Some((a, b)) => (number(a)?, number(b)?),
+        None => {
+            let n = number(t)?;
+            (n, n)
+        }
+    };
+    SandboxOptions::delay(min, max).map(|o| o.delay_ms)
+}
+
+/// The command line of `iclear-sandbox [ADDR] [--delay-ms MIN[-MAX]]`
+/// (`args` without the program name). `env_delay` is the value of
+/// `ICLEAR_SANDBOX_DELAY_MS`, if set (empty is unset); `--delay-ms` wins
+/// over it. Returns the
+/// address (default 127.0.0.1:28817) and the options, or a message for the
+/// user.
+pub fn parse_args(
+    args: &[String],
+    env_delay: Option<&str>,
+) -> Result<(String, SandboxOptions), String> {
+    let mut addr: Option<String> = None;
+    let mut delay: Option<(u64, u64)> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--delay-ms=") {
+            delay = Some(parse_delay(v)?);
+        } else if a == "--delay-ms" {
+            let v = it
+                .next()
+                .ok_or("--delay-ms needs a value: MIN or MIN-MAX in milliseconds")?;
+            delay = Some(parse_delay(v)?);
+        } else if a.starts_with('-') {
+            return Err(format!("unknown option {a:?}"));
+        } else if addr.is_none() {
+            addr = Some(a.clone());
+        } else {
+            return Err(format!("unexpected argument {a:?}: one ADDR at most"));
+        }
+    }
+    let env_delay = env_delay.filter(|v| !v.trim().is_empty());
+    let delay = match (delay, env_delay) {
+        (Some(d), _) => d,
+        (None, Some(v)) => {
+            parse_delay(v).map_err(|e| format!("ICLEAR_SANDBOX_DELAY_MS={v:?}: {e}"))?
+        }
+        (None, None) => (0, 0),
+    };
+    Ok((
+        addr.unwrap_or_else(|| "127.0.0.1:28817".into()),
+        SandboxOptions { delay_ms: delay },
+    ))
+}
 
 #[derive(Default)]
 struct State {
     counts: Mutex<HashMap<String, u64>>,
     sms: Mutex<Vec<Value>>,
     stop: AtomicBool,
+    options: SandboxOptions,
+    /// The PRNG's state (splitmix64: one atomic add per draw).
+    rng: AtomicU64,
+}
+
+impl State {
+    /// The delay of one answer: uniform in [min, max] ms.
+    fn delay(&self) -> Duration {
+        let (min, max) = self.options.delay_ms;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Duration::from_millis(min + z % (max - min + 1))
+    }
 }
 
 pub struct Sandbox {
@@ -44,8 +182,18 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Listen on `addr` (loopback only; port 0 picks a free one).
+    /// Listen on `addr` (loopback only; port 0 picks a free one). Answers at
+    /// once.
     pub fn start(addr: &str) -> std::io::Result<Sandbox> {
+        Sandbox::start_with(addr, SandboxOptions::default())
+    }
+
+    /// `start` with options: a delay over `SandboxOptions::MAX_DELAY_MS`, or
+    /// a minimum over the maximum, is refused (`InvalidInput`).
+    pub fn start_with(addr: &str, options: SandboxOptions) -> std::io::Result<Sandbox> {
+        options
+            .check()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         if !addr.ip().is_loopback() {
@@ -53,7 +201,14 @@ impl Sandbox {
                 "refusing to listen on {addr}: the sandbox is loopback only"
             )));
         }
-        let state = Arc::new(State::default());
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let state = Arc::new(State {
+            options,
+            rng: AtomicU64::new(seed),
+            ..State::default()
+        });
         let st = state.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
@@ -73,6 +228,11 @@ impl Sandbox {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> SandboxOptions {
+        self.state.options
     }
 
     /// `http://127.0.0.1:PORT`
@@ -139,6 +299,7 @@ fn read_request(conn: &TcpStream) -> std::io::Result<Request> {
 fn serve(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = read_request(&conn)?;
+    thread::sleep(st.delay());
     let (status, body) = answer(&req, st);
     let reason = match status {
         200 => "OK",
@@ -335,4 +496,163 @@ fn iclaim_answer(req: &Request, session: &str) -> (u16, String) {
         "cert": {"cert_id": session},
     });
     (200, answer.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// One request over a fresh connection; the body of the answer.
+    fn get(sb: &Sandbox, path: &str) -> String {
+        let mut c = TcpStream::connect(sb.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: sandbox\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        out.split("\r\n\r\n").nth(1).unwrap().to_string()
+    }
+
+    // Lower bounds only: a loaded machine may answer later, never sooner.
+    #[test]
+    fn a_delay_holds_every_answer_back() {
+        let sb =
+            Sandbox::start_with("127.0.0.1:0", SandboxOptions::delay(150, 150).unwrap()).unwrap();
+        assert_eq!(sb.options().delay_ms, (150, 150));
+        let t = Instant::now();
+        let body = get(&sb, "/ip/key/10.1.3.77");
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(body.contains("\"fraud_score\":77"), "{body}");
+        // a range: each answer waits at least its minimum
+        let sb =
+            Sandbox::start_with("127.0.0.1:0", SandboxOptions::delay(150, 200).unwrap()).unwrap();
+        for _ in 0..3 {
+            let t = Instant::now();
+            get(&sb, "/phone/key/5552321995");
+            assert!(
+                t.elapsed() >= Duration::from_millis(150),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+        // the special addresses' waits add to it: 198.51.100.5 is 50 ms more
+        let t = Instant::now();
+        get(&sb, "/ip/key/198.51.100.5");
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(sb.count("ip"), 1);
+    }
+
+    #[test]
+    fn delays_are_drawn_across_the_whole_range() {
+        let st = State {
+            options: SandboxOptions::delay(100, 103).unwrap(),
+            rng: AtomicU64::new(7),
+            ..State::default()
+        };
+        let mut seen = [0u32; 4];
+        for _ in 0..1000 {
+            let ms = st.delay().as_millis() as usize;
+            assert!((100..=103).contains(&ms), "{ms}");
+            seen[ms - 100] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+        assert_eq!(State::default().delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn no_delay_by_default_and_bad_delays_refused() {
+        assert_eq!(
+            Sandbox::start("127.0.0.1:0").unwrap().options().delay_ms,
+            (0, 0)
+        );
+        for bad in [(0, 60_001), (300, 100)] {
+            let e = Sandbox::start_with("127.0.0.1:0", SandboxOptions { delay_ms: bad })
+                .err()
+                .unwrap();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("--delay-ms"), "{e}");
+        }
+    }
+
+    #[test]
+    fn delay_option_forms() {
+        assert_eq!(parse_delay("100"), Ok((100, 100)));
+        assert_eq!(parse_delay("100-300"), Ok((100, 300)));
+        assert_eq!(parse_delay(" 0 "), Ok((0, 0)));
+        assert_eq!(parse_delay("60000"), Ok((60_000, 60_000)));
+        assert_eq!(parse_delay("5-5"), Ok((5, 5)));
+        for bad in [
+            "",
+            "-",
+            "abc",
+            "100-",
+            "-100",
+            "+100",
+            "1.5",
+            "100ms",
+            "100-300-400",
+            "100 - 300",
+            "0x10",
+            "300-100",
+            "60001",
+            "0-60001",
+            "99999999999999999999999",
+        ] {
+            let e = parse_delay(bad).unwrap_err();
+            assert!(e.starts_with("--delay-ms"), "{bad:?}: {e}");
+        }
+        assert!(parse_delay("70000").unwrap_err().contains("60000"));
+
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parse = |v: &[&str], env| parse_args(&args(v), env);
+        let opts = |min, max| SandboxOptions {
+            delay_ms: (min, max),
+        };
+        assert_eq!(
+            parse(&[], None),
+            Ok(("127.0.0.1:28817".to_string(), opts(0, 0)))
+        );
+        assert_eq!(
+            parse(&["127.0.0.1:9", "--delay-ms", "100-300"], None),
+            Ok(("127.0.0.1:9".to_string(), opts(100, 300)))
+        );
+        assert_eq!(
+            parse(&["--delay-ms=100", "127.0.0.1:9"], None),
+            Ok(("127.0.0.1:9".to_string(), opts(100, 100)))
+        );
+        // the environment, and the command line over it
+        assert_eq!(parse(&[], Some("20-40")).unwrap().1, opts(20, 40));
+        assert_eq!(parse(&[], Some("")).unwrap().1, opts(0, 0));
+        assert_eq!(
+            parse(&["--delay-ms", "7"], Some("20-40")).unwrap().1,
+            opts(7, 7)
+        );
+        let e = parse(&[], Some("fast")).unwrap_err();
+        assert!(
+            e.contains("ICLEAR_SANDBOX_DELAY_MS") && e.contains("--delay-ms"),
+            "{e}"
+        );
+        for bad in [
+            &["--delay-ms"][..],
+            &["--delay-ms", "x"],
+            &["--delay-ms=", "127.0.0.1:9"],
+            &["--delay-ms", "100-70000"],
+            &["--delay", "100"],
+            &["127.0.0.1:9", "127.0.0.1:10"],
+        ] {
+            assert!(parse(bad, None).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["--delay-ms", "x"], None)
+            .unwrap_err()
+            .contains("--delay-ms"));
+    }
 }
