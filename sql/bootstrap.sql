@@ -426,3 +426,87 @@ END $$;
 -- insert path's CPU, and only iclear writes this column (from one enum).
 ALTER TABLE iclear.decision DROP CONSTRAINT IF EXISTS decision_status_check;
 -- END since-0.3.0
+
+-- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the 0.4.0 ->
+-- 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
+-- Caps are counted in shared memory (src/store/caps.rs); what is durable of
+-- them is one append-only table, cap_use: a row per slot taken (or, once the
+-- worker has folded them, per cap period), so that leads never wait on each
+-- other's rows. scope: rule | global_rule | global (ref_id: the rule, global
+-- rule or global_cap); period: daily | monthly | source; bucket: the period's
+-- first day (YYYY-MM-DD, UTC) or the source id ('' for none). It takes over
+-- rule_cap_usage (renamed, so its registration with pg_dump carries over)
+-- and the counts of global_rule_cap_usage and global_cap. (cap_status reads
+-- them: finalize.sql makes it again.)
+DROP VIEW IF EXISTS iclear.cap_status;
+ALTER TABLE iclear.rule_cap_usage RENAME TO cap_use;
+ALTER TABLE iclear.cap_use DROP CONSTRAINT rule_cap_usage_pkey,
+    DROP CONSTRAINT rule_cap_usage_rule_id_fkey,
+    DROP CONSTRAINT rule_cap_usage_period_check;
+ALTER TABLE iclear.cap_use RENAME COLUMN rule_id TO ref_id;
+ALTER TABLE iclear.cap_use RENAME COLUMN period_key TO bucket;
+ALTER TABLE iclear.cap_use
+    ADD COLUMN scope text NOT NULL DEFAULT 'rule',
+    ADD COLUMN at timestamptz NOT NULL DEFAULT now(),
+    ALTER COLUMN used SET DEFAULT 1;
+ALTER TABLE iclear.cap_use ALTER COLUMN scope DROP DEFAULT,
+    ADD CONSTRAINT "cap_use.scope must be rule, global_rule or global"
+        CHECK (scope IN ('rule', 'global_rule', 'global')),
+    ADD CONSTRAINT "cap_use.period must be daily, monthly or source"
+        CHECK (period IN ('daily', 'monthly', 'source'));
+UPDATE iclear.cap_use SET bucket = bucket || '-01' WHERE period = 'monthly';
+INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used)
+SELECT 'global_rule', global_rule_id, period,
+       CASE period WHEN 'monthly' THEN period_key || '-01' ELSE period_key END, used
+  FROM iclear.global_rule_cap_usage WHERE used > 0;
+INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used)
+SELECT 'global', id, period, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD'), current_value
+  FROM iclear.global_cap WHERE period_start IS NOT NULL AND current_value > 0;
+DELETE FROM iclear.cap_use WHERE used = 0;
+CREATE INDEX cap_use_key ON iclear.cap_use (scope, ref_id, period, bucket);
+ALTER TABLE iclear.global_cap DROP COLUMN current_value, DROP COLUMN period_start;
+
+-- Counters: increments are appended to counter_delta (no lead waits on
+-- another's row), the worker folds them into counter_total, and the view
+-- iclear.counter shows the sum. counter_delta is global_rule_cap_usage
+-- reshaped (its rows moved to cap_use above), so that its registration with
+-- pg_dump carries over.
+ALTER TABLE iclear.counter RENAME TO counter_total;
+DELETE FROM iclear.global_rule_cap_usage;
+ALTER TABLE iclear.global_rule_cap_usage RENAME TO counter_delta;
+ALTER TABLE iclear.counter_delta DROP CONSTRAINT global_rule_cap_usage_pkey,
+    DROP CONSTRAINT global_rule_cap_usage_global_rule_id_fkey,
+    DROP CONSTRAINT global_rule_cap_usage_period_check,
+    DROP COLUMN global_rule_id;
+ALTER TABLE iclear.counter_delta RENAME COLUMN period TO name;
+ALTER TABLE iclear.counter_delta RENAME COLUMN period_key TO key;
+ALTER TABLE iclear.counter_delta RENAME COLUMN used TO by;
+ALTER TABLE iclear.counter_delta ALTER COLUMN by DROP DEFAULT,
+    ADD COLUMN at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX counter_delta_key ON iclear.counter_delta (name, key);
+CREATE VIEW iclear.counter AS
+SELECT name, key, sum(value)::bigint AS value, max(updated_at) AS updated_at
+  FROM (SELECT name, key, value, updated_at FROM iclear.counter_total
+        UNION ALL
+        SELECT name, key, by, at FROM iclear.counter_delta) AS c
+ GROUP BY name, key;
+
+-- Requests that were sent (and billed) for leads whose transaction rolled
+-- back: written from the files of src/store/spent.rs, one row per request.
+CREATE TABLE iclear.spent_request (
+    id             text PRIMARY KEY,
+    lead_id        text,
+    product_id     bigint,
+    global_rule_id bigint,
+    service        text NOT NULL,
+    cost           numeric,
+    request        json,
+    response       json,
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+-- A request about to be sent is marked in the lead's transaction: after a
+-- crash the transaction id in its file may belong to another transaction
+-- (ids not yet on disk are handed out again), so whether the lead committed
+-- is read from this mark. The worker deletes marks as it removes the files.
+CREATE TABLE iclear.sent_mark (id text PRIMARY KEY);
+-- END since-0.4.0

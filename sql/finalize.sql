@@ -58,8 +58,8 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.list', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.list_product', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.list_entry', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.attachment', '');
-SELECT pg_catalog.pg_extension_config_dump('iclear.counter', '');
-SELECT pg_catalog.pg_extension_config_dump('iclear.rule_cap_usage', '');
+SELECT pg_catalog.pg_extension_config_dump('iclear.counter_total', '');
+SELECT pg_catalog.pg_extension_config_dump('iclear.cap_use', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.job', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.verification_history_local', '');
 SELECT pg_catalog.pg_extension_config_dump('iclear.sms_verification_local', '');
@@ -216,8 +216,8 @@ END $$;
 CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.global_rule
     FOR EACH ROW EXECUTE FUNCTION iclear.validate_global_rule();
 
--- Global caps count in their own row (current_value, period_start), updated
--- on the lead path: those updates are not configuration changes.
+-- Until 0.4.0 global caps counted in their own row (current_value,
+-- period_start), updated on the lead path: not configuration changes.
 DROP TRIGGER IF EXISTS bump_config_version ON iclear.global_cap;
 CREATE TRIGGER bump_config_version AFTER INSERT OR DELETE OR TRUNCATE ON iclear.global_cap
     FOR EACH STATEMENT EXECUTE FUNCTION iclear.bump_config_version();
@@ -259,40 +259,6 @@ SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.name AS serv
  WHERE f.kind = 'service'
  GROUP BY 1, 2, 3;
 
--- Every global, global-rule and rule cap: period, limit, current value, next reset.
-CREATE OR REPLACE VIEW iclear.cap_status AS
-SELECT 'global'::text AS scope, c.service AS subject, NULL::bigint AS rule_id, c.period, c.start_day,
-       c.cap_limit,
-       CASE WHEN c.period_start = iclear.cap_period_start(c.period, c.start_day) THEN c.current_value ELSE 0 END
-           AS current_value,
-       iclear.next_cap_reset(c.period, c.start_day) AS next_reset
-  FROM iclear.global_cap c
-UNION ALL
-SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
-       iclear.next_cap_reset(x.period, 1)
-  FROM iclear.rule r
- CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')),
-                            ('monthly', r.monthly_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')))
-       AS x(period, cap_limit, period_key)
-  LEFT JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = x.period AND u.period_key = x.period_key
- WHERE x.cap_limit IS NOT NULL
-UNION ALL
-SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.period_key, ''), 'none'), r.id, 'source', NULL,
-       r.per_source_limit, u.used, NULL
-  FROM iclear.rule r
-  JOIN iclear.rule_cap_usage u ON u.rule_id = r.id AND u.period = 'source'
- WHERE r.per_source_limit IS NOT NULL
-UNION ALL
-SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
-       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1)
-  FROM iclear.global_rule g
- CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')),
-                            ('monthly', g.monthly_limit, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')))
-       AS x(period, cap_limit, period_key)
-  LEFT JOIN iclear.global_rule_cap_usage u
-         ON u.global_rule_id = g.id AND u.period = x.period AND u.period_key = x.period_key
- WHERE x.cap_limit IS NOT NULL;
-
 -- Failed async jobs stay visible (iclear.health.failed_jobs); this queues
 -- them again once the cause is fixed.
 CREATE FUNCTION iclear.retry_failed_jobs() RETURNS bigint
@@ -303,7 +269,7 @@ LANGUAGE sql AS $$
     SELECT count(*) FROM r
 $$;
 
-SELECT pg_catalog.pg_extension_config_dump('iclear.global_rule_cap_usage', '');
+SELECT pg_catalog.pg_extension_config_dump('iclear.counter_delta', '');
 -- paid answers: a restore keeps them
 SELECT pg_catalog.pg_extension_config_dump('iclear.lookup_cache', '');
 -- ------------------------------------------------- verification history
@@ -584,3 +550,73 @@ BEGIN
                               'evidence_retention_days', keep_evidence);
 END $$;
 -- END since-0.3.0
+
+-- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the tail of the
+-- 0.4.0 -> 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
+-- Every global, global-rule and rule cap: period, limit, the slots committed
+-- in the current period (or per source), next reset. The count is what is
+-- durable (iclear.cap_use); slots of leads still open are not in it.
+CREATE VIEW iclear.cap_status AS
+WITH used AS (
+    SELECT scope, ref_id, period, bucket, sum(used)::bigint AS used
+      FROM iclear.cap_use GROUP BY 1, 2, 3, 4)
+SELECT 'global'::text AS scope, c.service AS subject, c.id AS rule_id, c.period, c.start_day,
+       c.cap_limit, coalesce(u.used, 0) AS current_value,
+       iclear.next_cap_reset(c.period, c.start_day) AS next_reset
+  FROM iclear.global_cap c
+  LEFT JOIN used u ON u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period
+       AND u.bucket = to_char(iclear.cap_period_start(c.period, c.start_day) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+UNION ALL
+SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
+       iclear.next_cap_reset(x.period, 1)
+  FROM iclear.rule r
+ CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit), ('monthly', r.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL
+UNION ALL
+SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.bucket, ''), 'none'), r.id, 'source', NULL,
+       r.per_source_limit, u.used, NULL
+  FROM iclear.rule r
+  JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = 'source'
+ WHERE r.per_source_limit IS NOT NULL
+UNION ALL
+SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1)
+  FROM iclear.global_rule g
+ CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit), ('monthly', g.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL;
+
+-- The worker folds the append-only rows every round (and run_worker_once,
+-- maintain): counter increments into counter_total, a cap period's slots
+-- into one row. Each is one statement, so a reader sees the rows before or
+-- after, never both or neither.
+CREATE FUNCTION iclear.fold_counters() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH d AS (DELETE FROM iclear.counter_delta RETURNING name, key, by, at),
+         s AS (SELECT name, key, sum(by)::bigint AS by, max(at) AS at FROM d GROUP BY name, key),
+         u AS (INSERT INTO iclear.counter_total AS t (name, key, value, updated_at)
+               SELECT name, key, by, at FROM s
+               ON CONFLICT (name, key) DO UPDATE
+               SET value = t.value OPERATOR(pg_catalog.+) EXCLUDED.value,
+                   updated_at = greatest(t.updated_at, EXCLUDED.updated_at)
+               RETURNING 1)
+    SELECT count(*) FROM u
+$$;
+
+CREATE FUNCTION iclear.fold_cap_uses() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH many AS (SELECT scope, ref_id, period, bucket FROM iclear.cap_use
+                   GROUP BY 1, 2, 3, 4 HAVING count(*) > 1),
+         d AS (DELETE FROM iclear.cap_use c USING many m
+                WHERE c.scope = m.scope AND c.ref_id = m.ref_id AND c.period = m.period AND c.bucket = m.bucket
+                RETURNING c.scope, c.ref_id, c.period, c.bucket, c.used, c.at),
+         s AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used, at)
+               SELECT scope, ref_id, period, bucket, sum(used)::bigint, max(at) FROM d GROUP BY 1, 2, 3, 4
+               RETURNING 1)
+    SELECT count(*) FROM s
+$$;
+SELECT pg_catalog.pg_extension_config_dump('iclear.spent_request', '');
+-- END since-0.4.0

@@ -73,7 +73,10 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
     let source_created_at = env
         .source_id
         .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
-    let mut facts = store::facts::PgFacts { source_created_at };
+    let mut facts = store::facts::PgFacts {
+        source_created_at,
+        takes: Default::default(),
+    };
     let out = pipeline::process_redirect(&cfg, &env, lead_id, redirect, &mut facts, trace_level());
     store::persist::save_log(lead_id, cfg.id, &out.log);
     store::persist::apply(&out.effects, lead_id, cfg.id);
@@ -103,7 +106,10 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
     let source_created_at = env
         .source_id
         .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
-    let mut facts = store::facts::PgFacts { source_created_at };
+    let mut facts = store::facts::PgFacts {
+        source_created_at,
+        takes: Default::default(),
+    };
     let out = pipeline::process_traced(&cfg, &env, &lead_id, &mut facts, trace_level());
     let mut envelope = lead.clone();
     envelope["lead_id"] = Value::String(lead_id.clone());

@@ -46,6 +46,16 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucFlags::default(),
     );
     pgrx::GucRegistry::define_int_guc(
+        c"iclear.counter_lock_wait",
+        c"Milliseconds a lead waits for another lead that read the same counter key",
+        c"A counter read by a condition (a duplicate check) is locked until the reading lead's transaction ends, so a second lead with the same key sees the first one's increment. Default 10000; past it the lead reads the committed value without the lock.",
+        &COUNTER_LOCK_WAIT_MS,
+        0,
+        600_000,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::UNIT_MS,
+    );
+    pgrx::GucRegistry::define_int_guc(
         c"iclear.sms_code_ttl",
         c"Seconds a pause_for_verification SMS code stays valid",
         c"Default 600. iclear.confirm_sms() refuses an older code; a new pause sends a new one.",
@@ -104,6 +114,9 @@ pub static TRACE: pgrx::GucSetting<Trace> = pgrx::GucSetting::<Trace>::new(Trace
 /// iclear.maintain() (sql/finalize.sql).
 pub static RETENTION_DAYS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(180);
 pub static EVIDENCE_RETENTION_DAYS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(1827);
+
+/// `iclear.counter_lock_wait`: see `store::facts::counter_value`.
+pub static COUNTER_LOCK_WAIT_MS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(10_000);
 
 /// `iclear.sms_code_ttl` and `iclear.sms_max_attempts`: the life of a
 /// pause_for_verification code (read by confirm_sms in sql/finalize.sql too).

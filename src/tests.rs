@@ -379,7 +379,7 @@ mod tests {
             vec![json!(["capped"]), json!(["capped"]), json!([]), json!([])]
         );
         assert_eq!(
-            int("SELECT used FROM iclear.rule_cap_usage WHERE period = 'daily'"),
+            int("SELECT sum(used)::int8 FROM iclear.cap_use WHERE scope = 'rule' AND period = 'daily'"),
             2
         );
     }
@@ -696,8 +696,11 @@ mod tests {
         }
 
         run("INSERT INTO iclear.service (name) VALUES ('ip_analysis')");
-        run("INSERT INTO iclear.global_cap (service, period, start_day, cap_limit, current_value) VALUES ('ip_analysis', 'monthly', 15, 1000, 7)");
-        run("UPDATE iclear.global_cap SET period_start = iclear.cap_period_start(period, start_day)");
+        run("INSERT INTO iclear.global_cap (service, period, start_day, cap_limit) VALUES ('ip_analysis', 'monthly', 15, 1000)");
+        run("INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used)
+             SELECT 'global', id, 'monthly',
+                    to_char(iclear.cap_period_start('monthly', 15) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), 7
+               FROM iclear.global_cap");
         let r = rule("processing", "capped", 1);
         run(&format!(
             "UPDATE iclear.rule SET daily_limit = 2, per_source_limit = 5 WHERE id = {r}"
@@ -1382,10 +1385,16 @@ mod tests {
         );
         // a cached answer costs nothing and passes the full cap
         assert_eq!(ip_lead("G4", "10.0.0.1")["services"][0]["source"], "cache");
-        // last period's count does not hold this period's leads
-        run("UPDATE iclear.global_cap SET period_start = period_start - interval '1 day'");
+        // yesterday's slots do not count today
+        run("INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used)
+             SELECT 'global', id, 'daily', to_char(now() AT TIME ZONE 'UTC' - interval '1 day', 'YYYY-MM-DD'), 100
+               FROM iclear.global_cap");
+        run("UPDATE iclear.global_cap SET cap_limit = 3");
         assert_eq!(ip_lead("G5", "10.0.0.5")["services"][0]["outcome"], "pass");
-        assert_eq!(int("SELECT current_value FROM iclear.global_cap"), 1);
+        assert_eq!(
+            int("SELECT current_value FROM iclear.cap_status WHERE scope = 'global'"),
+            3
+        );
         // the per-rule cap
         run("DELETE FROM iclear.global_cap");
         run(&format!(

@@ -391,7 +391,19 @@ fn run_worker_once(max_jobs: default!(i32, 100)) -> i32 {
         }
         done += n;
     }
+    tally();
     done as i32
+}
+
+/// Bookkeeping of every round: what rolled-back leads' sent requests cost
+/// (`store::spent`), and the append-only counter and cap rows folded.
+fn tally() {
+    crate::store::spent::reconcile();
+    exec(
+        "SELECT iclear.fold_counters(), iclear.fold_cap_uses()",
+        &[],
+        &[],
+    );
 }
 
 // ------------------------------------------------------------ the bgworker
@@ -510,6 +522,11 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
                 break;
             }
         }
+        in_transaction(|| {
+            if extension_ready() {
+                tally();
+            }
+        });
         if Instant::now() >= next_upkeep {
             next_upkeep = Instant::now()
                 + match maintain() {

@@ -330,7 +330,7 @@ fn rule_caps_and_counters_hold_under_concurrent_sessions() {
     assert_eq!(tagged, 40, "exactly the daily limit, never more");
     let used: i64 = c
         .query_one(
-            "SELECT used FROM iclear.rule_cap_usage WHERE period = 'daily'",
+            "SELECT sum(used)::int8 FROM iclear.cap_use WHERE scope = 'rule' AND period = 'daily'",
             &[],
         )
         .unwrap()

@@ -48,6 +48,8 @@ pub fn client(bin: &str, args: &[&str]) -> Output {
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The server options it was started with (for `restart`).
+    opts: String,
 }
 
 fn free_port() -> u16 {
@@ -100,7 +102,7 @@ impl Cluster {
             let out = as_postgres("pg_ctl", &["-D", d, "-l", &log, "-o", &opts, "-w", "start"]);
             let server_log = std::fs::read_to_string(&log).unwrap_or_default();
             if out.status.success() {
-                return Cluster { dir, port };
+                return Cluster { dir, port, opts };
             }
             assert!(
                 attempt < 5 && server_log.contains("Address already in use"),
@@ -156,6 +158,24 @@ impl Cluster {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
             }
         }
+    }
+
+    /// Stop the server (`mode`: fast, immediate, ...) and start it again
+    /// with the same options and port.
+    pub fn restart(&self, mode: &str) {
+        let d = self.dir.to_str().unwrap();
+        let out = as_postgres("pg_ctl", &["-D", d, "-m", mode, "-w", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m {mode}: {}",
+            self.log()
+        );
+        let log = format!("{d}/server.log");
+        let out = as_postgres(
+            "pg_ctl",
+            &["-D", d, "-l", &log, "-o", &self.opts, "-w", "start"],
+        );
+        assert!(out.status.success(), "pg_ctl start: {}", self.log());
     }
 
     pub fn port_arg(&self) -> String {

@@ -264,7 +264,10 @@ fn a_global_cap_is_never_exceeded_by_concurrent_sessions() {
         30
     );
     assert_eq!(
-        count(&mut c, "SELECT current_value FROM iclear.global_cap"),
+        count(
+            &mut c,
+            "SELECT current_value FROM iclear.cap_status WHERE scope = 'global'"
+        ),
         10
     );
 }

@@ -933,6 +933,29 @@ fn verification_history_rule_rejects_passes_and_no_response() {
 }
 
 #[test]
+fn verification_history_caps_count_checks() {
+    let tmpl = r#"{"email": "{%productField_email%}"}"#;
+    let c = gcfg(
+        "post",
+        vec![vh_rule(
+            json!({"signature_enabled": true, "signature_template": tmpl,
+                   "reject_signature_missing": true, "signature_lifetime_s": 3600}),
+            json!({"daily_limit": 1}),
+        )],
+        vec![],
+    );
+    let e = lead(json!({"fields": {"email": "a@b.co"}}));
+    let mut m = Mem::default();
+    m.service_room.insert(1, 1);
+    assert_eq!(process(&c, &e, "L", &mut m).status, Status::Rejected);
+    // the cap is full: the check is skipped (logged), the lead goes on
+    let out = process(&c, &e, "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(out.log[0].outcome, "cap_reached");
+    assert_eq!(m.service_room[&1], 0);
+}
+
+#[test]
 fn pause_for_verification_then_verified_phone_passes() {
     let c = gcfg(
         "post",

@@ -168,17 +168,30 @@ pub fn register_source(
     {
         return t;
     }
-    let epoch: Option<f64> = one(
-        "WITH ins AS (INSERT INTO iclear.source (id, publisher_id, channel_id) VALUES ($1, $2, $3)
-                      ON CONFLICT (id) DO NOTHING RETURNING created_at)
-         SELECT extract(epoch FROM created_at)::float8 FROM ins
-         UNION ALL
-         SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1
-         LIMIT 1",
-        &[INT8, INT8, INT8],
-        &[id.into(), publisher_id.into(), channel_id.into()],
+    let seen: Option<f64> = one(
+        "SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1",
+        &[INT8],
+        &[id.into()],
     );
-    // None only when a concurrent transaction registered it a moment ago.
+    // A first sight: registered unless another open transaction is
+    // registering it right now (waiting for it could deadlock a multi-row
+    // insert that meets new sources in the other order).
+    let epoch = seen.or_else(|| {
+        if !super::try_xact_lock(super::LOCK_SOURCE, &[&id.to_string()]) {
+            return None;
+        }
+        one(
+            "WITH ins AS (INSERT INTO iclear.source (id, publisher_id, channel_id) VALUES ($1, $2, $3)
+                          ON CONFLICT (id) DO NOTHING RETURNING created_at)
+             SELECT extract(epoch FROM created_at)::float8 FROM ins
+             UNION ALL
+             SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1
+             LIMIT 1",
+            &[INT8, INT8, INT8],
+            &[id.into(), publisher_id.into(), channel_id.into()],
+        )
+    });
+    // None only when a concurrent transaction is registering it.
     let t = epoch
         .and_then(|e| DateTime::from_timestamp_micros((e * 1e6) as i64))
         .unwrap_or_else(Utc::now);

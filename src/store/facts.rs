@@ -1,6 +1,7 @@
 //! The engine's questions answered from Postgres.
 
-use super::{columns, exec, one, INT8, TEXT};
+use super::caps::{self, Cap, CapKey, Period, Scope};
+use super::{columns, one, spent, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::{Rule, RuleCaps};
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
@@ -10,9 +11,12 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgBuiltInOids;
 use pgrx::JsonB;
 use serde_json::Value;
+use std::collections::HashMap;
 
 pub struct PgFacts {
     pub source_created_at: Option<DateTime<Utc>>,
+    /// The cap slots of each global rule's latest `take_service_cap`.
+    pub takes: HashMap<i64, u64>,
 }
 
 const PROBES_PER_STATEMENT: usize = 8;
@@ -68,12 +72,25 @@ impl Facts for PgFacts {
         found
     }
 
+    /// A counter read by a condition: its committed value and increments,
+    /// read after taking the key's lock, held until this lead's transaction
+    /// ends. A second lead reading the same key (a duplicate posted at the
+    /// same moment) waits for the first to commit and then sees its
+    /// increment. Increments themselves take no lock (`counter_delta` rows),
+    /// so a hot counter never makes leads wait. The wait is bounded by
+    /// `iclear.counter_lock_wait`: a multi-row transaction that reads two
+    /// keys in the other order than another cannot deadlock with it.
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {
-        one::<i64>(
-            "SELECT value FROM iclear.counter WHERE name = $1 AND key = $2",
-            &[TEXT, TEXT],
-            &[name.into(), key.into()],
-        )
+        let wait = crate::COUNTER_LOCK_WAIT_MS.get().max(0) as u64;
+        super::wait_xact_lock(super::LOCK_COUNTER, &[name, key], wait);
+        super::latest(|| {
+            one::<i64>(
+                "SELECT (coalesce((SELECT value FROM iclear.counter_total WHERE name = $1 AND key = $2), 0)
+                       + coalesce((SELECT sum(by) FROM iclear.counter_delta WHERE name = $1 AND key = $2), 0))::int8",
+                &[TEXT, TEXT],
+                &[name.into(), key.into()],
+            )
+        })
         .unwrap_or(0)
     }
 
@@ -85,25 +102,25 @@ impl Facts for PgFacts {
         rand::random_range(0..=1000)
     }
 
-    /// Caps count in UTC days and months. Each usage row is locked before it
-    /// is compared (always in the order daily, monthly, source, so sessions
-    /// cannot deadlock), so concurrent sessions queue here and a cap is never
-    /// exceeded; nothing is counted unless every cap has room.
+    /// A slot of each of the rule's caps (daily, monthly, per source), or
+    /// none: see `caps.rs`. Never waits for another lead.
     fn take_rule_cap(&mut self, rule: &Rule, source_id: Option<i64>) -> bool {
-        let mut caps = period_caps(&rule.caps);
-        if let Some(l) = rule.caps.per_source {
-            // A lead without a source counts against the "no source" bucket.
-            caps.push((
-                "source",
-                source_id.map(|s| s.to_string()).unwrap_or_default(),
-                l,
-            ));
+        let now = Utc::now();
+        let mut caps = period_caps(Scope::Rule, rule.id, &rule.caps, now);
+        if let Some(limit) = rule.caps.per_source {
+            // a lead without a source counts against the "no source" bucket
+            caps.push(Cap {
+                key: CapKey {
+                    scope: Scope::Rule,
+                    period: Period::Source,
+                    ref_id: rule.id,
+                    bucket: source_id.unwrap_or(caps::NO_SOURCE),
+                },
+                limit,
+                ends: 0,
+            });
         }
-        if take_usage(&RULE_USAGE, rule.id, &caps).is_some() {
-            return false;
-        }
-        count_usage(&RULE_USAGE, rule.id, &caps);
-        true
+        caps::take(&caps).0.is_none()
     }
 
     fn roll_percent(&mut self) -> u32 {
@@ -125,27 +142,40 @@ impl Facts for PgFacts {
         .map(|j| j.0)
     }
 
-    /// Per-rule caps first (locked in a fixed order, as for rule caps), then
-    /// the service's global caps (locked by id). A lead that takes a slot
-    /// holds those rows until it commits, so concurrent sessions queue and a
-    /// cap never overshoots.
+    /// A slot of the global rule's own caps and of its service's global
+    /// caps, or none. The slots are remembered for `call_service`: a request
+    /// that is sent keeps them counted even if the lead rolls back.
     fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String> {
-        let caps = period_caps(&rule.caps);
-        if let Some((period, limit)) = take_usage(&GLOBAL_RULE_USAGE, rule.id, &caps) {
-            return Some(format!("global rule {} {period} cap of {limit}", rule.id));
+        let now = Utc::now();
+        let mut caps = period_caps(Scope::GlobalRule, rule.id, &rule.caps, now);
+        caps.extend(global_caps(&rule.service, now));
+        match caps::take(&caps) {
+            (Some(full), _) => Some(describe(&full, &rule.service)),
+            (None, take) => {
+                self.takes.insert(rule.id, take);
+                None
+            }
         }
-        if let Some(f) = take_global_caps(&rule.service) {
-            return Some(f);
-        }
-        count_usage(&GLOBAL_RULE_USAGE, rule.id, &caps);
-        None
     }
 
+    /// The request is recorded on disk before it is sent (`spent.rs`), with
+    /// the cap slots it pays for, and no lock is held while it runs.
     fn call_service(&mut self, call: &ServiceCall) -> CallResult {
         use crate::remote::{run_all, OwnedCall, Work};
-        run_all(vec![Work::Lookup(Box::new(OwnedCall::of(call)))], 1)
+        let paid = self
+            .takes
+            .remove(&call.rule.id)
+            .map(caps::mark_sent)
+            .unwrap_or_default();
+        let spent = spent::before_send(call, &paid).unwrap_or_else(|e| pgrx::error!("{e}"));
+        let result = run_all(vec![Work::Lookup(Box::new(OwnedCall::of(call)))], 1)
             .pop()
-            .expect("one call, one result")
+            .expect("one call, one result");
+        match &result {
+            CallResult::Response { data, request } => spent.answered(request, Some(data)),
+            CallResult::NoResponse { request, .. } => spent.answered(request, None),
+        }
+        result
     }
 
     fn enqueue(&mut self, job: &JobSpec) -> i64 {
@@ -182,97 +212,73 @@ impl Facts for PgFacts {
     }
 }
 
-/// The service's global caps (`global_cap`): locked by id, all checked, then
-/// all counted. Returns the full caps (nothing counted), or None when one
-/// more use fits. Used by lookups and by SMS messages.
+/// A slot of the service's global caps (`global_cap`), or the full one's
+/// description: used by SMS messages (lookups take theirs with their global
+/// rule's in `take_service_cap`).
 pub fn take_global_caps(service: &str) -> Option<String> {
-    let full: Option<String> = one(
-        "WITH locked AS MATERIALIZED (
-            SELECT period, cap_limit, current_value, period_start,
-                   iclear.cap_period_start(period, start_day) AS ps
-              FROM iclear.global_cap WHERE service = $1 ORDER BY id FOR UPDATE)
-         SELECT string_agg(period || ' cap of ' || cap_limit, ', ') FROM locked
-          WHERE CASE WHEN period_start = ps THEN current_value ELSE 0 END >= cap_limit",
+    let caps = global_caps(service, Utc::now());
+    caps::take(&caps).0.map(|full| describe(&full, service))
+}
+
+/// The service's global caps for the period containing `now`.
+fn global_caps(service: &str, now: DateTime<Utc>) -> Vec<Cap> {
+    let rows: Option<JsonB> = one(
+        "SELECT jsonb_agg(jsonb_build_array(id, period, start_day, cap_limit) ORDER BY id)
+           FROM iclear.global_cap WHERE service = $1",
         &[TEXT],
         &[service.into()],
     );
-    if let Some(f) = full {
-        return Some(format!("{service} global {f}"));
-    }
-    exec(
-        "UPDATE iclear.global_cap
-            SET current_value = CASE WHEN period_start = iclear.cap_period_start(period, start_day)
-                                     THEN current_value + 1 ELSE 1 END,
-                period_start = iclear.cap_period_start(period, start_day)
-          WHERE service = $1",
-        &[TEXT],
-        &[service.into()],
-    );
-    None
+    let Some(JsonB(Value::Array(rows))) = rows else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| {
+            let period = match r[1].as_str()? {
+                "daily" => Period::Daily,
+                _ => Period::Monthly,
+            };
+            let (bucket, ends) = caps::period_of(period, r[2].as_u64()? as u32, now);
+            Some(Cap {
+                key: CapKey {
+                    scope: Scope::Global,
+                    period,
+                    ref_id: r[0].as_i64()?,
+                    bucket,
+                },
+                limit: r[3].as_i64()?,
+                ends,
+            })
+        })
+        .collect()
 }
 
-/// The daily and monthly caps as (period, UTC period key, limit).
-fn period_caps(caps: &RuleCaps) -> Vec<(&'static str, String, i64)> {
-    let now = Utc::now();
-    let mut out = Vec::new();
-    if let Some(l) = caps.daily {
-        out.push(("daily", now.format("%Y-%m-%d").to_string(), l));
+/// How a full cap is named in the log (`detail.cap`).
+fn describe(cap: &Cap, service: &str) -> String {
+    let (period, limit) = (cap.key.period.name(), cap.limit);
+    match cap.key.scope {
+        Scope::Global => format!("{service} global {period} cap of {limit}"),
+        Scope::GlobalRule => format!("global rule {} {period} cap of {limit}", cap.key.ref_id),
+        Scope::Rule => format!("rule {} {period} cap of {limit}", cap.key.ref_id),
     }
-    if let Some(l) = caps.monthly {
-        out.push(("monthly", now.format("%Y-%m").to_string(), l));
-    }
-    out
 }
 
-/// The statements of a usage-row cap table (`rule_cap_usage`,
-/// `global_rule_cap_usage`): create the period's row, lock and read it, count.
-struct UsageSql {
-    insert: &'static str,
-    lock: &'static str,
-    count: &'static str,
-}
-
-const RULE_USAGE: UsageSql = UsageSql {
-    insert: "INSERT INTO iclear.rule_cap_usage (rule_id, period, period_key) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-    lock: "SELECT used FROM iclear.rule_cap_usage
-            WHERE rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
-    count: "UPDATE iclear.rule_cap_usage SET used = used + 1
-             WHERE rule_id = $1 AND period = $2 AND period_key = $3",
-};
-
-const GLOBAL_RULE_USAGE: UsageSql = UsageSql {
-    insert: "INSERT INTO iclear.global_rule_cap_usage (global_rule_id, period, period_key)
-             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    lock: "SELECT used FROM iclear.global_rule_cap_usage
-            WHERE global_rule_id = $1 AND period = $2 AND period_key = $3 FOR UPDATE",
-    count: "UPDATE iclear.global_rule_cap_usage SET used = used + 1
-             WHERE global_rule_id = $1 AND period = $2 AND period_key = $3",
-};
-
-/// Lock each (period, key, limit) usage row in order and compare: the first
-/// full cap as (period, limit), or None when all have room (nothing counted yet).
-fn take_usage<'c>(
-    sql: &UsageSql,
-    id: i64,
-    caps: &'c [(&'c str, String, i64)],
-) -> Option<(&'c str, i64)> {
-    for (period, key, limit) in caps {
-        let args = [id.into(), (*period).into(), key.as_str().into()];
-        exec(sql.insert, &[INT8, TEXT, TEXT], &args);
-        let args = [id.into(), (*period).into(), key.as_str().into()];
-        let used: i64 = one(sql.lock, &[INT8, TEXT, TEXT], &args).unwrap_or(0);
-        if used >= *limit {
-            return Some((period, *limit));
-        }
-    }
-    None
-}
-
-/// Count one use in every locked usage row.
-fn count_usage(sql: &UsageSql, id: i64, caps: &[(&str, String, i64)]) {
-    for (period, key, _) in caps {
-        let args = [id.into(), (*period).into(), key.as_str().into()];
-        exec(sql.count, &[INT8, TEXT, TEXT], &args);
-    }
+/// A rule's or global rule's daily and monthly caps (UTC days, calendar
+/// months) for the period containing `now`.
+fn period_caps(scope: Scope, id: i64, caps: &RuleCaps, now: DateTime<Utc>) -> Vec<Cap> {
+    [(Period::Daily, caps.daily), (Period::Monthly, caps.monthly)]
+        .into_iter()
+        .filter_map(|(period, limit)| {
+            let (bucket, ends) = caps::period_of(period, 1, now);
+            Some(Cap {
+                key: CapKey {
+                    scope,
+                    period,
+                    ref_id: id,
+                    bucket,
+                },
+                limit: limit?,
+                ends,
+            })
+        })
+        .collect()
 }

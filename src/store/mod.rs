@@ -8,9 +8,11 @@
 //! a statement whose parameters are arrays (a custom plan sees their length
 //! and always looks cheaper).
 
+pub mod caps;
 pub mod config;
 pub mod facts;
 pub mod persist;
+pub mod spent;
 pub mod verification;
 
 use pgrx::datum::DatumWithOid;
@@ -40,6 +42,24 @@ struct Plan(pg_sys::SPIPlanPtr);
 
 thread_local! {
     static PLANS: RefCell<HashMap<&'static str, Plan>> = RefCell::new(HashMap::new());
+    /// Set by `latest`: statements read with a snapshot taken now.
+    static LATEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f`'s statements (reads only) with a snapshot taken as each starts,
+/// whatever the transaction's isolation level: what other transactions have
+/// committed by now (and this one's own writes). Caps and counters are read
+/// this way: a REPEATABLE READ snapshot, or a long statement's, would miss
+/// slots and increments committed since.
+pub fn latest<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LATEST.set(self.0);
+        }
+    }
+    let _restore = Restore(LATEST.replace(true));
+    f()
 }
 
 fn plan(sql: &'static str, types: &[PgBuiltInOids]) -> Plan {
@@ -75,7 +95,15 @@ unsafe fn execute(sql: &'static str, types: &[PgBuiltInOids], args: &[DatumWithO
             None => (pg_sys::Datum::from(0usize), b'n' as std::ffi::c_char),
         })
         .unzip();
-    let rc = pg_sys::SPI_execute_plan(p.0, values.as_mut_ptr(), nulls.as_mut_ptr(), false, limit);
+    let rc = if LATEST.get() {
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        let rc =
+            pg_sys::SPI_execute_plan(p.0, values.as_mut_ptr(), nulls.as_mut_ptr(), true, limit);
+        pg_sys::PopActiveSnapshot();
+        rc
+    } else {
+        pg_sys::SPI_execute_plan(p.0, values.as_mut_ptr(), nulls.as_mut_ptr(), false, limit)
+    };
     if rc < 0 {
         error!("iclear: SPI failure {rc} running {sql:?}");
     }
@@ -136,6 +164,54 @@ pub fn two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
         execute(sql, &[], &[], 1);
         (first_row_value::<A>(1), first_row_value::<B>(2))
     })
+}
+
+/// Advisory-lock classes (the first key of `pg_try_advisory_xact_lock`).
+pub const LOCK_COUNTER: i32 = 0x6963_0001;
+pub const LOCK_LIST_ENTRY: i32 = 0x6963_0002;
+pub const LOCK_CACHE: i32 = 0x6963_0003;
+pub const LOCK_SOURCE: i32 = 0x6963_0004;
+
+fn lock_key(parts: &[&str]) -> i32 {
+    // FNV-1a: a collision only makes two unrelated keys share a lock
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h as i32
+}
+
+/// Take the transaction-level advisory lock of `(class, parts)` if it is
+/// free; never waits.
+pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
+    one::<bool>(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock($1::int4, $2::int4)",
+        &[INT8, INT8],
+        &[i64::from(class).into(), i64::from(lock_key(parts)).into()],
+    )
+    .unwrap_or(false)
+}
+
+/// Take it, waiting up to `wait_ms` for the transaction that holds it to
+/// end (polled, so two leads waiting on each other never deadlock: the
+/// wait runs out instead). False: not taken.
+pub fn wait_xact_lock(class: i32, parts: &[&str], wait_ms: u64) -> bool {
+    let started = std::time::Instant::now();
+    let mut nap = 1u64;
+    loop {
+        if try_xact_lock(class, parts) {
+            return true;
+        }
+        if started.elapsed().as_millis() as u64 >= wait_ms {
+            return false;
+        }
+        unsafe { pg_sys::pg_usleep((nap * 1000) as std::ffi::c_long) };
+        pgrx::check_for_interrupts!();
+        nap = (nap * 2).min(10);
+    }
 }
 
 /// Run `f` in a subtransaction: an ERROR inside (a postgres_fdw hub that is

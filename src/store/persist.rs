@@ -146,33 +146,44 @@ pub fn save(r: &Record) {
 pub fn apply(effects: &[Effect], lead_id: &str, product_id: i64) {
     for e in effects {
         match e {
-            Effect::AddToList { list_id, value } => exec(
-                "INSERT INTO iclear.list_entry (list_id, value, added_by) VALUES ($1, $2, 'iclear')
-                 ON CONFLICT DO NOTHING",
-                &[INT8, TEXT],
-                &[(*list_id).into(), value.as_str().into()],
-            ),
-            // Atomic under concurrency: the row lock serialises increments.
+            // Another open transaction adding the same value holds its lock:
+            // it is being added, and waiting for that transaction could
+            // deadlock a multi-row insert, so this lead leaves it to that one.
+            Effect::AddToList { list_id, value } => {
+                if super::try_xact_lock(super::LOCK_LIST_ENTRY, &[&list_id.to_string(), value]) {
+                    exec(
+                        "INSERT INTO iclear.list_entry (list_id, value, added_by) VALUES ($1, $2, 'iclear')
+                         ON CONFLICT DO NOTHING",
+                        &[INT8, TEXT],
+                        &[(*list_id).into(), value.as_str().into()],
+                    )
+                }
+            }
+            // Appended, never updated: concurrent increments of one key never
+            // wait on each other (the worker folds them into counter_total).
             Effect::IncrementCounter { name, key, by } => exec(
-                "INSERT INTO iclear.counter (name, key, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (name, key) DO UPDATE
-                 SET value = iclear.counter.value + EXCLUDED.value, updated_at = now()",
+                "INSERT INTO iclear.counter_delta (name, key, by) VALUES ($1, $2, $3)",
                 &[TEXT, TEXT, INT8],
                 &[name.as_str().into(), key.as_str().into(), (*by).into()],
             ),
-            Effect::CacheResponse { service, key, data } => exec(
-                "INSERT INTO iclear.lookup_cache (service, lookup_key, response, fetched_at)
-                 VALUES ($1, $2, $3::jsonb, now())
-                 ON CONFLICT (service, lookup_key)
-                 DO UPDATE SET response = EXCLUDED.response, fetched_at = EXCLUDED.fetched_at",
-                &[TEXT, TEXT, TEXT],
-                &[
-                    service.as_str().into(),
-                    key.as_str().into(),
-                    // jsonb refuses \u0000, which a vendor's text may carry
-                    data.to_string().replace("\\u0000", "").into(),
-                ],
-            ),
+            // As for list entries: a lead writing the same answer now wins.
+            Effect::CacheResponse { service, key, data } => {
+                if super::try_xact_lock(super::LOCK_CACHE, &[service, key]) {
+                    exec(
+                        "INSERT INTO iclear.lookup_cache (service, lookup_key, response, fetched_at)
+                         VALUES ($1, $2, $3::jsonb, now())
+                         ON CONFLICT (service, lookup_key)
+                         DO UPDATE SET response = EXCLUDED.response, fetched_at = EXCLUDED.fetched_at",
+                        &[TEXT, TEXT, TEXT],
+                        &[
+                            service.as_str().into(),
+                            key.as_str().into(),
+                            // jsonb refuses \u0000, which a vendor's text may carry
+                            data.to_string().replace("\\u0000", "").into(),
+                        ],
+                    )
+                }
+            }
             Effect::ConsentEvidence {
                 session_id,
                 outcome,

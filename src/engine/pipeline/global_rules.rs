@@ -478,6 +478,16 @@ fn verify(
     } else {
         origin
     };
+    // its caps count checks of the history, as the other services' count lookups
+    if let Some(cap) = facts.take_service_cap(gr) {
+        return st.service_log(
+            gr,
+            origin,
+            "cap_reached",
+            json!({"cap": cap, "cost": 0}),
+            None,
+        );
+    }
     let sig = if vh.signature_enabled {
         let t = vh.signature_template.as_deref().unwrap_or("{}");
         match signature(t, &st.vars(cfg.id)) {
