@@ -62,7 +62,8 @@ fn wait_until(cl: &Cluster, c: &mut Client, sql: &str, secs: u64) {
 }
 
 /// Two products with IP and phone lookups in opposite orders, before and
-/// after filtration, one of them sampled at 50%, every service under a
+/// after filtration (p: IP sampled at 50% before filtration and again after
+/// it, the scenario), every service under a
 /// global cap and a per-rule cap, and capped processing rules (one of which
 /// runs the IP lookup on demand): every order of review finding 4 in one
 /// configuration. 8 sessions, a vendor answering in 100 ms.
@@ -84,6 +85,7 @@ fn mixed_capped_services_and_rules_never_deadlock() {
              FROM iclear.product p
              JOIN (VALUES ('p', 'ip_analysis', 50, 'before_filtration', 1),
                           ('p', 'phone_analysis', 100, 'after_filtration', 2),
+                          ('p', 'ip_analysis', 100, 'after_filtration', 3),
                           ('q', 'phone_analysis', 100, 'before_filtration', 1),
                           ('q', 'ip_analysis', 100, 'after_filtration', 2))
                   AS x(product, service, pct, run_time, pos) ON x.product = p.name;
