@@ -1,66 +1,221 @@
 #!/usr/bin/env bash
-# make bench: pgbench on loopback, in one run, against one throwaway cluster:
-#   plain      INSERT into a table with no trigger
-#   attached   the same INSERT into a table attached to iclear (25 active rules,
-#              a DNPL of 100,000 entries), default settings (configuration
-#              cache on, iclear.trace = matched)
-#   full       the same, with iclear.trace = full (trace every rule)
-#   no cache   the same, with iclear.config_cache = off (every lead re-reads
-#              the configuration tables)
+# make bench: pgbench on loopback, in one run, against one throwaway cluster,
+# the same one-lead INSERT (bench/insert.sql) into tables of one shape:
+#   plain     leads_plain: no trigger
+#   plpgsql   leads_plpgsql: the hand-written PL/pgSQL baseline trigger
+#             (bench/plpgsql.sql: the same rules and DNPL as `leads`, a caps
+#             UPDATE, a decision row with a trace)
+#   attached  leads: attached to iclear (payday_us: 25 active rules, a DNPL of
+#             100,000 entries), default settings (configuration cache on,
+#             iclear.trace = matched)
+#   full      leads, with iclear.trace = full (trace every rule)
+#   nocache   leads, with iclear.config_cache = off (every lead re-reads the
+#             configuration tables)
+#   tag       leads_tag: payday_us + a rule that tags every lead
+#   tagcap    leads_tagcap: the same rule with a never-reached daily_limit
+#   ip        leads_ip: payday_us + a sync IP Analysis global rule (no cache)
+#             against the sandbox provider answering in BENCH_SANDBOX_DELAY_MS
+#   ipcap     leads_ipcap: the same, with a never-reached global_cap
+#             (bench/products.sql has the iclear variants' configuration)
+# The service variants are latency-bound and run BENCH_SERVICE_CLIENTS
+# clients (8); the others are CPU-bound and run BENCH_CLIENTS (2).
 # Rounds alternate the variants so that drift on a noisy machine hits all
 # alike. Before them: VACUUM ANALYZE and CHECKPOINT after the bulk load, and
 # an unrecorded warm-up of each table, so that no variant's first round pays
 # for the setup (autovacuum, cold caches, the checkpoint after loading).
+#
+# Settings (environment): BENCH_SECONDS (10 per run), BENCH_ROUNDS (2),
+# BENCH_WARMUP (5 s per table), BENCH_CLIENTS (2), BENCH_SERVICE_CLIENTS (8),
+# BENCH_VARIANTS (all of the above, in that order; e.g. "plain attached" for
+# a quick run), BENCH_SANDBOX_DELAY_MS (100, or MIN-MAX), BENCH_SANDBOX_PORT
+# (28818), BENCH_SANDBOX_BIN (default: build target/release/iclear-sandbox),
+# BENCH_PLPGSQL_CAP (1; 0 drops the baseline's caps row), BENCH_PORT (28816),
+# BENCH_KEEP_CLUSTER (0; 1 leaves the cluster running at the end).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 export ICLEAR_CLUSTER=bench ICLEAR_PORT=${BENCH_PORT:-28816}
 CLUSTER=scripts/cluster.sh
 DB=iclear_bench
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
-CLIENTS=${BENCH_CLIENTS:-2}
-PGBENCH=/usr/lib/postgresql/15/bin/pgbench
-
-$CLUSTER start
-$CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-$CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -f examples/payday_us.sql >/dev/null 2>&1
-$CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -f bench/setup.sql >/dev/null
-rules=$($CLUSTER psql -d $DB -At -c "SELECT count(*) FROM iclear.rule WHERE status = 'active'")
-dnpl=$($CLUSTER psql -d $DB -At -c "SELECT max(n) FROM (SELECT count(*) n FROM iclear.list_entry GROUP BY list_id) s")
-
-tps() { # table [PGOPTIONS]
-    PGOPTIONS="${2:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$CLIENTS" -j "$CLIENTS" \
-        -T "$SECONDS_PER_RUN" -D table="$1" -f bench/insert.sql "$DB" 2>&1 | awk '/^tps/ {print $3; exit}'
-}
-$CLUSTER psql -d $DB -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
 WARMUP=${BENCH_WARMUP:-5}
-SECONDS_PER_RUN=$WARMUP tps leads_plain >/dev/null
-SECONDS_PER_RUN=$WARMUP tps leads >/dev/null
+CLIENTS=${BENCH_CLIENTS:-2}
+SERVICE_CLIENTS=${BENCH_SERVICE_CLIENTS:-8}
+ALL_VARIANTS="plain plpgsql attached full nocache tag tagcap ip ipcap"
+VARIANTS=${BENCH_VARIANTS:-$ALL_VARIANTS}
+SANDBOX_PORT=${BENCH_SANDBOX_PORT:-28818}
+SANDBOX_DELAY_MS=${BENCH_SANDBOX_DELAY_MS:-100}
+PGBENCH=/usr/lib/postgresql/15/bin/pgbench
+OUT=target/bench
+mkdir -p "$OUT"
+
+for v in $VARIANTS; do
+    case " $ALL_VARIANTS " in *" $v "*) ;; *) echo "bench: unknown variant $v (BENCH_VARIANTS; known: $ALL_VARIANTS)" >&2; exit 2 ;; esac
+done
+wants() { case " $VARIANTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+table_of() {
+    case $1 in
+        plain) echo leads_plain ;;
+        plpgsql) echo leads_plpgsql ;;
+        attached | full | nocache) echo leads ;;
+        *) echo "leads_$1" ;;
+    esac
+}
+clients_of() { case $1 in ip | ipcap) echo "$SERVICE_CLIENTS" ;; *) echo "$CLIENTS" ;; esac; }
+
+# ------------------------------------------------------------ the sandbox
+sandbox_pid=
+cleanup() {
+    if [ -n "$sandbox_pid" ]; then
+        kill "$sandbox_pid" 2>/dev/null || true
+        wait "$sandbox_pid" 2>/dev/null || true
+        rm -f "$OUT/sandbox.pid"
+    fi
+    [ "${BENCH_KEEP_CLUSTER:-0}" = 1 ] || $CLUSTER stop
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if wants ip || wants ipcap; then
+    # a sandbox left by a run that was killed (its pid file names it)
+    if [ -f "$OUT/sandbox.pid" ]; then
+        old=$(cat "$OUT/sandbox.pid")
+        if grep -q iclear-sandbox "/proc/$old/cmdline" 2>/dev/null; then kill "$old" || true; fi
+        rm -f "$OUT/sandbox.pid"
+    fi
+    SANDBOX_BIN=${BENCH_SANDBOX_BIN:-}
+    if [ -z "$SANDBOX_BIN" ]; then
+        cargo build --release -q -p iclear-services --bin iclear-sandbox
+        SANDBOX_BIN=target/release/iclear-sandbox
+    fi
+    "$SANDBOX_BIN" "127.0.0.1:$SANDBOX_PORT" --delay-ms "$SANDBOX_DELAY_MS" >"$OUT/sandbox.log" 2>&1 &
+    sandbox_pid=$!
+    echo "$sandbox_pid" >"$OUT/sandbox.pid"
+    for _ in $(seq 50); do
+        grep -q "listening on" "$OUT/sandbox.log" && break
+        kill -0 "$sandbox_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    # a binary older than --delay-ms would listen and ignore it
+    if ! grep -q "listening on.*delay" "$OUT/sandbox.log"; then
+        echo "bench: the sandbox provider did not start with --delay-ms $SANDBOX_DELAY_MS:" >&2
+        cat "$OUT/sandbox.log" >&2
+        exit 1
+    fi
+fi
+
+# ------------------------------------------------------------- the setup
+q() { $CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -At "$@"; }
+$CLUSTER start
+PGOPTIONS='-c client_min_messages=warning' \
+    $CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
+q -f examples/payday_us.sql >/dev/null 2>"$OUT/setup.log" || { cat "$OUT/setup.log" >&2; exit 1; }
+q -f bench/setup.sql >/dev/null
+q -f bench/plpgsql.sql >/dev/null
+[ "${BENCH_PLPGSQL_CAP:-1}" = 1 ] || q -c "DELETE FROM plpgsql_bench.caps" >/dev/null
+q -v sandbox="http://127.0.0.1:$SANDBOX_PORT" -f bench/products.sql >/dev/null
+rules=$(q -c "SELECT count(*) FROM iclear.rule r JOIN iclear.product p ON p.id = r.product_id
+               WHERE p.name = 'payday_us' AND r.status = 'active'")
+dnpl=$(q -c "SELECT max(n) FROM (SELECT count(*) n FROM iclear.list_entry GROUP BY list_id) s")
+pl_rules=$(q -c "SELECT count(*) FROM plpgsql_bench.rules")
+pl_dnpl=$(q -c "SELECT count(*) FROM plpgsql_bench.dnpl WHERE list = 'email'")
+pl_cap=$(q -c "SELECT CASE WHEN count(*) > 0 THEN 'a caps row' ELSE 'no caps row' END FROM plpgsql_bench.caps")
+
+# The global cap applies to every product's ip_analysis rules: it exists only
+# while the ipcap variant runs.
+cap_on() { q -c "INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'monthly', 100000000)" >/dev/null; }
+cap_off() { q -c "DELETE FROM iclear.global_cap WHERE service = 'ip_analysis'" >/dev/null; }
+
+tps() { # table clients [PGOPTIONS]
+    local log=$OUT/pgbench-$1.log
+    if ! PGOPTIONS="${3:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$2" -j "$2" \
+        -T "$SECONDS_PER_RUN" -D table="$1" -f bench/insert.sql "$DB" >"$log" 2>&1 ||
+        ! grep -q '^tps' "$log"; then
+        echo "bench: pgbench failed on $1 ($log):" >&2
+        tail -20 "$log" >&2
+        return 1
+    fi
+    awk '/^tps/ {print $3; exit}' "$log"
+}
+measure() { # variant
+    local t
+    case $1 in
+        full) tps leads "$CLIENTS" "-c iclear.trace=full" ;;
+        nocache) tps leads "$CLIENTS" "-c iclear.config_cache=off" ;;
+        ipcap)
+            cap_on
+            t=$(tps leads_ipcap "$SERVICE_CLIENTS")
+            cap_off
+            echo "$t"
+            ;;
+        *) tps "$(table_of "$1")" "$(clients_of "$1")" ;;
+    esac
+}
+
+q -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+warmed=" "
+for v in $VARIANTS; do
+    t=$(table_of "$v")
+    case $warmed in *" $t "*) continue ;; esac
+    warmed="$warmed$t "
+    SECONDS_PER_RUN=$WARMUP measure "$v" >/dev/null
+done
+
+# ------------------------------------------------------------ the rounds
 results=""
 for r in $(seq "$ROUNDS"); do
-    for kind in plain attached full nocache; do
-        case $kind in
-            plain) t=$(tps leads_plain) ;;
-            attached) t=$(tps leads) ;;
-            full) t=$(tps leads "-c iclear.trace=full") ;;
-            nocache) t=$(tps leads "-c iclear.config_cache=off") ;;
-        esac
-        echo "  round $r  $kind: $t tps"
-        results="$results$kind $t"$'\n'
+    for v in $VARIANTS; do
+        t=$(measure "$v")
+        printf '  round %s  %-8s %8.1f tps\n' "$r" "$v" "$t"
+        results="$results$v $t"$'\n'
     done
 done
-statuses=$($CLUSTER psql -d $DB -At -F ' ' -c "SELECT string_agg(iclear_status || '=' || n, ', ') FROM (SELECT iclear_status, count(*) n FROM leads GROUP BY 1 ORDER BY 1) s")
-printf '\niclear bench: %s active rules, DNPL of %s entries, %s clients x %s s x %s rounds, fsync on\n' \
-    "$rules" "$dnpl" "$CLIENTS" "$SECONDS_PER_RUN" "$ROUNDS"
-printf '%s' "$results" | awk '
+
+printf '\niclear bench: %s active rules, DNPL of %s entries (PL/pgSQL: %s rule rows, %s DNPL emails, %s), fsync on\n' \
+    "$rules" "$dnpl" "$pl_rules" "$pl_dnpl" "$pl_cap"
+printf '%s clients (%s for the service variants, sandbox delay %s ms) x %s s x %s rounds\n' \
+    "$CLIENTS" "$SERVICE_CLIENTS" "$SANDBOX_DELAY_MS" "$SECONDS_PER_RUN" "$ROUNDS"
+printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS" '
     { sum[$1] += $2; n[$1]++ }
+    function has(v) { return n[v] > 0 }
+    function m(v) { return sum[v] / n[v] }
+    function row(v, label, c) {
+        if (!has(v)) return
+        printf "  %-44s %3d  %8.1f", label, c, m(v)
+        if (has("plain") && m("plain") > 0) printf "   %5.2fx", m(v) / m("plain")
+        printf "\n"
+    }
+    function ratio(a, b, label) {
+        if (has(a) && has(b) && m(b) > 0) printf "  %-58s %5.2fx\n", label, m(a) / m(b)
+    }
     END {
-        p = sum["plain"] / n["plain"]; a = sum["attached"] / n["attached"]; c = sum["nocache"] / n["nocache"]
-        m = sum["full"] / n["full"]
-        printf "  plain INSERT               %8.0f tps\n", p
-        printf "  attached INSERT (defaults) %8.0f tps   ratio %.2fx plain\n", a, a / p
-        printf "  attached, trace=full       %8.0f tps   ratio %.2fx plain\n", m, m / p
-        printf "  attached INSERT (no cache) %8.0f tps   ratio %.2fx plain; the cache is worth %.2fx\n", c, c / p, a / c
+        printf "\n  %-44s %3s  %8s   %s\n", "variant", "cl", "tps", "vs plain"
+        row("plain", "plain INSERT", clients)
+        row("plpgsql", "PL/pgSQL trigger (baseline)", clients)
+        row("attached", "attached (defaults)", clients)
+        row("full", "attached, trace=full", clients)
+        row("nocache", "attached, config_cache=off", clients)
+        row("tag", "attached + tag rule", clients)
+        row("tagcap", "attached + tag rule, daily_limit 1e8", clients)
+        row("ip", "attached + sync IP lookup", sclients)
+        row("ipcap", "attached + sync IP lookup, global_cap 1e8", sclients)
+        printf "\n"
+        ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger")
+        ratio("tagcap", "plpgsql", "attached + rule cap vs PL/pgSQL (both take a cap per lead)")
+        ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
+        ratio("nocache", "attached", "config_cache=off vs on")
+        ratio("tagcap", "tag", "rule cap vs its uncapped twin")
+        ratio("ipcap", "ip", "global_cap vs its uncapped twin")
     }'
-printf '  attached leads by status: %s\n' "$statuses"
-$CLUSTER stop
+printf '\n  rows by iclear_status (warm-ups included):\n'
+for t in $(for v in $VARIANTS; do table_of "$v"; done | awk '!seen[$0]++'); do
+    printf '    %-14s %s\n' "$t" "$(q -c "SELECT string_agg(s || '=' || n, ', ' ORDER BY s)
+        FROM (SELECT coalesce(iclear_status, '(none)') s, count(*) n FROM $t GROUP BY 1) x")"
+done
+if wants ip || wants ipcap; then
+    printf '  IP lookups by outcome (warm-ups included): %s\n' "$(q -c "SELECT string_agg(outcome || '=' || n, ', ' ORDER BY outcome)
+        FROM (SELECT outcome, count(*) n FROM iclear.filter_log WHERE kind = 'service' GROUP BY 1) x" || echo '?')"
+fi
+printf '  runtime %d s\n' "$SECONDS"

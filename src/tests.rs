@@ -384,6 +384,48 @@ mod tests {
         );
     }
 
+    /// A lead whose processing is rolled back (here: its row refuses the
+    /// decision, so the trigger's subtransaction aborts and the row is kept
+    /// as `error`) gives its cap slot back.
+    #[pg_test]
+    fn a_rolled_back_subtransaction_returns_its_cap_slot() {
+        setup();
+        run("CREATE TABLE capped_leads (id bigserial PRIMARY KEY, age int, email text,
+                                         iclear_status text, iclear_decision jsonb)");
+        run("SELECT iclear.attach('capped_leads', 'payday_us')");
+        let r = rule("processing", "once a day", 1);
+        run(&format!(
+            "UPDATE iclear.rule SET daily_limit = 1 WHERE id = {r}"
+        ));
+        action(r, "lead_tags", json!({"mode": "add", "tags": ["slot"]}));
+        let bad = rule("processing", "breaks the row", 2);
+        condition(bad, "lead_body", "email", "equals", json!("bad@x.com"));
+        action(
+            bad,
+            "change_lead_body_fields",
+            json!({"fields": {"age": "not a number"}}),
+        );
+        run("INSERT INTO capped_leads (age, email) VALUES (30, 'bad@x.com')");
+        assert_eq!(
+            text("SELECT iclear_status FROM capped_leads WHERE email = 'bad@x.com'").as_deref(),
+            Some("error")
+        );
+        run("INSERT INTO capped_leads (age, email) VALUES (30, 'good@x.com')");
+        assert_eq!(
+            text("SELECT coalesce(iclear_decision->'tags', '[]')::text FROM capped_leads WHERE email = 'good@x.com'")
+                .as_deref(),
+            Some(r#"["slot"]"#),
+            "the slot the failed lead took came back"
+        );
+        run("INSERT INTO capped_leads (age, email) VALUES (30, 'late@x.com')");
+        assert_eq!(
+            text("SELECT coalesce(iclear_decision->'tags', '[]')::text FROM capped_leads WHERE email = 'late@x.com'")
+                .as_deref(),
+            Some("[]"),
+            "and is gone now"
+        );
+    }
+
     #[pg_test]
     fn attached_table_writes_back_and_keeps_failed_rows() {
         setup();
