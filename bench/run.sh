@@ -2,6 +2,9 @@
 # make bench: pgbench on loopback, in one run, against one throwaway cluster,
 # the same one-lead INSERT (bench/insert.sql) into tables of one shape:
 #   plain     leads_plain: no trigger
+#   baseline  baseline.leads: shared/bench/plpgsql_baseline.sql exactly as
+#             given (its own rules, DNPL and table of one jsonb column;
+#             bench/insert_fields.sql sends the same lead as jsonb)
 #   plpgsql   leads_plpgsql: the hand-written PL/pgSQL baseline trigger
 #             (bench/plpgsql.sql: the same rules and DNPL as `leads`, a caps
 #             UPDATE, a decision row with a trace)
@@ -42,7 +45,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 WARMUP=${BENCH_WARMUP:-5}
 CLIENTS=${BENCH_CLIENTS:-2}
 SERVICE_CLIENTS=${BENCH_SERVICE_CLIENTS:-8}
-ALL_VARIANTS="plain plpgsql attached full nocache tag tagcap ip ipcap"
+ALL_VARIANTS="plain baseline plpgsql attached full nocache tag tagcap ip ipcap"
 VARIANTS=${BENCH_VARIANTS:-$ALL_VARIANTS}
 SANDBOX_PORT=${BENCH_SANDBOX_PORT:-28818}
 SANDBOX_DELAY_MS=${BENCH_SANDBOX_DELAY_MS:-100}
@@ -59,6 +62,7 @@ table_of() {
     case $1 in
         plain) echo leads_plain ;;
         plpgsql) echo leads_plpgsql ;;
+        baseline) echo baseline.leads ;;
         attached | full | nocache) echo leads ;;
         *) echo "leads_$1" ;;
     esac
@@ -114,6 +118,13 @@ PGOPTIONS='-c client_min_messages=warning' \
 q -f examples/payday_us.sql >/dev/null 2>"$OUT/setup.log" || { cat "$OUT/setup.log" >&2; exit 1; }
 q -f bench/setup.sql >/dev/null
 q -f bench/plpgsql.sql >/dev/null
+BASELINE_SQL=${BENCH_BASELINE_SQL:-../shared/bench/plpgsql_baseline.sql}
+if wants baseline; then
+    [ -f "$BASELINE_SQL" ] || { echo "bench: $BASELINE_SQL is missing (BENCH_BASELINE_SQL)" >&2; exit 1; }
+    q -c "CREATE SCHEMA baseline" \
+      -c "CREATE TABLE baseline.leads (id bigserial PRIMARY KEY, fields jsonb)" >/dev/null
+    PGOPTIONS='-c search_path=baseline' q -f "$BASELINE_SQL" >/dev/null
+fi
 [ "${BENCH_PLPGSQL_CAP:-1}" = 1 ] || q -c "DELETE FROM plpgsql_bench.caps" >/dev/null
 q -v sandbox="http://127.0.0.1:$SANDBOX_PORT" -f bench/products.sql >/dev/null
 rules=$(q -c "SELECT count(*) FROM iclear.rule r JOIN iclear.product p ON p.id = r.product_id
@@ -128,10 +139,10 @@ pl_cap=$(q -c "SELECT CASE WHEN count(*) > 0 THEN 'a caps row' ELSE 'no caps row
 cap_on() { q -c "INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'monthly', 100000000)" >/dev/null; }
 cap_off() { q -c "DELETE FROM iclear.global_cap WHERE service = 'ip_analysis'" >/dev/null; }
 
-tps() { # table clients [PGOPTIONS]
+tps() { # table clients [PGOPTIONS [script]]
     local log=$OUT/pgbench-$1.log
     if ! PGOPTIONS="${3:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$2" -j "$2" \
-        -T "$SECONDS_PER_RUN" -D table="$1" -f bench/insert.sql "$DB" >"$log" 2>&1 ||
+        -T "$SECONDS_PER_RUN" -D table="$1" -f "${4:-bench/insert.sql}" "$DB" >"$log" 2>&1 ||
         ! grep -q '^tps' "$log"; then
         echo "bench: pgbench failed on $1 ($log):" >&2
         tail -20 "$log" >&2
@@ -143,6 +154,7 @@ measure() { # variant
     local t
     case $1 in
         full) tps leads "$CLIENTS" "-c iclear.trace=full" ;;
+        baseline) tps baseline.leads "$CLIENTS" "-c search_path=baseline" bench/insert_fields.sql ;;
         nocache) tps leads "$CLIENTS" "-c iclear.config_cache=off" ;;
         ipcap)
             cap_on
@@ -193,7 +205,8 @@ printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS
     END {
         printf "\n  %-44s %3s  %8s   %s\n", "variant", "cl", "tps", "vs plain"
         row("plain", "plain INSERT", clients)
-        row("plpgsql", "PL/pgSQL trigger (baseline)", clients)
+        row("baseline", "PL/pgSQL baseline, verbatim", clients)
+        row("plpgsql", "PL/pgSQL trigger, same rules as iclear", clients)
         row("attached", "attached (defaults)", clients)
         row("full", "attached, trace=full", clients)
         row("nocache", "attached, config_cache=off", clients)
@@ -202,7 +215,8 @@ printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS
         row("ip", "attached + sync IP lookup", sclients)
         row("ipcap", "attached + sync IP lookup, global_cap 1e8", sclients)
         printf "\n"
-        ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger")
+        ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger (same rules)")
+        ratio("attached", "baseline", "attached vs the verbatim baseline (its own 20 rules)")
         ratio("tagcap", "plpgsql", "attached + rule cap vs PL/pgSQL (both take a cap per lead)")
         ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
         ratio("nocache", "attached", "config_cache=off vs on")
@@ -211,8 +225,12 @@ printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS
     }'
 printf '\n  rows by iclear_status (warm-ups included):\n'
 for t in $(for v in $VARIANTS; do table_of "$v"; done | awk '!seen[$0]++'); do
+    case $t in
+        baseline.leads) col=status src=baseline.decisions ;;  # the verbatim trigger's own decisions
+        *) col=iclear_status src=$t ;;
+    esac
     printf '    %-14s %s\n' "$t" "$(q -c "SELECT string_agg(s || '=' || n, ', ' ORDER BY s)
-        FROM (SELECT coalesce(iclear_status, '(none)') s, count(*) n FROM $t GROUP BY 1) x")"
+        FROM (SELECT coalesce($col, '(none)') s, count(*) n FROM $src GROUP BY 1) x")"
 done
 if wants ip || wants ipcap; then
     printf '  IP lookups by outcome (warm-ups included): %s\n' "$(q -c "SELECT string_agg(outcome || '=' || n, ', ' ORDER BY outcome)

@@ -159,4 +159,8 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT count(*) FROM s
 $$;
 SELECT pg_catalog.pg_extension_config_dump('iclear.spent_request', '');
+-- Backends that ran leads on the new library under the 0.4.0 schema used its
+-- tables: a new configuration version tells them the schema moved.
+UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
+SELECT iclear.config_changed();
 -- END since-0.4.0

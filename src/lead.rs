@@ -121,8 +121,8 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
         envelope: &envelope,
         decision: &out.decision,
         log: &out.log,
+        effects: &out.effects,
     });
-    store::persist::apply(&out.effects, &lead_id, cfg.id);
     Ok(out.decision)
 }
 

@@ -191,6 +191,7 @@ pub(crate) fn record_error(
         envelope: &envelope,
         decision: &decision,
         log: &[],
+        effects: &[],
     });
     decision
 }

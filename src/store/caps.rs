@@ -532,7 +532,11 @@ pub fn take(caps: &[Cap]) -> (Option<Cap>, u64) {
         });
         break;
     }
-    record_use(caps);
+    // a 0.4.0 schema (until ALTER EXTENSION UPDATE) has no cap_use: its
+    // slots are counted in shared memory only
+    if super::config::schema_is_current() {
+        record_use(caps);
+    }
     (None, take_id)
 }
 
@@ -569,6 +573,9 @@ fn record_use(caps: &[Cap]) {
 /// sent requests of rolled-back leads not yet reconciled, in one snapshot
 /// taken now (whatever the caller's isolation level).
 fn durable_count(k: &CapKey) -> i64 {
+    if !super::config::schema_is_current() {
+        return legacy_count(k);
+    }
     let spent = super::spent::ended_for(k);
     super::latest(|| {
         one::<i64>(
@@ -587,6 +594,37 @@ fn durable_count(k: &CapKey) -> i64 {
             ],
         )
     })
+    .unwrap_or(0)
+}
+
+/// The count of a 0.4.0 schema's tables (until ALTER EXTENSION UPDATE,
+/// which moves them into `cap_use`). Slots taken meanwhile live in shared
+/// memory only.
+fn legacy_count(k: &CapKey) -> i64 {
+    let key = match k.period {
+        Period::Monthly => k.bucket_text()[..7].to_string(),
+        _ => k.bucket_text(),
+    };
+    let args = [k.ref_id.into(), k.period.name().into(), key.as_str().into()];
+    match k.scope {
+        Scope::Rule => one::<i64>(
+            "SELECT used FROM iclear.rule_cap_usage WHERE rule_id = $1 AND period = $2 AND period_key = $3",
+            &[INT8, TEXT, TEXT],
+            &args,
+        ),
+        Scope::GlobalRule => one::<i64>(
+            "SELECT used FROM iclear.global_rule_cap_usage
+              WHERE global_rule_id = $1 AND period = $2 AND period_key = $3",
+            &[INT8, TEXT, TEXT],
+            &args,
+        ),
+        Scope::Global => one::<i64>(
+            "SELECT current_value FROM iclear.global_cap
+              WHERE id = $1 AND to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') = $2",
+            &[INT8, TEXT],
+            &[k.ref_id.into(), k.bucket_text().as_str().into()],
+        ),
+    }
     .unwrap_or(0)
 }
 

@@ -29,6 +29,8 @@ struct Cache {
     products: HashMap<String, Rc<ProductConfig>>,
     /// source id -> created_at; sources only change through config-versioned edits
     sources: HashMap<i64, DateTime<Utc>>,
+    /// Is the schema this library's (see `schema_is_current`)?
+    current_schema: Option<bool>,
 }
 
 thread_local! {
@@ -135,6 +137,25 @@ SELECT jsonb_build_object(
        FROM iclear.global_rule g JOIN iclear.service s ON s.name = g.service
       WHERE g.product_id = p.id), '[]'))
 FROM iclear.product p WHERE p.name = $1"#;
+
+/// Does the installed schema have this version's tables? Between installing
+/// a new library (and restarting) and `ALTER EXTENSION iclear UPDATE`, the
+/// old schema's leads go on through the old tables (src/compat.rs); the
+/// update moves the configuration version, so this is asked again after it.
+pub fn schema_is_current() -> bool {
+    refresh();
+    if let Some(c) = CACHE.with_borrow(|c| c.current_schema) {
+        return c;
+    }
+    let current = one::<bool>(
+        "SELECT pg_catalog.to_regclass('iclear.sent_mark') IS NOT NULL",
+        &[],
+        &[],
+    )
+    .unwrap_or(false);
+    CACHE.with_borrow_mut(|c| c.current_schema = Some(current));
+    current
+}
 
 /// The configuration of `product`, or None when there is no such product.
 pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {

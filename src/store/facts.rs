@@ -83,6 +83,14 @@ impl Facts for PgFacts {
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {
         let wait = crate::COUNTER_LOCK_WAIT_MS.get().max(0) as u64;
         super::wait_xact_lock(super::LOCK_COUNTER, &[name, key], wait);
+        if !super::config::schema_is_current() {
+            return one::<i64>(
+                "SELECT value FROM iclear.counter WHERE name = $1 AND key = $2",
+                &[TEXT, TEXT],
+                &[name.into(), key.into()],
+            )
+            .unwrap_or(0);
+        }
         super::latest(|| {
             one::<i64>(
                 "SELECT (coalesce((SELECT value FROM iclear.counter_total WHERE name = $1 AND key = $2), 0)
@@ -167,13 +175,16 @@ impl Facts for PgFacts {
             .remove(&call.rule.id)
             .map(caps::mark_sent)
             .unwrap_or_default();
-        let spent = spent::before_send(call, &paid).unwrap_or_else(|e| pgrx::error!("{e}"));
+        // (a 0.4.0 schema, until ALTER EXTENSION UPDATE, has no sent_mark)
+        let spent = super::config::schema_is_current()
+            .then(|| spent::before_send(call, &paid).unwrap_or_else(|e| pgrx::error!("{e}")));
         let result = run_all(vec![Work::Lookup(Box::new(OwnedCall::of(call)))], 1)
             .pop()
             .expect("one call, one result");
-        match &result {
-            CallResult::Response { data, request } => spent.answered(request, Some(data)),
-            CallResult::NoResponse { request, .. } => spent.answered(request, None),
+        match (&result, spent) {
+            (CallResult::Response { data, request }, Some(s)) => s.answered(request, Some(data)),
+            (CallResult::NoResponse { request, .. }, Some(s)) => s.answered(request, None),
+            (_, None) => {}
         }
         result
     }

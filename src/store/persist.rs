@@ -17,6 +17,9 @@ pub struct Record<'a> {
     pub envelope: &'a Value,
     pub decision: &'a Value,
     pub log: &'a [LogEntry],
+    /// Applied with the decision: counter increments in the same statement,
+    /// the others after it.
+    pub effects: &'a [Effect],
 }
 
 /// The log entries as the parameters of `LOG_ROWS`: one array per column
@@ -117,10 +120,13 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
     serde_json::to_string(&kept).unwrap_or_else(|_| decision.to_string())
 }
 
-/// One statement writes the decision and all its log rows.
+/// One statement writes the decision, all its log rows and its counter
+/// increments (each statement costs an executor start-up); the other
+/// effects follow.
 pub fn save(r: &Record) {
     let mut types = vec![TEXT, INT8, TEXT, TEXT, JSON, JSON];
     types.extend(LOG_TYPES);
+    types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
     let mut args: Vec<DatumWithOid> = vec![
         r.lead_id.into(),
         r.product_id.into(),
@@ -130,20 +136,52 @@ pub fn save(r: &Record) {
         json_datum(stored_decision(r.decision, r.envelope)),
     ];
     args.extend(log_columns(r.log));
+    let (counters, others): (Vec<&Effect>, Vec<&Effect>) = r
+        .effects
+        .iter()
+        .partition(|e| matches!(e, Effect::IncrementCounter { .. }));
+    let increments = counters.iter().filter_map(|e| match e {
+        Effect::IncrementCounter { name, key, by } => Some((name.as_str(), key.as_str(), *by)),
+        _ => None,
+    });
+    let (names, rest): (Vec<&str>, Vec<(&str, i64)>) = increments.map(|(n, k, b)| (n, (k, b))).unzip();
+    let (keys, bys): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
+    if !super::config::schema_is_current() {
+        // a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE
+        exec(
+            "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
+                        VALUES ($1, $2, $3, $4, $5, $6))
+             INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
+                                            detail, request, response)
+             SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x",
+            &types,
+            &args,
+        );
+        if let Some(product_id) = r.product_id {
+            apply(r.effects, r.lead_id, product_id);
+        }
+        return;
+    }
+    args.extend([names.into(), keys.into(), bys.into()]);
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
-                    VALUES ($1, $2, $3, $4, $5, $6))
+                    VALUES ($1, $2, $3, $4, $5, $6)),
+              c AS (INSERT INTO iclear.counter_delta (name, key, by)
+                    SELECT * FROM unnest($16::text[], $17::text[], $18::int8[]))
          INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
          SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x",
         &types,
         &args,
     );
+    if let Some(product_id) = r.product_id {
+        apply(others, r.lead_id, product_id);
+    }
 }
 
 /// The effects of one lead's outcome (`lead_id`, `product_id` for the rows
 /// that name the lead).
-pub fn apply(effects: &[Effect], lead_id: &str, product_id: i64) {
+pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, product_id: i64) {
     for e in effects {
         match e {
             // Another open transaction adding the same value holds its lock:
@@ -161,8 +199,18 @@ pub fn apply(effects: &[Effect], lead_id: &str, product_id: i64) {
             }
             // Appended, never updated: concurrent increments of one key never
             // wait on each other (the worker folds them into counter_total).
+            Effect::IncrementCounter { name, key, by } if super::config::schema_is_current() => {
+                exec(
+                    "INSERT INTO iclear.counter_delta (name, key, by) VALUES ($1, $2, $3)",
+                    &[TEXT, TEXT, INT8],
+                    &[name.as_str().into(), key.as_str().into(), (*by).into()],
+                )
+            }
+            // the table of a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE
             Effect::IncrementCounter { name, key, by } => exec(
-                "INSERT INTO iclear.counter_delta (name, key, by) VALUES ($1, $2, $3)",
+                "INSERT INTO iclear.counter (name, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (name, key) DO UPDATE
+                 SET value = iclear.counter.value + EXCLUDED.value, updated_at = now()",
                 &[TEXT, TEXT, INT8],
                 &[name.as_str().into(), key.as_str().into(), (*by).into()],
             ),
