@@ -390,8 +390,10 @@ mod tests {
     #[pg_test]
     fn a_rolled_back_subtransaction_returns_its_cap_slot() {
         setup();
-        run("CREATE TABLE capped_leads (id bigserial PRIMARY KEY, age int, email text,
-                                         iclear_status text, iclear_decision jsonb)");
+        run(
+            "CREATE TABLE capped_leads (id bigserial PRIMARY KEY, age int, email text,
+                                         iclear_status text, iclear_decision jsonb)",
+        );
         run("SELECT iclear.attach('capped_leads', 'payday_us')");
         let r = rule("processing", "once a day", 1);
         run(&format!(

@@ -144,7 +144,8 @@ pub fn save(r: &Record) {
         Effect::IncrementCounter { name, key, by } => Some((name.as_str(), key.as_str(), *by)),
         _ => None,
     });
-    let (names, rest): (Vec<&str>, Vec<(&str, i64)>) = increments.map(|(n, k, b)| (n, (k, b))).unzip();
+    let (names, rest): (Vec<&str>, Vec<(&str, i64)>) =
+        increments.map(|(n, k, b)| (n, (k, b))).unzip();
     let (keys, bys): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
     if !super::config::schema_is_current() {
         // a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE

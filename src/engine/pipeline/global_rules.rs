@@ -160,6 +160,19 @@ fn conclude(
 }
 
 impl Lead<'_> {
+    /// A slot of the rule's and its service's caps; false (logged
+    /// `cap_reached`, the lead goes on) when one is full.
+    fn take_slot(&mut self, gr: &GlobalRule, origin: &'static str, facts: &mut dyn Facts) -> bool {
+        match facts.take_service_cap(gr) {
+            None => true,
+            Some(cap) => {
+                let detail = json!({"cap": cap, "cost": 0});
+                self.service_log(gr, origin, "cap_reached", detail, None);
+                false
+            }
+        }
+    }
+
     fn service_log(
         &mut self,
         gr: &GlobalRule,
@@ -210,14 +223,8 @@ impl Lead<'_> {
         facts: &mut dyn Facts,
     ) {
         if !cap_taken {
-            if let Some(cap) = facts.take_service_cap(gr) {
-                return self.service_log(
-                    gr,
-                    "async",
-                    "cap_reached",
-                    json!({"cap": cap, "cost": 0}),
-                    None,
-                );
+            if !self.take_slot(gr, "async", facts) {
+                return;
             }
         }
         // what the adapter sends, plus the fields "Add to PL/DNPL" lists take
@@ -350,14 +357,8 @@ pub(super) fn run_global(
             return finish(st, data, "cache", 0.0, None);
         }
     }
-    if let Some(cap) = facts.take_service_cap(gr) {
-        return st.service_log(
-            gr,
-            origin,
-            "cap_reached",
-            json!({"cap": cap, "cost": 0}),
-            None,
-        );
+    if !st.take_slot(gr, origin, facts) {
+        return;
     }
     let call_fields = global::call_fields(&gr.settings, &st.fields);
     let call = ServiceCall {
@@ -479,14 +480,8 @@ fn verify(
         origin
     };
     // its caps count checks of the history, as the other services' count lookups
-    if let Some(cap) = facts.take_service_cap(gr) {
-        return st.service_log(
-            gr,
-            origin,
-            "cap_reached",
-            json!({"cap": cap, "cost": 0}),
-            None,
-        );
+    if !st.take_slot(gr, origin, facts) {
+        return;
     }
     let sig = if vh.signature_enabled {
         let t = vh.signature_template.as_deref().unwrap_or("{}");
