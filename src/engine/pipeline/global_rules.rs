@@ -222,10 +222,8 @@ impl Lead<'_> {
         cap_taken: bool,
         facts: &mut dyn Facts,
     ) {
-        if !cap_taken {
-            if !self.take_slot(gr, "async", facts) {
-                return;
-            }
+        if !cap_taken && !self.take_slot(gr, "async", facts) {
+            return;
         }
         // what the adapter sends, plus the fields "Add to PL/DNPL" lists take
         let mut fields = global::call_fields(&gr.settings, &self.fields);
