@@ -21,6 +21,7 @@
 
 use super::{one, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
@@ -535,9 +536,54 @@ pub fn take(caps: &[Cap]) -> (Option<Cap>, u64) {
     // a 0.4.0 schema (until ALTER EXTENSION UPDATE) has no cap_use: its
     // slots are counted in shared memory only
     if super::config::schema_is_current() {
-        record_use(caps);
+        let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        UNWRITTEN.with_borrow_mut(|u| u.extend(caps.iter().map(|c| (c.key, subxact))));
     }
     (None, take_id)
+}
+
+thread_local! {
+    /// Slots taken and not yet written to `cap_use`: the lead's decision
+    /// statement writes them (`persist::save`), one statement less per lead.
+    static UNWRITTEN: RefCell<Vec<(CapKey, pg_sys::SubTransactionId)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `cap_use` rows of the slots taken since the last call, as the four
+/// array parameters (scope, ref_id, period, bucket) of an
+/// `INSERT INTO iclear.cap_use ... SELECT * FROM unnest(..)`.
+pub fn unwritten_rows() -> [DatumWithOid<'static>; 4] {
+    let rows = UNWRITTEN.with_borrow_mut(std::mem::take);
+    [
+        rows.iter()
+            .map(|(k, _)| k.scope.name())
+            .collect::<Vec<_>>()
+            .into(),
+        rows.iter()
+            .map(|(k, _)| k.ref_id)
+            .collect::<Vec<_>>()
+            .into(),
+        rows.iter()
+            .map(|(k, _)| k.period.name())
+            .collect::<Vec<_>>()
+            .into(),
+        rows.iter()
+            .map(|(k, _)| k.bucket_text())
+            .collect::<Vec<_>>()
+            .into(),
+    ]
+}
+
+/// Write them in a statement of their own (paths without a decision row).
+pub fn write_unwritten() {
+    if UNWRITTEN.with_borrow(Vec::is_empty) {
+        return;
+    }
+    super::exec(
+        "INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])",
+        &[TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
+        &unwritten_rows(),
+    );
 }
 
 /// The slots of take `take_id` paid for a request that is about to be sent:
@@ -552,21 +598,6 @@ pub fn mark_sent(take_id: u64) -> Vec<CapKey> {
             })
             .collect()
     })
-}
-
-/// The durable `cap_use` rows of the slots, in the caller's transaction:
-/// append-only, so concurrent leads never wait on each other's rows.
-fn record_use(caps: &[Cap]) {
-    let scopes: Vec<&str> = caps.iter().map(|c| c.key.scope.name()).collect();
-    let periods: Vec<&str> = caps.iter().map(|c| c.key.period.name()).collect();
-    let ids: Vec<i64> = caps.iter().map(|c| c.key.ref_id).collect();
-    let buckets: Vec<String> = caps.iter().map(|c| c.key.bucket_text()).collect();
-    super::exec(
-        "INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[])",
-        &[TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
-        &[scopes.into(), ids.into(), periods.into(), buckets.into()],
-    );
 }
 
 /// What is durable of a cap period: its committed `cap_use` rows plus the
@@ -685,6 +716,17 @@ unsafe extern "C-unwind" fn xact_callback(
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => super::spent::on_abort(),
         _ => {}
     }
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PARALLEL_ABORT
+    ) {
+        // every path that takes slots writes them with its rows; none are
+        // left at commit (and at a rollback they are given back)
+        UNWRITTEN.with_borrow_mut(Vec::clear);
+    }
 }
 
 unsafe extern "C-unwind" fn subxact_callback(
@@ -695,12 +737,22 @@ unsafe extern "C-unwind" fn subxact_callback(
 ) {
     use pg_sys::SubXactEvent::*;
     match event {
-        SUBXACT_EVENT_ABORT_SUB => settle(|x| x.subxact == my_subid, false),
-        SUBXACT_EVENT_COMMIT_SUB => RESERVED.with_borrow_mut(|r| {
-            for x in r.iter_mut().filter(|x| x.subxact == my_subid) {
-                x.subxact = parent_subid;
-            }
-        }),
+        SUBXACT_EVENT_ABORT_SUB => {
+            settle(|x| x.subxact == my_subid, false);
+            UNWRITTEN.with_borrow_mut(|u| u.retain(|(_, s)| *s != my_subid));
+        }
+        SUBXACT_EVENT_COMMIT_SUB => {
+            RESERVED.with_borrow_mut(|r| {
+                for x in r.iter_mut().filter(|x| x.subxact == my_subid) {
+                    x.subxact = parent_subid;
+                }
+            });
+            UNWRITTEN.with_borrow_mut(|u| {
+                for x in u.iter_mut().filter(|(_, s)| *s == my_subid) {
+                    x.1 = parent_subid;
+                }
+            });
+        }
         _ => {}
     }
 }

@@ -60,8 +60,10 @@ const LOG_TYPES: [PgBuiltInOids; 9] = [
     JSON_ARRAY,
 ];
 
-/// Filter-log rows without a decision (Advanced Rules on Redirect).
+/// Filter-log rows without a decision (Advanced Rules on Redirect), and
+/// the cap slots their rules took.
 pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
+    super::caps::write_unwritten();
     if log.is_empty() {
         return;
     }
@@ -120,13 +122,12 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
     serde_json::to_string(&kept).unwrap_or_else(|_| decision.to_string())
 }
 
-/// One statement writes the decision, all its log rows and its counter
-/// increments (each statement costs an executor start-up); the other
-/// effects follow.
+/// One statement writes the decision, all its log rows, its counter
+/// increments and its cap slots (each statement costs an executor
+/// start-up); the other effects follow.
 pub fn save(r: &Record) {
     let mut types = vec![TEXT, INT8, TEXT, TEXT, JSON, JSON];
     types.extend(LOG_TYPES);
-    types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
     let mut args: Vec<DatumWithOid> = vec![
         r.lead_id.into(),
         r.product_id.into(),
@@ -136,17 +137,6 @@ pub fn save(r: &Record) {
         json_datum(stored_decision(r.decision, r.envelope)),
     ];
     args.extend(log_columns(r.log));
-    let (counters, others): (Vec<&Effect>, Vec<&Effect>) = r
-        .effects
-        .iter()
-        .partition(|e| matches!(e, Effect::IncrementCounter { .. }));
-    let increments = counters.iter().filter_map(|e| match e {
-        Effect::IncrementCounter { name, key, by } => Some((name.as_str(), key.as_str(), *by)),
-        _ => None,
-    });
-    let (names, rest): (Vec<&str>, Vec<(&str, i64)>) =
-        increments.map(|(n, k, b)| (n, (k, b))).unzip();
-    let (keys, bys): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
     if !super::config::schema_is_current() {
         // a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE
         exec(
@@ -163,12 +153,29 @@ pub fn save(r: &Record) {
         }
         return;
     }
+    let (mut names, mut keys, mut bys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut others = Vec::new();
+    for e in r.effects {
+        match e {
+            Effect::IncrementCounter { name, key, by } => {
+                names.push(name.as_str());
+                keys.push(key.as_str());
+                bys.push(*by);
+            }
+            _ => others.push(e),
+        }
+    }
+    types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
     args.extend([names.into(), keys.into(), bys.into()]);
+    types.extend([TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY]);
+    args.extend(super::caps::unwritten_rows());
     exec(
         "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                     VALUES ($1, $2, $3, $4, $5, $6)),
               c AS (INSERT INTO iclear.counter_delta (name, key, by)
-                    SELECT * FROM unnest($16::text[], $17::text[], $18::int8[]))
+                    SELECT * FROM unnest($16::text[], $17::text[], $18::int8[])),
+              u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
+                    SELECT * FROM unnest($19::text[], $20::int8[], $21::text[], $22::text[]))
          INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
          SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x",
