@@ -567,3 +567,27 @@ fn a_long_insert_with_sent_lookups_records_each_once() {
         "one piece of evidence per claim"
     );
 }
+
+/// Two databases of one cluster, each with iclear: rule 1 of one is not rule
+/// 1 of the other, though both count in one shared table.
+#[test]
+fn databases_count_their_own_caps() {
+    let cl = Cluster::start();
+    let setup = r#"INSERT INTO iclear.product (name) VALUES ('p');
+        INSERT INTO iclear.rule (product_id, name, daily_limit) SELECT id, 'once', 1 FROM iclear.product;
+        INSERT INTO iclear.rule_action (rule_id, action, config)
+        SELECT id, 'lead_tags', '{"mode": "add", "tags": ["slot"]}' FROM iclear.rule;"#;
+    let mut a = cl.database("t_db_a");
+    let mut b = cl.database("t_db_b");
+    a.batch_execute(setup).unwrap();
+    b.batch_execute(setup).unwrap();
+    let lead = json!({"product": "p", "fields": {}});
+    assert_eq!(process(&mut a, &lead)["tags"], json!(["slot"]));
+    assert_eq!(
+        process(&mut b, &lead)["tags"],
+        json!(["slot"]),
+        "b's own slot"
+    );
+    assert_eq!(process(&mut a, &lead)["tags"], json!([]));
+    assert_eq!(process(&mut b, &lead)["tags"], json!([]));
+}

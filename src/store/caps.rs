@@ -215,6 +215,8 @@ struct Entry {
     scope: u8,
     period: u8,
     _pad: [u8; 2],
+    /// The database whose iclear owns it: rule ids repeat across databases.
+    db: u32,
     ref_id: i64,
     bucket: i64,
     used: i64,
@@ -225,6 +227,7 @@ struct Entry {
 impl Entry {
     fn is(&self, k: &CapKey) -> bool {
         self.state == LIVE
+            && self.db == database()
             && self.ref_id == k.ref_id
             && self.bucket == k.bucket
             && self.scope == k.scope as u8
@@ -268,8 +271,13 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// This backend's database.
+fn database() -> u32 {
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
 fn hash(k: &CapKey) -> usize {
-    let mut h = (k.ref_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut h = (k.ref_id as u64 ^ u64::from(database()) << 40).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^= (k.bucket as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     h ^= ((k.scope as u64) << 8 | k.period as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
     (h ^ (h >> 29)) as usize % ENTRIES
@@ -316,6 +324,7 @@ impl Guard<'_> {
                     scope: cap.key.scope as u8,
                     period: cap.key.period as u8,
                     _pad: [0; 2],
+                    db: database(),
                     ref_id: cap.key.ref_id,
                     bucket: cap.key.bucket,
                     used,

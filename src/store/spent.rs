@@ -2,7 +2,7 @@
 //! transaction.
 //!
 //! Before a synchronous lookup is sent, the backend writes (and fsyncs) a
-//! small file under `$PGDATA/pg_iclear/spent/`: the lead, the global rule,
+//! small file under `$PGDATA/pg_iclear/spent/<database oid>/`: the lead, the global rule,
 //! the cost, the cap slots the request paid for, and the id of the
 //! (sub)transaction that will record it. After the answer it rewrites the
 //! file with the request and the answer, and marks the request in
@@ -27,7 +27,14 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const DIR: &str = "pg_iclear/spent";
+/// This database's directory of request files (a cluster may hold iclear in
+/// several databases; each records and reconciles its own).
+fn dir() -> String {
+    format!(
+        "pg_iclear/spent/{}",
+        unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32()
+    )
+}
 
 /// A spent request's file.
 pub struct Spent {
@@ -47,7 +54,7 @@ fn write_durably(path: &Path, record: &Value) -> std::io::Result<()> {
     f.write_all(record.to_string().as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
-    fs::File::open(DIR)?.sync_all()
+    fs::File::open(dir())?.sync_all()
 }
 
 /// Record that `call` is about to be sent, paying for the cap slots `caps`.
@@ -56,7 +63,8 @@ pub fn before_send(call: &ServiceCall, caps: &[CapKey]) -> Result<Spent, String>
     let n = SEQ.get() + 1;
     SEQ.set(n);
     let pid = std::process::id();
-    let path = PathBuf::from(format!("{DIR}/{xid}-{pid}-{n}.json"));
+    let dir = dir();
+    let path = PathBuf::from(format!("{dir}/{xid}-{pid}-{n}.json"));
     let record = json!({
         "id": format!("{xid}-{pid}-{n}"),
         "xid": xid.to_string(),
@@ -70,9 +78,9 @@ pub fn before_send(call: &ServiceCall, caps: &[CapKey]) -> Result<Spent, String>
         "caps": caps.iter().map(|k| json!([k.scope.name(), k.ref_id, k.period.name(), k.bucket_text()]))
             .collect::<Vec<_>>(),
     });
-    fs::create_dir_all(DIR)
+    fs::create_dir_all(&dir)
         .and_then(|_| write_durably(&path, &record))
-        .map_err(|e| format!("iclear: cannot record a request before sending it ({DIR}): {e}"))?;
+        .map_err(|e| format!("iclear: cannot record a request before sending it ({dir}): {e}"))?;
     exec(
         "INSERT INTO iclear.sent_mark (id) VALUES ($1)",
         &[TEXT],
@@ -93,7 +101,7 @@ impl Spent {
 }
 
 fn files() -> Vec<(PathBuf, Value)> {
-    let Ok(dir) = fs::read_dir(DIR) else {
+    let Ok(dir) = fs::read_dir(dir()) else {
         return Vec::new();
     };
     let mut paths: Vec<PathBuf> = dir
