@@ -729,6 +729,7 @@ unsafe extern "C-unwind" fn xact_callback(
         event,
         XACT_EVENT_COMMIT
             | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_PREPARE
             | XACT_EVENT_ABORT
             | XACT_EVENT_PARALLEL_ABORT
     ) {
