@@ -516,11 +516,21 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
                 unsafe { pg_sys::proc_exit(1) };
             }
         }
-        loop {
+        // Batches back to back while the queue is full, for at most a
+        // second: then the round's bookkeeping, upkeep and a reload run even
+        // under a backlog. SIGTERM is read once per batch and remembered
+        // (reading it clears it).
+        let started = Instant::now();
+        let (busy, stop) = loop {
             let limit = BATCH_SIZE.get() as usize;
-            if worker_batch(limit as i64) < limit || BackgroundWorker::sigterm_received() {
-                break;
+            let busy = worker_batch(limit as i64) >= limit;
+            let stop = BackgroundWorker::sigterm_received();
+            if !busy || stop || started.elapsed() >= Duration::from_secs(1) {
+                break (busy, stop);
             }
+        };
+        if stop {
+            break;
         }
         in_transaction(|| {
             if extension_ready() {
@@ -535,7 +545,12 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
                     None => Duration::from_secs(3_600),
                 };
         }
-        let nap = Duration::from_millis(NAPTIME_MS.get().max(10) as u64);
+        // more work waiting: no nap, but still a look at the latch (SIGTERM)
+        let nap = if busy {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(NAPTIME_MS.get().max(10) as u64)
+        };
         if !BackgroundWorker::wait_latch(Some(nap)) {
             break;
         }

@@ -222,6 +222,64 @@ fn a_worker_killed_mid_batch_loses_no_job() {
     );
 }
 
+/// Review finding 1: the worker read SIGTERM inside its batch loop, which
+/// clears the flag, and carried on while the queue stayed full, so
+/// `pg_terminate_backend` (and a fast shutdown) waited for the backlog. With
+/// 200 one-second jobs queued it now stops after its current batch, and its
+/// round's bookkeeping runs between batches.
+#[test]
+fn the_worker_stops_promptly_under_a_backlog() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with(
+        "-c iclear.database=t_stop -c iclear.worker_naptime=100 \
+         -c iclear.worker_batch_size=10 -c iclear.http_concurrency=5",
+    );
+    let mut c = cl.database("t_stop");
+    configure(&mut c, &sb, "async");
+    // 198.51.100.100 answers after 1 s: a batch of 10 takes 2 s
+    c.batch_execute(
+        "SELECT iclear_process(jsonb_build_object('product', 'p', 'fields',
+                jsonb_build_object('userIp', '198.51.100.100'))) FROM generate_series(1, 200)",
+    )
+    .unwrap();
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'done'",
+        10,
+        60,
+    );
+    let pid: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let asked = Instant::now();
+    while count(
+        &mut c,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+    ) > 0
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "the worker ignored SIGTERM for 15 s under a backlog\n{}",
+            cl.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.job WHERE status = 'queued'"
+        ) > 100,
+        "the backlog was still there"
+    );
+}
+
 #[test]
 fn a_global_cap_is_never_exceeded_by_concurrent_sessions() {
     let sb = Sandbox::start("127.0.0.1:0").unwrap();
