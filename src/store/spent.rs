@@ -48,13 +48,24 @@ thread_local! {
     static RECONCILED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-fn write_durably(path: &Path, record: &Value) -> std::io::Result<()> {
+/// Write the file whole (a reader sees the old version or the new one).
+/// `durable`: fsync it and its directory first, unless the server runs with
+/// `fsync = off`. The record before sending is durable (it is what keeps a
+/// slot counted); the answer added after is not (a crash before the lead
+/// commits loses the answer's detail, never the slot or the cost).
+fn write_file(path: &Path, record: &Value, durable: bool) -> std::io::Result<()> {
+    let durable = durable && unsafe { pgrx::pg_sys::enableFsync };
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(record.to_string().as_bytes())?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     fs::rename(&tmp, path)?;
-    fs::File::open(dir())?.sync_all()
+    if durable {
+        fs::File::open(dir())?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Record that `call` is about to be sent, paying for the cap slots `caps`.
@@ -79,7 +90,7 @@ pub fn before_send(call: &ServiceCall, caps: &[CapKey]) -> Result<Spent, String>
             .collect::<Vec<_>>(),
     });
     fs::create_dir_all(&dir)
-        .and_then(|_| write_durably(&path, &record))
+        .and_then(|_| write_file(&path, &record, true))
         .map_err(|e| format!("iclear: cannot record a request before sending it ({dir}): {e}"))?;
     exec(
         "INSERT INTO iclear.sent_mark (id) VALUES ($1)",
@@ -94,7 +105,7 @@ impl Spent {
     pub fn answered(mut self, request: &Value, response: Option<&Value>) {
         self.record["request"] = request.clone();
         self.record["response"] = response.cloned().unwrap_or(Value::Null);
-        if let Err(e) = write_durably(&self.path, &self.record) {
+        if let Err(e) = write_file(&self.path, &self.record, false) {
             warning!("iclear: cannot record the answer of a sent request: {e}");
         }
     }
