@@ -23,6 +23,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,15 +72,20 @@ fn write_file(path: &Path, record: &Value, durable: bool) -> std::io::Result<()>
 /// Record that `call` is about to be sent, paying for the cap slots `caps`.
 pub fn before_send(call: &ServiceCall, caps: &[CapKey]) -> Result<Spent, String> {
     let xid = unsafe { pg_sys::GetCurrentFullTransactionId() }.value;
+    let top = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+    let lifetime = super::caps::lifetime();
     let n = SEQ.get() + 1;
     SEQ.set(n);
     let pid = std::process::id();
     let dir = dir();
-    let path = PathBuf::from(format!("{dir}/{xid}-{pid}-{n}.json"));
+    // the name says whose it is, so that a reconciler skips the files of
+    // a transaction still running without reading them
+    let path = PathBuf::from(format!("{dir}/{lifetime}-{top}-{xid}-{pid}-{n}.json"));
     let record = json!({
         "id": format!("{xid}-{pid}-{n}"),
         "xid": xid.to_string(),
-        "lifetime": super::caps::lifetime().to_string(),
+        "top_xid": top.to_string(),
+        "lifetime": lifetime.to_string(),
         "lead_id": call.lead_id,
         "value": call.value,
         "product": call.product,
@@ -111,46 +117,65 @@ impl Spent {
     }
 }
 
-fn files() -> Vec<(PathBuf, Value)> {
+/// A request's file, by its name: (path, server lifetime, top-level
+/// transaction id).
+struct Named {
+    path: PathBuf,
+    lifetime: u64,
+    top: u64,
+}
+
+/// This database's request files, in one order for every reconciler (two
+/// never wait on each other's rows).
+fn listing() -> Vec<Named> {
     let Ok(dir) = fs::read_dir(dir()) else {
         return Vec::new();
     };
-    let mut paths: Vec<PathBuf> = dir
+    let mut files: Vec<Named> = dir
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    // one order for every reconciler: two never wait on each other's rows
-    paths.sort();
-    paths
-        .into_iter()
-        .filter_map(|p| {
-            let text = fs::read_to_string(&p).ok()?;
-            let v: Value = serde_json::from_str(&text).ok()?;
-            Some((p, v))
+        .filter_map(|path| {
+            let stem = path.file_stem()?.to_str()?.to_string();
+            let mut parts = stem.split('-');
+            let lifetime = parts.next()?.parse().ok()?;
+            let top = parts.next()?.parse().ok()?;
+            Some(Named {
+                path,
+                lifetime,
+                top,
+            })
         })
-        .collect()
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
 }
 
-/// Is the transaction that wrote the file still running? Not if the file
-/// is from an earlier life of the server (after a restart or a crash, ids
-/// that never reached the disk are handed out again). Within one life its
-/// id was handed out before the file was written, so `pg_xact_status` knows
-/// it. (A snapshot's xmax is no bound: a transaction that got its id after
-/// the last one to end is at or past it and still running. The demo's
-/// 1,200-row INSERT showed it: one lead in flight was recorded as rolled
-/// back.)
-fn running(record: &Value) -> bool {
-    if record["lifetime"].as_str() != Some(&super::caps::lifetime().to_string()) {
-        return false;
+fn read(f: &Named) -> Option<Value> {
+    serde_json::from_str(&fs::read_to_string(&f.path).ok()?).ok()
+}
+
+/// Has the transaction that wrote the file ended? Yes if the file is from
+/// an earlier life of the server (after a restart or a crash, ids that never
+/// reached the disk are handed out again). Within one life its top-level id
+/// was handed out before the file was written, so `pg_xact_status` knows
+/// it; a subtransaction's files wait for their top-level transaction. (A
+/// snapshot's xmax is no bound: a transaction that got its id after the
+/// last one to end is at or past it and still running. The demo's 1,200-row
+/// INSERT showed it: one lead in flight was recorded as rolled back.)
+/// `asked` keeps each top-level id's answer for one pass.
+fn ended(f: &Named, asked: &mut HashMap<u64, bool>) -> bool {
+    if f.lifetime != super::caps::lifetime() {
+        return true;
     }
-    let xid = record["xid"].as_str().unwrap_or("0");
-    one::<bool>(
-        "SELECT pg_catalog.pg_xact_status($1::text::pg_catalog.xid8) IS NOT DISTINCT FROM 'in progress'",
-        &[TEXT],
-        &[xid.into()],
-    )
-    .unwrap_or(false)
+    *asked.entry(f.top).or_insert_with(|| {
+        !one::<bool>(
+            "SELECT pg_catalog.pg_xact_status($1::text::pg_catalog.xid8) IS NOT DISTINCT FROM 'in progress'",
+            &[TEXT],
+            &[f.top.to_string().as_str().into()],
+        )
+        .unwrap_or(false)
+    })
 }
 
 /// Did the lead commit? Its mark says (read with a snapshot taken now).
@@ -187,11 +212,13 @@ fn caps_of(record: &Value) -> Vec<CapKey> {
 /// reads that with the durable rows, in one snapshot taken after this scan,
 /// so a request reconciled in between is counted once).
 pub fn ended_for(k: &CapKey) -> Vec<String> {
-    files()
+    let mut asked = HashMap::new();
+    listing()
         .iter()
-        .filter(|(_, r)| caps_of(r).contains(k))
-        .filter(|(_, r)| !running(r))
-        .filter_map(|(_, r)| r["id"].as_str().map(str::to_string))
+        .filter(|f| ended(f, &mut asked))
+        .filter_map(read)
+        .filter(|r| caps_of(r).contains(k))
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
         .collect()
 }
 
@@ -201,14 +228,16 @@ pub fn ended_for(k: &CapKey) -> Vec<String> {
 pub fn reconcile() -> i64 {
     super::caps::register_callbacks();
     let mut n = 0;
-    for (path, r) in files() {
-        if running(&r) {
+    let mut asked = HashMap::new();
+    for f in listing() {
+        if !ended(&f, &mut asked) {
             continue;
         }
+        let Some(r) = read(&f) else { continue };
         let id = r["id"].as_str().unwrap_or_default();
         if marked(id) {
             // the lead committed: its own rows say it all
-            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(&f.path);
             exec(
                 "DELETE FROM iclear.sent_mark WHERE id = $1",
                 &[TEXT],
@@ -216,7 +245,7 @@ pub fn reconcile() -> i64 {
             );
         } else {
             n += i64::from(record(&r));
-            RECONCILED.with_borrow_mut(|v| v.push(path));
+            RECONCILED.with_borrow_mut(|v| v.push(f.path));
         }
     }
     n
