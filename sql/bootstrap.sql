@@ -509,4 +509,14 @@ CREATE TABLE iclear.spent_request (
 -- (ids not yet on disk are handed out again), so whether the lead committed
 -- is read from this mark. The worker deletes marks as it removes the files.
 CREATE TABLE iclear.sent_mark (id text PRIMARY KEY);
+-- Vendor credentials (api_key, api_token, account_id) of each global rule,
+-- apart from its settings: iclear_admin alone reads them. The reference is
+-- checked at commit, so the validation trigger can store them before its
+-- global rule row exists.
+CREATE TABLE iclear.global_rule_credential (
+    global_rule_id bigint PRIMARY KEY
+                   REFERENCES iclear.global_rule ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    credentials    jsonb NOT NULL DEFAULT '{}'
+);
+SELECT pg_catalog.pg_extension_config_dump('iclear.global_rule_credential', '');
 -- END since-0.4.0

@@ -197,25 +197,6 @@ END $$;
 CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.rule_action
     FOR EACH ROW EXECUTE FUNCTION iclear.validate_rule_action();
 
-CREATE OR REPLACE FUNCTION iclear.validate_global_rule() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    missing bigint;
-BEGIN
-    PERFORM iclear.check_global_rule_settings(NEW.service, NEW.settings);
-    SELECT x INTO missing
-      FROM jsonb_array_elements_text(coalesce(NEW.settings -> 'add_to_list' -> 'list_ids', '[]')) AS t(x)
-     WHERE NOT EXISTS (SELECT 1 FROM iclear.list l WHERE l.id = t.x::bigint)
-     LIMIT 1;
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'invalid setting global_rule.settings.add_to_list.list_ids: unknown list id %', missing
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.global_rule
-    FOR EACH ROW EXECUTE FUNCTION iclear.validate_global_rule();
-
 -- Until 0.4.0 global caps counted in their own row (current_value,
 -- period_start), updated on the lead path: not configuration changes.
 DROP TRIGGER IF EXISTS bump_config_version ON iclear.global_cap;
@@ -372,22 +353,6 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION iclear.use_verification_hub(text) FROM PUBLIC;
 
--- Verifiers (e.g. a call centre's SMS desk) record and confirm
--- verifications and read nothing else: the functions run as their owner.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_verifier') THEN
-        CREATE ROLE iclear_verifier NOLOGIN;
-    END IF;
-END $$;
-GRANT USAGE ON SCHEMA iclear TO iclear_verifier;
--- they run as their owner: only roles granted them may call them
-REVOKE EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
-                           iclear.confirm_sms(text, text, text)
-    FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
-                          iclear.confirm_sms(text, text, text), iclear.normalize_phone(text)
-    TO iclear_verifier;
 -- END since-0.2.0
 
 -- ------------------------------------------------------------ public entry
@@ -623,4 +588,144 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.spent_request', '');
 -- tables: a new configuration version tells them the schema moved.
 UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
 SELECT iclear.config_changed();
+-- ------------------------------------------------------------- credentials
+-- Vendor credentials written into global_rule.settings are moved to
+-- global_rule_credential, which iclear_admin alone may read: an operator
+-- reads and edits a global rule's settings without seeing or losing them.
+-- Only iclear_admin may set one; a credential set to null is removed.
+-- Validation sees the settings with the stored credentials (the processing
+-- configuration is loaded the same way, src/store/config.rs).
+CREATE FUNCTION iclear.credential_keys() RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY['api_key', 'api_token', 'account_id'] $$;
+
+CREATE FUNCTION iclear.check_global_rule(id bigint, service text, settings jsonb) RETURNS void
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT iclear.check_global_rule_settings($2, $3 || coalesce(
+        (SELECT c.credentials FROM iclear.global_rule_credential c WHERE c.global_rule_id = $1), '{}'))
+$$;
+
+CREATE OR REPLACE FUNCTION iclear.validate_global_rule() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    missing bigint;
+    given jsonb;
+    key text;
+BEGIN
+    SELECT jsonb_object_agg(e.key, e.value) INTO given
+      FROM jsonb_each(NEW.settings) e WHERE e.key = ANY (iclear.credential_keys());
+    IF given IS NOT NULL THEN
+        IF NOT pg_has_role('iclear_admin', 'USAGE') THEN
+            SELECT min(k) INTO key FROM jsonb_object_keys(given) k;
+            RAISE EXCEPTION 'permission denied to set global_rule.settings.%', key
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Credentials are set by a member of iclear_admin.';
+        END IF;
+        NEW.settings := NEW.settings - iclear.credential_keys();
+        INSERT INTO iclear.global_rule_credential AS c (global_rule_id, credentials)
+        VALUES (NEW.id, jsonb_strip_nulls(given))
+        ON CONFLICT (global_rule_id) DO UPDATE SET credentials = jsonb_strip_nulls(c.credentials || given);
+    END IF;
+    PERFORM iclear.check_global_rule(NEW.id, NEW.service, NEW.settings);
+    SELECT x INTO missing
+      FROM jsonb_array_elements_text(coalesce(NEW.settings -> 'add_to_list' -> 'list_ids', '[]')) AS t(x)
+     WHERE NOT EXISTS (SELECT 1 FROM iclear.list l WHERE l.id = t.x::bigint)
+     LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid setting global_rule.settings.add_to_list.list_ids: unknown list id %', missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.global_rule
+    FOR EACH ROW EXECUTE FUNCTION iclear.validate_global_rule();
+-- credentials stored in settings before 0.5.0 move out (the trigger moves them)
+UPDATE iclear.global_rule SET settings = settings WHERE settings ?| iclear.credential_keys();
+
+-- ------------------------------------------------------------------ roles
+-- The application role that inserts leads needs INSERT on its own table
+-- (and EXECUTE on iclear_process where it calls it): processing runs with
+-- the extension owner's rights. The roles (SECURITY.md):
+--   iclear_admin     everything, including credentials and endpoints
+--   iclear_operator  rules, lists, products, caps; processes leads; logs
+--   iclear_reader    the reporting views
+--   iclear_verifier  records and confirms verifications (e.g. a call
+--                    centre's SMS desk) and reads nothing else
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['iclear_admin', 'iclear_operator', 'iclear_reader', 'iclear_verifier'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END $$;
+GRANT iclear_reader TO iclear_operator;
+GRANT iclear_operator, iclear_verifier TO iclear_admin;
+
+-- Processing runs as the owner: whoever inserts, the trigger and the
+-- entry points read the configuration and write the logs.
+ALTER FUNCTION iclear.lead_trigger() SECURITY DEFINER;
+ALTER FUNCTION iclear.process(jsonb) SECURITY DEFINER;
+ALTER FUNCTION iclear.process_redirect(text, jsonb) SECURITY DEFINER;
+ALTER FUNCTION public.iclear_process(jsonb) SECURITY DEFINER;
+ALTER FUNCTION iclear.bump_config_version() SECURITY DEFINER;
+ALTER FUNCTION iclear.retry_failed_jobs() SECURITY DEFINER;
+ALTER FUNCTION iclear.run_worker_once(integer) SECURITY DEFINER;
+
+-- Nothing is PUBLIC; each role gets what its name says.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;
+GRANT USAGE ON SCHEMA iclear TO iclear_reader, iclear_verifier;
+-- (functions a view calls are checked against the reader)
+GRANT SELECT ON iclear.full_log, iclear.lead_log, iclear.pre_screen_reject_log, iclear.redirect_log,
+                iclear.health, iclear.service_usage, iclear.cap_status, iclear.counter
+    TO iclear_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON iclear.product, iclear.source, iclear.global_rule, iclear.global_cap, iclear.rule_category,
+       iclear.rule, iclear.rule_condition, iclear.rule_action, iclear.list, iclear.list_product,
+       iclear.list_entry, iclear.attachment
+    TO iclear_operator;
+GRANT SELECT ON iclear.service, iclear.decision, iclear.filter_log, iclear.job, iclear.cap_use,
+                iclear.counter_total, iclear.spent_request, iclear.consent_evidence, iclear.config_version
+    TO iclear_operator;
+GRANT UPDATE (subscription, cost) ON iclear.service TO iclear_operator;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA iclear TO iclear_operator;
+GRANT EXECUTE ON FUNCTION iclear.cap_period_start(text, integer, timestamptz),
+                          iclear.next_cap_reset(text, integer, timestamptz), iclear.version()
+    TO iclear_reader;
+GRANT EXECUTE ON FUNCTION public.iclear_process(jsonb), iclear.process(jsonb),
+                          iclear.process_redirect(text, jsonb), iclear.lead_trigger(),
+                          iclear.attach(regclass, text, jsonb), iclear.detach(regclass),
+                          iclear.lead_info(text), iclear.retry_failed_jobs(),
+                          -- what the configuration tables' checks and triggers call
+                          iclear.check_condition(text, text, text, jsonb), iclear.check_action(text, text, jsonb),
+                          iclear.action_list_ids(text, jsonb), iclear.check_attach_options(jsonb),
+                          iclear.check_global_rule_settings(text, jsonb), iclear.check_global_rule(bigint, text, jsonb),
+                          iclear.credential_keys(), iclear.config_changed(), iclear.normalize_phone(text)
+    TO iclear_operator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service, iclear.global_rule_credential TO iclear_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA iclear TO iclear_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iclear TO iclear_admin;
+REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text) FROM iclear_admin;
+GRANT EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
+                          iclear.confirm_sms(text, text, text), iclear.normalize_phone(text)
+    TO iclear_verifier;
+
+-- Every function pins its search_path (review finding 3): objects that
+-- another role plants in public, or in any schema on a caller's path, are
+-- never called by iclear's SQL, whoever runs it.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_proc p
+               JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'iclear'
+              WHERE p.proconfig IS NULL
+                AND p.pronamespace IN ('iclear'::regnamespace, 'public'::regnamespace) LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END $$;
 -- END since-0.4.0

@@ -504,6 +504,17 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
         .and_then(|c| c.into_string().ok())
         .unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    // The worker is a superuser session: objects another role planted in a
+    // schema on the database's path must never be called (review finding 3).
+    // An override, so neither ALTER DATABASE ... SET nor a reload replaces it.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        );
+    }
     log!("iclear worker: serving the job queue of database {db:?}");
     let mut next_upkeep = Instant::now();
     loop {

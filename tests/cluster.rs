@@ -610,3 +610,75 @@ fn wait_until_blocked(c: &mut postgres::Client, app: &str) {
         thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Review finding 6: query cancel, `statement_timeout` and `lock_timeout`
+/// end the INSERT into an attached table; they are not caught and turned
+/// into an `error` row (processing errors still are: the test above).
+#[test]
+fn cancellation_ends_the_insert_instead_of_an_error_row() {
+    use iclear_services::sandbox::{Sandbox, SandboxOptions};
+    let sb =
+        Sandbox::start_with("127.0.0.1:0", SandboxOptions::delay(1500, 1500).unwrap()).unwrap();
+    let cl = Cluster::start();
+    let mut c = cl.database("t_cancel");
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(&format!(
+        r#"INSERT INTO iclear.service (name, endpoint) VALUES ('ip_analysis', '{url}/ip');
+           INSERT INTO iclear.global_rule (product_id, service, settings)
+           SELECT id, 'ip_analysis', '{{"api_key": "k", "sync_timeout_s": 5}}' FROM iclear.product;
+           CREATE TABLE leads (id bigserial PRIMARY KEY, email text, "userIp" text, iclear_status text);
+           SELECT iclear.attach('leads', 'payday_us');"#,
+        url = sb.base_url()
+    ))
+    .unwrap();
+    let insert = r#"INSERT INTO leads (email, "userIp") VALUES ('a@x.com', '10.0.0.1')"#;
+    let code = |r: Result<(), postgres::Error>| -> String {
+        let e = r.expect_err("the insert should have been cancelled");
+        e.code()
+            .map(|c| c.code().to_string())
+            .unwrap_or_else(|| e.to_string())
+    };
+    // statement_timeout, during the vendor's answer
+    assert_eq!(
+        code(c.batch_execute(&format!("SET statement_timeout = '300ms'; {insert}"))),
+        "57014"
+    );
+    c.batch_execute("RESET statement_timeout").unwrap();
+    // a cancel from another session
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let url = cl.url("t_cancel");
+    let canceller = thread::spawn(move || {
+        thread::sleep(std::time::Duration::from_millis(300));
+        let mut o = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        o.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
+    });
+    assert_eq!(code(c.batch_execute(insert)), "57014");
+    canceller.join().unwrap();
+    // lock_timeout, while a maintenance session holds the decision log
+    let mut other = cl.connect("t_cancel");
+    let mut hold = other.transaction().unwrap();
+    hold.batch_execute("LOCK TABLE iclear.decision IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    assert_eq!(
+        code(c.batch_execute(&format!("SET lock_timeout = '200ms'; {insert}"))),
+        "55P03"
+    );
+    hold.rollback().unwrap();
+    c.batch_execute("RESET lock_timeout").unwrap();
+    let n = |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(
+        n(&mut c, "SELECT count(*) FROM leads"),
+        0,
+        "no row was kept as error"
+    );
+    assert_eq!(n(&mut c, "SELECT count(*) FROM iclear.decision"), 0);
+    // and the next insert is processed as usual
+    c.batch_execute(insert).unwrap();
+    assert_eq!(
+        n(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'accepted'"
+        ),
+        1
+    );
+}

@@ -124,6 +124,12 @@ impl Cluster {
         Client::connect(&self.url(db), NoTls).unwrap_or_else(|e| panic!("connect {db}: {e}"))
     }
 
+    /// Connect to `db` as `role` (a LOGIN role; the cluster trusts loopback).
+    pub fn connect_as(&self, db: &str, role: &str) -> Client {
+        let url = format!("host=127.0.0.1 port={} user={role} dbname={db}", self.port);
+        Client::connect(&url, NoTls).unwrap_or_else(|e| panic!("connect {db} as {role}: {e}"))
+    }
+
     /// A fresh database with iclear created in it.
     pub fn database(&self, db: &str) -> Client {
         let mut admin = self.connect("postgres");

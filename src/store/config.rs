@@ -132,11 +132,30 @@ SELECT jsonb_build_object(
        FROM iclear.list l), '[]'),
   'global_rules', coalesce((
      SELECT jsonb_agg(to_jsonb(g) || jsonb_build_object(
-              'subscription', s.subscription, 'cost', s.cost, 'endpoint', s.endpoint)
+              'subscription', s.subscription, 'cost', s.cost, 'endpoint', s.endpoint,
+              'settings', g.settings || coalesce(cr.credentials, '{}'))
             ORDER BY g.position, g.id)
        FROM iclear.global_rule g JOIN iclear.service s ON s.name = g.service
+       LEFT JOIN iclear.global_rule_credential cr ON cr.global_rule_id = g.id
       WHERE g.product_id = p.id), '[]'))
 FROM iclear.product p WHERE p.name = $1"#;
+
+const WITH_CREDENTIALS: [&str; 2] = [
+    ",\n              'settings', g.settings || coalesce(cr.credentials, '{}')",
+    "\n       LEFT JOIN iclear.global_rule_credential cr ON cr.global_rule_id = g.id",
+];
+
+/// `LOAD` for the 0.4.0 schema, which kept credentials in the settings.
+fn load_0_4() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let sql = WITH_CREDENTIALS
+            .iter()
+            .fold(LOAD.to_string(), |sql, part| sql.replace(part, ""));
+        debug_assert!(!sql.contains("credential"));
+        sql
+    })
+}
 
 /// Does the installed schema have this version's tables? Between installing
 /// a new library (and restarting) and `ALTER EXTENSION iclear UPDATE`, the
@@ -166,7 +185,12 @@ pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
             return Ok(Some(p));
         }
     }
-    let Some(doc) = one::<JsonB>(LOAD, &[TEXT], &[name.into()]) else {
+    let sql = if schema_is_current() {
+        LOAD
+    } else {
+        load_0_4()
+    };
+    let Some(doc) = one::<JsonB>(sql, &[TEXT], &[name.into()]) else {
         return Ok(None);
     };
     let cfg = Rc::new(ProductConfig::from_json(doc.0)?);

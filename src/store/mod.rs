@@ -214,9 +214,27 @@ pub fn wait_xact_lock(class: i32, parts: &[&str], wait_ms: u64) -> bool {
     }
 }
 
+/// Is this error the session being told to stop (query cancel,
+/// `statement_timeout`, `lock_timeout`, shutdown) rather than a failure of
+/// the work? Those are never caught: the statement must end (review
+/// finding 6).
+fn interrupts(e: &pg_sys::panic::CaughtError) -> bool {
+    use pg_sys::panic::CaughtError;
+    let r = match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+        CaughtError::RustPanic { ereport, .. } => ereport,
+    };
+    let code = r.sql_error_code();
+    // SQLSTATE class 57, "operator intervention": the first two characters
+    // are the low 12 bits (ERRCODE_TO_CATEGORY)
+    let class = code as isize & 0xfff;
+    class == PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION as isize
+        || code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+}
+
 /// Run `f` in a subtransaction: an ERROR inside (a postgres_fdw hub that is
 /// down, say) rolls back only what `f` did and comes back as its message,
-/// so the lead's transaction goes on.
+/// so the lead's transaction goes on. A cancellation is re-raised.
 pub fn guarded<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
     use pgrx::pg_sys;
     unsafe {
@@ -235,6 +253,9 @@ pub fn guarded<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, S
             pg_sys::RollbackAndReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(ctx);
             pg_sys::CurrentResourceOwner = owner;
+            if interrupts(&e) {
+                e.rethrow()
+            }
             Err(match e {
                 pg_sys::panic::CaughtError::PostgresError(r)
                 | pg_sys::panic::CaughtError::ErrorReport(r)

@@ -1,0 +1,312 @@
+//! Least privilege, tried as production does: each role logs in and is
+//! shown what it can and cannot do. Application roles that are not
+//! superusers insert leads with nothing but INSERT on their own table;
+//! iclear_admin alone handles credentials and endpoints; iclear_operator
+//! runs the rules; iclear_reader reads the reports; objects planted in
+//! `public` are never called by iclear's SQL.
+
+use iclear_it::{Cluster, FIXTURE};
+use iclear_services::sandbox::Sandbox;
+use postgres::Client;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "SECRETKEY123";
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// The SQLSTATE and message (with its hint) of a statement that must fail.
+fn refused(c: &mut Client, sql: &str) -> (String, String) {
+    let e = c
+        .batch_execute(sql)
+        .expect_err(&format!("{sql}: should be refused"));
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+    let hint = db.hint().unwrap_or_default();
+    (
+        db.code().code().to_string(),
+        format!("{} {hint}", db.message()),
+    )
+}
+
+fn denied(c: &mut Client, sql: &str) {
+    let (code, msg) = refused(c, sql);
+    assert_eq!(code, "42501", "{sql}: {msg}");
+}
+
+/// A product `payday_us` (FIXTURE: a DNPL on email, a test-email rule), a
+/// sync IP Analysis global rule against the sandbox with a credential, a
+/// lead table attached, and the roles: `app` (INSERT on leads), `ops`
+/// (iclear_operator), `boss` (iclear_admin), `report` (iclear_reader).
+fn setup(cl: &Cluster, sb: &Sandbox, db: &str) -> Client {
+    let mut c = cl.database(db);
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(&format!(
+        r#"INSERT INTO iclear.service (name, endpoint) VALUES ('ip_analysis', '{url}/ip');
+           INSERT INTO iclear.global_rule (product_id, service, settings)
+           SELECT id, 'ip_analysis', '{{"api_key": "{KEY}", "reject_fraud_score_gte": 90}}' FROM iclear.product;
+           CREATE TABLE public.leads (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text,
+                                      "userIp" text, iclear_status text, iclear_decision jsonb);
+           SELECT iclear.attach('public.leads', 'payday_us');
+           DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN
+                   CREATE ROLE app LOGIN; CREATE ROLE ops LOGIN IN ROLE iclear_operator;
+                   CREATE ROLE boss LOGIN IN ROLE iclear_admin; CREATE ROLE report LOGIN IN ROLE iclear_reader;
+               END IF;
+           END $$;
+           GRANT INSERT, SELECT ON public.leads TO app;"#,
+        url = sb.base_url()
+    ))
+    .unwrap();
+    c
+}
+
+#[test]
+fn an_application_role_needs_only_insert_on_its_lead_table() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = setup(&cl, &sb, "t_app");
+    let mut app = cl.connect_as("t_app", "app");
+    let status = |app: &mut Client, email: &str, ip: &str| -> (String, Value) {
+        let r = app
+            .query_one(
+                r#"INSERT INTO public.leads (email, "userIp") VALUES ($1, $2)
+                   RETURNING iclear_status, iclear_decision"#,
+                &[&email, &ip],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (s, d) = status(&mut app, "fraud@example.com", "10.0.0.1");
+    assert_eq!(s, "rejected", "the DNPL'd email: {d}");
+    let (s, d) = status(&mut app, "ok@example.com", "10.0.0.95");
+    assert_eq!(s, "rejected", "fraud score 95 >= 90: {d}");
+    let (s, d) = status(&mut app, "ok@example.com", "10.0.0.5");
+    assert_eq!(s, "accepted", "{d}");
+    assert_eq!(sb.count("ip"), 2, "the lookups were made");
+    // the application role reads nothing of iclear and calls nothing
+    denied(&mut app, "SELECT * FROM iclear.global_rule");
+    denied(&mut app, "SELECT * FROM iclear.decision");
+    denied(
+        &mut app,
+        r#"SELECT iclear_process('{"product": "payday_us"}'::jsonb)"#,
+    );
+    // EXECUTE on iclear_process is all it needs to call it
+    c.batch_execute("GRANT EXECUTE ON FUNCTION public.iclear_process(jsonb) TO app")
+        .unwrap();
+    let d: Value = app
+        .query_one(
+            r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "fraud@example.com"}}'::jsonb)"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(d["status"], "rejected", "{d}");
+    denied(&mut app, "SELECT * FROM iclear.global_rule");
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.decision WHERE decision->>'status' = 'error'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn roles_do_what_their_names_say() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = setup(&cl, &sb, "t_roles");
+    let mut ops = cl.connect_as("t_roles", "ops");
+    let mut boss = cl.connect_as("t_roles", "boss");
+    let mut report = cl.connect_as("t_roles", "report");
+
+    // the operator sees the global rule without its credential ...
+    let settings: Value = ops
+        .query_one("SELECT settings FROM iclear.global_rule", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(settings, json!({"reject_fraud_score_gte": 90}));
+    denied(&mut ops, "SELECT * FROM iclear.global_rule_credential");
+    // ... edits it without losing the credential ...
+    ops.batch_execute(
+        r#"UPDATE iclear.global_rule SET settings = '{"reject_fraud_score_gte": 80}'"#,
+    )
+    .unwrap();
+    let d: Value = ops
+        .query_one(
+            r#"SELECT iclear_process('{"product": "payday_us", "fields": {"email": "a@example.com", "userIp": "10.0.0.85"}}'::jsonb)"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        d["status"], "rejected",
+        "85 >= 80, with the stored key: {d}"
+    );
+    // ... and may not set one
+    let (code, msg) = refused(
+        &mut ops,
+        r#"UPDATE iclear.global_rule SET settings = settings || '{"api_key": "mine"}'"#,
+    );
+    assert_eq!(code, "42501", "{msg}");
+    assert!(
+        msg.contains("api_key") && msg.contains("iclear_admin"),
+        "{msg}"
+    );
+    // operators run rules, lists, products and caps ...
+    ops.batch_execute(
+        r#"INSERT INTO iclear.product (name) VALUES ('auto_us');
+           INSERT INTO iclear.list_entry (list_id, value) SELECT id, 'worse@example.com' FROM iclear.list;
+           INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'daily', 1000);
+           UPDATE iclear.rule SET daily_limit = 500;
+           UPDATE iclear.service SET subscription = 'enabled', cost = 0.004;
+           SELECT count(*) FROM iclear.filter_log;
+           SELECT * FROM iclear.cap_status;"#,
+    )
+    .unwrap();
+    // ... but neither endpoints, nor verifications, nor cap counts, nor jobs
+    denied(
+        &mut ops,
+        "UPDATE iclear.service SET endpoint = 'http://127.0.0.1:1/ip'",
+    );
+    denied(
+        &mut ops,
+        "UPDATE iclear.sms_verification SET status = 'verified'",
+    );
+    denied(&mut ops, "DELETE FROM iclear.cap_use");
+    denied(
+        &mut ops,
+        "INSERT INTO iclear.job (kind, payload) VALUES ('x', '{}')",
+    );
+    denied(&mut ops, "INSERT INTO iclear.lookup_cache (service, lookup_key, response) VALUES ('ip_analysis', 'x', '{}')");
+    denied(
+        &mut ops,
+        "SELECT iclear.record_verification('payday_us', '{}')",
+    );
+    denied(&mut ops, "SELECT iclear.maintain()");
+
+    // the admin sets credentials and endpoints; a credential set to null is removed
+    boss.batch_execute(&format!(
+        r#"UPDATE iclear.global_rule SET settings = settings || '{{"api_key": "NEWKEY456"}}';
+           UPDATE iclear.service SET endpoint = '{url}/ip' WHERE name = 'ip_analysis';"#,
+        url = sb.base_url()
+    ))
+    .unwrap();
+    let creds: Value = boss
+        .query_one("SELECT credentials FROM iclear.global_rule_credential", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(creds, json!({"api_key": "NEWKEY456"}));
+    let (code, msg) = refused(
+        &mut boss,
+        "UPDATE iclear.service SET endpoint = 'file:///etc/passwd'",
+    );
+    assert_eq!(code, "23514", "{msg}");
+    assert!(msg.contains("service.endpoint"), "{msg}");
+
+    // the reader reads the reports and nothing else
+    report
+        .batch_execute(
+            "SELECT * FROM iclear.lead_log; SELECT * FROM iclear.full_log; SELECT * FROM iclear.cap_status;
+             SELECT * FROM iclear.health; SELECT * FROM iclear.service_usage;",
+        )
+        .unwrap();
+    denied(&mut report, "SELECT * FROM iclear.global_rule");
+    denied(&mut report, "SELECT * FROM iclear.decision");
+    denied(&mut report, "UPDATE iclear.rule SET status = 'paused'");
+    denied(
+        &mut report,
+        r#"SELECT iclear_process('{"product": "payday_us"}'::jsonb)"#,
+    );
+    // verifiers record verifications and nothing else (review F-S3)
+    c.batch_execute("CREATE ROLE desk LOGIN IN ROLE iclear_verifier")
+        .unwrap();
+    let mut desk = cl.connect_as("t_roles", "desk");
+    denied(&mut desk, "SELECT iclear.config_changed()");
+    denied(&mut desk, "SELECT * FROM iclear.lead_log");
+
+    // no credential in any view, log, decision or job
+    for sql in [
+        "SELECT count(*) FROM iclear.full_log f WHERE f::text ~ '(SECRETKEY123|NEWKEY456)'",
+        "SELECT count(*) FROM iclear.decision d WHERE d::text ~ '(SECRETKEY123|NEWKEY456)'",
+        "SELECT count(*) FROM iclear.filter_log f WHERE f::text ~ '(SECRETKEY123|NEWKEY456)'",
+        "SELECT count(*) FROM iclear.global_rule g WHERE g::text ~ '(SECRETKEY123|NEWKEY456)'",
+    ] {
+        assert_eq!(count(&mut c, sql), 0, "{sql}");
+    }
+    assert!(count(&mut c, "SELECT count(*) FROM iclear.filter_log") > 0);
+}
+
+/// Review finding 3: with `public` ahead of `pg_catalog` on every path,
+/// objects planted there would take over iclear's SQL in the insert path,
+/// the worker and maintenance. None is called.
+#[test]
+fn objects_in_public_are_never_called() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with("-c iclear.database=t_path -c iclear.worker_naptime=100");
+    let mut c = setup(&cl, &sb, "t_path");
+    c.batch_execute(
+        r#"CREATE TABLE public.pwned (who text, what text);
+           GRANT INSERT ON public.pwned TO PUBLIC;
+           CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS
+             $$ INSERT INTO public.pwned VALUES (current_user, 'now'); SELECT pg_catalog.now() $$;
+           CREATE FUNCTION public.texteq_spy(text, text) RETURNS boolean LANGUAGE sql AS
+             $$ INSERT INTO public.pwned VALUES (current_user, '='); SELECT pg_catalog.texteq($1, $2) $$;
+           CREATE OPERATOR public.= (FUNCTION = public.texteq_spy, LEFTARG = text, RIGHTARG = text);
+           CREATE FUNCTION public.right(name, int) RETURNS text LANGUAGE sql AS
+             $$ INSERT INTO public.pwned VALUES (current_user, 'right'); SELECT pg_catalog.right($1::text, $2) $$;
+           CREATE FUNCTION public.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS
+             $$ INSERT INTO public.pwned VALUES (current_user, 'to_jsonb'); SELECT pg_catalog.to_jsonb($1) $$;
+           ALTER DATABASE t_path SET search_path = public, pg_catalog;
+           ALTER ROLE app SET search_path = public, pg_catalog;
+           UPDATE iclear.global_rule SET execution = 'async';"#,
+    )
+    .unwrap();
+    // a new session, as cron's would be, and the application's
+    let mut su = cl.connect("t_path");
+    let mut app = cl.connect_as("t_path", "app");
+    for i in 1..=5 {
+        app.execute(
+            r#"INSERT INTO public.leads (email, "userIp") VALUES ($1, $2)"#,
+            &[&format!("lead{i}@example.com"), &format!("10.0.0.{i}")],
+        )
+        .unwrap();
+    }
+    su.batch_execute(
+        "SELECT iclear.maintain(); SELECT iclear.lead_info('1'); SELECT * FROM iclear.cap_status;",
+    )
+    .unwrap();
+    // the worker (restarted, so it connects with the planted path) does the lookups
+    c.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    // (polled from a session with the usual path: the planted `=` would
+    // answer a query of this test's own)
+    while count(
+        &mut c,
+        "SELECT count(*) FROM iclear.job WHERE status = 'done'",
+    ) < 5
+    {
+        assert!(Instant::now() < until, "jobs not done\n{}", cl.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sb.count("ip"), 5);
+    let pwned: i64 = count(&mut c, "SELECT count(*) FROM public.pwned");
+    let who: Vec<String> = c
+        .query(
+            "SELECT who || ' ' || what || ' ' || count(*) FROM public.pwned GROUP BY who, what",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pwned, 0, "planted objects were called: {who:?}");
+    // the planted operator does work for a session that asks for it
+    su.batch_execute("SELECT 'a'::text = 'a'::text").unwrap();
+    assert!(count(&mut c, "SELECT count(*) FROM public.pwned") > 0);
+}
