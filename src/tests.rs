@@ -1351,6 +1351,48 @@ mod tests {
         );
     }
 
+    /// Review finding 7: a job whose preparation raises an ERROR (here its
+    /// product's configuration cannot be loaded: a condition value nested
+    /// deeper than the JSON reader allows, stored with the checks off as a
+    /// restore would) fails alone, with the reason; the queue behind it runs.
+    #[pg_test]
+    fn a_job_that_cannot_be_prepared_fails_alone() {
+        setup();
+        let sb = Sandbox::start("127.0.0.1:0").unwrap();
+        sandbox_service(&sb, "ip_analysis", "ip", 0.005);
+        run("INSERT INTO iclear.product (name) VALUES ('q')");
+        run(
+            "INSERT INTO iclear.global_rule (product_id, service, execution, settings)
+             SELECT id, 'ip_analysis', 'async', '{\"api_key\": \"k\"}' FROM iclear.product",
+        );
+        ip_lead("P1", "10.0.0.1");
+        ip_lead("P2", "10.0.0.2");
+        for (id, ip) in [("Q1", "10.0.0.3"), ("Q2", "10.0.0.4")] {
+            process(json!({"product": "q", "lead_id": id, "fields": {"userIp": ip}}));
+        }
+        let r = rule("processing", "deep", 1);
+        run("ALTER TABLE iclear.rule_condition DISABLE TRIGGER validate");
+        run(&format!(
+            "INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
+             VALUES ({r}, 'lead_body', 'x', 'is_empty', (repeat('[', 126) || repeat(']', 126))::jsonb)"
+        ));
+        run("ALTER TABLE iclear.rule_condition ENABLE TRIGGER validate");
+        assert_eq!(int("SELECT iclear.run_worker_once()"), 4);
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.job WHERE status = 'done' AND lead_id LIKE 'Q%'"),
+            2,
+            "q's jobs ran"
+        );
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.job WHERE status = 'failed' AND lead_id LIKE 'P%'
+                  AND last_error LIKE '%could not be prepared%'"),
+            2,
+            "{:?}",
+            text("SELECT string_agg(status || ': ' || coalesce(last_error, ''), '; ') FROM iclear.job")
+        );
+        assert_eq!(sb.count("ip"), 2);
+    }
+
     #[pg_test]
     fn timeouts_failures_and_retries() {
         setup();

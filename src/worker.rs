@@ -326,17 +326,24 @@ fn prepare_sms(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
     Ok((Prep::Sms { cost }, work))
 }
 
+/// Prepare each job in its own subtransaction: a job whose preparation
+/// raises an ERROR (a configuration that cannot be loaded, say) is failed
+/// with the reason, and the rest of the batch goes on (review finding 7:
+/// it used to abort the claim, so the same batch was claimed forever).
 fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
     let mut ready = Vec::with_capacity(jobs.len());
     let mut calls = Vec::new();
     for job in jobs {
-        let prepared = if job.kind == "sms" {
-            prepare_sms(job)
-        } else {
-            prepare(job)
-                .map(|(cfg, call)| (Prep::Lookup(cfg), Work::Lookup(Box::new(call))))
-                .map_err(|why| (why, "failed"))
-        };
+        let prepared = store::guarded(std::panic::AssertUnwindSafe(|| {
+            if job.kind == "sms" {
+                prepare_sms(job)
+            } else {
+                prepare(job)
+                    .map(|(cfg, call)| (Prep::Lookup(cfg), Work::Lookup(Box::new(call))))
+                    .map_err(|why| (why, "failed"))
+            }
+        }))
+        .unwrap_or_else(|e| Err((format!("it could not be prepared: {e}"), "failed")));
         match prepared {
             Ok((prep, work)) => {
                 ready.push(Some(prep));
