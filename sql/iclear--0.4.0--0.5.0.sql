@@ -173,6 +173,61 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.spent_request', '');
 -- tables: a new configuration version tells them the schema moved.
 UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
 SELECT iclear.config_changed();
+
+-- Point the history views at a hub database through a postgres_fdw server
+-- (NULL: back to this database's own tables). See README "Sharing the
+-- verification history".
+CREATE OR REPLACE FUNCTION iclear.use_verification_hub(server text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- in seconds, whatever unit it was set in (5 before the library is loaded)
+    timeout text := coalesce((SELECT setting FROM pg_settings WHERE name = 'iclear.hub_timeout'), '5');
+    opts text[];
+    remote text;
+BEGIN
+    -- back to the local tables first: the views may depend on a previous hub
+    CREATE OR REPLACE VIEW iclear.verification_history AS
+    SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
+    CREATE OR REPLACE VIEW iclear.sms_verification AS
+    SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+      FROM iclear.sms_verification_local;
+    IF server IS NULL THEN
+        DROP SCHEMA IF EXISTS iclear_hub CASCADE;
+        RETURN 'local';
+    END IF;
+    -- An unreachable hub costs a lead at most iclear.hub_timeout (review
+    -- finding 12): libpq's connect_timeout bounds the connection (which
+    -- PostgreSQL 15 cannot cancel), the hub's statement_timeout each read.
+    SELECT s.srvoptions INTO opts FROM pg_foreign_server s WHERE s.srvname = server;
+    SELECT o.option_value INTO remote FROM pg_options_to_table(opts) o WHERE o.option_name = 'options';
+    remote := btrim(regexp_replace(coalesce(remote, ''), '-c\s*statement_timeout=\S+', '', 'g')
+                    || ' -c statement_timeout=' || timeout || 's');
+    EXECUTE format('ALTER SERVER %I OPTIONS (%s connect_timeout %L, %s options %L)', server,
+                   CASE WHEN 'connect_timeout' IN (SELECT option_name FROM pg_options_to_table(opts)) THEN 'SET' ELSE 'ADD' END,
+                   greatest(timeout::int, 2),
+                   CASE WHEN 'options' IN (SELECT option_name FROM pg_options_to_table(opts)) THEN 'SET' ELSE 'ADD' END,
+                   remote);
+    CREATE SCHEMA IF NOT EXISTS iclear_hub;
+    DROP FOREIGN TABLE IF EXISTS iclear_hub.verification_history, iclear_hub.sms_verification;
+    -- no id column: the hub assigns its own
+    EXECUTE format('CREATE FOREIGN TABLE iclear_hub.verification_history
+                        (product text, signature text, recorded_at timestamptz)
+                    SERVER %I OPTIONS (schema_name %L, table_name %L)',
+                   server, 'iclear', 'verification_history_local');
+    EXECUTE format('CREATE FOREIGN TABLE iclear_hub.sms_verification
+                        (product text, phone text, code text, status text, attempts integer,
+                         created_at timestamptz, verified_at timestamptz, expires_at timestamptz, lead_id text)
+                    SERVER %I OPTIONS (schema_name %L, table_name %L)',
+                   server, 'iclear', 'sms_verification_local');
+    CREATE OR REPLACE VIEW iclear.verification_history AS
+    SELECT NULL::bigint AS id, product, signature, recorded_at FROM iclear_hub.verification_history;
+    CREATE OR REPLACE VIEW iclear.sms_verification AS
+    SELECT NULL::bigint AS id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+      FROM iclear_hub.sms_verification;
+    RETURN server;
+END $$;
+REVOKE ALL ON FUNCTION iclear.use_verification_hub(text) FROM PUBLIC;
+
 -- ------------------------------------------------------------- credentials
 -- Vendor credentials written into global_rule.settings are moved to
 -- global_rule_credential, which iclear_admin alone may read: an operator

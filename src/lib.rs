@@ -76,6 +76,16 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucFlags::default(),
     );
     pgrx::GucRegistry::define_int_guc(
+        c"iclear.hub_timeout",
+        c"Seconds a verification hub may take to connect, and to answer one statement",
+        c"Default 5. iclear.use_verification_hub() sets the server's connect_timeout and the hub's statement_timeout from it; past it the lead goes on with the rule's no-response action.",
+        &HUB_TIMEOUT_S,
+        1,
+        300,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::UNIT_S,
+    );
+    pgrx::GucRegistry::define_int_guc(
         c"iclear.retention_days",
         c"Days of decisions and filter log that iclear.maintain() keeps",
         c"Monthly partitions of iclear.decision and iclear.filter_log wholly older than this are dropped by iclear.maintain().",
@@ -122,6 +132,8 @@ pub static COUNTER_LOCK_WAIT_MS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>
 /// pause_for_verification code (read by confirm_sms in sql/finalize.sql too).
 pub static SMS_CODE_TTL_S: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(600);
 pub static SMS_MAX_ATTEMPTS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(5);
+/// `iclear.hub_timeout`: read by iclear.use_verification_hub() (SQL).
+pub static HUB_TIMEOUT_S: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(5);
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 extension_sql_file!("../sql/finalize.sql", finalize);

@@ -131,3 +131,79 @@ fn two_instances_share_one_history_through_a_hub() {
         "verification_history: signature missing"
     );
 }
+
+/// Review finding 12: a hub that does not answer costs a lead at most
+/// `iclear.hub_timeout`, then the rule's no-response action applies. Two
+/// ways a hub hangs: it accepts the connection and never speaks (the
+/// connection, which PostgreSQL 15 cannot cancel, is bounded by libpq's
+/// connect_timeout), and its table is locked (the hub's statement_timeout).
+#[test]
+fn an_unresponsive_hub_costs_a_lead_at_most_its_timeout() {
+    use std::time::{Duration, Instant};
+    // accepts, says nothing, hangs up after 30 s
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in silent.incoming() {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(30));
+                drop(conn);
+            });
+        }
+    });
+    let hub = Cluster::start();
+    let edge = Cluster::start();
+    let mut h = hub.database("hub");
+    h.batch_execute(PRODUCT).unwrap();
+    let mut e = edge.database("edge");
+    e.batch_execute(PRODUCT).unwrap();
+    e.batch_execute(&format!(
+        "CREATE EXTENSION postgres_fdw;
+         CREATE SERVER silent FOREIGN DATA WRAPPER postgres_fdw
+                OPTIONS (host '127.0.0.1', port '{silent_port}', dbname 'hub');
+         CREATE USER MAPPING FOR PUBLIC SERVER silent OPTIONS (user 'postgres');
+         CREATE SERVER hub FOREIGN DATA WRAPPER postgres_fdw
+                OPTIONS (host '127.0.0.1', port '{}', dbname 'hub', options '-c work_mem=8MB');
+         CREATE USER MAPPING FOR PUBLIC SERVER hub OPTIONS (user 'postgres');
+         SET iclear.hub_timeout = 2;
+         SELECT iclear.use_verification_hub('silent');",
+        hub.port
+    ))
+    .unwrap();
+    let timed = |e: &mut Client| {
+        let t = Instant::now();
+        let d = decide(e, "x@y.co");
+        (d, t.elapsed())
+    };
+    let (d, took) = timed(&mut e);
+    assert_eq!(d["status"], "accepted", "no_response = continue: {d}");
+    assert_eq!(d["services"][0]["outcome"], "no_response", "{d}");
+    assert!(took < Duration::from_secs(20), "the lead waited {took:?}");
+
+    e.batch_execute("SELECT iclear.use_verification_hub('hub')")
+        .unwrap();
+    let opts: Vec<String> = e
+        .query_one(
+            "SELECT srvoptions::text[] FROM pg_foreign_server WHERE srvname = 'hub'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(opts.contains(&"connect_timeout=2".to_string()), "{opts:?}");
+    assert!(
+        opts.contains(&"options=-c work_mem=8MB -c statement_timeout=2s".to_string()),
+        "the server's own options are kept: {opts:?}"
+    );
+    let mut hold = h.transaction().unwrap();
+    hold.batch_execute("LOCK TABLE iclear.verification_history_local IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let (d, took) = timed(&mut e);
+    assert_eq!(d["services"][0]["outcome"], "no_response", "{d}");
+    assert!(took < Duration::from_secs(20), "the lead waited {took:?}");
+    hold.rollback().unwrap();
+    let (d, _) = timed(&mut e);
+    assert_eq!(
+        d["reason"], "verification_history: signature missing",
+        "the hub answers again: {d}"
+    );
+}

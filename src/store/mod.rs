@@ -228,8 +228,12 @@ fn interrupts(e: &pg_sys::panic::CaughtError) -> bool {
     // SQLSTATE class 57, "operator intervention": the first two characters
     // are the low 12 bits (ERRCODE_TO_CATEGORY)
     let class = code as isize & 0xfff;
-    class == PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION as isize
-        || code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+    // raised here, by this backend's interrupt handling: a remote server's
+    // statement_timeout that postgres_fdw reports with the same SQLSTATE is
+    // a failure of the hub, answered as no response
+    (class == PgSqlErrorCode::ERRCODE_OPERATOR_INTERVENTION as isize
+        || code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE)
+        && r.function_name() == Some("ProcessInterrupts")
 }
 
 /// Run `f` in a subtransaction: an ERROR inside (a postgres_fdw hub that is
