@@ -99,6 +99,43 @@ CREATE TABLE iclear.global_rule_credential (
     credentials    jsonb NOT NULL DEFAULT '{}'
 );
 SELECT pg_catalog.pg_extension_config_dump('iclear.global_rule_credential', '');
+-- List values are kept trimmed (of ASCII whitespace, as the engine trims
+-- them) and lowercased; a value longer than 512 bytes as "sha256:" and its
+-- hex digest, so no value meets btree's row-size limit (the engine keys
+-- counters and the lookup cache the same way: STORED_KEY_BYTES).
+CREATE OR REPLACE FUNCTION iclear.list_entry_normalize() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.value := lower(btrim(NEW.value, E' \t\n\r\f' || chr(11)));
+    IF NEW.value = '' THEN
+        RAISE EXCEPTION 'invalid setting list_entry.value: must not be empty'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF octet_length(NEW.value) > 512 THEN
+        NEW.value := 'sha256:' || encode(sha256(convert_to(NEW.value, 'UTF8')), 'hex');
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER list_entry_normalize BEFORE INSERT OR UPDATE OF value ON iclear.list_entry
+    FOR EACH ROW EXECUTE FUNCTION iclear.list_entry_normalize();
+-- counter keys longer than STORED_KEY_BYTES are kept by their digest
+UPDATE iclear.counter_total SET key = 'sha256:' || encode(sha256(convert_to(key, 'UTF8')), 'hex')
+ WHERE octet_length(key) > 512;
+-- values stored before 0.5.0 as they were: normalised the new way (one that
+-- becomes a value the list already has is the same entry)
+DO $$
+DECLARE
+    e record;
+BEGIN
+    FOR e IN SELECT list_id, value FROM iclear.list_entry
+              WHERE value <> lower(btrim(value, E' \t\n\r\f' || chr(11))) OR octet_length(value) > 512 LOOP
+        BEGIN
+            UPDATE iclear.list_entry SET value = value WHERE list_id = e.list_id AND value = e.value;
+        EXCEPTION WHEN unique_violation THEN
+            DELETE FROM iclear.list_entry WHERE list_id = e.list_id AND value = e.value;
+        END;
+    END LOOP;
+END $$;
 -- END since-0.4.0
 
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the tail of the

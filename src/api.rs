@@ -29,9 +29,87 @@ pub(crate) fn raise(e: LeadError) -> ! {
     ereport!(ERROR, code, e.to_string());
 }
 
+/// A `jsonb` argument read within limits (review finding 10): past
+/// `limits::LEAD_BYTES` of jsonb, or nested deeper than the JSON reader's
+/// 128 levels, it is refused with an error naming the limit (pgrx's `JsonB`
+/// would read any size, and fail on depth with a panic's message).
+pub struct LeadJson(pub Value);
+
+unsafe impl pgrx::pgrx_sql_entity_graph::metadata::SqlTranslatable for LeadJson {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(LeadJson);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ArgumentError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef,
+        pgrx::pgrx_sql_entity_graph::metadata::ReturnsError,
+    > = Ok(pgrx::pgrx_sql_entity_graph::metadata::ReturnsRef::One(
+        pgrx::pgrx_sql_entity_graph::metadata::SqlMappingRef::literal("jsonb"),
+    ));
+}
+
+impl pgrx::FromDatum for LeadJson {
+    unsafe fn from_polymorphic_datum(
+        datum: pgrx::pg_sys::Datum,
+        is_null: bool,
+        _: pgrx::pg_sys::Oid,
+    ) -> Option<LeadJson> {
+        use iclear_engine::envelope::limits;
+        use iclear_engine::error::InputError;
+        if is_null {
+            return None;
+        }
+        let varlena = datum.cast_mut_ptr::<pgrx::pg_sys::varlena>();
+        let detoasted = pgrx::pg_sys::pg_detoast_datum_packed(varlena);
+        let size = pgrx::varsize_any_exhdr(detoasted);
+        let refuse = |why: String| -> ! { raise(LeadError::Input(InputError::new("lead", why))) };
+        if size > limits::LEAD_BYTES {
+            refuse(format!(
+                "is {size} bytes of jsonb, over the limit of {} bytes",
+                limits::LEAD_BYTES
+            ));
+        }
+        let text = pgrx::direct_function_call::<&std::ffi::CStr>(
+            pgrx::pg_sys::jsonb_out,
+            &[Some(pgrx::pg_sys::Datum::from(detoasted))],
+        )
+        .unwrap_or_else(|| refuse("cannot be read as jsonb".into()));
+        let parsed = serde_json::from_str::<Value>(&text.to_string_lossy());
+        pgrx::pg_sys::pfree(text.as_ptr() as *mut std::ffi::c_void);
+        if detoasted != varlena {
+            pgrx::pg_sys::pfree(detoasted as *mut std::ffi::c_void);
+        }
+        match parsed {
+            Ok(v) => Some(LeadJson(v)),
+            Err(e) if e.to_string().contains("recursion limit") => {
+                refuse("is nested deeper than the limit of 128 levels".into())
+            }
+            Err(e) => refuse(format!("cannot be read: {e}")),
+        }
+    }
+}
+
+// Unboxed like pgrx's own FromDatum types (pgrx::callconv's argue_from_datum).
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LeadJson {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        arg.unbox_arg_using_from_datum()
+            .unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        arg.unbox_arg_using_from_datum().into()
+    }
+}
+
 /// Process one lead envelope; returns the decision (design §1).
 #[pg_extern(volatile, parallel_unsafe)]
-fn process(lead: JsonB) -> JsonB {
+fn process(lead: LeadJson) -> JsonB {
     match lead::process(&lead.0) {
         Ok(d) => JsonB(d),
         Err(e) => raise(e),
@@ -51,7 +129,7 @@ fn record_verification(product: &str, lead: JsonB) -> String {
 
 /// Advanced Rules on Redirect for an already processed lead.
 #[pg_extern(volatile, parallel_unsafe)]
-fn process_redirect(lead_id: &str, redirect: JsonB) -> JsonB {
+fn process_redirect(lead_id: &str, redirect: LeadJson) -> JsonB {
     match lead::process_redirect(lead_id, &redirect.0) {
         Ok(d) => JsonB(d),
         Err(e) => raise(e),

@@ -142,6 +142,118 @@ mod tests {
         );
     }
 
+    /// SQLSTATE and message of a statement that must fail.
+    fn refusal(sql: &str) -> (String, String) {
+        run(
+            "CREATE OR REPLACE FUNCTION pg_temp.refusal(q text) RETURNS text[] LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE q; RETURN NULL; EXCEPTION WHEN OTHERS THEN RETURN ARRAY[SQLSTATE, SQLERRM]; END $$",
+        );
+        let r = Spi::get_one_with_args::<Vec<String>>("SELECT pg_temp.refusal($1)", &[sql.into()])
+            .unwrap()
+            .unwrap_or_else(|| panic!("{sql}: not refused"));
+        (r[0].clone(), r[1].clone())
+    }
+
+    /// Review finding 10: a lead past a limit is refused with SQLSTATE 22023
+    /// and an error naming the limit; an attached row past one is kept with
+    /// status `error`; long values are stored by their digest, so no index
+    /// refuses them; nothing crashes.
+    #[pg_test]
+    fn bounded_inputs_are_refused_naming_the_limit() {
+        setup();
+        let cases = [
+            (
+                "jsonb_build_object('product', 'payday_us', 'fields', jsonb_build_object('note', repeat('x', 2 << 20)))",
+                "over the limit of 1048576 bytes",
+            ),
+            (
+                "jsonb_build_object('product', 'payday_us', 'fields', jsonb_build_object('note', repeat('x', 100 << 10)))",
+                "\"fields.note\" is 102400 bytes, over the limit of 65536 bytes per value",
+            ),
+            (
+                "(SELECT jsonb_build_object('product', 'payday_us', 'fields', jsonb_object_agg('f' || g, g))
+                    FROM generate_series(1, 10000) g)",
+                "\"fields\" has 10000 keys, over the limit of 1000",
+            ),
+            (
+                "jsonb_build_object('product', 'payday_us', 'params', (repeat('[', 1000) || repeat(']', 1000))::jsonb)",
+                "nested deeper than the limit of 128 levels",
+            ),
+            (
+                "jsonb_build_object('product', 'payday_us', 'lead_id', repeat('7', 1000))",
+                "\"lead_id\" is longer than the limit of 256 bytes",
+            ),
+        ];
+        for (lead, msg) in cases {
+            let (code, e) = refusal(&format!("SELECT iclear_process({lead})"));
+            assert_eq!(code, "22023", "{e}");
+            assert!(e.contains(msg), "{msg}: got {e:?}");
+        }
+        assert_eq!(int("SELECT count(*) FROM iclear.decision"), 0);
+
+        // long values: a DNPL, a counter and a list addition keyed by a
+        // 3,000-character email (btree refuses keys past about 2,700 bytes)
+        let long = format!("{}@example.com", "a".repeat(3000));
+        run("INSERT INTO iclear.list (name, kind, field) VALUES ('seen', 'dnpl', 'email')");
+        run("INSERT INTO iclear.list_product SELECT l.id, p.id FROM iclear.list l, iclear.product p");
+        let r = rule("processing", "remember", 1);
+        condition(
+            r,
+            "counter",
+            "per_email:{%productField_email%}",
+            "greater",
+            json!(0),
+        );
+        action(r, "stop_processing", json!({"message": "seen before"}));
+        let r2 = rule("processing", "count", 2);
+        action(
+            r2,
+            "increment_counter",
+            json!({"counter": "per_email", "key": "{%productField_email%}"}),
+        );
+        let d = process(json!({"product": "payday_us", "fields": {"email": long}}));
+        assert_eq!(d["status"], "accepted", "{d}");
+        let d = process(json!({"product": "payday_us", "fields": {"email": long}}));
+        assert_eq!(
+            d["reason"], "seen before",
+            "the counter counted the long key: {d}"
+        );
+        run(&format!(
+            "INSERT INTO iclear.list_entry (list_id, value) SELECT id, ' {} ' FROM iclear.list WHERE name = 'seen'",
+            long.to_uppercase()
+        ));
+        assert!(text("SELECT value FROM iclear.list_entry")
+            .unwrap()
+            .starts_with("sha256:"));
+        run("DELETE FROM iclear.rule");
+        let d = process(json!({"product": "payday_us", "fields": {"email": long}}));
+        assert_eq!(
+            d["rejected_by"]["kind"], "list",
+            "the stored digest matches: {d}"
+        );
+        // a value with a trailing tab, saved in SQL, matches as the engine trims it
+        run("INSERT INTO iclear.list_entry (list_id, value) SELECT id, E'tab@example.com\t' FROM iclear.list");
+        let d = process(json!({"product": "payday_us", "fields": {"email": "tab@example.com"}}));
+        assert_eq!(d["rejected_by"]["kind"], "list", "{d}");
+
+        // an attached row past a limit is kept, with an error naming it
+        run(
+            "CREATE TABLE big_leads (id bigserial PRIMARY KEY, note text, tpar jsonb,
+                                     iclear_status text, iclear_decision jsonb)",
+        );
+        run(r#"SELECT iclear.attach('big_leads', 'payday_us', '{"params_column": "tpar"}')"#);
+        run("INSERT INTO big_leads (note, tpar) VALUES (repeat('x', 100 << 10), NULL), ('fine', NULL),
+                    (NULL, (repeat('{\"a\": ', 1000) || '1' || repeat('}', 1000))::jsonb)");
+        assert_eq!(
+            text("SELECT string_agg(iclear_status, ',' ORDER BY id) FROM big_leads").unwrap(),
+            "error,accepted,error"
+        );
+        let reason = text("SELECT iclear_decision->>'reason' FROM big_leads WHERE id = 1").unwrap();
+        assert!(reason.contains("limit of 65536 bytes"), "{reason}");
+        let reason = text("SELECT iclear_decision->>'reason' FROM big_leads WHERE id = 3").unwrap();
+        assert!(reason.contains("limit of 128 levels"), "{reason}");
+    }
+
     #[pg_test]
     fn invalid_settings_are_refused_naming_the_setting() {
         setup();

@@ -79,7 +79,16 @@ pub unsafe fn row_values(
 /// a panic, for what it cannot hold.
 unsafe fn parse(text: Datum) -> Result<Value, String> {
     let s = pg_sys::text_to_cstring(text.cast_mut_ptr());
-    serde_json::from_str(&CStr::from_ptr(s).to_string_lossy()).map_err(|e| e.to_string())
+    serde_json::from_str(&CStr::from_ptr(s).to_string_lossy()).map_err(json_error)
+}
+
+/// serde_json's error, with its recursion limit named as the lead's.
+fn json_error(e: serde_json::Error) -> String {
+    if e.to_string().contains("recursion limit") {
+        "a json value is nested deeper than the limit of 128 levels".into()
+    } else {
+        e.to_string()
+    }
 }
 
 /// A non-null datum of a common type as JSON; Ok(None) for other types.
@@ -108,7 +117,7 @@ unsafe fn scalar(d: Datum, typ: pg_sys::Oid) -> Result<Option<Value>, String> {
         B::JSONBOID => match pgrx::direct_function_call_as_datum(pg_sys::jsonb_out, &[Some(d)]) {
             Some(t) => {
                 let s = CStr::from_ptr(t.cast_mut_ptr());
-                serde_json::from_str(&s.to_string_lossy()).map_err(|e| e.to_string())?
+                serde_json::from_str(&s.to_string_lossy()).map_err(json_error)?
             }
             None => Value::Null,
         },

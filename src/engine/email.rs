@@ -89,6 +89,13 @@ pub fn correct_domain(domain: &str) -> Option<&'static str> {
         return None;
     }
     let threshold = if domain.len() <= 6 { 1 } else { 2 };
+    // the distance is at least the difference in length: a domain longer
+    // than every known one by more than the threshold is none of them (and
+    // a hostile 60 KB domain costs nothing; review finding 10)
+    let longest = KNOWN_DOMAINS.iter().map(|k| k.len()).max().unwrap_or(0);
+    if domain.len() > longest + threshold {
+        return None;
+    }
     let mut best: Option<(usize, &'static str)> = None;
     let mut tie = false;
     for known in KNOWN_DOMAINS {
@@ -127,6 +134,13 @@ mod tests {
         assert_eq!(distance("gmai.com", "gmail.com"), 1);
         assert_eq!(distance("ggmail.com", "gmail.com"), 1);
         assert_eq!(distance("abc", ""), 3);
+    }
+
+    #[test]
+    fn a_domain_far_longer_than_any_known_is_not_compared() {
+        assert_eq!(correct_domain("hotmail.co.ukk"), Some("hotmail.co.uk"));
+        // 64 KB: would allocate 37 tables of 64K x 14 cells before the check
+        assert_eq!(correct_domain(&"x".repeat(64 << 10)), None);
     }
 
     #[test]

@@ -57,6 +57,22 @@ pub struct Envelope {
     pub campaigns_remaining: Option<i64>,
 }
 
+/// The limits of a lead (review finding 10). A lead past one is refused
+/// with an error naming the limit, before any work is done for it, so a
+/// hostile lead costs bounded memory and time.
+pub mod limits {
+    /// The whole envelope: its jsonb (`iclear_process`) or, for an attached
+    /// row, the text of its fields and params together.
+    pub const LEAD_BYTES: usize = 1 << 20;
+    /// Keys of `fields`, and of `params`, each.
+    pub const FIELDS: usize = 1_000;
+    /// One field or param value, as text; and one key.
+    pub const VALUE_BYTES: usize = 64 << 10;
+    pub const KEY_BYTES: usize = 256;
+    /// `product` and `lead_id`.
+    pub const ID_BYTES: usize = 256;
+}
+
 const KEYS: &[&str] = &[
     "product",
     "lead_id",
@@ -122,15 +138,69 @@ impl Envelope {
                 .ok_or_else(|| InputError::new("method", "must be \"POST\" or \"FORM\""))?,
             Some(_) => return Err(InputError::new("method", "must be \"POST\" or \"FORM\"")),
         };
-        let fields = object(obj, "fields")?;
-        let params = object(obj, "params")?;
-        for (k, v) in fields.iter() {
-            if v.is_object() || v.is_array() {
+        for (key, id) in [("product", Some(&product)), ("lead_id", lead_id.as_ref())] {
+            if id.is_some_and(|s| s.len() > limits::ID_BYTES) {
                 return Err(InputError::new(
-                    format!("fields.{k}"),
-                    "must be a string, number, boolean or null",
+                    key,
+                    format!("is longer than the limit of {} bytes", limits::ID_BYTES),
                 ));
             }
+        }
+        let fields = object(obj, "fields")?;
+        let params = object(obj, "params")?;
+        let mut total = 0;
+        for (name, map) in [("fields", &fields), ("params", &params)] {
+            if map.len() > limits::FIELDS {
+                return Err(InputError::new(
+                    name,
+                    format!(
+                        "has {} keys, over the limit of {}",
+                        map.len(),
+                        limits::FIELDS
+                    ),
+                ));
+            }
+            for (k, v) in map.iter() {
+                if name == "fields" && (v.is_object() || v.is_array()) {
+                    return Err(InputError::new(
+                        format!("{name}.{k}"),
+                        "must be a string, number, boolean or null",
+                    ));
+                }
+                if k.len() > limits::KEY_BYTES {
+                    return Err(InputError::new(
+                        format!("{name}.{}...", truncated(k)),
+                        format!(
+                            "is a key longer than the limit of {} bytes",
+                            limits::KEY_BYTES
+                        ),
+                    ));
+                }
+                let len = match v {
+                    Value::String(s) => s.len(),
+                    Value::Object(_) | Value::Array(_) => v.to_string().len(),
+                    _ => 0,
+                };
+                if len > limits::VALUE_BYTES {
+                    return Err(InputError::new(
+                        format!("{name}.{k}"),
+                        format!(
+                            "is {len} bytes, over the limit of {} bytes per value",
+                            limits::VALUE_BYTES
+                        ),
+                    ));
+                }
+                total += k.len() + len;
+            }
+        }
+        if total > limits::LEAD_BYTES {
+            return Err(InputError::new(
+                "lead",
+                format!(
+                    "has {total} bytes of fields and params, over the limit of {} bytes",
+                    limits::LEAD_BYTES
+                ),
+            ));
         }
         Ok(Envelope {
             product,
@@ -159,6 +229,15 @@ impl Envelope {
     pub fn field_text(&self, field: &str) -> Option<String> {
         self.fields.get(field).and_then(value_text)
     }
+}
+
+/// The first characters of a long key, for an error message.
+fn truncated(k: &str) -> &str {
+    let mut end = 40.min(k.len());
+    while !k.is_char_boundary(end) {
+        end -= 1;
+    }
+    &k[..end]
 }
 
 /// Text of a scalar JSON value; None for null, objects and arrays.
@@ -225,6 +304,42 @@ mod tests {
         assert_eq!(e.stage, Stage::Post);
         assert_eq!(e.method, Method::Post);
         assert!(!e.silent && e.fields.is_empty() && e.lead_id.is_none());
+    }
+
+    #[test]
+    fn limits_are_refused_naming_the_limit() {
+        let refused = |v: Value| Envelope::parse(&v).unwrap_err().to_string();
+        let many: Map<String, Value> = (0..10_000).map(|i| (format!("f{i}"), json!(i))).collect();
+        let e = refused(json!({"product": "p", "fields": many}));
+        assert!(
+            e.contains("\"fields\"") && e.contains("limit of 1000"),
+            "{e}"
+        );
+        let e = refused(json!({"product": "p", "fields": {"note": "x".repeat(100 << 10)}}));
+        assert!(
+            e.contains("fields.note") && e.contains("limit of 65536"),
+            "{e}"
+        );
+        let e = refused(json!({"product": "p", "lead_id": "x".repeat(300)}));
+        assert!(e.contains("lead_id") && e.contains("limit of 256"), "{e}");
+        let e = refused(json!({"product": "p", "params": {"k".repeat(300): "v"}}));
+        assert!(
+            e.contains("params.kkkk") && e.contains("limit of 256"),
+            "{e}"
+        );
+        let big: Map<String, Value> = (0..20)
+            .map(|i| (format!("f{i}"), json!("x".repeat(60 << 10))))
+            .collect();
+        let e = refused(json!({"product": "p", "fields": big}));
+        assert!(
+            e.contains("\"lead\"") && e.contains("limit of 1048576"),
+            "{e}"
+        );
+        // at the limits, a lead is accepted
+        let ok: Map<String, Value> = (0..1000).map(|i| (format!("f{i}"), json!("v"))).collect();
+        assert!(Envelope::parse(&json!({"product": "p", "fields": ok})).is_ok());
+        let one = json!({"product": "p", "fields": {"note": "x".repeat(64 << 10)}});
+        assert!(Envelope::parse(&one).is_ok());
     }
 
     #[test]

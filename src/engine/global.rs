@@ -143,6 +143,13 @@ pub fn phone_digits(s: &str) -> String {
 /// What the lookup is about: the value sent to the vendor and the cache key.
 /// None when the lead lacks the field (the lookup cannot run).
 pub fn lookup_key(settings: &Settings, fields: &Map<String, Value>) -> Option<(String, String)> {
+    lookup_key_as_given(settings, fields).map(|(value, key)| (value, crate::facts::stored_key(key)))
+}
+
+fn lookup_key_as_given(
+    settings: &Settings,
+    fields: &Map<String, Value>,
+) -> Option<(String, String)> {
     let text = |f: &str| {
         fields
             .get(f)

@@ -20,3 +20,5 @@ pub use error::InputError;
 
 #[cfg(test)]
 mod pipeline_tests;
+#[cfg(test)]
+mod proptests;

@@ -6,7 +6,7 @@ use crate::actions::{ActionKind, TagMode};
 use crate::conditions::{Category, Condition};
 use crate::config::{ListKind, Logical, ProductConfig, ProductKind, Rule, RuleStage};
 use crate::envelope::{value_text, Envelope};
-use crate::facts::{normalize_list_value, CallResult, Facts, JobSpec, ServiceCall};
+use crate::facts::{normalize_list_value, stored_key, CallResult, Facts, JobSpec, ServiceCall};
 use crate::global::{self, Execution, GlobalRule, RunOn, RunTime};
 use crate::placeholders::{render, Vars};
 use crate::settings::Settings;
@@ -431,7 +431,7 @@ fn actual(
             .into(),
         Category::Counter => {
             let (name, tmpl) = c.parameter.split_once(':').unwrap_or((&c.parameter, ""));
-            let key = render(tmpl, &st.vars(cfg.id));
+            let key = stored_key(render(tmpl, &st.vars(cfg.id)));
             let pending = st
                 .counters
                 .get(&(name.to_string(), key.clone()))
@@ -700,7 +700,7 @@ fn apply(
         }
         ActionKind::MarkPingTree(p) => st.ping_tree_mark = Some(p.ping_tree_id),
         ActionKind::IncrementCounter(c) => {
-            let key = render(&c.key, &st.vars(cfg.id));
+            let key = stored_key(render(&c.key, &st.vars(cfg.id)));
             *st.counters
                 .entry((c.counter.clone(), key.clone()))
                 .or_default() += c.by;

@@ -63,7 +63,7 @@ fn render_strings(v: &Value, vars: &Vars, complete: &mut bool) -> Value {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -14,7 +14,9 @@ pub fn send(endpoint: &str, to: &str, text: &str, reference: &str, code: &str) -
                          "body": {"to": to, "text": text.replace(code, "******"), "reference": reference}});
     match http::post_json(endpoint, "", &body.to_string(), 5) {
         Ok(r) if (200..300).contains(&r.status) => CallResult::Response {
-            data: serde_json::from_str(&r.body).unwrap_or_else(|_| json!({"status": r.status})),
+            data: crate::without_nul(
+                serde_json::from_str(&r.body).unwrap_or_else(|_| json!({"status": r.status})),
+            ),
             request,
         },
         Ok(r) => CallResult::NoResponse {

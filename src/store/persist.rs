@@ -234,8 +234,8 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
                         &[
                             service.as_str().into(),
                             key.as_str().into(),
-                            // jsonb refuses \u0000, which a vendor's text may carry
-                            data.to_string().replace("\\u0000", "").into(),
+                            // (the adapters drop a vendor's NUL characters)
+                            data.to_string().into(),
                         ],
                     )
                 }
