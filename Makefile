@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine bench-worker stop clean
+.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine bench-worker bench-reliability stop clean
 
 all: test
 
@@ -47,6 +47,12 @@ bench: install-release
 # engine evaluation alone (no Postgres): rules per second for 20, 100, 1,000 rules
 bench-engine:
 	cargo bench -p iclear-engine --bench rules
+
+# 16 clients for 60 s into an attached table with caps, counters, sync and
+# async lookups (a vendor answering in 100-300 ms), then every count
+# reconciled; ICLEAR_LOAD_SECONDS / ICLEAR_LOAD_CLIENTS change the load
+bench-reliability: install-release
+	cargo test --release -p iclear-it --test faults -- --nocapture --test-threads=1
 
 # the live worker's jobs/s against the sandbox provider (an ignored integration test)
 bench-worker: install-release

@@ -42,6 +42,11 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
     let tupdesc = (*(*td).tg_relation).rd_att;
     let (row, unreadable) = tuple::row_values(tuple, tupdesc);
     let unreadable = unreadable.map(|e| format!("iclear: the row cannot be read as a lead: {e}"));
+    // a row whose unique key is taken is never inserted: it is not processed
+    if unreadable.is_none() && store::taken_keys::key_taken((*td).tg_relation, &row) {
+        (*fcinfo).isnull = false;
+        return pg_sys::Datum::from(tuple);
+    }
     let outcome = match attach_options(&options) {
         Ok(opts) if opts.on_error == Some(OnError::Raise) => match unreadable {
             Some(e) => error!("{e}"),

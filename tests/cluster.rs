@@ -682,3 +682,86 @@ fn cancellation_ends_the_insert_instead_of_an_error_row() {
         1
     );
 }
+
+/// Review finding 14: an idempotent retry, `INSERT ... ON CONFLICT DO
+/// NOTHING` of a row whose key is taken, is not decided, counted, charged
+/// or logged again; nor is the same retry racing the first attempt, nor a
+/// plain INSERT of a taken key, nor `ON CONFLICT DO UPDATE`.
+#[test]
+fn a_retried_insert_of_a_taken_key_is_not_processed_again() {
+    use iclear_services::sandbox::Sandbox;
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = cl.database("t_conflict");
+    c.batch_execute(FIXTURE).unwrap();
+    c.batch_execute(&format!(
+        r#"INSERT INTO iclear.service (name, endpoint) VALUES ('ip_analysis', '{url}/ip');
+           INSERT INTO iclear.global_rule (product_id, service, settings)
+           SELECT id, 'ip_analysis', '{{"api_key": "k"}}' FROM iclear.product;
+           WITH r AS (INSERT INTO iclear.rule (product_id, name, position)
+                      SELECT id, 'count emails', 5 FROM iclear.product RETURNING id)
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'increment_counter', '{{"counter": "per_email", "key": "{{%productField_email%}}"}}' FROM r;
+           CREATE TABLE leads (id bigserial PRIMARY KEY, ext text UNIQUE, email text, "userIp" text,
+                               iclear_status text);
+           SELECT iclear.attach('leads', 'payday_us');"#,
+        url = sb.base_url()
+    ))
+    .unwrap();
+    let retry = |ext: &str| {
+        format!(
+            r#"INSERT INTO leads (ext, email, "userIp") VALUES ('{ext}', 'a@x.com', '10.0.0.1')
+               ON CONFLICT (ext) DO NOTHING"#
+        )
+    };
+    let n = |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    for _ in 0..3 {
+        c.batch_execute(&retry("r1")).unwrap();
+    }
+    // a plain INSERT of the taken key fails; DO UPDATE updates the first row
+    assert!(c
+        .batch_execute(
+            r#"INSERT INTO leads (ext, email, "userIp") VALUES ('r1', 'a@x.com', '10.0.0.1')"#
+        )
+        .is_err());
+    c.batch_execute(
+        r#"INSERT INTO leads (ext, email, "userIp") VALUES ('r1', 'a@x.com', '10.0.0.1')
+           ON CONFLICT (ext) DO UPDATE SET email = 'b@x.com'"#,
+    )
+    .unwrap();
+    // a retry while the first attempt is still open waits for it
+    let mut first = cl.connect("t_conflict");
+    let mut tx = first.transaction().unwrap();
+    tx.batch_execute(&retry("r2")).unwrap();
+    let url = cl.url("t_conflict");
+    let r2 = retry("r2");
+    let racing = thread::spawn(move || {
+        let mut o = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        o.execute(&r2, &[]).unwrap()
+    });
+    thread::sleep(std::time::Duration::from_millis(300));
+    tx.commit().unwrap();
+    assert_eq!(racing.join().unwrap(), 0, "the retry inserted nothing");
+
+    assert_eq!(n(&mut c, "SELECT count(*) FROM leads"), 2);
+    assert_eq!(
+        n(&mut c, "SELECT count(*) FROM iclear.decision"),
+        2,
+        "one decision per inserted row"
+    );
+    assert_eq!(
+        n(
+            &mut c,
+            "SELECT value FROM iclear.counter WHERE name = 'per_email'"
+        ),
+        2
+    );
+    assert_eq!(sb.count("ip"), 2, "one lookup per inserted row");
+    assert_eq!(
+        n(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'accepted'"
+        ),
+        2
+    );
+}

@@ -23,6 +23,10 @@ fn agent(timeout_s: u8) -> &'static ureq::Agent {
         ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(t.into())))
             .http_status_as_error(false)
+            // an API answers where it is asked: a redirect is not followed,
+            // so no request (with its key in the path or its Authorization)
+            // is sent on to a host the admin did not configure
+            .max_redirects(0)
             .user_agent("iclear")
             .build()
             .into()

@@ -8,7 +8,8 @@
 //!   (US, US, US, CA, GB, MX, DE, IN), mobile when b is odd, proxy from 75,
 //!   vpn from 85, tor from 95, recent_abuse from 90. Key "invalid" or a
 //!   non-IPv4 value: `success: false`. 192.0.2.1 never answers in time
-//!   (10 s), 192.0.2.2 is `success: false`, 192.0.2.3 is HTTP 500;
+//!   (10 s), 192.0.2.2 is `success: false`, 192.0.2.3 is HTTP 500,
+//!   192.0.2.4 is HTTP 200 with a body that is not JSON;
 //!   198.51.100.N answers after N×10 ms.
 //! - `GET /phone/{key}/{digits}`: from the last digits d: fraud_score = last
 //!   two, valid when 10+ digits, active unless the 3rd last is 9, prepaid when
@@ -375,6 +376,7 @@ fn ip_answer(key: &str, ip: &str) -> (u16, String) {
         (192, 0, 2, 1) => sleep_ms(10_000),
         (192, 0, 2, 2) => return failed("Temporary lookup failure."),
         (192, 0, 2, 3) => return (500, "{}".into()),
+        (192, 0, 2, 4) => return (200, "<html>upstream error</html>".into()),
         (198, 51, 100, n) => sleep_ms(u64::from(n) * 10),
         _ => {}
     }

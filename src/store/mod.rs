@@ -13,6 +13,7 @@ pub mod config;
 pub mod facts;
 pub mod persist;
 pub mod spent;
+pub mod taken_keys;
 pub mod verification;
 
 use pgrx::datum::DatumWithOid;
