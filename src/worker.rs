@@ -527,6 +527,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            log!("iclear worker: configuration reloaded");
             let now = DATABASE.get().and_then(|c| c.into_string().ok());
             if now.as_deref() != Some(db.as_str()) {
                 // a worker serves one database: exit and be restarted for the new one

@@ -11,7 +11,7 @@
 //! `make bench-reliability` runs the load test in release mode and prints
 //! its figures (ICLEAR_LOAD_SECONDS, default 60; ICLEAR_LOAD_CLIENTS, 16).
 
-use iclear_it::{client, Cluster};
+use iclear_it::Cluster;
 use iclear_services::sandbox::{Sandbox, SandboxOptions};
 use postgres::{Client, NoTls};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -263,39 +263,11 @@ fn reconcile(cl: &Cluster, db: &str, sb: &Sandbox, seen: &Seen, caps: &Caps, exa
         phone_jobs <= caps.phone,
         "{phone_jobs} phone jobs over the cap"
     );
-    amcheck(cl, db);
+    cl.amcheck(db);
 }
 
 fn count_with(c: &mut Client, sql: &str, ids: &Vec<i64>) -> i64 {
     c.query_one(sql, &[ids]).unwrap().get(0)
-}
-
-/// pg_amcheck over the iclear schema: heap and btree indexes.
-fn amcheck(cl: &Cluster, db: &str) {
-    let port = cl.port_arg();
-    let out = client(
-        "pg_amcheck",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "--schema",
-            "iclear",
-            "--install-missing",
-            "--heapallindexed",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "pg_amcheck: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 const SERVER: &str = "-c iclear.worker_naptime=100 -c iclear.job_lease=10 -c max_connections=60";

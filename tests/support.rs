@@ -184,6 +184,35 @@ impl Cluster {
         assert!(out.status.success(), "pg_ctl start: {}", self.log());
     }
 
+    /// pg_amcheck over the iclear schema of `db` (heap, and btree indexes
+    /// against it); panics with its report when it finds corruption.
+    pub fn amcheck(&self, db: &str) {
+        let port = self.port_arg();
+        let out = client(
+            "pg_amcheck",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "--schema",
+                "iclear",
+                "--install-missing",
+                "--heapallindexed",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_amcheck: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn port_arg(&self) -> String {
         self.port.to_string()
     }

@@ -220,13 +220,15 @@ fn a_worker_killed_mid_batch_loses_no_job() {
         count(&mut c, "SELECT max(attempts)::int8 FROM iclear.job") >= 2,
         "the jobs of the killed batch ran again"
     );
+    cl.amcheck("t_kill");
 }
 
 /// Review finding 1: the worker read SIGTERM inside its batch loop, which
 /// clears the flag, and carried on while the queue stayed full, so
 /// `pg_terminate_backend` (and a fast shutdown) waited for the backlog. With
-/// 200 one-second jobs queued it now stops after its current batch, and its
-/// round's bookkeeping runs between batches.
+/// 500 one-second jobs queued it now stops after its current batch, and its
+/// round's bookkeeping runs between batches: the daily upkeep and a reload
+/// (SIGHUP) are not starved either, and `pg_ctl stop -m fast` is prompt.
 #[test]
 fn the_worker_stops_promptly_under_a_backlog() {
     let sb = Sandbox::start("127.0.0.1:0").unwrap();
@@ -239,7 +241,7 @@ fn the_worker_stops_promptly_under_a_backlog() {
     // 198.51.100.100 answers after 1 s: a batch of 10 takes 2 s
     c.batch_execute(
         "SELECT iclear_process(jsonb_build_object('product', 'p', 'fields',
-                jsonb_build_object('userIp', '198.51.100.100'))) FROM generate_series(1, 200)",
+                jsonb_build_object('userIp', '198.51.100.100'))) FROM generate_series(1, 500)",
     )
     .unwrap();
     wait_for(
@@ -277,6 +279,43 @@ fn the_worker_stops_promptly_under_a_backlog() {
             "SELECT count(*) FROM iclear.job WHERE status = 'queued'"
         ) > 100,
         "the backlog was still there"
+    );
+    // the restarted worker, under the same backlog, does its round's
+    // bookkeeping (it folds a counter increment) and takes a reload
+    c.batch_execute("INSERT INTO iclear.counter_delta (name, key, by) VALUES ('probe', 'k', 1)")
+        .unwrap();
+    wait_for(
+        &cl,
+        &mut c,
+        "SELECT count(*) FROM iclear.counter_total WHERE name = 'probe'",
+        1,
+        30,
+    );
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let asked = Instant::now();
+    while !cl.log().contains("iclear worker: configuration reloaded") {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "the worker did not reload within 15 s under a backlog\n{}",
+            cl.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.job WHERE status = 'queued'"
+        ) > 100,
+        "the backlog was still there"
+    );
+    // a fast shutdown (and the start after it) with the backlog queued
+    drop(c);
+    let asked = Instant::now();
+    cl.restart("fast");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "pg_ctl stop -m fast took {:?} under a backlog",
+        asked.elapsed()
     );
 }
 
