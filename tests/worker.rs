@@ -223,6 +223,19 @@ fn a_worker_killed_mid_batch_loses_no_job() {
     cl.amcheck("t_kill");
 }
 
+/// Wait for `done`, at most 15 s: what a prompt worker takes.
+fn within_15_s(cl: &Cluster, what: &str, mut done: impl FnMut() -> bool) {
+    let asked = Instant::now();
+    while !done() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "waited 15 s for {what}\n{}",
+            cl.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Review finding 1: the worker read SIGTERM inside its batch loop, which
 /// clears the flag, and carried on while the queue stayed full, so
 /// `pg_terminate_backend` (and a fast shutdown) waited for the backlog. With
@@ -260,26 +273,12 @@ fn the_worker_stops_promptly_under_a_backlog() {
         .get(0);
     c.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap();
-    let asked = Instant::now();
-    while count(
-        &mut c,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
-    ) > 0
-    {
-        assert!(
-            asked.elapsed() < Duration::from_secs(15),
-            "the worker ignored SIGTERM for 15 s under a backlog\n{}",
-            cl.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        count(
-            &mut c,
-            "SELECT count(*) FROM iclear.job WHERE status = 'queued'"
-        ) > 100,
-        "the backlog was still there"
-    );
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+    within_15_s(&cl, "the worker to obey SIGTERM under a backlog", || {
+        count(&mut c, &gone) == 0
+    });
+    let backlog = "SELECT count(*) FROM iclear.job WHERE status = 'queued'";
+    assert!(count(&mut c, backlog) > 100, "the backlog was still there");
     // the restarted worker, under the same backlog, does its round's
     // bookkeeping (it folds a counter increment) and takes a reload
     c.batch_execute("INSERT INTO iclear.counter_delta (name, key, by) VALUES ('probe', 'k', 1)")
@@ -292,22 +291,10 @@ fn the_worker_stops_promptly_under_a_backlog() {
         30,
     );
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let asked = Instant::now();
-    while !cl.log().contains("iclear worker: configuration reloaded") {
-        assert!(
-            asked.elapsed() < Duration::from_secs(15),
-            "the worker did not reload within 15 s under a backlog\n{}",
-            cl.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        count(
-            &mut c,
-            "SELECT count(*) FROM iclear.job WHERE status = 'queued'"
-        ) > 100,
-        "the backlog was still there"
-    );
+    within_15_s(&cl, "the worker to reload under a backlog", || {
+        cl.log().contains("iclear worker: configuration reloaded")
+    });
+    assert!(count(&mut c, backlog) > 100, "the backlog was still there");
     // a fast shutdown (and the start after it) with the backlog queued
     drop(c);
     let asked = Instant::now();

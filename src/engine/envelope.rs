@@ -73,7 +73,7 @@ pub mod limits {
     pub const ID_BYTES: usize = 256;
 }
 
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "product",
     "lead_id",
     "stage",

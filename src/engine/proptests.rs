@@ -32,21 +32,6 @@ fn object_with(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
         .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
 }
 
-const ENVELOPE_KEYS: &[&str] = &[
-    "product",
-    "lead_id",
-    "stage",
-    "silent",
-    "method",
-    "publisher_id",
-    "channel_id",
-    "source_id",
-    "fields",
-    "params",
-    "campaigns_remaining",
-    "other",
-];
-
 const SETTING_KEYS: &[&str] = &[
     "api_key",
     "api_token",
@@ -73,7 +58,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn envelopes_parse_or_name_a_key(v in prop_oneof![json(), object_with(ENVELOPE_KEYS)]) {
+    fn envelopes_parse_or_name_a_key(v in prop_oneof![json(), object_with(crate::envelope::KEYS)]) {
         if let Err(e) = Envelope::parse(&v) {
             prop_assert!(e.to_string().starts_with("invalid lead: \""));
         }
