@@ -256,10 +256,13 @@ pub fn process_traced(
             take(&mut st.tags).into_iter().map(Value::String).collect(),
         ),
         ("route", st.route.take().unwrap_or(Value::Null)),
+        // Block Monetization "prevents the lead from being sold through the
+        // Silent Campaign" (seed): whichever action came first, none is left
         (
             "silent_campaigns",
             take(&mut st.silent_campaigns)
                 .into_iter()
+                .filter(|_| !st.block_monetization)
                 .map(Value::from)
                 .collect(),
         ),

@@ -241,7 +241,11 @@ fn every_action_shows_in_the_decision() {
     assert_eq!(d["params"]["sub"], "A@x.com");
     assert_eq!(d["block_monetization"], true);
     assert_eq!(d["route"], json!({"campaign_id": 9}));
-    assert_eq!(d["silent_campaigns"], json!([4]));
+    assert_eq!(
+        d["silent_campaigns"],
+        json!([]),
+        "Block Monetization blocks the silent campaign"
+    );
     assert_eq!(d["fields"]["src"], "77-2026-11-21");
     assert_eq!(d["tags"], json!(["b"]));
     assert_eq!(d["ping_tree_mark"], 5);
@@ -262,6 +266,42 @@ fn every_action_shows_in_the_decision() {
         .any(|l| l.kind == "tracking" && l.name.as_deref() == Some("seen")));
     // rule 4 saw the pending increment and ended the stage before rule 5
     assert!(!d["tags"].as_array().unwrap().contains(&json!("never")));
+}
+
+#[test]
+fn block_monetization_blocks_a_silent_campaign_triggered_before_it() {
+    let c = cfg(
+        vec![
+            rule(
+                1,
+                "processing",
+                json!([]),
+                json!([{"id": 1, "action": "trigger_silent_campaign", "config": {"campaign_id": 4}}]),
+            ),
+            rule(
+                2,
+                "processing",
+                json!([]),
+                json!([{"id": 2, "action": "block_monetization"}]),
+            ),
+        ],
+        json!([]),
+    );
+    let out = process(&c, &lead(json!({"fields": {}})), "L1", &mut Mem::default());
+    assert_eq!(out.decision["block_monetization"], true);
+    assert_eq!(out.decision["silent_campaigns"], json!([]));
+    // without the block, the campaign stays
+    let c = cfg(
+        vec![rule(
+            1,
+            "processing",
+            json!([]),
+            json!([{"id": 1, "action": "trigger_silent_campaign", "config": {"campaign_id": 4}}]),
+        )],
+        json!([]),
+    );
+    let out = process(&c, &lead(json!({"fields": {}})), "L2", &mut Mem::default());
+    assert_eq!(out.decision["silent_campaigns"], json!([4]));
 }
 
 #[test]
