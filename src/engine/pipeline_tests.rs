@@ -972,6 +972,72 @@ fn verification_history_rule_rejects_passes_and_no_response() {
     assert_eq!(out.log[0].outcome, "no_response");
 }
 
+/// Seed 002: async services "do not impact the lead processing flow". An
+/// async rule set to reject on no response neither rejects a lead without
+/// the value (it is skipped, with the reason) nor one whose history is
+/// unreachable; a fresh cached answer serves instead of a job and flags.
+#[test]
+fn async_rules_never_touch_the_lead() {
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"execution": "async", "no_response": "reject",
+                   "settings": {"api_key": "K", "reject_fraud_score_gte": 80, "cache_days": 7}}),
+        )],
+        vec![],
+    );
+    let mut m = Mem::default();
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"email": "a@b.co"}})),
+        "L",
+        &mut m,
+    );
+    assert_eq!(out.status, Status::Accepted, "no IP: nothing to queue");
+    assert_eq!(out.log[0].outcome, "skipped");
+    assert_eq!(out.log[0].detail["why"], "the lead has no value to look up");
+    assert!(m.jobs.is_empty());
+    // a fresh cached answer: no job, no charge, source cache; flagged, not rejected
+    m.cache.insert(
+        ("ip_analysis".to_string(), "1.1.1.1|s0".to_string()),
+        json!({"success": true, "fraud_score": 95}),
+    );
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert!(m.jobs.is_empty() && m.calls.is_empty());
+    assert_eq!(out.log[0].outcome, "flagged");
+    assert_eq!(out.log[0].detail["source"], "cache");
+    assert_eq!(out.log[0].detail["cost"], 0.0);
+    // no cached answer: queued
+    process(&c, &ip_lead("2.2.2.2"), "L", &mut m);
+    assert_eq!(m.jobs.len(), 1);
+    // async Verification History with its history down: continue, whatever no_response says
+    let tmpl = r#"{"email": "{%productField_email%}"}"#;
+    let c = gcfg(
+        "post",
+        vec![vh_rule(
+            json!({"signature_enabled": true, "signature_template": tmpl,
+                   "reject_signature_missing": true, "signature_lifetime_s": 3600}),
+            json!({"execution": "async", "no_response": "reject"}),
+        )],
+        vec![],
+    );
+    let mut m = Mem {
+        history_down: true,
+        ..Mem::default()
+    };
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"email": "a@b.co"}})),
+        "L",
+        &mut m,
+    );
+    assert_eq!(out.status, Status::Accepted, "{}", out.decision);
+    assert_eq!(out.log[0].outcome, "no_response");
+}
+
 #[test]
 fn verification_history_caps_count_checks() {
     let tmpl = r#"{"email": "{%productField_email%}"}"#;

@@ -204,7 +204,8 @@ impl Lead<'_> {
             json!({"source": "none", "cost": 0, "reason": reason}),
             request,
         );
-        if gr.reject_on_no_response {
+        // async services "do not impact the lead processing flow" (seed 002)
+        if gr.reject_on_no_response && origin != "async" {
             self.reject(
                 format!("{} did not respond: {reason}", gr.service),
                 json!({"kind": "service", "id": gr.id, "name": gr.service}),
@@ -302,12 +303,45 @@ pub(super) fn run_global(
         );
     }
     let Some((value, key)) = global::lookup_key(&gr.settings, &st.fields) else {
+        if gr.execution == Execution::Async {
+            // an async service never touches the lead: nothing to queue
+            return st.service_log(
+                gr,
+                "async",
+                "skipped",
+                json!({"why": "the lead has no value to look up", "cost": 0}),
+                None,
+            );
+        }
         return st.no_response(gr, origin, "the lead has no value to look up".into(), None);
     };
+    let adv = advanced(&gr.settings);
     if gr.execution == Execution::Async {
+        // cache_days holds for async rules too: a fresh cached answer serves
+        // instead of a job, at no charge, and (like the worker's answers)
+        // flags the lead rather than rejecting it
+        let max_age = adv.and_then(|(_, days)| (days > 0).then_some(days));
+        if let Some(data) = max_age.and_then(|_| facts.cached(&gr.service, &key, max_age)) {
+            let (entry, effects, verdict) = conclude(
+                cfg,
+                gr,
+                &st.fields,
+                &value,
+                &data,
+                ("async", "cache", 0.0),
+                None,
+            );
+            st.services.push(
+                json!({"service": gr.service, "rule_id": gr.id, "outcome": entry.outcome,
+                       "source": "cache", "score": verdict.score}),
+            );
+            st.log.push(entry);
+            st.effects.extend(effects);
+            st.results.insert(gr.service.clone(), data);
+            return;
+        }
         return st.queue(cfg, gr, &value, "async execution", false, facts);
     }
-    let adv = advanced(&gr.settings);
     let fields = st.fields.clone();
     let finish = |st: &mut Lead, data: Value, source, cost, request| {
         let (entry, effects, verdict) = conclude(
