@@ -29,29 +29,59 @@ pub fn body(lead_id: &str, product: &str, fields: &Map<String, Value>) -> Value 
     })
 }
 
-/// `outcome` success or failure is an answer; error (or anything else) is none.
+/// TrustedForm v4's answers (its OpenAPI file; src/services/fixtures):
+/// `outcome` success or failure (HTTP 200) is an answer. The documented
+/// errors about the certificate are definitive, a claim that failed: 400
+/// (malformed id), 404 and 410 (expired or unknown), 405 (not claimable),
+/// 422 (claimed too many times); they become `outcome: failure` with the
+/// vendor's reason and status. Account problems (401, 402, 403), 5xx, 429,
+/// an `error` outcome and a body that is not JSON are no response.
 pub fn parse(r: Reply) -> Result<Value, (String, bool)> {
-    if r.status == 401 || r.status == 403 {
-        return Err((format!("HTTP {}: credentials refused", r.status), false));
-    }
-    let v: Value = serde_json::from_str(&r.body).map_err(|e| {
-        (
-            format!("HTTP {}: the answer is not JSON: {e}", r.status),
-            r.status >= 500,
-        )
-    })?;
-    match v.get("outcome").and_then(Value::as_str) {
-        Some("success") | Some("failure") => Ok(v),
-        _ => Err((
+    let body: Result<Value, _> = serde_json::from_str(&r.body);
+    let reason = |v: &Value| {
+        v.get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason")
+            .to_string()
+    };
+    match r.status {
+        401..=403 => Err((
             format!(
-                "HTTP {}: outcome {} ({})",
+                "HTTP {}: account problem ({})",
                 r.status,
-                v.get("outcome").unwrap_or(&Value::Null),
-                v.get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no reason")
+                body.as_ref()
+                    .map(reason)
+                    .unwrap_or_else(|_| "no reason".into())
             ),
-            r.status >= 500 || r.status == 429,
+            false,
+        )),
+        400 | 404 | 405 | 410 | 422 => Ok(json!({
+            "outcome": "failure",
+            "reason": body.as_ref().map(reason).unwrap_or_else(|_| format!("HTTP {}", r.status)),
+            "http_status": r.status,
+        })),
+        200 => {
+            let v = body.map_err(|e| (format!("HTTP 200: the answer is not JSON: {e}"), false))?;
+            match v.get("outcome").and_then(Value::as_str) {
+                Some("success") | Some("failure") => Ok(v),
+                _ => Err((
+                    format!(
+                        "HTTP 200: outcome {} ({})",
+                        v.get("outcome").unwrap_or(&Value::Null),
+                        reason(&v)
+                    ),
+                    false,
+                )),
+            }
+        }
+        status => Err((
+            format!(
+                "HTTP {status}: {}",
+                body.as_ref()
+                    .map(reason)
+                    .unwrap_or_else(|_| "no answer".into())
+            ),
+            status >= 500 || status == 429,
         )),
     }
 }

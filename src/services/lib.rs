@@ -232,6 +232,89 @@ mod tests {
         ));
     }
 
+    /// The vendors' documented payloads (src/services/fixtures), served by the
+    /// sandbox verbatim, through the adapters and the engine's verdict.
+    #[test]
+    fn the_vendors_documented_answers() {
+        use iclear_engine::global::evaluate;
+        let sb = sandbox::Sandbox::start("127.0.0.1:0").unwrap();
+        let ip = |key: &str, settings: Value| {
+            let mut s = settings;
+            s["api_key"] = json!(key);
+            rule("ip_analysis", format!("{}/ip", sb.base_url()), s)
+        };
+        let r = ip("fixture", json!({"reject_fraud_score_gte": 1}));
+        match run(&r, "1.1.1.1", json!({}), 2) {
+            CallResult::Response { data, .. } => {
+                assert_eq!(data["ISP"], "Cloudflare");
+                assert_eq!(evaluate(&r.settings, &data).score, Some(0));
+                assert!(
+                    evaluate(&r.settings, &data).reject.is_none(),
+                    "fraud_score 0"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match run(&ip("invalid", json!({})), "1.1.1.1", json!({}), 2) {
+            CallResult::NoResponse {
+                reason, retryable, ..
+            } => {
+                assert!(reason.contains("Invalid or unauthorized key"), "{reason}");
+                assert!(!retryable, "a bad key is not retried");
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = rule(
+            "phone_analysis",
+            format!("{}/phone", sb.base_url()),
+            json!({"api_key": "fixture", "reject_fraud_score_gte": 90}),
+        );
+        match run(&p, "8007132618", json!({}), 2) {
+            CallResult::Response { data, .. } => {
+                assert_eq!(data["line_type"], "Toll Free");
+                assert!(
+                    evaluate(&p.settings, &data).reject.is_some(),
+                    "fraud_score 100"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // TrustedForm v4: what is a failed claim, what is no answer
+        let ic = rule(
+            "iclaim",
+            format!("{}/iclaim", sb.base_url()),
+            json!({"account_id": "acct", "api_token": "tok"}),
+        );
+        for (session, claimed) in [
+            ("fixture-success", Some(true)),
+            ("fixture-scan", Some(false)),
+            ("fixture-expired", Some(false)),
+            ("fixture-400", Some(false)),
+            ("fixture-405", Some(false)),
+            ("fixture-410", Some(false)),
+            ("fixture-422", Some(false)),
+            ("fixture-unauthorized", None),
+            ("fixture-402", None),
+            ("fixture-403", None),
+            ("fixture-500", None),
+        ] {
+            match (run(&ic, session, json!({}), 2), claimed) {
+                (CallResult::Response { data, .. }, Some(ok)) => {
+                    assert_eq!(
+                        evaluate(&ic.settings, &data).reject.is_none(),
+                        ok,
+                        "{session}: {data}"
+                    );
+                    assert!(ok || data["reason"].as_str().is_some_and(|r| !r.is_empty()));
+                }
+                (CallResult::NoResponse { retryable, .. }, None) => {
+                    assert_eq!(retryable, session == "fixture-500", "{session}");
+                }
+                (other, _) => panic!("{session}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn nul_characters_of_an_answer_are_dropped() {
         let v: Value = serde_json::from_str(

@@ -20,6 +20,11 @@
 //! - `POST /iclaim/{session}` needs HTTP Basic (else 401): a session starting
 //!   "fail" is `outcome: failure`, "err" HTTP 500 `outcome: error`, "slow"
 //!   answers after 10 s, anything else `outcome: success` with `expires_at`.
+//! - The vendors' documented payloads (src/services/fixtures), verbatim: key
+//!   `fixture` (IP and phone success), key `invalid` (IPQS's invalid-key
+//!   answer); iClaim sessions `fixture-success`, `fixture-scan` (outcome
+//!   failure), `fixture-expired` (404), `fixture-unauthorized` (401), and
+//!   `fixture-<status>` for TrustedForm's other documented errors.
 //! - `POST /sms`: accepts any JSON message (`{"status": "queued"}`).
 //! - `GET /stats`: requests served per path kind.
 //!
@@ -364,9 +369,28 @@ fn failed(message: &str) -> (u16, String) {
     )
 }
 
+/// The vendors' documented payloads (`src/services/fixtures/README.md` gives
+/// the source of each), served verbatim for the keys and sessions that ask.
+mod fixtures {
+    pub const IP_SUCCESS: &str = include_str!("fixtures/ipqs_ip_success_openapi_example.json");
+    pub const IP_INVALID_KEY: &str = include_str!("fixtures/ipqs_ip_error_invalid_key.json");
+    pub const PHONE_SUCCESS: &str =
+        include_str!("fixtures/ipqs_phone_success_tollfree_openapi_example.json");
+    pub const TF_SUCCESS: &str =
+        include_str!("fixtures/trustedform_v4_success_2023_original_capture.json");
+    pub const TF_FAILURE_SCAN: &str =
+        include_str!("fixtures/trustedform_v4_failure_page_scan.json");
+    pub const TF_404: &str =
+        include_str!("fixtures/trustedform_v4_error_404_not_found_or_expired.json");
+    pub const TF_401: &str = include_str!("fixtures/trustedform_v4_error_401_unauthorized.json");
+}
+
 fn ip_answer(key: &str, ip: &str) -> (u16, String) {
     if key == "invalid" {
-        return failed("Invalid or unauthorized key. Please check the API key and try again.");
+        return (200, fixtures::IP_INVALID_KEY.to_string());
+    }
+    if key == "fixture" {
+        return (200, fixtures::IP_SUCCESS.to_string());
     }
     let Ok(addr) = ip.parse::<std::net::Ipv4Addr>() else {
         return failed("Invalid IP address.");
@@ -395,7 +419,10 @@ fn ip_answer(key: &str, ip: &str) -> (u16, String) {
 
 fn phone_answer(key: &str, phone: &str) -> (u16, String) {
     if key == "invalid" {
-        return failed("Invalid or unauthorized key. Please check the API key and try again.");
+        return (200, fixtures::IP_INVALID_KEY.to_string());
+    }
+    if key == "fixture" {
+        return (200, fixtures::PHONE_SUCCESS.to_string());
     }
     let digits: Vec<u8> = phone
         .bytes()
@@ -476,6 +503,33 @@ fn iclaim_answer(req: &Request, session: &str) -> (u16, String) {
     }
     let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
     let reference = body.pointer("/retain/reference").cloned();
+    // the vendor's documented payloads (src/services/fixtures), verbatim
+    if let Some(fixture) = session.strip_prefix("fixture-") {
+        let body = |b: &str| b.to_string();
+        return match fixture.split('-').next().unwrap_or("") {
+            "success" => (200, body(fixtures::TF_SUCCESS)),
+            "scan" => (200, body(fixtures::TF_FAILURE_SCAN)),
+            "expired" => (404, body(fixtures::TF_404)),
+            "unauthorized" => (401, body(fixtures::TF_401)),
+            // the other documented errors: fixture-<status>
+            code => {
+                let status = code.parse().unwrap_or(500);
+                let reason = match status {
+                    400 => "Invalid certificate id",
+                    402 => "Account inactive",
+                    403 => "Product unavailable",
+                    405 => "Certificate cannot be claimed",
+                    410 => "TrustedForm certificate has expired",
+                    422 => "Certificate has been claimed too many times",
+                    _ => "Internal error",
+                };
+                (
+                    status,
+                    json!({"outcome": "error", "reason": reason}).to_string(),
+                )
+            }
+        };
+    }
     if session.starts_with("fail") {
         return (
             200,
