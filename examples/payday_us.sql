@@ -161,7 +161,8 @@ SELECT id, 'ip_analysis', 1, 'sync',
 INSERT INTO iclear.global_rule (product_id, service, position, execution, lookup_percent, settings)
 SELECT p.id, 'phone_analysis', 2, 'async', 50,
        jsonb_build_object('api_key', 'demo-ipqs-key', 'phone_field', 'homePhone', 'country', jsonb_build_array('US'),
-                          'add_to_list', jsonb_build_object('voip', true, 'prepaid', true, 'list_ids', jsonb_build_array(l.id)))
+                          'add_to_list', jsonb_build_object('voip', true, 'prepaid', true, 'fraud_score_gte', 90,
+                                                             'list_ids', jsonb_build_array(l.id)))
   FROM iclear.product p, iclear.list l
  WHERE p.name = 'payday_us' AND l.name = 'risky phones (async lookups)';
 INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('phone_analysis', 'daily', 300);

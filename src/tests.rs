@@ -1174,11 +1174,31 @@ mod tests {
         // digits from the end: 1-2 score, 3 active (9 = inactive), 4 prepaid (1),
         // 5 line type (2 VOIP, 3 Toll Free), 6 carrier (3 Bandwidth), 7 tz (2 Denver)
         for (settings, phone, rejected) in [
-            (json!({"reject_voip": true}), "5552321410", true),
-            (json!({"reject_voip": true}), "5552311410", false),
-            (json!({"reject_prepaid": true}), "5552321410", true),
-            (json!({"reject_inactive": true}), "5552321910", true),
-            (json!({"reject_inactive": true}), "5552321410", false),
+            (
+                json!({"reject_voip": true, "reject_fraud_score_gte": 90}),
+                "5552321410",
+                true,
+            ),
+            (
+                json!({"reject_voip": true, "reject_fraud_score_gte": 90}),
+                "5552311410",
+                false,
+            ),
+            (
+                json!({"reject_prepaid": true, "reject_fraud_score_gte": 90}),
+                "5552321410",
+                true,
+            ),
+            (
+                json!({"reject_inactive": true, "reject_fraud_score_gte": 90}),
+                "5552321910",
+                true,
+            ),
+            (
+                json!({"reject_inactive": true, "reject_fraud_score_gte": 90}),
+                "5552321410",
+                false,
+            ),
             (
                 json!({"reject_line_types": ["toll free"]}),
                 "5552331410",
@@ -1199,7 +1219,17 @@ mod tests {
             (json!({"reject_fraud_score_gte": 10}), "5552321410", true),
             (json!({"reject_fraud_score_gte": 11}), "5552321410", false),
             (json!({"reject_fraud_score_gte": 0}), "5552321499", false),
-            (json!({"reject_spammer": true}), "5552321499", true),
+            // seed 004: threshold 0 never rejects, whatever flags are on
+            (
+                json!({"reject_voip": true, "reject_fraud_score_gte": 0}),
+                "5552321410",
+                false,
+            ),
+            (
+                json!({"reject_spammer": true, "reject_fraud_score_gte": 90}),
+                "5552321499",
+                true,
+            ),
         ] {
             let mut st = settings.clone();
             st["api_key"] = "k".into();
@@ -1266,31 +1296,31 @@ mod tests {
             ),
             (
                 "phone_analysis",
-                json!({"reject_invalid": true}),
+                json!({"reject_invalid": true, "reject_fraud_score_gte": 90}),
                 "555232140",
                 "5552321410",
             ),
             (
                 "phone_analysis",
-                json!({"reject_inactive": true}),
+                json!({"reject_inactive": true, "reject_fraud_score_gte": 90}),
                 "5552321910",
                 "5552321810",
             ),
             (
                 "phone_analysis",
-                json!({"reject_prepaid": true}),
+                json!({"reject_prepaid": true, "reject_fraud_score_gte": 90}),
                 "5552321410",
                 "5552320410",
             ),
             (
                 "phone_analysis",
-                json!({"reject_voip": true}),
+                json!({"reject_voip": true, "reject_fraud_score_gte": 90}),
                 "5552321410",
                 "5552311410",
             ),
             (
                 "phone_analysis",
-                json!({"reject_spammer": true}),
+                json!({"reject_spammer": true, "reject_fraud_score_gte": 90}),
                 "5552321491",
                 "5552321489",
             ),

@@ -5,7 +5,9 @@
 use crate::config::RuleCaps;
 use crate::envelope::value_text;
 use crate::error::ConfigError;
-use crate::settings::{IpAnalysis, MobileReject, PhoneAnalysis, PhoneCriteria, Settings};
+use crate::settings::{
+    FlagWeights, IpAnalysis, MobileReject, PhoneAnalysis, PhoneCriteria, Settings,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::Digest;
@@ -202,6 +204,9 @@ pub struct Verdict {
     /// "Add to PL/DNPL": the lists the lead goes on.
     pub add_to_lists: Vec<i64>,
     pub score: Option<i64>,
+    /// What the score is made of (Phone Number Analysis: the vendor's
+    /// fraud score and each enabled variable that held).
+    pub score_parts: Option<Value>,
 }
 
 fn num(v: &Value, k: &str) -> Option<i64> {
@@ -290,33 +295,54 @@ fn evaluate_ip(s: &IpAnalysis, d: &Value) -> Verdict {
         reject: reasons.into_iter().next(),
         add_to_lists,
         score,
+        score_parts: None,
     }
 }
 
 /// The phone criteria (reject_* settings or an "Add to PL/DNPL" block) that
 /// hold for this answer, as human-readable reasons.
-fn phone_hits(c: &PhoneCriteria, d: &Value) -> Vec<String> {
-    let mut hits = Vec::new();
-    if let (Some(gte), Some(sc)) = (c.fraud_score_gte, num(d, "fraud_score")) {
-        if gte > 0 && sc >= gte.into() {
-            hits.push(format!("fraud score {sc} >= {gte}"));
-        }
-    }
-    // Enabled flag checks hold on the risky value (design §5).
-    for (on, key, risky, what) in [
-        (c.invalid, "valid", false, "the number is not valid"),
-        (c.inactive, "active", false, "the number is not active"),
-        (c.prepaid, "prepaid", true, "the number is prepaid"),
-        (c.voip, "VOIP", true, "the number is VOIP"),
-        (
-            c.spammer,
-            "spammer",
-            true,
-            "the number is reported as a spammer",
-        ),
+/// Seed 004's overall fraud score for one block of criteria (reject, or
+/// Add to PL/DNPL): the vendor's `fraud_score` plus the weight of each of the
+/// block's enabled variables that holds, at most 100, with its parts. Line
+/// types, countries, carriers and time zones are separate criteria.
+fn overall_score(c: &PhoneCriteria, w: &FlagWeights, d: &Value) -> (i64, Value) {
+    let base = num(d, "fraud_score").unwrap_or(0).clamp(0, 100);
+    let mut parts = json!({"fraud_score": base});
+    let mut total = base;
+    // each variable holds on its risky value (design §5)
+    for (on, key, risky, name, weight) in [
+        (c.invalid, "valid", false, "invalid", w.invalid),
+        (c.inactive, "active", false, "inactive", w.inactive),
+        (c.prepaid, "prepaid", true, "prepaid", w.prepaid),
+        (c.voip, "VOIP", true, "voip", w.voip),
+        (c.spammer, "spammer", true, "spammer", w.spammer),
     ] {
         if on && flag(d, key) == Some(risky) {
-            hits.push(what.to_string());
+            parts[name] = weight.into();
+            total += i64::from(weight);
+        }
+    }
+    (total.min(100), parts)
+}
+
+fn phone_hits(c: &PhoneCriteria, w: &FlagWeights, d: &Value) -> Vec<String> {
+    let mut hits = Vec::new();
+    let (score, parts) = overall_score(c, w, d);
+    // threshold 0: "never reject the lead"
+    if let Some(gte) = c.fraud_score_gte.filter(|g| *g > 0) {
+        if score >= gte.into() {
+            let held: Vec<&str> = parts
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| *k != "fraud_score")
+                .collect();
+            hits.push(if held.is_empty() {
+                format!("fraud score {score} >= {gte}")
+            } else {
+                format!("fraud score {score} >= {gte} ({})", held.join(", "))
+            });
         }
     }
     for (list, key, what) in [
@@ -346,17 +372,20 @@ fn evaluate_phone(s: &PhoneAnalysis, d: &Value) -> Verdict {
         time_zones: s.reject_time_zones.clone(),
         list_ids: Vec::new(),
     };
+    let w = &s.flag_weights;
     let add_to_lists = match &s.add_to_list {
-        Some(a) if !phone_hits(a, d).is_empty() => a.list_ids.clone(),
+        Some(a) if !phone_hits(a, w, d).is_empty() => a.list_ids.clone(),
         _ => Vec::new(),
     };
+    let (score, parts) = overall_score(&reject, w, d);
     Verdict {
-        reject: phone_hits(&reject, d)
+        reject: phone_hits(&reject, w, d)
             .into_iter()
             .next()
             .map(|r| format!("phone_analysis: {r}")),
         add_to_lists,
-        score: num(d, "fraud_score"),
+        score: Some(score),
+        score_parts: Some(parts),
     }
 }
 
@@ -469,8 +498,11 @@ mod tests {
             .is_empty());
     }
 
+    /// Seed 004: each enabled variable that holds adds its weight (100 by
+    /// default) to the vendor's fraud score, capped at 100; the total meets
+    /// the threshold; threshold 0 never rejects.
     #[test]
-    fn phone_each_flag_rejects_on_the_risky_value_only() {
+    fn phone_each_enabled_flag_adds_to_the_score_on_the_risky_value_only() {
         for (key, setting, risky) in [
             ("valid", "reject_invalid", false),
             ("active", "reject_inactive", false),
@@ -478,20 +510,60 @@ mod tests {
             ("VOIP", "reject_voip", true),
             ("spammer", "reject_spammer", true),
         ] {
-            let mut on = json!({"api_key": "k"});
+            let mut on = json!({"api_key": "k", "reject_fraud_score_gte": 90});
             on[setting] = true.into();
-            let mut d = json!({"success": true});
+            let mut d = json!({"success": true, "fraud_score": 10});
             d[key] = risky.into();
             assert!(
                 reject("phone_analysis", on.clone(), d.clone()).is_some(),
                 "{setting}"
             );
-            // disabled: the risky value passes
-            assert!(reject("phone_analysis", json!({"api_key": "k"}), d).is_none());
-            let mut safe = json!({});
+            // threshold 0: never reject
+            let mut never = on.clone();
+            never["reject_fraud_score_gte"] = 0.into();
+            assert!(
+                reject("phone_analysis", never, d.clone()).is_none(),
+                "{setting}"
+            );
+            // disabled: the risky value adds nothing
+            assert!(reject(
+                "phone_analysis",
+                json!({"api_key": "k", "reject_fraud_score_gte": 90}),
+                d
+            )
+            .is_none());
+            let mut safe = json!({"fraud_score": 10});
             safe[key] = (!risky).into();
             assert!(reject("phone_analysis", on, safe).is_none(), "{setting}");
         }
+        // weights: VOIP adds 30 to the vendor's 50 (80 < 90), or to 60 (90)
+        let st = s(
+            "phone_analysis",
+            json!({"api_key": "k", "reject_fraud_score_gte": 90, "reject_voip": true,
+                   "flag_weights": {"voip": 30}}),
+        );
+        let v = evaluate(&st, &json!({"fraud_score": 50, "VOIP": true}));
+        assert!(v.reject.is_none());
+        assert_eq!(v.score, Some(80));
+        assert_eq!(v.score_parts, Some(json!({"fraud_score": 50, "voip": 30})));
+        let v = evaluate(&st, &json!({"fraud_score": 60, "VOIP": true}));
+        assert_eq!(
+            v.reject.as_deref(),
+            Some("phone_analysis: fraud score 90 >= 90 (voip)")
+        );
+        // capped at 100
+        let v = evaluate(&st, &json!({"fraud_score": 95, "VOIP": true}));
+        assert_eq!(v.score, Some(100));
+        assert!(Settings::parse(
+            "phone_analysis",
+            &json!({"api_key": "k", "flag_weights": {"voip": 101}})
+        )
+        .is_err_and(|e| e.to_string().contains("settings.flag_weights.voip")));
+        assert!(Settings::parse(
+            "phone_analysis",
+            &json!({"api_key": "k", "flag_weights": {"mobile": 5}})
+        )
+        .is_err());
     }
 
     #[test]
@@ -528,9 +600,18 @@ mod tests {
     fn phone_add_to_list_criteria() {
         let st = s(
             "phone_analysis",
-            json!({"api_key": "k", "add_to_list": {"voip": true, "line_types": ["VOIP"], "list_ids": [7]}}),
+            json!({"api_key": "k", "add_to_list": {"voip": true, "fraud_score_gte": 50,
+                                                      "line_types": ["VOIP"], "list_ids": [7]}}),
         );
         assert_eq!(evaluate(&st, &json!({"VOIP": true})).add_to_lists, vec![7]);
+        // the block's own threshold: 0 never lists on the score
+        let never = s(
+            "phone_analysis",
+            json!({"api_key": "k", "add_to_list": {"voip": true, "list_ids": [7]}}),
+        );
+        assert!(evaluate(&never, &json!({"VOIP": true, "fraud_score": 99}))
+            .add_to_lists
+            .is_empty());
         assert_eq!(
             evaluate(&st, &json!({"line_type": "voip"})).add_to_lists,
             vec![7]

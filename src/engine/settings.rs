@@ -132,8 +132,45 @@ pub struct PhoneAnalysis {
     pub reject_time_zones: Vec<String>,
     #[serde(default)]
     pub add_to_list: Option<PhoneCriteria>,
+    /// What each enabled variable adds to the overall fraud score when it
+    /// holds (seed 004: the score "is accumulated based on the enabled
+    /// variables"). 100 each by default: an enabled variable that holds
+    /// reaches any threshold.
+    #[serde(default)]
+    pub flag_weights: FlagWeights,
     #[serde(flatten)]
     pub advanced: Advanced,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagWeights {
+    #[serde(default = "full_weight")]
+    pub invalid: u8,
+    #[serde(default = "full_weight")]
+    pub inactive: u8,
+    #[serde(default = "full_weight")]
+    pub prepaid: u8,
+    #[serde(default = "full_weight")]
+    pub voip: u8,
+    #[serde(default = "full_weight")]
+    pub spammer: u8,
+}
+
+impl Default for FlagWeights {
+    fn default() -> Self {
+        FlagWeights {
+            invalid: 100,
+            inactive: 100,
+            prepaid: 100,
+            voip: 100,
+            spammer: 100,
+        }
+    }
+}
+
+fn full_weight() -> u8 {
+    100
 }
 
 fn phone_field() -> String {
@@ -301,10 +338,26 @@ impl Settings {
                     "reject_carriers",
                     "reject_time_zones",
                     "add_to_list",
+                    "flag_weights",
                 ];
                 keys.extend_from_slice(ADVANCED);
                 only_keys(v, &keys)?;
                 let s: PhoneAnalysis = parse(v)?;
+                let w = &s.flag_weights;
+                for (name, weight) in [
+                    ("invalid", w.invalid),
+                    ("inactive", w.inactive),
+                    ("prepaid", w.prepaid),
+                    ("voip", w.voip),
+                    ("spammer", w.spammer),
+                ] {
+                    range(
+                        &format!("settings.flag_weights.{name}"),
+                        weight.into(),
+                        0,
+                        100,
+                    )?;
+                }
                 non_empty("settings.api_key", &s.api_key)?;
                 non_empty("settings.phone_field", &s.phone_field)?;
                 range(

@@ -149,6 +149,9 @@ fn conclude(
         (Some(_), _) => "reject",
     };
     let mut detail = json!({"source": source, "cost": cost, "score": verdict.score});
+    if let Some(parts) = &verdict.score_parts {
+        detail["score_parts"] = parts.clone();
+    }
     if let Some(r) = &verdict.reject {
         detail["reason"] = r.clone().into();
     }
