@@ -265,6 +265,33 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION iclear.use_verification_hub(text) FROM PUBLIC;
 
+-- One lead: its decisions (envelope and full decision), every step of its log,
+-- its iClear Log (each service call's request, credentials masked, and the
+-- vendor's response: the seeds' "iClear Log" block), its consent evidence and
+-- the latest trace.
+CREATE OR REPLACE FUNCTION iclear.lead_info(lead_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'lead_id', $1,
+        'decisions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   'at', d.created_at, 'stage', d.stage, 'status', d.status,
+                                   'envelope', d.envelope::jsonb, 'decision', d.decision::jsonb) ORDER BY d.id)
+                                 FROM iclear.decision d WHERE d.lead_id = $1), '[]'),
+        'log', coalesce((SELECT jsonb_agg(to_jsonb(f) - 'lead_id' ORDER BY f.at, f.id)
+                           FROM iclear.full_log f WHERE f.lead_id = $1), '[]'),
+        'iclear_log', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                    'at', f.at, 'service', f.name, 'global_rule_id', f.ref_id,
+                                    'origin', f.origin, 'outcome', f.outcome, 'source', f.detail -> 'source',
+                                    'request', f.request::jsonb, 'response', f.response::jsonb)
+                                  ORDER BY f.at, f.id)
+                                  FROM iclear.filter_log f
+                                 WHERE f.lead_id = $1 AND f.kind = 'service'), '[]'),
+        'consent_evidence', coalesce((SELECT jsonb_agg(to_jsonb(e) - 'lead_id' ORDER BY e.id)
+                                        FROM iclear.consent_evidence e WHERE e.lead_id = $1), '[]'),
+        'trace', (SELECT d.decision::jsonb -> 'trace' FROM iclear.decision d
+                   WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
+$$;
+
 -- ------------------------------------------------------------- credentials
 -- Vendor credentials written into global_rule.settings are moved to
 -- global_rule_credential, which iclear_admin alone may read: an operator

@@ -1158,6 +1158,21 @@ mod tests {
         let logged = text("SELECT string_agg(request::text || coalesce(response::text, ''), ' ') FROM iclear.filter_log WHERE kind = 'service'").unwrap();
         assert!(logged.contains("/ip/***/10.0.0.85"), "{logged}");
         assert!(!logged.contains("SECRET-KEY-1"));
+        // lead_info's iClear Log: each call's request (key masked) and answer
+        let info = json("SELECT iclear.lead_info('I1')");
+        let call = &info["iclear_log"][0];
+        assert_eq!(call["service"], "ip_analysis", "{info}");
+        assert_eq!(call["source"], "api");
+        assert!(call["request"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/ip/***/10.0.0.85"));
+        assert_eq!(call["response"]["fraud_score"], 85);
+        assert_eq!(
+            json("SELECT iclear.lead_info('I2')")["iclear_log"][0]["source"],
+            "cache"
+        );
+        assert!(!info.to_string().contains("SECRET-KEY-1"));
         assert_eq!(int("SELECT count(*) FROM iclear.lookup_cache"), 3);
         assert_eq!(
             int("SELECT count(*) FROM iclear.lead_log WHERE lead_id = 'I1' AND source = 'api'"),
