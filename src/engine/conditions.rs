@@ -155,6 +155,31 @@ pub struct Condition {
     pub value: Value,
     /// Compiled once at configuration load (`regex` operator only).
     pub regex: Option<Regex>,
+    /// The value holds placeholders (`{%publisherId%}`, ...), rendered for
+    /// each lead before comparing (seeds: "Show available placeholders").
+    pub templated: bool,
+}
+
+/// The template strings of a condition value: the value, or an in/not_in
+/// list's elements.
+fn templates(v: &Value) -> Vec<&str> {
+    fn one(v: &Value) -> Option<&str> {
+        v.as_str().filter(|s| s.contains("{%"))
+    }
+    match v {
+        Value::Array(a) => a.iter().filter_map(one).collect(),
+        v => one(v).into_iter().collect(),
+    }
+}
+
+/// A condition value with its placeholders rendered for a lead.
+pub fn render_value(v: &Value, vars: &crate::placeholders::Vars) -> Value {
+    use crate::placeholders::render;
+    match v {
+        Value::String(s) => Value::String(render(s, vars)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, vars)).collect()),
+        v => v.clone(),
+    }
 }
 
 impl Condition {
@@ -230,6 +255,11 @@ impl Condition {
             Category::LeadBody | Category::Redirect => {}
         }
         let mut regex = None;
+        // a regex is a pattern, not a template
+        let templated = operator != Operator::Regex && !templates(&value).is_empty();
+        for t in templates(&value).into_iter().filter(|_| templated) {
+            crate::placeholders::check_template(t).map_err(|e| ConfigError::new("value", e))?;
+        }
         match operator {
             Operator::In | Operator::NotIn => {
                 let ok = value
@@ -256,7 +286,7 @@ impl Condition {
                 );
             }
             op if op.is_numeric() => {
-                if number(&value).is_none() {
+                if number(&value).is_none() && !templated {
                     return Err(ConfigError::new(
                         "value",
                         "must be a number for a numeric operator",
@@ -279,6 +309,7 @@ impl Condition {
             operator,
             value,
             regex,
+            templated,
         })
     }
 
@@ -286,6 +317,11 @@ impl Condition {
     /// Returns the result and an optional trace note.
     pub fn eval(&self, actual: &Value) -> (bool, Option<String>) {
         evaluate(self.operator, actual, &self.value, self.regex.as_ref())
+    }
+
+    /// Evaluate against `expected`, this condition's value rendered for the lead.
+    pub fn eval_rendered(&self, actual: &Value, expected: &Value) -> (bool, Option<String>) {
+        evaluate(self.operator, actual, expected, self.regex.as_ref())
     }
 }
 

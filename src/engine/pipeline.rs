@@ -460,7 +460,12 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
         let mut matched = rule.logical == Logical::And || rule.conditions.is_empty();
         for c in &rule.conditions {
             let act = actual(cfg, c, st, facts);
-            let (r, note) = c.eval(&act);
+            let (r, note) = if c.templated {
+                let expected = crate::conditions::render_value(&c.value, &st.vars(cfg.id));
+                c.eval_rendered(&act, &expected)
+            } else {
+                c.eval(&act)
+            };
             if tracing {
                 evaluated.push((c, act, r, note));
             }

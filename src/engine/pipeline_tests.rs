@@ -304,6 +304,61 @@ fn block_monetization_blocks_a_silent_campaign_triggered_before_it() {
     assert_eq!(out.decision["silent_campaigns"], json!([4]));
 }
 
+/// Placeholders in condition values are rendered for the lead before
+/// comparing (the seeds' redirect case: the affiliate parameter no longer
+/// equals the lead's publisher), numeric operators and lists included.
+#[test]
+fn condition_values_render_placeholders() {
+    let c = cfg(
+        vec![
+            rule(
+                1,
+                "processing",
+                json!([{"id": 1, "category": "lead_param", "parameter": "tpar.aff", "operator": "not_equals",
+                        "value": "{%publisherId%}"}]),
+                json!([{"id": 1, "action": "lead_tags", "config": {"mode": "add", "tags": ["tampered"]}}]),
+            ),
+            rule(
+                2,
+                "processing",
+                json!([{"id": 2, "category": "lead_body", "parameter": "loan", "operator": "greater",
+                        "value": "{%productField_income%}"}]),
+                json!([{"id": 2, "action": "lead_tags", "config": {"mode": "add", "tags": ["over"]}}]),
+            ),
+            rule(
+                3,
+                "processing",
+                json!([{"id": 3, "category": "lead_body", "parameter": "state", "operator": "in",
+                        "value": ["{%tPar_home%}", "CA"]}]),
+                json!([{"id": 3, "action": "lead_tags", "config": {"mode": "add", "tags": ["home"]}}]),
+            ),
+        ],
+        json!([]),
+    );
+    let tags =
+        |env: Value| process(&c, &lead(env), "L", &mut Mem::default()).decision["tags"].clone();
+    assert_eq!(
+        tags(
+            json!({"publisher_id": 14, "params": {"aff": "14", "home": "NY"},
+                    "fields": {"loan": 500, "income": 900, "state": "NY"}})
+        ),
+        json!(["home"])
+    );
+    assert_eq!(
+        tags(json!({"publisher_id": 14, "params": {"aff": "15"},
+                    "fields": {"loan": 1000, "income": 900, "state": "TX"}})),
+        json!(["tampered", "over"])
+    );
+    // an unknown placeholder is refused when the condition is saved
+    let e = crate::conditions::Condition::new(1, "lead_body", "x", "equals", json!("{%nope%}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("value") && e.contains("unknown placeholder"),
+        "{e}"
+    );
+}
+
 #[test]
 fn trace_explains_conditions_and_notes_non_numbers() {
     let c = cfg(
