@@ -606,6 +606,12 @@ fn apply(
     match kind {
         ActionKind::PauseForVerification(p) => return pause(cfg, rule, p, st, facts),
         ActionKind::RunThirdPartyService(r) => {
+            // after processing the decision is made: an answer that would
+            // reject flags instead (an async target only ever queues)
+            let decided = (rule.stage == RuleStage::AfterProcessing).then(|| {
+                let marks = (st.log.len(), st.services.len());
+                (st.status, st.reason.clone(), st.rejected_by.clone(), marks)
+            });
             match cfg.global_rules.iter().find(|g| g.id == r.global_rule_id) {
                 Some(gr) => run_global(cfg, gr, Trigger::Action, st, facts),
                 // deleted since the action was saved: say so, do not fail the lead
@@ -618,6 +624,23 @@ fn apply(
                     detail: json!({"why": "no such global rule for this product", "cost": 0}),
                     ..LogEntry::default()
                 }),
+            }
+            if let Some((status, reason, by, (logged, listed))) = decided {
+                if st.status != status {
+                    (st.status, st.reason, st.rejected_by) = (status, reason, by);
+                    for entry in st.log[logged..]
+                        .iter_mut()
+                        .filter(|e| e.outcome == "reject")
+                    {
+                        entry.outcome = "flagged".into();
+                        entry.detail["after_processing"] = "the decision stands".into();
+                    }
+                    for s in st.services[listed..].iter_mut() {
+                        if s["outcome"] == "reject" {
+                            s["outcome"] = "flagged".into();
+                        }
+                    }
+                }
             }
             if st.status == Status::Rejected {
                 return Flow::EndAll;

@@ -946,6 +946,58 @@ fn run_service_action_conditions_and_set_fields() {
     );
 }
 
+/// Run third-party service honours its target's execution type, and from
+/// after-processing never overturns the decision already made.
+#[test]
+fn run_service_action_honours_async_and_the_decision_after_processing() {
+    let target = |execution: &str| {
+        global(
+            1,
+            "ip_analysis",
+            json!({"execution": execution, "lookup_percent": 0,
+                   "settings": {"api_key": "K", "reject_fraud_score_gte": 80}}),
+        )
+    };
+    let run_in = |stage: &str| {
+        vec![rule(
+            2,
+            stage,
+            json!([]),
+            json!([{"id": 1, "action": "run_third_party_service", "config": {"global_rule_id": 1}}]),
+        )]
+    };
+    // from processing, a sync (on-demand) target rejects ...
+    let mut m = Mem::default();
+    m.answers.insert("1.1.1.1".into(), answer(90));
+    let c = gcfg("post", vec![target("on_demand")], run_in("processing"));
+    assert_eq!(
+        process(&c, &ip_lead("1.1.1.1"), "L", &mut m).status,
+        Status::Rejected
+    );
+    // ... an async target queues, and the lead goes on
+    let c = gcfg("post", vec![target("async")], run_in("processing"));
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(m.jobs.len(), 1);
+    assert_eq!(m.calls.len(), 1, "the async target made no call");
+    // from after processing, the answer flags and the decision stands
+    let c = gcfg(
+        "post",
+        vec![target("on_demand")],
+        run_in("after_processing"),
+    );
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(out.status, Status::Accepted, "{}", out.decision);
+    assert_eq!(out.decision["reason"], Value::Null);
+    let svc = out.log.iter().find(|l| l.kind == "service").unwrap();
+    assert_eq!(svc.outcome, "flagged");
+    assert_eq!(out.decision["services"][0]["outcome"], "flagged");
+    let c = gcfg("post", vec![target("async")], run_in("after_processing"));
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(m.jobs.len(), 2);
+}
+
 #[test]
 fn async_completion_flags_and_lists() {
     let c = gcfg(
