@@ -77,7 +77,17 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
         source_created_at,
         takes: Default::default(),
     };
-    let out = pipeline::process_redirect(&cfg, &env, lead_id, redirect, &mut facts, trace_level());
+    let processed =
+        pipeline::Processed::from_json(&decision, &store::persist::processed_log(lead_id));
+    let out = pipeline::process_redirect(
+        &cfg,
+        &env,
+        lead_id,
+        redirect,
+        &processed,
+        &mut facts,
+        trace_level(),
+    );
     store::persist::save_log(lead_id, cfg.id, &out.log);
     store::persist::apply(&out.effects, lead_id, cfg.id);
     Ok(out.decision)

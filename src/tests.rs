@@ -784,6 +784,14 @@ mod tests {
             int(&format!("SELECT count(*) FROM iclear.redirect_log WHERE lead_id = 'R-1' AND rule_id = {r} AND outcome = 'matched'")),
             1
         );
+        // a redirect rule reads what processing left: the rule that matched
+        let seen = rule("redirect", "lowercase ran", 2);
+        condition(seen, "rule", &fix.to_string(), "equals", json!(true));
+        condition(seen, "lead_param", "status", "equals", json!("accepted"));
+        action(seen, "run_tracking_action", json!({"event": "seen"}));
+        let out =
+            json("SELECT iclear.process_redirect('R-1', '{\"aff_id\": \"12\", \"url\": \"u\"}')");
+        assert_eq!(out["matched_rules"], json!([seen]), "{out}");
         let e = err("SELECT iclear.process_redirect('nope', '{}')").unwrap();
         assert!(e.contains("\"lead_id\" names no processed lead"), "{e}");
         let e = err("SELECT iclear.process_redirect('R-1', '{\"a\": [1]}')").unwrap();

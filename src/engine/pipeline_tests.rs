@@ -468,6 +468,60 @@ fn trace_levels() {
     );
 }
 
+/// Redirect rules start from the lead as processing left it: its status,
+/// the rules that matched, its service answers.
+#[test]
+fn redirect_rules_see_the_processed_lead() {
+    use crate::pipeline::{process_redirect, Processed, TraceLevel};
+    let c = cfg(
+        vec![
+            rule(
+                1,
+                "redirect",
+                json!([{"id": 1, "category": "lead_param", "parameter": "status", "operator": "equals", "value": "rejected"}]),
+                json!([{"id": 1, "action": "run_tracking_action", "config": {"event": "rejected"}}]),
+            ),
+            rule(
+                2,
+                "redirect",
+                json!([{"id": 2, "category": "rule", "parameter": "7", "operator": "equals", "value": true}]),
+                json!([{"id": 2, "action": "run_tracking_action", "config": {"event": "rule 7"}}]),
+            ),
+            rule(
+                3,
+                "redirect",
+                json!([{"id": 3, "category": "service", "parameter": "ip_analysis.fraud_score",
+                        "operator": "greater_or_equal", "value": 50}]),
+                json!([{"id": 3, "action": "run_tracking_action", "config": {"event": "risky"}}]),
+            ),
+        ],
+        json!([]),
+    );
+    let env = lead(json!({"fields": {"email": "a@b.com"}}));
+    let processed = Processed::from_json(
+        &json!({"status": "rejected", "tags": ["t"]}),
+        &json!({"matched": [7], "services": {"ip_analysis": {"fraud_score": 70}}}),
+    );
+    let run = |p: &Processed| {
+        let out = process_redirect(
+            &c,
+            &env,
+            "L1",
+            serde_json::Map::new(),
+            p,
+            &mut Mem::default(),
+            TraceLevel::Matched,
+        );
+        out.decision["matched_rules"].clone()
+    };
+    assert_eq!(run(&processed), json!([1, 2, 3]));
+    assert_eq!(
+        run(&Processed::default()),
+        json!([]),
+        "a fresh lead matches none"
+    );
+}
+
 #[test]
 fn email_domain_corrector_action() {
     let c = cfg(
@@ -535,6 +589,7 @@ fn redirect_rules_read_and_change_redirect_parameters() {
         &env,
         "L1",
         redirect,
+        &crate::pipeline::Processed::default(),
         &mut Mem::default(),
         TraceLevel::Full,
     );
@@ -572,6 +627,7 @@ fn redirect_rules_read_and_change_redirect_parameters() {
         &env,
         "L1",
         redirect,
+        &crate::pipeline::Processed::default(),
         &mut Mem::default(),
         TraceLevel::Full,
     );

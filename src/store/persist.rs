@@ -97,6 +97,27 @@ pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
     }
 }
 
+/// What processing logged of a lead, for redirect rules: the rules that
+/// matched (`{"matched": [ids]}`) and the latest answer of each service
+/// (`{"services": {name: response}}`).
+pub fn processed_log(lead_id: &str) -> Value {
+    super::one::<pgrx::JsonB>(
+        "SELECT jsonb_build_object(
+           'matched', coalesce((SELECT jsonb_agg(DISTINCT f.ref_id) FROM iclear.filter_log f
+                                 WHERE f.lead_id = $1 AND f.kind = 'rule' AND f.origin <> 'redirect'
+                                   AND f.outcome IN ('matched', 'reject', 'paused')), '[]'),
+           'services', coalesce((SELECT jsonb_object_agg(s.name, s.response) FROM (
+                                   SELECT DISTINCT ON (f.name) f.name, f.response::jsonb AS response
+                                     FROM iclear.filter_log f
+                                    WHERE f.lead_id = $1 AND f.kind = 'service' AND f.response IS NOT NULL
+                                    ORDER BY f.name, f.at DESC, f.id DESC) s), '{}'))",
+        &[TEXT],
+        &[lead_id.into()],
+    )
+    .map(|j| j.0)
+    .unwrap_or(Value::Null)
+}
+
 /// The decision as stored: what the envelope already holds (`fields` and
 /// `params` that no action changed) and empty values (null, false, [], {})
 /// are left out. The caller gets the whole decision; readers of the stored
