@@ -545,4 +545,10 @@ BEGIN
         END;
     END LOOP;
 END $$;
+-- "All New" targeting (seed): the rule applies to sources created after
+-- coalesce(all_new_since, created_at). Rules that exist when this version is
+-- installed get the moment of the upgrade as created_at.
+ALTER TABLE iclear.rule
+    ADD COLUMN all_new    boolean NOT NULL DEFAULT false,
+    ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
 -- END since-0.4.0

@@ -70,9 +70,7 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
                 &format!("names unknown product {:?}", env.product),
             )
         })?;
-    let source_created_at = env
-        .source_id
-        .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
+    let source_created_at = source_created_at(&env);
     let mut facts = store::facts::PgFacts {
         source_created_at,
         takes: Default::default(),
@@ -113,9 +111,7 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
             ))
         })?;
     let lead_id = env.lead_id.clone().unwrap_or_else(new_lead_id);
-    let source_created_at = env
-        .source_id
-        .map(|s| store::config::register_source(s, env.publisher_id, env.channel_id));
+    let source_created_at = source_created_at(&env);
     let mut facts = store::facts::PgFacts {
         source_created_at,
         takes: Default::default(),
@@ -193,4 +189,13 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
         )
     })?;
     Ok(sig)
+}
+
+/// When the lead's source was created: the envelope's `source_created_at`
+/// (the lead store's date) or the `iclear.source` row's, which a first sight
+/// registers ("All New" targeting).
+fn source_created_at(env: &Envelope) -> Option<chrono::DateTime<chrono::Utc>> {
+    env.source_id.map(|s| {
+        store::config::register_source(s, env.publisher_id, env.channel_id, env.source_created_at)
+    })
 }

@@ -63,6 +63,7 @@ const ENVELOPE_COLUMNS: &[&str] = &[
     "method",
     "silent",
     "campaigns_remaining",
+    "source_created_at",
 ];
 /// Columns that receive the outcome.
 const OUTCOME_COLUMNS: &[&str] = &["iclear_status", "iclear_decision"];

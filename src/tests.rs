@@ -800,6 +800,37 @@ mod tests {
         assert!(e.contains("not allowed in redirect"), "{e}");
     }
 
+    /// All New (rule.all_new): sources created after the rule, by the lead
+    /// store's date: from the envelope, or from iclear.source rows a DBA
+    /// loaded; a source first seen now is new.
+    #[pg_test]
+    fn all_new_targets_sources_created_after_the_rule() {
+        setup();
+        let r = rule("processing", "new sources", 1);
+        action(r, "lead_tags", json!({"mode": "add", "tags": ["new"]}));
+        run(&format!(
+            "UPDATE iclear.rule SET all_new = true WHERE id = {r}"
+        ));
+        run("INSERT INTO iclear.source (id, created_at) VALUES (100, now() - interval '1 year')");
+        let tags = |source: i64, created: Option<&str>| {
+            let mut lead = json!({"product": "payday_us", "source_id": source});
+            if let Some(c) = created {
+                lead["source_created_at"] = text(&format!("SELECT to_json({c})#>>'{{}}'")).into();
+            }
+            process(lead)["tags"].clone()
+        };
+        assert_eq!(tags(100, None), json!([]), "loaded as a year old");
+        assert_eq!(tags(200, Some("now() + interval '1 hour'")), json!(["new"]));
+        assert_eq!(tags(300, Some("now() - interval '1 day'")), json!([]));
+        assert_eq!(tags(400, None), json!(["new"]), "first seen now");
+        assert!(bool_(
+            "SELECT created_at = now() + interval '1 hour' FROM iclear.source WHERE id = 200"
+        ));
+        assert!(bool_(
+            "SELECT created_at = now() - interval '1 day' FROM iclear.source WHERE id = 300"
+        ));
+    }
+
     fn bool_(sql: &str) -> bool {
         Spi::get_one::<bool>(sql).unwrap().unwrap()
     }

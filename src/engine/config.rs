@@ -166,6 +166,12 @@ pub struct RuleDoc {
     pub source_id: Option<i64>,
     #[serde(default)]
     pub all_new_since: Option<String>,
+    /// "All New": the rule applies to sources created after
+    /// `coalesce(all_new_since, created_at)`.
+    #[serde(default)]
+    pub all_new: bool,
+    #[serde(default)]
+    pub created_at: Option<String>,
     #[serde(default)]
     pub publisher_ids: Option<Vec<i64>>,
     #[serde(default)]
@@ -297,11 +303,15 @@ impl RuleDoc {
                 publisher_id: self.publisher_id,
                 channel_id: self.channel_id,
                 source_id: self.source_id,
-                all_new_since: self
-                    .all_new_since
-                    .as_deref()
-                    .map(|s| parse_time("all_new_since", s))
-                    .transpose()?,
+                all_new_since: match (&self.all_new_since, self.all_new) {
+                    (Some(s), _) => Some(parse_time("all_new_since", s)?),
+                    (None, true) => self
+                        .created_at
+                        .as_deref()
+                        .map(|s| parse_time("created_at", s))
+                        .transpose()?,
+                    (None, false) => None,
+                },
                 publisher_ids: self.publisher_ids.unwrap_or_default(),
                 exclude_publisher_ids: self.exclude_publisher_ids.unwrap_or_default(),
                 channel_ids: self.channel_ids.unwrap_or_default(),

@@ -55,6 +55,8 @@ pub struct Envelope {
     pub fields: Map<String, Value>,
     pub params: Map<String, Value>,
     pub campaigns_remaining: Option<i64>,
+    /// When the lead store created the lead's source ("All New" targeting).
+    pub source_created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The limits of a lead (review finding 10). A lead past one is refused
@@ -85,6 +87,7 @@ pub(crate) const KEYS: &[&str] = &[
     "fields",
     "params",
     "campaigns_remaining",
+    "source_created_at",
 ];
 
 impl Envelope {
@@ -221,6 +224,25 @@ impl Envelope {
                     ))
                 }
                 n => n,
+            },
+            source_created_at: match obj.get("source_created_at") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(
+                    chrono::DateTime::parse_from_rfc3339(s.trim())
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|_| {
+                            InputError::new(
+                                "source_created_at",
+                                "must be an RFC 3339 timestamp (2026-11-21T12:00:00Z)",
+                            )
+                        })?,
+                ),
+                Some(_) => {
+                    return Err(InputError::new(
+                        "source_created_at",
+                        "must be an RFC 3339 timestamp (2026-11-21T12:00:00Z)",
+                    ))
+                }
             },
         })
     }

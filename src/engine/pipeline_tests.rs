@@ -425,6 +425,49 @@ fn targeting_all_new_and_caps() {
     assert_eq!(out.decision["trace"][0]["skipped"], "cap_reached");
 }
 
+/// "All New" (rule.all_new): sources created after the rule's created_at,
+/// or after all_new_since when it is set.
+#[test]
+fn all_new_counts_from_the_rule_creation() {
+    let mut r = rule(
+        1,
+        "processing",
+        json!([]),
+        json!([{"id": 1, "action": "lead_tags", "config": {"mode": "add", "tags": ["t"]}}]),
+    );
+    r["all_new"] = true.into();
+    r["created_at"] = "2026-11-10T00:00:00+00:00".into();
+    let tags = |r: &Value, created: (u32, u32)| {
+        let c = cfg(vec![r.clone()], json!([]));
+        let mut m = Mem {
+            source_created_at: Some(
+                Utc.with_ymd_and_hms(2026, created.0, created.1, 0, 0, 0)
+                    .unwrap(),
+            ),
+            ..Mem::default()
+        };
+        process(&c, &lead(json!({"source_id": 1})), "L", &mut m).decision["tags"].clone()
+    };
+    assert_eq!(tags(&r, (11, 2)), json!([]), "created before the rule");
+    assert_eq!(tags(&r, (11, 15)), json!(["t"]));
+    r["all_new_since"] = "2026-11-01T00:00:00+00:00".into();
+    assert_eq!(tags(&r, (11, 2)), json!(["t"]), "all_new_since wins");
+    r["all_new"] = false.into();
+    r["all_new_since"] = Value::Null;
+    assert_eq!(tags(&r, (1, 1)), json!(["t"]), "not All New: every source");
+    // the envelope carries the lead store's date of the source
+    let env =
+        Envelope::parse(&json!({"product": "p", "source_created_at": "2026-11-21T12:00:00Z"}))
+            .unwrap();
+    assert_eq!(
+        env.source_created_at,
+        Some(Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap())
+    );
+    let e =
+        Envelope::parse(&json!({"product": "p", "source_created_at": "yesterday"})).unwrap_err();
+    assert!(e.to_string().contains("source_created_at"), "{e}");
+}
+
 #[test]
 fn trace_levels() {
     use crate::pipeline::{process_traced, TraceLevel};

@@ -205,13 +205,14 @@ pub fn register_source(
     id: i64,
     publisher_id: Option<i64>,
     channel_id: Option<i64>,
+    given: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
     let cached = crate::CONFIG_CACHE.get();
     if let Some(t) = CACHE
         .with_borrow(|c| c.sources.get(&id).copied())
         .filter(|_| cached)
     {
-        return t;
+        return given.unwrap_or(t);
     }
     let seen: Option<f64> = one(
         "SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1",
@@ -226,14 +227,20 @@ pub fn register_source(
             return None;
         }
         one(
-            "WITH ins AS (INSERT INTO iclear.source (id, publisher_id, channel_id) VALUES ($1, $2, $3)
+            "WITH ins AS (INSERT INTO iclear.source (id, publisher_id, channel_id, created_at)
+                          VALUES ($1, $2, $3, coalesce(to_timestamp($4::int8 / 1e6), now()))
                           ON CONFLICT (id) DO NOTHING RETURNING created_at)
              SELECT extract(epoch FROM created_at)::float8 FROM ins
              UNION ALL
              SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1
              LIMIT 1",
-            &[INT8, INT8, INT8],
-            &[id.into(), publisher_id.into(), channel_id.into()],
+            &[INT8, INT8, INT8, INT8],
+            &[
+                id.into(),
+                publisher_id.into(),
+                channel_id.into(),
+                given.map(|t| t.timestamp_micros()).into(),
+            ],
         )
     });
     // None only when a concurrent transaction is registering it.
@@ -243,5 +250,6 @@ pub fn register_source(
     if cached {
         CACHE.with_borrow_mut(|c| c.sources.insert(id, t));
     }
-    t
+    // the lead store's own date, when the lead carries it, over the row's
+    given.unwrap_or(t)
 }
