@@ -108,7 +108,8 @@ SELECT pg_temp.bench_table('leads_tag', 'payday_us_tag');
 SELECT pg_temp.bench_table('leads_tagcap', 'payday_us_tagcap');
 
 -- ------------------------------------- a sync IP lookup per lead (sandbox)
-INSERT INTO iclear.service (name, cost, endpoint) VALUES ('ip_analysis', 0.004, :'sandbox' || '/ip');
+UPDATE iclear.service SET subscription = 'enabled', cost = 0.004, endpoint = :'sandbox' || '/ip'
+ WHERE name = 'ip_analysis';
 SELECT pg_temp.copy_product('payday_us', 'payday_us_ip');
 SELECT pg_temp.copy_product('payday_us', 'payday_us_ipcap');
 -- no cache_days: every lead is an API lookup; the sandbox answers fraud_score

@@ -141,10 +141,11 @@ SELECT pg_temp.add_rule('after_processing', NULL, 'Echo the reference', 2,
 -- production, leave endpoint out: it defaults to the vendor's URL. Without
 -- :sandbox (the insert-path benchmark) there are no services.
 \if :{?sandbox}
-INSERT INTO iclear.service (name, cost, endpoint) VALUES
-    ('ip_analysis', 0.004, :'sandbox' || '/ip'),
-    ('phone_analysis', 0.006, :'sandbox' || '/phone'),
-    ('iclaim', 0.02, :'sandbox' || '/iclaim');
+-- every service is listed, disabled: subscribe to three (on the sandbox)
+UPDATE iclear.service s SET subscription = 'enabled', cost = v.cost, endpoint = :'sandbox' || v.path
+  FROM (VALUES ('ip_analysis', 0.004, '/ip'), ('phone_analysis', 0.006, '/phone'),
+               ('iclaim', 0.02, '/iclaim')) AS v(name, cost, path)
+ WHERE s.name = v.name;
 INSERT INTO iclear.list (name, kind, field) VALUES ('risky phones (async lookups)', 'dnpl', 'homePhone');
 INSERT INTO iclear.list_product (list_id, product_id)
 SELECT l.id, p.id FROM iclear.list l, iclear.product p WHERE l.name = 'risky phones (async lookups)';
@@ -174,7 +175,8 @@ SELECT id, 'iclaim', 3, 'sync', 'after_filtration', 'continue',
   FROM iclear.product WHERE name = 'payday_us';
 -- 4. SMS verification (seed 001): leads of publisher 16, channel 7 are paused
 --    until their phone confirms a code; the SMS goes through the sms webhook.
-INSERT INTO iclear.service (name, cost, endpoint) VALUES ('sms', 0.0075, :'sandbox' || '/sms');
+UPDATE iclear.service SET subscription = 'enabled', cost = 0.0075, endpoint = :'sandbox' || '/sms'
+ WHERE name = 'sms';
 SELECT pg_temp.add_rule('processing', 'Compliance', 'SMS verification for publisher 16 / channel 7', 9,
     '[{"category": "lead_param", "parameter": "publisher_id", "operator": "equals", "value": 16},
       {"category": "lead_param", "parameter": "channel_id", "operator": "equals", "value": 7}]',

@@ -379,23 +379,6 @@ CREATE VIEW iclear.sms_verification AS
 SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
   FROM iclear.sms_verification_local;
 
--- The vendor's real URL unless the admin points it elsewhere (design §5).
--- iClaim speaks the TrustedForm v4 claim protocol, so its default is
--- TrustedForm's certificate host.
-CREATE OR REPLACE FUNCTION iclear.service_defaults() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.endpoint IS NULL THEN
-        NEW.endpoint := CASE NEW.name
-            WHEN 'ip_analysis' THEN 'https://ipqualityscore.com/api/json/ip'
-            WHEN 'phone_analysis' THEN 'https://ipqualityscore.com/api/json/phone'
-            WHEN 'iclaim' THEN 'https://cert.trustedform.com'
-            ELSE NULL END;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE TRIGGER service_defaults BEFORE INSERT ON iclear.service
-    FOR EACH ROW EXECUTE FUNCTION iclear.service_defaults();
 -- END since-0.2.0
 
 -- BEGIN since-0.3.0 (objects new or changed since 0.3.0; also the 0.3.0 ->
@@ -551,4 +534,38 @@ END $$;
 ALTER TABLE iclear.rule
     ADD COLUMN all_new    boolean NOT NULL DEFAULT false,
     ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
+-- Every service is listed from the start, disabled (seed 002 shows every
+-- available service with its subscription status); subscribing is an UPDATE.
+-- An INSERT of a listed service (a script written for 0.4.0, a pg_dump
+-- restore) updates its row instead. Endpoints default to the vendor's real
+-- URL unless the admin points it elsewhere (design §5); iClaim speaks the
+-- TrustedForm v4 claim protocol, so its default is TrustedForm's host.
+ALTER TABLE iclear.service
+    DROP CONSTRAINT "service.name must be an iclear service or sms",
+    ADD CONSTRAINT "service.name must be an iclear service, sms or tracking"
+        CHECK (name IN ('ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms', 'tracking'));
+CREATE OR REPLACE FUNCTION iclear.service_defaults() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.endpoint IS NULL THEN
+        NEW.endpoint := CASE NEW.name
+            WHEN 'ip_analysis' THEN 'https://ipqualityscore.com/api/json/ip'
+            WHEN 'phone_analysis' THEN 'https://ipqualityscore.com/api/json/phone'
+            WHEN 'iclaim' THEN 'https://cert.trustedform.com'
+            ELSE NULL END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM iclear.service s WHERE s.name = NEW.name) THEN
+        UPDATE iclear.service s
+           SET subscription = NEW.subscription, cost = NEW.cost, endpoint = NEW.endpoint
+         WHERE s.name = NEW.name;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER service_defaults BEFORE INSERT ON iclear.service
+    FOR EACH ROW EXECUTE FUNCTION iclear.service_defaults();
+INSERT INTO iclear.service (name, subscription)
+SELECT n, 'disabled'
+  FROM unnest(ARRAY['ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms', 'tracking']) n
+ WHERE NOT EXISTS (SELECT 1 FROM iclear.service s WHERE s.name = n);
 -- END since-0.4.0

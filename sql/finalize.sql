@@ -465,7 +465,8 @@ END $$;
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the tail of the
 -- 0.4.0 -> 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Every global, global-rule and rule cap: period, limit, the slots committed
--- in the current period (or per source), next reset. The count is what is
+-- in the current period (or per source), next reset; the service's
+-- subscription and the rule's status (seed 002's caps list). The count is what is
 -- durable (iclear.cap_use); slots of leads still open are not in it.
 CREATE VIEW iclear.cap_status AS
 WITH used AS (
@@ -473,13 +474,15 @@ WITH used AS (
       FROM iclear.cap_use GROUP BY 1, 2, 3, 4)
 SELECT 'global'::text AS scope, c.service AS subject, c.id AS rule_id, c.period, c.start_day,
        c.cap_limit, coalesce(u.used, 0) AS current_value,
-       iclear.next_cap_reset(c.period, c.start_day) AS next_reset
+       iclear.next_cap_reset(c.period, c.start_day) AS next_reset,
+       c.service, s.subscription, NULL::text AS status
   FROM iclear.global_cap c
+  JOIN iclear.service s ON s.name = c.service
   LEFT JOIN used u ON u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period
        AND u.bucket = to_char(iclear.cap_period_start(c.period, c.start_day) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
 UNION ALL
 SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
-       iclear.next_cap_reset(x.period, 1)
+       iclear.next_cap_reset(x.period, 1), NULL, NULL, r.status
   FROM iclear.rule r
  CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit), ('monthly', r.monthly_limit)) AS x(period, cap_limit)
   LEFT JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = x.period
@@ -487,14 +490,15 @@ SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
  WHERE x.cap_limit IS NOT NULL
 UNION ALL
 SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.bucket, ''), 'none'), r.id, 'source', NULL,
-       r.per_source_limit, u.used, NULL
+       r.per_source_limit, u.used, NULL, NULL, NULL, r.status
   FROM iclear.rule r
   JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = 'source'
  WHERE r.per_source_limit IS NOT NULL
 UNION ALL
 SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
-       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1)
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1), g.service, s.subscription, g.status
   FROM iclear.global_rule g
+  JOIN iclear.service s ON s.name = g.service
  CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit), ('monthly', g.monthly_limit)) AS x(period, cap_limit)
   LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
        AND u.bucket = to_char(iclear.cap_period_start(x.period, 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')

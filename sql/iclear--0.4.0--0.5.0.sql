@@ -142,12 +142,47 @@ END $$;
 ALTER TABLE iclear.rule
     ADD COLUMN all_new    boolean NOT NULL DEFAULT false,
     ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
+-- Every service is listed from the start, disabled (seed 002 shows every
+-- available service with its subscription status); subscribing is an UPDATE.
+-- An INSERT of a listed service (a script written for 0.4.0, a pg_dump
+-- restore) updates its row instead. Endpoints default to the vendor's real
+-- URL unless the admin points it elsewhere (design §5); iClaim speaks the
+-- TrustedForm v4 claim protocol, so its default is TrustedForm's host.
+ALTER TABLE iclear.service
+    DROP CONSTRAINT "service.name must be an iclear service or sms",
+    ADD CONSTRAINT "service.name must be an iclear service, sms or tracking"
+        CHECK (name IN ('ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms', 'tracking'));
+CREATE OR REPLACE FUNCTION iclear.service_defaults() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.endpoint IS NULL THEN
+        NEW.endpoint := CASE NEW.name
+            WHEN 'ip_analysis' THEN 'https://ipqualityscore.com/api/json/ip'
+            WHEN 'phone_analysis' THEN 'https://ipqualityscore.com/api/json/phone'
+            WHEN 'iclaim' THEN 'https://cert.trustedform.com'
+            ELSE NULL END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM iclear.service s WHERE s.name = NEW.name) THEN
+        UPDATE iclear.service s
+           SET subscription = NEW.subscription, cost = NEW.cost, endpoint = NEW.endpoint
+         WHERE s.name = NEW.name;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER service_defaults BEFORE INSERT ON iclear.service
+    FOR EACH ROW EXECUTE FUNCTION iclear.service_defaults();
+INSERT INTO iclear.service (name, subscription)
+SELECT n, 'disabled'
+  FROM unnest(ARRAY['ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms', 'tracking']) n
+ WHERE NOT EXISTS (SELECT 1 FROM iclear.service s WHERE s.name = n);
 -- END since-0.4.0
 
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the tail of the
 -- 0.4.0 -> 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Every global, global-rule and rule cap: period, limit, the slots committed
--- in the current period (or per source), next reset. The count is what is
+-- in the current period (or per source), next reset; the service's
+-- subscription and the rule's status (seed 002's caps list). The count is what is
 -- durable (iclear.cap_use); slots of leads still open are not in it.
 CREATE VIEW iclear.cap_status AS
 WITH used AS (
@@ -155,13 +190,15 @@ WITH used AS (
       FROM iclear.cap_use GROUP BY 1, 2, 3, 4)
 SELECT 'global'::text AS scope, c.service AS subject, c.id AS rule_id, c.period, c.start_day,
        c.cap_limit, coalesce(u.used, 0) AS current_value,
-       iclear.next_cap_reset(c.period, c.start_day) AS next_reset
+       iclear.next_cap_reset(c.period, c.start_day) AS next_reset,
+       c.service, s.subscription, NULL::text AS status
   FROM iclear.global_cap c
+  JOIN iclear.service s ON s.name = c.service
   LEFT JOIN used u ON u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period
        AND u.bucket = to_char(iclear.cap_period_start(c.period, c.start_day) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
 UNION ALL
 SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
-       iclear.next_cap_reset(x.period, 1)
+       iclear.next_cap_reset(x.period, 1), NULL, NULL, r.status
   FROM iclear.rule r
  CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit), ('monthly', r.monthly_limit)) AS x(period, cap_limit)
   LEFT JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = x.period
@@ -169,14 +206,15 @@ SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
  WHERE x.cap_limit IS NOT NULL
 UNION ALL
 SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.bucket, ''), 'none'), r.id, 'source', NULL,
-       r.per_source_limit, u.used, NULL
+       r.per_source_limit, u.used, NULL, NULL, NULL, r.status
   FROM iclear.rule r
   JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = 'source'
  WHERE r.per_source_limit IS NOT NULL
 UNION ALL
 SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
-       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1)
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1), g.service, s.subscription, g.status
   FROM iclear.global_rule g
+  JOIN iclear.service s ON s.name = g.service
  CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit), ('monthly', g.monthly_limit)) AS x(period, cap_limit)
   LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
        AND u.bucket = to_char(iclear.cap_period_start(x.period, 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')

@@ -831,6 +831,60 @@ mod tests {
         ));
     }
 
+    /// Seed 002 lists every service with its subscription status: they are
+    /// there from CREATE EXTENSION, disabled; subscribing is an UPDATE (an
+    /// INSERT of a listed service updates it); cap_status shows each cap's
+    /// service subscription and rule status.
+    #[pg_test]
+    fn the_service_list_is_there_from_the_start() {
+        setup();
+        assert_eq!(
+            text("SELECT string_agg(name || ':' || subscription, ',' ORDER BY name) FROM iclear.service").unwrap(),
+            "iclaim:disabled,ip_analysis:disabled,phone_analysis:disabled,sms:disabled,tracking:disabled,verification_history:disabled"
+        );
+        assert_eq!(
+            text("SELECT endpoint FROM iclear.service WHERE name = 'ip_analysis'").unwrap(),
+            "https://ipqualityscore.com/api/json/ip"
+        );
+        let sb = Sandbox::start("127.0.0.1:0").unwrap();
+        let g = global("ip_analysis", json!({"api_key": "k"}), "");
+        run(&format!(
+            "UPDATE iclear.service SET endpoint = '{}/ip' WHERE name = 'ip_analysis'",
+            sb.base_url()
+        ));
+        let d = ip_lead("S1", "10.0.0.5");
+        assert_eq!(
+            d["services"],
+            json!([]),
+            "a disabled service is not run: {d}"
+        );
+        assert_eq!(sb.count("ip"), 0);
+        run("UPDATE iclear.service SET subscription = 'enabled' WHERE name = 'ip_analysis'");
+        assert_eq!(ip_lead("S2", "10.0.0.5")["services"][0]["source"], "api");
+        assert_eq!(sb.count("ip"), 1);
+        // an INSERT of a listed service updates it
+        run(&format!(
+            "INSERT INTO iclear.service (name, cost, endpoint) VALUES ('ip_analysis', 0.25, '{}/ip')",
+            sb.base_url()
+        ));
+        assert_eq!(int("SELECT count(*) FROM iclear.service"), 6);
+        assert_eq!(
+            text(
+                "SELECT cost::text || subscription FROM iclear.service WHERE name = 'ip_analysis'"
+            )
+            .unwrap(),
+            "0.2500enabled"
+        );
+        run("INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('phone_analysis', 'daily', 10)");
+        run(&format!(
+            "UPDATE iclear.global_rule SET daily_limit = 5, status = 'paused' WHERE id = {g}"
+        ));
+        assert_eq!(
+            text("SELECT string_agg(scope || ' ' || service || ' ' || subscription || ' ' || coalesce(status, '-'), ', ' ORDER BY scope) FROM iclear.cap_status").unwrap(),
+            "global phone_analysis disabled -, global_rule ip_analysis enabled paused"
+        );
+    }
+
     fn bool_(sql: &str) -> bool {
         Spi::get_one::<bool>(sql).unwrap().unwrap()
     }

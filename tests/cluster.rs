@@ -116,7 +116,10 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
            SELECT iclear.maintain(months_ahead => 0);
            SELECT iclear_process('{"product": "payday_us", "lead_id": "before-dump"}');
            INSERT INTO iclear.filter_log (lead_id, at, stage, origin, kind, outcome)
-                VALUES ('far-future', now() + interval '2 years', 'processing', 'sync', 'rule', 'matched');"#,
+                VALUES ('far-future', now() + interval '2 years', 'processing', 'sync', 'rule', 'matched');
+           UPDATE iclear.service SET subscription = 'enabled', cost = 0.5 WHERE name = 'iclaim';
+           INSERT INTO iclear.global_rule (product_id, service, settings)
+           SELECT id, 'ip_analysis', '{"api_key": "K1", "reject_fraud_score_gte": 90}' FROM iclear.product;"#,
     )
     .unwrap();
     let dump = cl.dir.with_extension("dump");
@@ -178,6 +181,17 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
         1
     );
     assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule"), 1);
+    // the seeded service list with the subscription made, a global rule and
+    // its credential (kept apart from its settings)
+    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.service"), 6);
+    assert_eq!(
+        count(&mut r, "SELECT count(*) FROM iclear.service WHERE name = 'iclaim' AND subscription = 'enabled' AND cost = 0.5"),
+        1
+    );
+    assert_eq!(
+        count(&mut r, "SELECT count(*) FROM iclear.global_rule_credential WHERE credentials = '{\"api_key\": \"K1\"}'"),
+        1
+    );
     assert_eq!(
         count(&mut r, "SELECT count(*) FROM iclear.rule_condition"),
         1

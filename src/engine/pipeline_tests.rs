@@ -1097,6 +1097,30 @@ fn run_service_action_honours_async_and_the_decision_after_processing() {
     assert_eq!(m.jobs.len(), 2);
 }
 
+/// A global rule saved before an admin set its credential calls no vendor:
+/// no response, naming the setting, and the rule's no-response action.
+#[test]
+fn a_rule_without_its_credential_calls_no_vendor() {
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"no_response": "reject", "settings": {"reject_fraud_score_gte": 80}}),
+        )],
+        vec![],
+    );
+    let mut m = Mem::default();
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert!(m.calls.is_empty());
+    assert_eq!(out.log[0].outcome, "no_response");
+    assert!(out.log[0].detail["reason"]
+        .as_str()
+        .unwrap()
+        .contains("settings.api_key is not set"));
+    assert_eq!(out.status, Status::Rejected, "no_response = reject");
+}
+
 #[test]
 fn async_completion_flags_and_lists() {
     let c = gcfg(

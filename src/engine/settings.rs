@@ -31,6 +31,9 @@ pub struct IpAddToList {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpAnalysis {
+    /// A credential: kept in global_rule_credential, merged in at load; a
+    /// rule without it answers "no response" (see `missing_credential`).
+    #[serde(default)]
     pub api_key: String,
     #[serde(default = "ip_field")]
     pub ip_field: String,
@@ -103,6 +106,9 @@ pub struct PhoneCriteria {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PhoneAnalysis {
+    /// A credential: kept in global_rule_credential, merged in at load; a
+    /// rule without it answers "no response" (see `missing_credential`).
+    #[serde(default)]
     pub api_key: String,
     #[serde(default = "phone_field")]
     pub phone_field: String,
@@ -180,7 +186,9 @@ fn phone_field() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IClaim {
+    #[serde(default)]
     pub account_id: String,
+    #[serde(default)]
     pub api_token: String,
     #[serde(default = "session_field")]
     pub session_id_field: String,
@@ -287,6 +295,20 @@ fn non_empty(setting: &str, s: &str) -> Result<(), ConfigError> {
 
 impl Settings {
     /// Parse and validate the settings of `service`.
+    /// The first credential this service needs that is not set. Credentials
+    /// are set by an admin apart from the settings (README, "Roles and
+    /// privileges"), so a rule may exist before its key: it does not call
+    /// the vendor then, and logs why.
+    pub fn missing_credential(&self) -> Option<&'static str> {
+        match self {
+            Settings::IpAnalysis(s) if s.api_key.trim().is_empty() => Some("api_key"),
+            Settings::PhoneAnalysis(s) if s.api_key.trim().is_empty() => Some("api_key"),
+            Settings::IClaim(s) if s.account_id.trim().is_empty() => Some("account_id"),
+            Settings::IClaim(s) if s.api_token.trim().is_empty() => Some("api_token"),
+            _ => None,
+        }
+    }
+
     pub fn parse(service: &str, v: &Value) -> Result<Settings, ConfigError> {
         match service {
             "ip_analysis" => {
@@ -304,7 +326,6 @@ impl Settings {
                 keys.extend_from_slice(ADVANCED);
                 only_keys(v, &keys)?;
                 let s: IpAnalysis = parse(v)?;
-                non_empty("settings.api_key", &s.api_key)?;
                 non_empty("settings.ip_field", &s.ip_field)?;
                 range("settings.strictness", s.strictness.into(), 0, 3)?;
                 range(
@@ -358,7 +379,6 @@ impl Settings {
                         100,
                     )?;
                 }
-                non_empty("settings.api_key", &s.api_key)?;
                 non_empty("settings.phone_field", &s.phone_field)?;
                 range(
                     "settings.reject_fraud_score_gte",
@@ -374,8 +394,6 @@ impl Settings {
             }
             "iclaim" => {
                 let s: IClaim = parse(v)?;
-                non_empty("settings.account_id", &s.account_id)?;
-                non_empty("settings.api_token", &s.api_token)?;
                 Ok(Settings::IClaim(s))
             }
             "verification_history" => {
@@ -457,13 +475,13 @@ mod tests {
                 json!({"api_key": "k", "reject_fraud_score_gte": 101}),
                 "settings.reject_fraud_score_gte",
             ),
-            ("ip_analysis", json!({"api_key": ""}), "settings.api_key"),
+            ("ip_analysis", json!({"api_key": 7}), "settings"),
             (
                 "phone_analysis",
                 json!({"api_key": "k", "async_timeout_s": 0}),
                 "settings.async_timeout_s",
             ),
-            ("iclaim", json!({"account_id": "a"}), "settings"),
+            ("iclaim", json!({"account_id": "a", "x": 1}), "settings"),
             (
                 "verification_history",
                 json!({"signature_enabled": true, "signature_template": "x"}),
@@ -486,5 +504,17 @@ mod tests {
         )
         .is_ok());
         assert!(Settings::parse("iclaim", &json!({"account_id": "a", "api_token": "t"})).is_ok());
+        // credentials may come later (an admin sets them): saved, and named as missing
+        let no_key =
+            Settings::parse("ip_analysis", &json!({"reject_fraud_score_gte": 80})).unwrap();
+        assert_eq!(no_key.missing_credential(), Some("api_key"));
+        let half = Settings::parse("iclaim", &json!({"account_id": "a"})).unwrap();
+        assert_eq!(half.missing_credential(), Some("api_token"));
+        assert_eq!(
+            Settings::parse("phone_analysis", &json!({"api_key": "k"}))
+                .unwrap()
+                .missing_credential(),
+            None
+        );
     }
 }

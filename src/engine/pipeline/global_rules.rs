@@ -290,6 +290,20 @@ pub(super) fn run_global(
             None,
         );
     }
+    // A rule whose credential an admin has not set yet calls no vendor.
+    if let Some(key) = gr.settings.missing_credential() {
+        let origin = if gr.execution == Execution::Async {
+            "async"
+        } else {
+            origin
+        };
+        return st.no_response(
+            gr,
+            origin,
+            format!("settings.{key} is not set (a member of iclear_admin sets it)"),
+            None,
+        );
+    }
     // After filtration with no campaign left: skipped, at no charge (seed 003).
     let skip_after =
         gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0);
