@@ -55,6 +55,11 @@ pub enum Work {
         reference: String,
         code: String,
     },
+    /// A tracking event: `body` POSTed as JSON to the tracking webhook.
+    Tracking {
+        endpoint: String,
+        body: Value,
+    },
 }
 
 impl Work {
@@ -68,6 +73,7 @@ impl Work {
                 reference,
                 code,
             } => iclear_services::sms::send(endpoint, to, text, reference, code),
+            Work::Tracking { endpoint, body } => iclear_services::tracking::send(endpoint, body),
         }
     }
 }

@@ -885,6 +885,58 @@ mod tests {
         );
     }
 
+    /// Run action from Tracking is delivered (issue 13 item 5): the action
+    /// queues a job in the lead's transaction while the tracking service is
+    /// subscribed; the worker POSTs {event, payload, lead_id, product},
+    /// retries a failure with the queue's attempts, and logs the answer.
+    #[pg_test]
+    fn tracking_events_are_delivered_by_the_worker() {
+        setup();
+        let sb = Sandbox::start("127.0.0.1:0").unwrap();
+        let r = rule("processing", "track", 1);
+        action(
+            r,
+            "run_tracking_action",
+            json!({"event": "lead_seen", "payload": {"src": 1}}),
+        );
+        action(
+            r,
+            "run_tracking_action",
+            json!({"event": "fail-once", "payload": {}}),
+        );
+        process(json!({"product": "payday_us", "lead_id": "T0"}));
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.job WHERE kind = 'tracking'"),
+            0,
+            "the tracking service is not subscribed"
+        );
+        run(&format!(
+            "UPDATE iclear.service SET subscription = 'enabled', endpoint = '{}/tracking' WHERE name = 'tracking'",
+            sb.base_url()
+        ));
+        process(json!({"product": "payday_us", "lead_id": "T1"}));
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.job WHERE kind = 'tracking'"),
+            2
+        );
+        assert_eq!(int("SELECT iclear.run_worker_once()"), 2);
+        let got = sb.tracking();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0],
+            json!({"event": "lead_seen", "payload": {"src": 1}, "lead_id": "T1", "product": "payday_us"})
+        );
+        assert_eq!(
+            text("SELECT outcome FROM iclear.filter_log WHERE lead_id = 'T1' AND kind = 'tracking' AND origin = 'async'").unwrap(),
+            "sent"
+        );
+        assert_eq!(
+            text("SELECT status || ' ' || attempts || ' ' || last_error FROM iclear.job WHERE payload->>'event' = 'fail-once'").unwrap(),
+            "queued 1 HTTP 500",
+            "retried later"
+        );
+    }
+
     fn bool_(sql: &str) -> bool {
         Spi::get_one::<bool>(sql).unwrap().unwrap()
     }

@@ -298,6 +298,57 @@ fn batch_in_one_transaction(limit: i64) -> usize {
 enum Prep {
     Lookup(std::rc::Rc<iclear_engine::config::ProductConfig>),
     Sms { cost: f64 },
+    Tracking { event: String },
+}
+
+/// A tracking event: delivered while the tracking service is subscribed.
+fn prepare_tracking(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
+    let endpoint = store::config::subscribed_endpoint("tracking").ok_or_else(|| {
+        (
+            "the tracking service is not subscribed or has no endpoint".to_string(),
+            "failed",
+        )
+    })?;
+    let event = job.payload["event"].as_str().unwrap_or("").to_string();
+    Ok((
+        Prep::Tracking { event },
+        Work::Tracking {
+            endpoint,
+            body: job.payload.clone(),
+        },
+    ))
+}
+
+/// Log a tracking event's delivery (or why not) and settle its job.
+fn complete_tracking(job: &Job, event: String, result: CallResult) {
+    if !settle(job, &result) {
+        return;
+    }
+    let (outcome, detail, request, response) = match result {
+        CallResult::Response { data, request } => {
+            ("sent", serde_json::json!({"cost": 0}), request, Some(data))
+        }
+        CallResult::NoResponse {
+            reason, request, ..
+        } => (
+            "no_response",
+            serde_json::json!({"cost": 0, "reason": reason}),
+            request,
+            None,
+        ),
+    };
+    let entry = iclear_engine::pipeline::LogEntry {
+        stage: "tracking",
+        origin: "async",
+        kind: "tracking",
+        ref_id: None,
+        name: Some(event),
+        outcome: outcome.into(),
+        detail,
+        request: Some(request),
+        response,
+    };
+    store::persist::save_log(&job.lead_id, job.product_id, &[entry]);
 }
 
 type Ready = Vec<Option<Prep>>;
@@ -337,6 +388,8 @@ fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
         let prepared = store::guarded(std::panic::AssertUnwindSafe(|| {
             if job.kind == "sms" {
                 prepare_sms(job)
+            } else if job.kind == "tracking" {
+                prepare_tracking(job)
             } else {
                 prepare(job)
                     .map(|(cfg, call)| (Prep::Lookup(cfg), Work::Lookup(Box::new(call))))
@@ -373,6 +426,7 @@ fn finish(jobs: &[Job], ready: Ready, results: Vec<CallResult>) {
             match prep {
                 Prep::Lookup(cfg) => complete(job, &cfg, r),
                 Prep::Sms { cost } => complete_sms(job, cost, r),
+                Prep::Tracking { event } => complete_tracking(job, event, r),
             }
         });
         if let Err(e) = written {

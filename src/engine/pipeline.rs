@@ -69,6 +69,12 @@ pub enum Effect {
         key: String,
         data: Value,
     },
+    /// "Run action from Tracking": an event the worker delivers to the
+    /// `tracking` service's webhook.
+    Track {
+        event: String,
+        payload: Value,
+    },
     /// An iClaim answer for `iclear.consent_evidence`.
     ConsentEvidence {
         session_id: String,
@@ -765,16 +771,22 @@ fn apply(
                 st.fields.insert(e.field.clone(), Value::String(fixed));
             }
         }
-        ActionKind::RunTrackingAction(t) => st.log.push(LogEntry {
-            stage: rule.stage.as_str(),
-            origin: st.origin,
-            kind: "tracking",
-            ref_id: Some(rule.id),
-            name: Some(t.event.clone()),
-            outcome: "queued".into(),
-            detail: t.payload.clone(),
-            ..LogEntry::default()
-        }),
+        ActionKind::RunTrackingAction(t) => {
+            st.log.push(LogEntry {
+                stage: rule.stage.as_str(),
+                origin: st.origin,
+                kind: "tracking",
+                ref_id: Some(rule.id),
+                name: Some(t.event.clone()),
+                outcome: "queued".into(),
+                detail: t.payload.clone(),
+                ..LogEntry::default()
+            });
+            st.effects.push(Effect::Track {
+                event: t.event.clone(),
+                payload: t.payload.clone(),
+            });
+        }
         ActionKind::ChangeResponseParameter(r) => {
             let v = render(&r.value, &st.vars(cfg.id));
             st.response.insert(r.name.clone(), Value::String(v));

@@ -7,6 +7,7 @@ pub mod iclaim;
 pub mod ipqs;
 pub mod sandbox;
 pub mod sms;
+pub mod tracking;
 
 use iclear_engine::facts::{CallResult, ServiceCall};
 use iclear_engine::global::redact;

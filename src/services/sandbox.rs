@@ -26,6 +26,8 @@
 //!   failure), `fixture-expired` (404), `fixture-unauthorized` (401), and
 //!   `fixture-<status>` for TrustedForm's other documented errors.
 //! - `POST /sms`: accepts any JSON message (`{"status": "queued"}`).
+//! - `POST /tracking`: records a tracking event (`{"status": "received"}`);
+//!   an event starting "fail" is HTTP 500.
 //! - `GET /stats`: requests served per path kind.
 //!
 //! A response delay (`SandboxOptions::delay_ms`, `--delay-ms MIN[-MAX]` on the
@@ -158,6 +160,7 @@ pub fn parse_args(
 struct State {
     counts: Mutex<HashMap<String, u64>>,
     sms: Mutex<Vec<Value>>,
+    tracking: Mutex<Vec<Value>>,
     stop: AtomicBool,
     options: SandboxOptions,
     /// The PRNG's state (splitmix64: one atomic add per draw).
@@ -255,6 +258,11 @@ impl Sandbox {
     pub fn sms(&self) -> Vec<Value> {
         self.state.sms.lock().unwrap().clone()
     }
+
+    /// The tracking events received, oldest first.
+    pub fn tracking(&self) -> Vec<Value> {
+        self.state.tracking.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Sandbox {
@@ -338,6 +346,15 @@ fn answer(req: &Request, st: &State) -> (u16, String) {
             let v: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
             st.sms.lock().unwrap().push(v);
             (200, json!({"status": "queued"}).to_string())
+        }
+        // a tracking webhook: event "fail…" is HTTP 500 (retried), others recorded
+        ("POST", ["tracking"]) => {
+            let v: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+            if v["event"].as_str().is_some_and(|e| e.starts_with("fail")) {
+                return (500, json!({"status": "error"}).to_string());
+            }
+            st.tracking.lock().unwrap().push(v);
+            (200, json!({"status": "received"}).to_string())
         }
         ("GET", ["stats"]) => (200, json!(*st.counts.lock().unwrap()).to_string()),
         _ => (404, json!({"message": "no such sandbox path"}).to_string()),

@@ -253,3 +253,12 @@ pub fn register_source(
     // the lead store's own date, when the lead carries it, over the row's
     given.unwrap_or(t)
 }
+
+/// The endpoint of `service` while it is subscribed.
+pub fn subscribed_endpoint(service: &str) -> Option<String> {
+    one::<String>(
+        "SELECT endpoint FROM iclear.service WHERE name = $1 AND subscription = 'enabled'",
+        &[TEXT],
+        &[service.into()],
+    )
+}

@@ -261,6 +261,24 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
                     )
                 }
             }
+            // Queued in the lead's transaction (a rolled-back lead tracks
+            // nothing) while the tracking service is subscribed; the worker
+            // delivers it with the queue's lease and attempts.
+            Effect::Track { event, payload } => exec(
+                "INSERT INTO iclear.job (kind, product_id, lead_id, payload)
+                 SELECT 'tracking', $2, $1,
+                        jsonb_build_object('event', $3::text, 'payload', $4::jsonb, 'lead_id', $1::text,
+                                           'product', (SELECT p.name FROM iclear.product p WHERE p.id = $2))
+                  WHERE EXISTS (SELECT 1 FROM iclear.service s
+                                 WHERE s.name = 'tracking' AND s.subscription = 'enabled' AND s.endpoint IS NOT NULL)",
+                &[TEXT, INT8, TEXT, TEXT],
+                &[
+                    lead_id.into(),
+                    product_id.into(),
+                    event.as_str().into(),
+                    payload.to_string().into(),
+                ],
+            ),
             Effect::ConsentEvidence {
                 session_id,
                 outcome,
