@@ -84,6 +84,35 @@ pub fn call(c: &ServiceCall) -> CallResult {
     }
 }
 
+/// POST `body` as JSON to a webhook (SMS, tracking): any 2xx is an answer;
+/// 5xx, 429 and transport errors are no response, retried; other statuses are
+/// no response, not retried. `logged_body` is the body as logged; the URL is
+/// logged without its query string, where webhook URLs often carry a token.
+pub fn webhook(endpoint: &str, body: &Value, logged_body: Value) -> CallResult {
+    let shown = endpoint.split('?').next().unwrap_or("");
+    let request = json!({"method": "POST", "url": shown, "body": logged_body});
+    match http::post_json(endpoint, "", &body.to_string(), 5) {
+        Ok(r) if (200..300).contains(&r.status) => CallResult::Response {
+            data: without_nul(
+                serde_json::from_str(&r.body).unwrap_or_else(|_| json!({"status": r.status})),
+            ),
+            request,
+        },
+        Ok(r) => CallResult::NoResponse {
+            reason: format!("HTTP {}", r.status),
+            timed_out: false,
+            retryable: r.status >= 500 || r.status == 429,
+            request,
+        },
+        Err(f) => CallResult::NoResponse {
+            reason: f.message.replace(endpoint, shown),
+            timed_out: f.timed_out,
+            retryable: true,
+            request,
+        },
+    }
+}
+
 /// A vendor's answer without NUL characters: jsonb and text refuse them,
 /// and one in a message would fail the lead's decision (review F-X6).
 pub fn without_nul(v: Value) -> Value {
