@@ -620,6 +620,27 @@ LANGUAGE sql STABLE AS $$
                    WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
 $$;
 
+-- Product field definitions: checked by the engine's own parser when saved.
+CREATE FUNCTION iclear.validate_product_field() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM iclear.check_product_field(to_jsonb(NEW));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.product_field
+    FOR EACH ROW EXECUTE FUNCTION iclear.validate_product_field();
+CREATE TRIGGER bump_config_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON iclear.product_field
+    FOR EACH STATEMENT EXECUTE FUNCTION iclear.bump_config_version();
+-- a lead rejected by validation shows here too (kind 'validation')
+CREATE OR REPLACE VIEW iclear.pre_screen_reject_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
+       d.decision ->> 'reason' AS reason, d.envelope, f.kind
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN LATERAL (SELECT * FROM iclear.decision d WHERE d.lead_id = f.lead_id
+                      ORDER BY d.id DESC LIMIT 1) d ON true
+ WHERE f.stage = 'pre_validation' AND f.outcome = 'reject';
+
 -- ------------------------------------------------------------- credentials
 -- Vendor credentials written into global_rule.settings are moved to
 -- global_rule_credential, which iclear_admin alone may read: an operator
@@ -717,7 +738,7 @@ GRANT SELECT ON iclear.full_log, iclear.lead_log, iclear.pre_screen_reject_log, 
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON iclear.product, iclear.source, iclear.global_rule, iclear.global_cap, iclear.rule_category,
        iclear.rule, iclear.rule_condition, iclear.rule_action, iclear.list, iclear.list_product,
-       iclear.list_entry, iclear.attachment
+       iclear.list_entry, iclear.attachment, iclear.product_field
     TO iclear_operator;
 GRANT SELECT ON iclear.service, iclear.decision, iclear.filter_log, iclear.job, iclear.cap_use,
                 iclear.counter_total, iclear.spent_request, iclear.consent_evidence, iclear.config_version
@@ -735,6 +756,7 @@ GRANT EXECUTE ON FUNCTION public.iclear_process(jsonb), iclear.process(jsonb),
                           iclear.check_condition(text, text, text, jsonb), iclear.check_action(text, text, jsonb),
                           iclear.action_list_ids(text, jsonb), iclear.check_attach_options(jsonb),
                           iclear.check_global_rule_settings(text, jsonb), iclear.check_global_rule(bigint, text, jsonb),
+                          iclear.check_product_field(jsonb),
                           iclear.credential_keys(), iclear.config_changed(), iclear.normalize_phone(text)
     TO iclear_operator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service, iclear.global_rule_credential TO iclear_admin;

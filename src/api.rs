@@ -198,6 +198,17 @@ fn check_global_rule_settings(service: &str, settings: JsonB) {
     }
 }
 
+/// Refuse an invalid product field definition (a `product_field` row as
+/// jsonb), naming the column.
+#[pg_extern(immutable, parallel_safe)]
+fn check_product_field(field: JsonB) {
+    let doc: iclear_engine::validation::FieldDoc = serde_json::from_value(field.0)
+        .unwrap_or_else(|e| refuse("product_field", ConfigError::new("row", e.to_string())));
+    if let Err(e) = doc.build() {
+        refuse("product_field", e)
+    }
+}
+
 /// The installed iclear version.
 #[pg_extern(immutable, parallel_safe)]
 fn version() -> &'static str {

@@ -937,6 +937,50 @@ mod tests {
         );
     }
 
+    /// Product field definitions (issue 13 item 8): saved with the engine's
+    /// checks, validated after pre-validation (which may repair the lead
+    /// body) and before the lists; a failing lead is rejected as
+    /// `validation` and shows in pre_screen_reject_log.
+    #[pg_test]
+    fn product_fields_are_validated_and_shown_as_pre_screen_rejects() {
+        setup();
+        run(
+            "INSERT INTO iclear.product_field (product_id, name, type, required, min, max)
+             SELECT id, 'age', 'integer', true, 18, 99 FROM iclear.product",
+        );
+        run(
+            "INSERT INTO iclear.product_field (product_id, name, type, required)
+             SELECT id, 'homePhone', 'phone', false FROM iclear.product",
+        );
+        let e = err("INSERT INTO iclear.product_field (product_id, name, type) SELECT id, 'own', 'enum' FROM iclear.product").unwrap();
+        assert!(e.contains("product_field.allowed"), "{e}");
+        let e = err("INSERT INTO iclear.product_field (product_id, name, type) SELECT id, 'x', 'color' FROM iclear.product").unwrap();
+        assert!(e.contains("product_field.type"), "{e}");
+        // pre-validation repairs the body before it is validated
+        let r = rule("pre_validation", "age from tPar", 1);
+        condition(r, "lead_body", "age", "is_empty", Value::Null);
+        action(
+            r,
+            "change_input_data",
+            json!({"fields": {"age": "{%tPar_age%}"}}),
+        );
+        let d = process(json!({"product": "payday_us", "lead_id": "V1", "params": {"age": "30"}}));
+        assert_eq!(d["status"], "accepted", "{d}");
+        let d = process(json!({"product": "payday_us", "lead_id": "V2", "fields": {"age": 16}}));
+        assert_eq!(d["rejected_by"]["kind"], "validation");
+        assert_eq!(d["reason"], "field age: value 16 is below the minimum 18");
+        let d = process(json!({"product": "payday_us", "lead_id": "V3",
+                               "fields": {"age": 30, "homePhone": "555-0100"}}));
+        assert_eq!(
+            d["reason"],
+            "field homePhone: \"555-0100\" is not a 10-digit US phone"
+        );
+        assert_eq!(
+            text("SELECT string_agg(lead_id || ' ' || kind || ' ' || rule_name, ', ' ORDER BY lead_id) FROM iclear.pre_screen_reject_log").unwrap(),
+            "V2 validation age, V3 validation homePhone"
+        );
+    }
+
     fn bool_(sql: &str) -> bool {
         Spi::get_one::<bool>(sql).unwrap().unwrap()
     }

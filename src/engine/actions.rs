@@ -101,7 +101,12 @@ pub struct SetFields {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetParams {
+    #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Pre-validation may repair the lead body too (seed 002: "change the
+    /// input data"), before it is validated.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -352,14 +357,17 @@ impl Action {
             }
             "change_input_data" => {
                 let s: SetParams = cfg(config)?;
-                if s.params.is_empty() {
+                if s.params.is_empty() && s.fields.is_empty() {
                     return Err(ConfigError::new(
                         "config.params",
-                        "must name at least one parameter",
+                        "must name at least one parameter or field (config.fields)",
                     ));
                 }
                 for (k, t) in &s.params {
                     template(&format!("config.params.{k}"), t)?;
+                }
+                for (k, t) in &s.fields {
+                    template(&format!("config.fields.{k}"), t)?;
                 }
                 ActionKind::ChangeInputData(s)
             }

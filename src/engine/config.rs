@@ -125,6 +125,8 @@ pub struct ProductConfig {
     pub lists: Vec<ListDef>,
     /// Every global rule (paused ones too: an action may run them), by position.
     pub global_rules: Vec<GlobalRule>,
+    /// Field definitions, validated after pre-validation (`product_field`).
+    pub fields: Vec<crate::validation::FieldRule>,
 }
 
 impl ProductConfig {
@@ -150,6 +152,8 @@ struct ProductDoc {
     lists: Vec<ListDoc>,
     #[serde(default)]
     global_rules: Vec<GlobalRuleDoc>,
+    #[serde(default)]
+    fields: Vec<crate::validation::FieldDoc>,
 }
 
 /// One `iclear.rule` row plus its conditions and active actions.
@@ -387,6 +391,15 @@ impl ProductConfig {
                     .map_err(|e| e.within(&format!("global_rule[{id}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let fields = doc
+            .fields
+            .into_iter()
+            .map(|f| {
+                let id = f.id;
+                f.build()
+                    .map_err(|e| e.within(&format!("product_field[{id}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ProductConfig {
             id: doc.id,
             name: doc.name,
@@ -394,6 +407,7 @@ impl ProductConfig {
             rules,
             lists,
             global_rules,
+            fields,
         })
     }
 }

@@ -234,6 +234,9 @@ pub fn process_traced(
     let mut st = Lead::new(env, lead_id, facts, trace);
     run_stage(cfg, RuleStage::PreValidation, &mut st, facts);
     if st.status == Status::Accepted {
+        validate(cfg, &mut st);
+    }
+    if st.status == Status::Accepted {
         check_lists(cfg, &mut st, facts);
     }
     if st.status == Status::Accepted {
@@ -704,6 +707,9 @@ fn apply(
             for (k, v) in render_all(&s.params, st, cfg.id) {
                 st.params.insert(k, Value::String(v));
             }
+            for (k, v) in render_all(&s.fields, st, cfg.id) {
+                st.fields.insert(k, Value::String(v));
+            }
         }
         ActionKind::LeadTags(t) => {
             for tag in &t.tags {
@@ -843,6 +849,31 @@ pub fn process_redirect(
         ("trace", Value::Array(take(&mut st.trace))),
     ]);
     st.finish(decision)
+}
+
+/// The product's field definitions, after pre-validation (which may repair
+/// raw data) and before the lists: the first field that fails rejects the
+/// lead, logged in the pre-validation stage (pre_screen_reject_log).
+fn validate(cfg: &ProductConfig, st: &mut Lead) {
+    for f in &cfg.fields {
+        if let Some(why) = f.check(st.fields.get(&f.name)) {
+            st.log.push(LogEntry {
+                stage: "pre_validation",
+                origin: st.origin,
+                kind: "validation",
+                ref_id: Some(f.id),
+                name: Some(f.name.clone()),
+                outcome: "reject".into(),
+                detail: json!({"reason": why}),
+                ..LogEntry::default()
+            });
+            st.reject(
+                format!("field {}: {why}", f.name),
+                json!({"kind": "validation", "id": f.id, "name": f.name}),
+            );
+            return;
+        }
+    }
 }
 
 /// What processing left of a lead, for Advanced Rules on Redirect.

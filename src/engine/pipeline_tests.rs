@@ -136,6 +136,49 @@ fn lead(v: Value) -> Envelope {
     Envelope::parse(&v).unwrap()
 }
 
+/// Product fields are validated after pre-validation (which may repair the
+/// lead body) and before the lists; a failing lead is rejected with
+/// rejected_by.kind = validation, logged in the pre-validation stage.
+#[test]
+fn fields_are_validated_after_pre_validation_repairs_them() {
+    let c = ProductConfig::from_json(json!({"id": 1, "name": "p", "kind": "post",
+        "rules": [rule(1, "pre_validation",
+                       json!([{"id": 1, "category": "lead_body", "parameter": "state", "operator": "is_empty", "value": null}]),
+                       json!([{"id": 1, "action": "change_input_data", "config": {"fields": {"state": "{%tPar_st%}"}}}]))],
+        "lists": [{"id": 9, "name": "bad", "kind": "dnpl", "field": "email", "product_level": true}],
+        "fields": [{"id": 5, "name": "state", "type": "state", "required": true},
+                   {"id": 6, "name": "email", "type": "email", "required": true}]}))
+    .unwrap();
+    let run = |env: Value| {
+        let mut m = Mem::default();
+        m.lists.insert((9, "bad@x.co".into()));
+        process(&c, &lead(env), "L", &mut m)
+    };
+    let out = run(json!({"params": {"st": "NY"}, "fields": {"email": "a@x.co"}}));
+    assert_eq!(
+        out.status,
+        Status::Accepted,
+        "the state was repaired: {}",
+        out.decision
+    );
+    assert_eq!(out.decision["fields"]["state"], "NY");
+    let out = run(json!({"fields": {"email": "a@x.co"}}));
+    assert_eq!(
+        out.decision["rejected_by"],
+        json!({"kind": "validation", "id": 5, "name": "state"})
+    );
+    assert_eq!(out.decision["reason"], "field state: is required");
+    let v = out.log.iter().find(|l| l.kind == "validation").unwrap();
+    assert_eq!((v.stage, v.outcome.as_str()), ("pre_validation", "reject"));
+    let out = run(json!({"fields": {"state": "CA", "email": "not-an-email"}}));
+    assert_eq!(out.decision["rejected_by"]["name"], "email");
+    // validation runs before the lists
+    let out = run(json!({"fields": {"state": "XX", "email": "bad@x.co"}}));
+    assert_eq!(out.decision["rejected_by"]["kind"], "validation");
+    let out = run(json!({"fields": {"state": "CA", "email": "bad@x.co"}}));
+    assert_eq!(out.decision["rejected_by"]["kind"], "list");
+}
+
 #[test]
 fn lists_reject_in_order_and_pl_needs_the_value() {
     let c = cfg(

@@ -137,12 +137,17 @@ SELECT jsonb_build_object(
             ORDER BY g.position, g.id)
        FROM iclear.global_rule g JOIN iclear.service s ON s.name = g.service
        LEFT JOIN iclear.global_rule_credential cr ON cr.global_rule_id = g.id
-      WHERE g.product_id = p.id), '[]'))
+      WHERE g.product_id = p.id), '[]'),
+  'fields', coalesce((
+     SELECT jsonb_agg(to_jsonb(f) ORDER BY f.id) FROM iclear.product_field f
+      WHERE f.product_id = p.id), '[]'))
 FROM iclear.product p WHERE p.name = $1"#;
 
-const WITH_CREDENTIALS: [&str; 2] = [
+/// The parts of `LOAD` that read 0.5.0's tables: credentials, product fields.
+const WITH_CREDENTIALS: [&str; 3] = [
     ",\n              'settings', g.settings || coalesce(cr.credentials, '{}')",
     "\n       LEFT JOIN iclear.global_rule_credential cr ON cr.global_rule_id = g.id",
+    ",\n  'fields', coalesce((\n     SELECT jsonb_agg(to_jsonb(f) ORDER BY f.id) FROM iclear.product_field f\n      WHERE f.product_id = p.id), '[]')",
 ];
 
 /// `LOAD` for the 0.4.0 schema, which kept credentials in the settings.
@@ -152,7 +157,7 @@ fn load_0_4() -> &'static str {
         let sql = WITH_CREDENTIALS
             .iter()
             .fold(LOAD.to_string(), |sql, part| sql.replace(part, ""));
-        debug_assert!(!sql.contains("credential"));
+        debug_assert!(!sql.contains("credential") && !sql.contains("product_field"));
         sql
     })
 }
