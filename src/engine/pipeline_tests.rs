@@ -179,6 +179,111 @@ fn fields_are_validated_after_pre_validation_repairs_them() {
     assert_eq!(out.decision["rejected_by"]["kind"], "list");
 }
 
+/// Targeting by a single publisher, channel or source id, and by every
+/// include and exclude list (issue 13 item 14).
+#[test]
+fn targeting_by_single_ids_and_every_list() {
+    let tagged = |targeting: Value, env: Value| {
+        let mut r = rule(
+            1,
+            "processing",
+            json!([]),
+            json!([{"id": 1, "action": "lead_tags", "config": {"mode": "add", "tags": ["t"]}}]),
+        );
+        for (k, v) in targeting.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        let c = cfg(vec![r], json!([]));
+        process(&c, &lead(env), "L", &mut Mem::default()).decision["tags"] == json!(["t"])
+    };
+    let env = json!({"publisher_id": 11, "channel_id": 3, "source_id": 1103});
+    for (targeting, hit) in [
+        (json!({"publisher_id": 11}), true),
+        (json!({"publisher_id": 12}), false),
+        (json!({"channel_id": 3}), true),
+        (json!({"channel_id": 4}), false),
+        (json!({"source_id": 1103}), true),
+        (json!({"source_id": 1104}), false),
+        (json!({"publisher_ids": [10, 11]}), true),
+        (json!({"publisher_ids": [10]}), false),
+        (json!({"exclude_publisher_ids": [11]}), false),
+        (json!({"exclude_publisher_ids": [12]}), true),
+        (json!({"channel_ids": [3]}), true),
+        (json!({"channel_ids": [4, 5]}), false),
+        (json!({"exclude_channel_ids": [3]}), false),
+        (json!({"source_ids": [1103]}), true),
+        (json!({"source_ids": [7]}), false),
+        (json!({"exclude_source_ids": [1103]}), false),
+        (
+            json!({"publisher_ids": [11], "exclude_channel_ids": [3]}),
+            false,
+        ),
+    ] {
+        assert_eq!(tagged(targeting.clone(), env.clone()), hit, "{targeting}");
+    }
+    // a lead without the id is not targeted by a list that needs it
+    assert!(!tagged(json!({"publisher_ids": [11]}), json!({})));
+    assert!(tagged(json!({"exclude_publisher_ids": [11]}), json!({})));
+}
+
+/// set_fields_from_service with a JSON pointer into the answer.
+#[test]
+fn set_fields_from_service_reads_a_json_pointer() {
+    let c = gcfg(
+        "post",
+        vec![global(
+            1,
+            "ip_analysis",
+            json!({"settings": {"api_key": "K"}}),
+        )],
+        vec![rule(
+            2,
+            "processing",
+            json!([]),
+            json!([{"id": 1, "action": "set_fields_from_service",
+                    "config": {"service": "ip_analysis",
+                               "mapping": {"ipCity": "/location/city", "ipCountry": "country_code"}}}]),
+        )],
+    );
+    let mut m = Mem::default();
+    m.answers.insert(
+        "1.1.1.1".into(),
+        CallResult::Response {
+            data: json!({"success": true, "fraud_score": 1, "country_code": "US",
+                         "location": {"city": "Denver"}}),
+            request: json!({}),
+        },
+    );
+    let out = process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(out.decision["fields"]["ipCity"], "Denver");
+    assert_eq!(out.decision["fields"]["ipCountry"], "US");
+}
+
+/// iClaim reads its session id from a non-default field.
+#[test]
+fn iclaim_reads_a_non_default_session_field() {
+    let mut g = global(1, "iclaim", json!({}));
+    g["settings"] = json!({"account_id": "a", "api_token": "t", "session_id_field": "certId"});
+    let c = gcfg("post", vec![g], vec![]);
+    let mut m = Mem::default();
+    m.answers.insert(
+        "cert-9".into(),
+        CallResult::Response {
+            data: json!({"outcome": "success"}),
+            request: json!({}),
+        },
+    );
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"certId": "cert-9", "iClaimSessionId": "x"}})),
+        "L",
+        &mut m,
+    );
+    assert_eq!(m.calls.len(), 1);
+    assert_eq!(m.calls[0].1, "cert-9");
+    assert_eq!(out.status, Status::Accepted);
+}
+
 #[test]
 fn lists_reject_in_order_and_pl_needs_the_value() {
     let c = cfg(
