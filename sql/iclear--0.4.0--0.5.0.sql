@@ -7,6 +7,12 @@
 -- increments are appended (counter_delta) and folded by the worker; requests
 -- sent for leads that roll back stay recorded (spent_request).
 \echo Use "ALTER EXTENSION iclear UPDATE TO '0.5.0'" to load this file. \quit
+
+-- Rust functions new in 0.5.0 (a fresh install gets them from pgrx's schema)
+CREATE FUNCTION iclear."check_product_field"("field" jsonb) RETURNS void
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_product_field_wrapper';
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the 0.4.0 ->
 -- 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Caps are counted in shared memory (src/store/caps.rs); what is durable of

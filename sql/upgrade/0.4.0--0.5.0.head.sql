@@ -7,3 +7,9 @@
 -- increments are appended (counter_delta) and folded by the worker; requests
 -- sent for leads that roll back stay recorded (spent_request).
 \echo Use "ALTER EXTENSION iclear UPDATE TO '0.5.0'" to load this file. \quit
+
+-- Rust functions new in 0.5.0 (a fresh install gets them from pgrx's schema)
+CREATE FUNCTION iclear."check_product_field"("field" jsonb) RETURNS void
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_product_field_wrapper';
