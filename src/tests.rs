@@ -981,6 +981,59 @@ mod tests {
         );
     }
 
+    /// Rule categories and their order (issue 13 item 14): uncategorised
+    /// rules first, then categories by position, rules by position within;
+    /// a stop_processing_rules ends the stage wherever it is.
+    #[pg_test]
+    fn rule_categories_run_in_their_order() {
+        setup();
+        run(
+            "INSERT INTO iclear.rule_category (product_id, stage, name, position)
+             SELECT id, 'processing', c.name, c.pos FROM iclear.product,
+                    (VALUES ('second', 2), ('first', 1)) AS c(name, pos)",
+        );
+        let tagger = |name: &str, position: i32, category: Option<&str>| {
+            let r = rule("processing", name, position);
+            action(r, "lead_tags", json!({"mode": "add", "tags": [name]}));
+            if let Some(c) = category {
+                run(&format!(
+                    "UPDATE iclear.rule SET category_id = (SELECT id FROM iclear.rule_category WHERE name = '{c}') WHERE id = {r}"
+                ));
+            }
+            r
+        };
+        tagger("s2", 1, Some("second"));
+        tagger("f2", 2, Some("first"));
+        tagger("f1", 1, Some("first"));
+        tagger("u", 9, None);
+        let tags = || process(json!({"product": "payday_us"}))["tags"].clone();
+        assert_eq!(tags(), json!(["u", "f1", "f2", "s2"]));
+        // a stop in the first category ends the stage before the second
+        let stop = tagger("stop", 3, Some("first"));
+        action(stop, "stop_processing_rules", json!({}));
+        assert_eq!(tags(), json!(["u", "f1", "f2", "stop"]));
+    }
+
+    /// cache_days: a cached answer older than the window is not used.
+    #[pg_test]
+    fn a_cached_answer_expires_at_cache_days() {
+        setup();
+        let sb = Sandbox::start("127.0.0.1:0").unwrap();
+        sandbox_service(&sb, "ip_analysis", "ip", 0.005);
+        global("ip_analysis", json!({"api_key": "k", "cache_days": 7}), "");
+        assert_eq!(ip_lead("C1", "10.0.0.5")["services"][0]["source"], "api");
+        assert_eq!(ip_lead("C2", "10.0.0.5")["services"][0]["source"], "cache");
+        run("UPDATE iclear.lookup_cache SET fetched_at = now() - interval '8 days'");
+        assert_eq!(
+            ip_lead("C3", "10.0.0.5")["services"][0]["source"],
+            "api",
+            "expired"
+        );
+        assert_eq!(sb.count("ip"), 2);
+        run("UPDATE iclear.lookup_cache SET fetched_at = now() - interval '6 days'");
+        assert_eq!(ip_lead("C4", "10.0.0.5")["services"][0]["source"], "cache");
+    }
+
     fn bool_(sql: &str) -> bool {
         Spi::get_one::<bool>(sql).unwrap().unwrap()
     }
