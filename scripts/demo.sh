@@ -83,7 +83,7 @@ Look around:
   e.g.  SELECT iclear_decision FROM leads WHERE iclear_status = 'rejected' LIMIT 1;
         SELECT * FROM iclear.full_log WHERE lead_id = '42';
         SELECT * FROM iclear.service_usage;
-        -- a paused lead: its pending code, then confirm it
+        -- a paused lead: its pending code, then confirm it (the lead is resumed)
         SELECT product, phone, code FROM iclear.sms_verification WHERE status = 'pending' LIMIT 1;
         SELECT iclear.confirm_sms('payday_us', '<phone>', '<code>');
 Stop the cluster and the sandbox provider with: make stop

@@ -588,4 +588,22 @@ CREATE TABLE iclear.product_field (
     UNIQUE (product_id, name)
 );
 SELECT pg_catalog.pg_extension_config_dump('iclear.product_field', '');
+
+-- Leads paused for SMS verification (pause_for_verification) until their
+-- phone is confirmed (iclear.confirm_sms resumes them) or their code expires
+-- (the worker rejects them "verification expired"). A lead that came from an
+-- attached table names its table and id column: its row gets the final
+-- decision. Finishing a lead deletes its row here.
+CREATE TABLE iclear.paused_lead (
+    lead_id    text PRIMARY KEY,
+    product_id bigint NOT NULL,
+    phone      text NOT NULL,
+    paused_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    lead_table regclass,
+    id_column  text
+);
+CREATE INDEX ON iclear.paused_lead (product_id, phone);
+CREATE INDEX ON iclear.paused_lead (expires_at);
+SELECT pg_catalog.pg_extension_config_dump('iclear.paused_lead', '');
 -- END since-0.4.0

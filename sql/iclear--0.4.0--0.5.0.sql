@@ -13,6 +13,10 @@ CREATE FUNCTION iclear."check_product_field"("field" jsonb) RETURNS void
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'check_product_field_wrapper';
+CREATE FUNCTION iclear."resume_paused_leads"("product" TEXT, "phone" TEXT) RETURNS INT
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'resume_paused_leads_wrapper';
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the 0.4.0 ->
 -- 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Caps are counted in shared memory (src/store/caps.rs); what is durable of
@@ -202,6 +206,24 @@ CREATE TABLE iclear.product_field (
     UNIQUE (product_id, name)
 );
 SELECT pg_catalog.pg_extension_config_dump('iclear.product_field', '');
+
+-- Leads paused for SMS verification (pause_for_verification) until their
+-- phone is confirmed (iclear.confirm_sms resumes them) or their code expires
+-- (the worker rejects them "verification expired"). A lead that came from an
+-- attached table names its table and id column: its row gets the final
+-- decision. Finishing a lead deletes its row here.
+CREATE TABLE iclear.paused_lead (
+    lead_id    text PRIMARY KEY,
+    product_id bigint NOT NULL,
+    phone      text NOT NULL,
+    paused_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    lead_table regclass,
+    id_column  text
+);
+CREATE INDEX ON iclear.paused_lead (product_id, phone);
+CREATE INDEX ON iclear.paused_lead (expires_at);
+SELECT pg_catalog.pg_extension_config_dump('iclear.paused_lead', '');
 -- END since-0.4.0
 
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the tail of the
@@ -436,6 +458,82 @@ CREATE OR REPLACE TRIGGER validate BEFORE INSERT OR UPDATE ON iclear.global_rule
 -- credentials stored in settings before 0.5.0 move out (the trigger moves them)
 UPDATE iclear.global_rule SET settings = settings WHERE settings ?| iclear.credential_keys();
 
+-- A phone verified outside iclear (or by another instance of the flow): the
+-- leads of the product paused on it are resumed.
+CREATE OR REPLACE FUNCTION iclear.record_sms_verification(product text, phone text, code text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text := iclear.normalize_phone(phone);
+BEGIN
+    IF p IS NULL THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: phone % has no digits', phone
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(btrim(code), '') = '' THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: code must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, verified_at)
+    VALUES (record_sms_verification.product, p, btrim(record_sms_verification.code), 'verified', 0, now(), now());
+    PERFORM iclear.resume_paused_leads(record_sms_verification.product, p);
+END $$;
+
+-- Complete a pending SMS verification (pause_for_verification). A wrong code
+-- counts an attempt; at iclear.sms_max_attempts, or past its expiry, the
+-- code is dead and a new pause sends a new one. A confirmed code resumes the
+-- leads of the product paused on the phone (iclear.paused_lead).
+CREATE OR REPLACE FUNCTION iclear.confirm_sms(product text, phone text, code text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p        text := iclear.normalize_phone(confirm_sms.phone);
+    max_try  integer;
+    r        record;
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    max_try := coalesce(nullif(current_setting('iclear.sms_max_attempts', true), '')::int, 5);
+    SELECT s.code, s.attempts, s.expires_at INTO r FROM iclear.sms_verification s
+     WHERE s.product = confirm_sms.product AND s.phone = p AND s.status = 'pending'
+     ORDER BY s.created_at DESC LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF r.expires_at IS NOT NULL AND r.expires_at < now() THEN
+        UPDATE iclear.sms_verification SET status = 'expired'
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        RETURN false;
+    END IF;
+    IF r.code = btrim(confirm_sms.code) THEN
+        UPDATE iclear.sms_verification SET status = 'verified', verified_at = now()
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        PERFORM iclear.resume_paused_leads(confirm_sms.product, p);
+        RETURN true;
+    END IF;
+    UPDATE iclear.sms_verification
+       SET attempts = attempts + 1,
+           status = CASE WHEN attempts + 1 >= max_try THEN 'expired' ELSE 'pending' END
+     WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+    RETURN false;
+END $$;
+
+-- A pause waits for an SMS: without a subscribed sms service no code would
+-- ever be sent. COPY is not checked: a restore loads rule_action before
+-- service (the lead is rejected at the pause should sms still be off).
+CREATE FUNCTION iclear.validate_pause_action() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM iclear.service WHERE name = 'sms' AND subscription = 'enabled')
+       AND current_query() !~* '^\s*copy\s' THEN
+        RAISE EXCEPTION 'invalid setting rule_action.action: pause_for_verification needs the sms service subscribed'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'UPDATE iclear.service SET subscription = ''enabled'' WHERE name = ''sms'' (an admin sets its endpoint)';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER validate_pause BEFORE INSERT OR UPDATE ON iclear.rule_action
+    FOR EACH ROW WHEN (NEW.action = 'pause_for_verification')
+    EXECUTE FUNCTION iclear.validate_pause_action();
+
 -- ------------------------------------------------------------------ roles
 -- The application role that inserts leads needs INSERT on its own table
 -- (and EXECUTE on iclear_process where it calls it): processing runs with
@@ -482,7 +580,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE
        iclear.rule, iclear.rule_condition, iclear.rule_action, iclear.list, iclear.list_product,
        iclear.list_entry, iclear.attachment, iclear.product_field
     TO iclear_operator;
-GRANT SELECT ON iclear.service, iclear.decision, iclear.filter_log, iclear.job, iclear.cap_use,
+GRANT SELECT ON iclear.service, iclear.decision, iclear.filter_log, iclear.job, iclear.cap_use, iclear.paused_lead,
                 iclear.counter_total, iclear.spent_request, iclear.consent_evidence, iclear.config_version
     TO iclear_operator;
 GRANT UPDATE (subscription, cost) ON iclear.service TO iclear_operator;
@@ -505,6 +603,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service, iclear.global_rule_crede
 GRANT SELECT ON ALL TABLES IN SCHEMA iclear TO iclear_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iclear TO iclear_admin;
 REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text) FROM iclear_admin;
+-- resuming leads without a code is nobody's to call
+REVOKE EXECUTE ON FUNCTION iclear.resume_paused_leads(text, text) FROM iclear_admin;
 GRANT EXECUTE ON FUNCTION iclear.record_verification(text, jsonb), iclear.record_sms_verification(text, text, text),
                           iclear.confirm_sms(text, text, text), iclear.normalize_phone(text)
     TO iclear_verifier;

@@ -136,6 +136,16 @@ fn process_redirect(lead_id: &str, redirect: LeadJson) -> JsonB {
     }
 }
 
+/// Resume the leads of `product` paused on `phone`, which was just verified
+/// (iclear.confirm_sms and iclear.record_sms_verification call it; nobody
+/// else may: it would resume leads without a code). Returns the leads
+/// finished.
+#[pg_extern(volatile, parallel_unsafe)]
+fn resume_paused_leads(product: &str, phone: &str) -> i32 {
+    let taken = store::paused::take_verified(product, phone);
+    lead::finish_paused(taken, iclear_engine::pipeline::PauseEnd::Verified) as i32
+}
+
 fn options(v: &JsonB) -> AttachOptions {
     AttachOptions::parse(&v.0).unwrap_or_else(|e| {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e);

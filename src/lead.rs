@@ -199,3 +199,116 @@ fn source_created_at(env: &Envelope) -> Option<chrono::DateTime<chrono::Utc>> {
         store::config::register_source(s, env.publisher_id, env.channel_id, env.source_created_at)
     })
 }
+
+/// Finish the paused leads in `taken` (their pause ended as `end`): each
+/// gets its final decision, and its attached row, if any, the outcome. A
+/// lead that cannot be finished gets an `error` decision saying why; it is
+/// never left paused. Returns the leads finished.
+pub fn finish_paused(taken: Vec<store::paused::PausedLead>, end: pipeline::PauseEnd) -> usize {
+    use std::panic::AssertUnwindSafe;
+    let mut finished = 0;
+    for p in taken {
+        let lead_id = p.lead_id.as_str();
+        let done = store::guarded(AssertUnwindSafe(|| resume(lead_id, end)));
+        let decision = match done {
+            Ok(Ok(Some(d))) => d,
+            Ok(Ok(None)) => continue, // finished since, or re-posted: not paused any more
+            Ok(Err(e)) => resume_failed(lead_id, &e.to_string()),
+            Err(e) => resume_failed(lead_id, &e),
+        };
+        finished += 1;
+        if let Some((table, id_column)) = &p.row {
+            let status = decision["status"].as_str().unwrap_or("error");
+            let outcome = crate::row::outcome(&decision);
+            let written = store::guarded(AssertUnwindSafe(|| {
+                store::paused::update_row(table, id_column, lead_id, status, &outcome)
+            }));
+            if let Err(e) = written {
+                pgrx::warning!(
+                    "iclear: lead {lead_id} is {status}, but its row was not updated: {e}"
+                );
+            }
+        }
+    }
+    finished
+}
+
+/// The final decision of a paused lead, persisted (None: its latest
+/// decision is not paused).
+fn resume(lead_id: &str, end: pipeline::PauseEnd) -> Result<Option<Value>, LeadError> {
+    let Some((envelope, mut paused)) = store::persist::last_decision(lead_id) else {
+        return Ok(None);
+    };
+    if paused["status"] != "paused" {
+        return Ok(None);
+    }
+    // the stored decision leaves out what the envelope holds
+    for k in ["fields", "params"] {
+        if paused.get(k).is_none() {
+            paused[k] = envelope
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+        }
+    }
+    let env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
+    let cfg = store::config::product(&env.product)
+        .map_err(LeadError::Config)?
+        .ok_or_else(|| {
+            LeadError::Input(InputError::new(
+                "product",
+                format!("names unknown product {:?}", env.product),
+            ))
+        })?;
+    let mut facts = store::facts::PgFacts {
+        source_created_at: source_created_at(&env),
+        takes: Default::default(),
+    };
+    let processed =
+        pipeline::Processed::from_json(&paused, &store::persist::processed_log(lead_id));
+    let out = pipeline::resume(
+        &cfg,
+        &env,
+        lead_id,
+        &paused,
+        &processed,
+        end,
+        &mut facts,
+        trace_level(),
+    );
+    store::persist::save(&store::persist::Record {
+        lead_id,
+        product_id: Some(cfg.id),
+        stage: env.stage.as_str(),
+        status: out.status.as_str(),
+        envelope: &envelope,
+        decision: &out.decision,
+        log: &out.log,
+        effects: &out.effects,
+    });
+    Ok(Some(out.decision))
+}
+
+/// Record the `error` decision of a paused lead that could not be finished.
+fn resume_failed(lead_id: &str, message: &str) -> Value {
+    let (envelope, paused) = store::persist::last_decision(lead_id).unwrap_or_default();
+    let mut decision = paused.clone();
+    decision["status"] = "error".into();
+    decision["reason"] = format!("the paused lead could not be finished: {message}").into();
+    let product_id: Option<i64> = store::one(
+        "SELECT id FROM iclear.product WHERE name = $1",
+        &[store::TEXT],
+        &[paused["product"].as_str().unwrap_or_default().into()],
+    );
+    store::persist::save(&store::persist::Record {
+        lead_id,
+        product_id,
+        stage: paused["stage"].as_str().unwrap_or("post"),
+        status: "error",
+        envelope: &envelope,
+        decision: &decision,
+        log: &[],
+        effects: &[],
+    });
+    decision
+}

@@ -49,7 +49,7 @@ impl AttachOptions {
         Ok(o)
     }
 
-    fn id_column(&self) -> &str {
+    pub fn id_column(&self) -> &str {
         self.id_column.as_deref().unwrap_or("id")
     }
 }
@@ -146,18 +146,23 @@ pub fn patch(
         }
     }
     patch.insert("iclear_status".into(), decision["status"].clone());
-    // The row gets the outcome: the decision without its trace (often most of
-    // its size) and without fields and params (written back into the row just
-    // above); iclear.decision keeps the whole decision.
-    let outcome: Map<String, Value> = decision
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| !matches!(k.as_str(), "trace" | "fields" | "params"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    patch.insert("iclear_decision".into(), Value::Object(outcome));
+    patch.insert("iclear_decision".into(), outcome(decision));
     Value::Object(patch)
+}
+
+/// What a row's `iclear_decision` column gets: the decision without its
+/// trace (often most of its size) and without fields and params (written
+/// back into the row's columns); iclear.decision keeps the whole decision.
+pub fn outcome(decision: &Value) -> Value {
+    Value::Object(
+        decision
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !matches!(k.as_str(), "trace" | "fields" | "params"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
 /// The decision recorded for a row whose processing failed.

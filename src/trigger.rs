@@ -50,11 +50,11 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
     let outcome = match attach_options(&options) {
         Ok(opts) if opts.on_error == Some(OnError::Raise) => match unreadable {
             Some(e) => error!("{e}"),
-            None => process(&product, &opts, &row, tupdesc),
+            None => process(&product, &opts, &row, td),
         },
         Ok(opts) => match unreadable {
             Some(e) => failed(&product, &opts, &row, tupdesc, &e),
-            None => store::guarded(AssertUnwindSafe(|| process(&product, &opts, &row, tupdesc)))
+            None => store::guarded(AssertUnwindSafe(|| process(&product, &opts, &row, td)))
                 .unwrap_or_else(|e| failed(&product, &opts, &row, tupdesc, &e)),
         },
         Err(e) => failed(&product, &AttachOptions::default(), &row, tupdesc, &e),
@@ -130,13 +130,21 @@ unsafe fn process(
     product: &str,
     opts: &AttachOptions,
     row: &Map<String, Value>,
-    tupdesc: pg_sys::TupleDesc,
+    td: *mut pg_sys::TriggerData,
 ) -> Outcome {
+    let tupdesc = (*(*td).tg_relation).rd_att;
     let env = row::envelope(product, opts, row);
     let decision = match lead::process(&env) {
         Ok(d) => d,
         Err(e) => raise(e),
     };
+    // a paused lead's row gets its final decision when the pause ends: it
+    // is found by its id column (a row without an id cannot be found)
+    if decision["status"] == "paused" && env.get("lead_id").is_some() {
+        if let Some(id) = decision["lead_id"].as_str() {
+            store::paused::record_row(id, (*(*td).tg_relation).rd_id, opts.id_column());
+        }
+    }
     if opts.rejected == Some(Rejected::Skip) && decision["status"] == "rejected" {
         return Outcome::Skip;
     }

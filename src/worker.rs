@@ -457,9 +457,15 @@ fn run_worker_once(max_jobs: default!(i32, 100)) -> i32 {
 }
 
 /// Bookkeeping of every round: what rolled-back leads' sent requests cost
-/// (`store::spent`), and the append-only counter and cap rows folded.
+/// (`store::spent`), expired pauses, and the append-only counter and cap
+/// rows folded.
 fn tally() {
     crate::store::spent::reconcile();
+    // paused leads whose code expired unconfirmed are rejected
+    crate::lead::finish_paused(
+        crate::store::paused::take_expired(100),
+        iclear_engine::pipeline::PauseEnd::Expired,
+    );
     exec(
         "SELECT iclear.fold_counters(), iclear.fold_cap_uses()",
         &[],

@@ -13,3 +13,7 @@ CREATE FUNCTION iclear."check_product_field"("field" jsonb) RETURNS void
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'check_product_field_wrapper';
+CREATE FUNCTION iclear."resume_paused_leads"("product" TEXT, "phone" TEXT) RETURNS INT
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'resume_paused_leads_wrapper';

@@ -15,8 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::mem::take;
 
 mod global_rules;
+mod resume;
 pub use global_rules::complete_async;
 use global_rules::{run_global, run_global_rules, Trigger};
+pub use resume::{resume, PauseEnd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -232,26 +234,72 @@ pub fn process_traced(
     trace: TraceLevel,
 ) -> Outcome {
     let mut st = Lead::new(env, lead_id, facts, trace);
-    run_stage(cfg, RuleStage::PreValidation, &mut st, facts);
-    if st.status == Status::Accepted {
-        validate(cfg, &mut st);
+    run_steps(cfg, &mut st, facts, Step::PreValidation, &[]);
+    let decision = decision(cfg, &mut st);
+    st.finish(decision)
+}
+
+/// The steps of the pipeline, in order (design §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    PreValidation,
+    Validation,
+    Lists,
+    BeforeFiltration,
+    Processing,
+    AfterFiltration,
+    AfterProcessing,
+}
+
+const STEPS: [Step; 7] = [
+    Step::PreValidation,
+    Step::Validation,
+    Step::Lists,
+    Step::BeforeFiltration,
+    Step::Processing,
+    Step::AfterFiltration,
+    Step::AfterProcessing,
+];
+
+/// Run the pipeline from step `from` on. In that step, the rules in
+/// `reached` are not run again (a resumed lead ran them before its pause).
+fn run_steps(
+    cfg: &ProductConfig,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+    from: Step,
+    reached: &[i64],
+) {
+    for step in STEPS.into_iter().filter(|s| *s >= from) {
+        let done = if step == from { reached } else { &[] };
+        let accepted = st.status == Status::Accepted;
+        match step {
+            Step::PreValidation if accepted => {
+                run_stage(cfg, RuleStage::PreValidation, st, facts, done)
+            }
+            Step::Validation if accepted => validate(cfg, st),
+            Step::Lists if accepted => check_lists(cfg, st, facts),
+            Step::BeforeFiltration if accepted => {
+                run_global_rules(cfg, RunTime::BeforeFiltration, st, facts)
+            }
+            Step::Processing if accepted => run_stage(cfg, RuleStage::Processing, st, facts, done),
+            Step::AfterFiltration => run_global_rules(cfg, RunTime::AfterFiltration, st, facts),
+            // After-processing rules see the outcome, whatever it is (seed
+            // 002). A paused lead has none yet: they run when it resumes.
+            Step::AfterProcessing if st.status != Status::Paused => {
+                run_stage(cfg, RuleStage::AfterProcessing, st, facts, done)
+            }
+            _ => {}
+        }
     }
-    if st.status == Status::Accepted {
-        check_lists(cfg, &mut st, facts);
-    }
-    if st.status == Status::Accepted {
-        run_global_rules(cfg, RunTime::BeforeFiltration, &mut st, facts);
-    }
-    if st.status == Status::Accepted {
-        run_stage(cfg, RuleStage::Processing, &mut st, facts);
-    }
-    run_global_rules(cfg, RunTime::AfterFiltration, &mut st, facts);
-    // After-processing rules see the outcome, whatever it is (seed 002).
-    run_stage(cfg, RuleStage::AfterProcessing, &mut st, facts);
-    let decision = obj(vec![
+}
+
+/// The decision of a processed lead (its working state is moved out).
+fn decision(cfg: &ProductConfig, st: &mut Lead) -> Value {
+    obj(vec![
         ("lead_id", Value::String(take(&mut st.lead_id))),
         ("product", Value::String(cfg.name.clone())),
-        ("stage", env.stage.as_str().into()),
+        ("stage", st.env.stage.as_str().into()),
         ("status", st.status.as_str().into()),
         (
             "reason",
@@ -294,8 +342,7 @@ pub fn process_traced(
             st.verification.take().unwrap_or(Value::Null),
         ),
         ("trace", Value::Array(take(&mut st.trace))),
-    ]);
-    st.finish(decision)
+    ])
 }
 
 /// Product-level PL/DNPL (design §3 step 3).
@@ -454,8 +501,14 @@ fn actual(
     }
 }
 
-fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut dyn Facts) {
-    for rule in cfg.rules_of(stage) {
+fn run_stage(
+    cfg: &ProductConfig,
+    stage: RuleStage,
+    st: &mut Lead,
+    facts: &mut dyn Facts,
+    reached: &[i64],
+) {
+    for rule in cfg.rules_of(stage).filter(|r| !reached.contains(&r.id)) {
         if let Some(why) = untargeted(rule, st.env, facts) {
             if st.trace_level == TraceLevel::Full {
                 st.trace.push(json!({"rule_id": rule.id, "stage": stage.as_str(), "matched": false, "skipped": why}));
@@ -541,10 +594,10 @@ fn run_stage(cfg: &ProductConfig, stage: RuleStage, st: &mut Lead, facts: &mut d
             kind: "rule",
             ref_id: Some(rule.id),
             name: Some(rule.name.clone()),
-            outcome: if matches!(flow, Flow::EndAll) {
-                "reject"
-            } else {
-                "matched"
+            outcome: match flow {
+                Flow::EndAll if st.status == Status::Paused => "paused",
+                Flow::EndAll => "reject",
+                _ => "matched",
             }
             .into(),
             detail: json!({"actions": ran}),
@@ -825,7 +878,7 @@ pub fn process_redirect(
     st.tags = processed.tags.clone();
     st.matched.extend(processed.matched.iter().copied());
     st.results = processed.results.clone();
-    run_stage(cfg, RuleStage::Redirect, &mut st, facts);
+    run_stage(cfg, RuleStage::Redirect, &mut st, facts, &[]);
     // the redirect rules that matched (rule ids are unique across stages)
     let mut matched: Vec<i64> = st
         .matched
@@ -981,10 +1034,19 @@ fn pause(
                 Some(m) if !m.is_empty() => render(m, &st.vars(cfg.id)),
                 _ => "paused for SMS verification".into(),
             });
-            st.verification = Some(
-                json!({"lead_status": p.lead_status, "phone_field": p.phone_field,
-                                          "sms_job": job}),
-            );
+            // what resuming needs: the phone it waits for, and the rules of
+            // the stage the lead reached (they are not run again)
+            let reached: Vec<i64> = cfg
+                .rules_of(rule.stage)
+                .map(|r| r.id)
+                .take_while(|id| *id != rule.id)
+                .chain([rule.id])
+                .collect();
+            st.verification = Some(json!({
+                "lead_status": p.lead_status, "phone_field": p.phone_field, "phone": phone,
+                "sms_job": job, "rule_id": rule.id, "stage": rule.stage.as_str(),
+                "reached": reached,
+            }));
             st.queued.extend(job);
             log(
                 st,

@@ -1439,6 +1439,110 @@ fn verification_history_caps_count_checks() {
     assert_eq!(m.service_room[&1], 0);
 }
 
+/// A paused lead is finished where it paused: confirmed, the processing
+/// rules after the pause run and the ones before it do not run again (a
+/// counter is not counted twice, a cap slot not taken twice); expired, it is
+/// rejected. The after-processing rules run once, on the final outcome.
+#[test]
+fn a_paused_lead_resumes_after_its_pause_or_expires() {
+    use crate::pipeline::{resume, PauseEnd, Processed, TraceLevel};
+    let always = json!([{"id": 1, "category": "random", "parameter": "", "operator": "greater_or_equal", "value": 0}]);
+    let tag =
+        |t: &str| json!({"id": 9, "action": "lead_tags", "config": {"mode": "add", "tags": [t]}});
+    let mut before = rule(
+        1,
+        "processing",
+        always.clone(),
+        json!([tag("before"), {"id": 8, "action": "increment_counter", "config": {"counter": "seen", "key": "{%leadId%}"}}]),
+    );
+    before["daily_limit"] = 1.into();
+    let c = gcfg(
+        "post",
+        vec![],
+        vec![
+            before,
+            rule(
+                2,
+                "processing",
+                always.clone(),
+                json!([{"id": 1, "action": "pause_for_verification", "config": {"phone_field": "homePhone"}}]),
+            ),
+            rule(3, "processing", always.clone(), json!([tag("after")])),
+            rule(4, "after_processing", always.clone(), json!([tag("final")])),
+        ],
+    );
+    let e = lead(json!({"fields": {"homePhone": "5550100199"}}));
+    let mut m = Mem::default();
+    let paused = process(&c, &e, "L", &mut m);
+    assert_eq!(paused.status, Status::Paused);
+    assert_eq!(
+        paused.decision["tags"],
+        json!(["before"]),
+        "no outcome yet: after-processing waits"
+    );
+    let v = &paused.decision["verification"];
+    assert_eq!(
+        (
+            v["rule_id"].clone(),
+            v["reached"].clone(),
+            v["phone"].clone()
+        ),
+        (json!(2), json!([1, 2]), json!("5550100199"))
+    );
+    assert!(paused
+        .log
+        .iter()
+        .any(|l| l.ref_id == Some(2) && l.outcome == "paused"));
+    let processed = Processed {
+        status: "paused".into(),
+        tags: vec!["before".into()],
+        matched: vec![1, 2],
+        results: Default::default(),
+    };
+    let finish = |end, m: &mut Mem| {
+        resume(
+            &c,
+            &e,
+            "L",
+            &paused.decision,
+            &processed,
+            end,
+            m,
+            TraceLevel::Full,
+        )
+    };
+    let out = finish(PauseEnd::Verified, &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    assert_eq!(out.decision["tags"], json!(["before", "after", "final"]));
+    assert_eq!(out.decision["verification"]["status"], "verified");
+    assert_eq!(out.decision["reason"], Value::Null);
+    assert!(
+        !out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::IncrementCounter { .. })),
+        "the rule before the pause is not run again: {:?}",
+        out.effects
+    );
+    assert!(
+        !out.log.iter().any(|l| l.outcome == "cap_reached"),
+        "{:?}",
+        out.log
+    );
+    assert!(out
+        .log
+        .iter()
+        .any(|l| l.kind == "verification" && l.outcome == "verified"));
+    let out = finish(PauseEnd::Expired, &mut m);
+    assert_eq!(out.status, Status::Rejected);
+    assert_eq!(out.decision["reason"], "verification expired");
+    assert_eq!(out.decision["rejected_by"]["id"], 2);
+    assert_eq!(
+        out.decision["tags"],
+        json!(["before", "final"]),
+        "rejected: only after-processing runs"
+    );
+}
+
 #[test]
 fn pause_for_verification_then_verified_phone_passes() {
     let c = gcfg(

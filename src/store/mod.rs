@@ -11,6 +11,7 @@
 pub mod caps;
 pub mod config;
 pub mod facts;
+pub mod paused;
 pub mod persist;
 pub mod spent;
 pub mod taken_keys;

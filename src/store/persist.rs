@@ -205,6 +205,11 @@ pub fn save(r: &Record) {
     );
     if let Some(product_id) = r.product_id {
         apply(others, r.lead_id, product_id);
+        if r.status == "paused" {
+            if let Some(phone) = r.decision["verification"]["phone"].as_str() {
+                super::paused::record(r.lead_id, product_id, phone);
+            }
+        }
     }
 }
 

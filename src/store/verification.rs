@@ -58,8 +58,8 @@ pub fn sms_verified(product: &str, phone: &str) -> Result<Option<SmsRecord>, Str
 const SMS_RESEND_AFTER_S: i64 = 60;
 
 /// A fresh 6-digit code, pending until `iclear.sms_code_ttl` (an older
-/// pending code of the phone is expired), and the SMS queued when the `sms`
-/// service is subscribed and its caps allow. A code sent in the last minute
+/// pending code of the phone is expired), and the SMS queued when its caps
+/// allow; Err when the `sms` service is not subscribed. A code sent in the last minute
 /// is reused (no new SMS). The code itself stays in the history: the worker
 /// reads it when it sends.
 pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64>, String> {
@@ -78,6 +78,18 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     })?;
     if recent {
         return Ok(None);
+    }
+    // without it no code would ever be sent: the lead would wait for nothing
+    let subscribed = guarded(|| {
+        one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM iclear.service WHERE name = 'sms' AND subscription = 'enabled')",
+            &[],
+            &[],
+        )
+        .unwrap_or(false)
+    })?;
+    if !subscribed {
+        return Err("the sms service is not subscribed".into());
     }
     if let Some(cap) = super::facts::take_global_caps("sms") {
         return Err(format!("no SMS can be sent: {cap} reached"));
