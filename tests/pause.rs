@@ -1,0 +1,199 @@
+//! Pause for verification against a real cluster: leads inserted by an
+//! application role that is not a superuser, codes confirmed by a verifier
+//! role from several sessions at once, and the preloaded worker finishing
+//! the pauses that expire.
+
+use iclear_it::Cluster;
+use iclear_services::sandbox::Sandbox;
+use postgres::Client;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// Product `p` whose one processing rule pauses every lead on `homePhone`,
+/// a lead table attached to it, the sms service at the sandbox, and the
+/// roles `app` (inserts leads) and `desk` (confirms codes).
+fn configure(c: &mut Client, sb: &Sandbox) {
+    c.batch_execute(&format!(
+        r#"INSERT INTO iclear.product (name) VALUES ('p');
+           INSERT INTO iclear.service (name, cost, endpoint) VALUES ('sms', 0.0075, '{}/sms');
+           INSERT INTO iclear.rule (product_id, stage, name) SELECT id, 'processing', 'verify' FROM iclear.product;
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'pause_for_verification', '{{"phone_field": "homePhone"}}' FROM iclear.rule;
+           CREATE TABLE leads (id text PRIMARY KEY, "homePhone" text, iclear_status text, iclear_decision jsonb);
+           SELECT iclear.attach('leads', 'p');
+           CREATE ROLE app LOGIN;
+           GRANT INSERT, SELECT ON leads TO app;
+           CREATE ROLE desk LOGIN IN ROLE iclear_verifier;"#,
+        sb.base_url()
+    ))
+    .unwrap();
+}
+
+fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn code(c: &mut Client, phone: &str) -> String {
+    c.query_one(
+        "SELECT code FROM iclear.sms_verification WHERE phone = $1 AND status = 'pending'",
+        &[&phone],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Sixteen sessions confirm the same code at once: one confirms it and
+/// resumes the lead, once; the others find nothing pending. Eight leads
+/// confirmed concurrently, one session each, all resume.
+#[test]
+fn concurrent_confirms_resume_each_lead_once() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = cl.database("t_pause");
+    configure(&mut c, &sb);
+    let mut app = cl.connect_as("t_pause", "app");
+    for i in 0..9 {
+        app.execute(
+            "INSERT INTO leads (id, \"homePhone\") VALUES ($1, $2)",
+            &[&format!("L{i}"), &format!("55501009{i:02}")],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'paused'"
+        ),
+        9
+    );
+    let confirm = |phone: String, code: String, n: usize| {
+        let barrier = Arc::new(Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (url, barrier) = (
+                    cl.url("t_pause").replace("user=postgres", "user=desk"),
+                    barrier.clone(),
+                );
+                let (phone, code) = (phone.clone(), code.clone());
+                std::thread::spawn(move || {
+                    let mut desk = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    barrier.wait();
+                    desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
+                        .unwrap()
+                        .get::<_, bool>(0)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count()
+    };
+    let first = code(&mut c, "5550100900");
+    assert_eq!(
+        confirm("5550100900".into(), first, 16),
+        1,
+        "one session confirms"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.decision WHERE lead_id = 'L0'"
+        ),
+        2,
+        "paused, then accepted: resumed once"
+    );
+    // the other eight, each by its own session at the same time
+    let phones: Vec<(String, String)> = (1..9)
+        .map(|i| {
+            let p = format!("55501009{i:02}");
+            let k = code(&mut c, &p);
+            (p, k)
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(phones.len()));
+    let threads: Vec<_> = phones
+        .into_iter()
+        .map(|(phone, code)| {
+            let (url, barrier) = (
+                cl.url("t_pause").replace("user=postgres", "user=desk"),
+                barrier.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut desk = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                barrier.wait();
+                desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
+                    .unwrap()
+                    .get::<_, bool>(0)
+            })
+        })
+        .collect();
+    assert!(threads.into_iter().all(|t| t.join().unwrap()));
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'accepted' AND iclear_decision #>> '{verification,status}' = 'verified'"),
+        9
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM iclear.decision"), 18);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM iclear.paused_lead"), 0);
+}
+
+/// The preloaded worker rejects the leads whose code expired, and their
+/// rows say so.
+#[test]
+fn the_live_worker_rejects_expired_pauses() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with("-c iclear.database=t_expire -c iclear.worker_naptime=100");
+    let mut c = cl.database("t_expire");
+    configure(&mut c, &sb);
+    let mut app = cl.connect_as("t_expire", "app");
+    for i in 0..5 {
+        app.execute(
+            "INSERT INTO leads (id, \"homePhone\") VALUES ($1, $2)",
+            &[&format!("E{i}"), &format!("55501008{i:02}")],
+        )
+        .unwrap();
+    }
+    // the worker sends the five SMS; the codes are not confirmed
+    let until = Instant::now() + Duration::from_secs(30);
+    while sb.count("sms") < 5 {
+        assert!(
+            Instant::now() < until,
+            "SMS sent: {}\n{}",
+            sb.count("sms"),
+            cl.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'paused'"
+        ),
+        5
+    );
+    // as if iclear.sms_code_ttl had passed
+    c.batch_execute("UPDATE iclear.paused_lead SET expires_at = now() - interval '1 s'")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'rejected'
+                AND iclear_decision ->> 'reason' = 'verification expired'",
+        );
+        if n == 5 {
+            break;
+        }
+        assert!(Instant::now() < until, "{n} of 5 rejected\n{}", cl.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count(&mut c, "SELECT count(*) FROM iclear.paused_lead"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.decision WHERE status = 'rejected'"
+        ),
+        5
+    );
+}
