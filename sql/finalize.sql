@@ -563,6 +563,10 @@ LANGUAGE sql STABLE AS $$
                                  WHERE f.lead_id = $1 AND f.kind = 'service'), '[]'),
         'consent_evidence', coalesce((SELECT jsonb_agg(to_jsonb(e) - 'lead_id' ORDER BY e.id)
                                         FROM iclear.consent_evidence e WHERE e.lead_id = $1), '[]'),
+        'feedback', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                  'kind', b.kind, 'reason', b.reason, 'reported_at', b.reported_at,
+                                  'reported_by', b.reported_by) ORDER BY b.id)
+                                FROM iclear.lead_feedback b WHERE b.lead_id = $1), '[]'),
         'trace', (SELECT d.decision::jsonb -> 'trace' FROM iclear.decision d
                    WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
 $$;
@@ -699,6 +703,182 @@ BEGIN
     RETURN false;
 END $$;
 
+-- Shadow rules per UTC day: the leads each matched, and how many of them it
+-- would have rejected, paused or changed had it been active (its actions'
+-- kinds, src/engine/actions.rs ActionKind::effect). would_reject_accepted:
+-- the leads it would have rejected that the live rules accepted, i.e. the
+-- decisions promoting it changes.
+CREATE VIEW iclear.shadow_report AS
+SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.ref_id AS rule_id, f.name AS rule,
+       r.status,
+       count(DISTINCT f.lead_id) AS matched,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'reject') AS would_reject,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'pause') AS would_pause,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'change') AS would_change,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'reject'
+                                           AND d.status = 'accepted') AS would_reject_accepted
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN iclear.rule r ON r.id = f.ref_id
+  LEFT JOIN LATERAL (SELECT x.status FROM iclear.decision x WHERE x.lead_id = f.lead_id
+                      ORDER BY x.id DESC LIMIT 1) d ON true
+ WHERE f.kind = 'rule' AND f.outcome = 'shadow'
+ GROUP BY 1, 2, 3, 4, 5;
+
+-- Outcome feedback: a buyer's return, conversion, chargeback or complaint
+-- about a processed lead. Returns the feedback's id. Runs as its caller,
+-- recorded as `reported_by`.
+CREATE FUNCTION iclear.feedback(lead_id text, kind text, reason text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    product bigint;
+    id      bigint;
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('return', 'conversion', 'chargeback', 'complaint') THEN
+        RAISE EXCEPTION 'iclear.feedback: kind % is not a feedback kind', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'expected one of: return, conversion, chargeback, complaint';
+    END IF;
+    SELECT d.product_id INTO product FROM iclear.decision d
+     WHERE d.lead_id = feedback.lead_id ORDER BY d.id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'iclear.feedback: lead_id % names no processed lead', quote_literal(feedback.lead_id)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.lead_feedback (lead_id, product_id, kind, reason, reported_by)
+    VALUES (feedback.lead_id, product, feedback.kind, feedback.reason, current_user)
+    RETURNING lead_feedback.id INTO id;
+    RETURN id;
+END $$;
+
+-- Rule quality per product, rule and UTC month (the month the lead was
+-- first processed): the leads a rule matched (shadow matches included) and
+-- rejected, their feedback, and the rates against the product's baseline
+-- for that month. A rule whose return_rate is well above
+-- baseline_return_rate catches returns; one whose conversion_rate is well
+-- above its baseline rejects good leads. A report over the whole log:
+-- filter it by product and month.
+CREATE VIEW iclear.rule_quality AS
+WITH fb AS (
+    SELECT b.lead_id, bool_or(b.kind = 'return') AS returned, bool_or(b.kind = 'conversion') AS converted,
+           bool_or(b.kind = 'chargeback') AS charged_back, bool_or(b.kind = 'complaint') AS complained
+      FROM iclear.lead_feedback b GROUP BY b.lead_id),
+leads AS (
+    SELECT DISTINCT ON (d.lead_id) d.lead_id, d.product_id,
+           date_trunc('month', d.created_at AT TIME ZONE 'UTC')::date AS month
+      FROM iclear.decision d ORDER BY d.lead_id, d.id),
+base AS (
+    SELECT l.product_id, l.month, count(*) AS leads,
+           count(*) FILTER (WHERE fb.returned) AS returns,
+           count(*) FILTER (WHERE fb.converted) AS conversions
+      FROM leads l LEFT JOIN fb USING (lead_id) GROUP BY 1, 2),
+hits AS (
+    SELECT f.lead_id, f.ref_id AS rule_id,
+           bool_or(f.outcome = 'reject' OR (f.outcome = 'shadow' AND f.detail ->> 'would' = 'reject')) AS rejected,
+           bool_or(f.outcome = 'shadow') AS shadow
+      FROM iclear.filter_log f
+     WHERE f.kind = 'rule' AND f.outcome IN ('matched', 'reject', 'paused', 'shadow')
+     GROUP BY 1, 2)
+SELECT p.name AS product, h.rule_id, r.name AS rule, l.month, bool_or(h.shadow) AS shadow,
+       count(*) AS matched,
+       count(*) FILTER (WHERE h.rejected) AS rejected,
+       count(*) FILTER (WHERE fb.returned) AS returns,
+       count(*) FILTER (WHERE fb.converted) AS conversions,
+       count(*) FILTER (WHERE fb.charged_back) AS chargebacks,
+       count(*) FILTER (WHERE fb.complained) AS complaints,
+       round(count(*) FILTER (WHERE fb.returned)::numeric / count(*), 4) AS return_rate,
+       round(b.returns::numeric / nullif(b.leads, 0), 4) AS baseline_return_rate,
+       round(count(*) FILTER (WHERE fb.converted)::numeric / count(*), 4) AS conversion_rate,
+       round(b.conversions::numeric / nullif(b.leads, 0), 4) AS baseline_conversion_rate
+  FROM hits h
+  JOIN leads l USING (lead_id)
+  LEFT JOIN fb USING (lead_id)
+  JOIN base b ON b.product_id = l.product_id AND b.month = l.month
+  LEFT JOIN iclear.product p ON p.id = l.product_id
+  LEFT JOIN iclear.rule r ON r.id = h.rule_id
+ GROUP BY p.name, h.rule_id, r.name, l.month, b.leads, b.returns, b.conversions;
+
+-- The audit trail: every INSERT, UPDATE and DELETE of a configuration table
+-- (and each TRUNCATE), with the credentials of global_rule_credential
+-- masked. Not audited: list_entry and source (data, written on the lead
+-- path) and the state tables. It runs as the role that made the change, so
+-- `role` is that role (after SET ROLE too): the roles that may change the
+-- configuration may add to the trail, and nobody but the owner may change or
+-- delete it.
+CREATE FUNCTION iclear.audit_config() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o jsonb;
+    n jsonb;
+    k text;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO iclear.config_audit (table_name, op, role) VALUES (TG_TABLE_NAME, TG_OP, current_user);
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN o := to_jsonb(OLD); END IF;
+    IF TG_OP <> 'DELETE' THEN n := to_jsonb(NEW); END IF;
+    IF TG_TABLE_NAME = 'global_rule_credential' THEN
+        o := o || jsonb_build_object('credentials',
+                     (SELECT coalesce(jsonb_object_agg(c.key, '***'), '{}') FROM jsonb_each(o -> 'credentials') c));
+        n := n || jsonb_build_object('credentials',
+                     (SELECT coalesce(jsonb_object_agg(c.key, '***'), '{}') FROM jsonb_each(n -> 'credentials') c));
+    END IF;
+    IF TG_OP = 'UPDATE' AND o = n THEN
+        RETURN NULL; -- nothing changed
+    END IF;
+    k := CASE TG_TABLE_NAME
+           WHEN 'service' THEN coalesce(n, o) ->> 'name'
+           WHEN 'attachment' THEN coalesce(n, o) ->> 'lead_table'
+           WHEN 'global_rule_credential' THEN coalesce(n, o) ->> 'global_rule_id'
+           WHEN 'list_product' THEN (coalesce(n, o) ->> 'list_id') || ':' || (coalesce(n, o) ->> 'product_id')
+           ELSE coalesce(n, o) ->> 'id' END;
+    INSERT INTO iclear.config_audit (table_name, op, row_id, old, new, role)
+    VALUES (TG_TABLE_NAME, TG_OP, k, o, n, current_user);
+    RETURN NULL;
+END $$;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['product', 'service', 'global_rule', 'global_rule_credential', 'global_cap',
+                             'rule_category', 'rule', 'rule_condition', 'rule_action', 'list', 'list_product',
+                             'product_field', 'attachment'] LOOP
+        EXECUTE format('CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON iclear.%I
+                        FOR EACH ROW EXECUTE FUNCTION iclear.audit_config()', t);
+        EXECUTE format('CREATE TRIGGER audit_truncate AFTER TRUNCATE ON iclear.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION iclear.audit_config()', t);
+    END LOOP;
+END $$;
+
+-- A product's configuration changes in order: the product row, its rules
+-- (with their conditions and actions), categories, global rules (and their
+-- masked credentials), product fields and list links, as audited. Rows that
+-- no longer exist are found through the trail itself.
+CREATE FUNCTION iclear.config_history(product text)
+RETURNS TABLE (at timestamptz, role name, table_name text, op text, row_id text, old jsonb, new jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH pid AS (
+        SELECT DISTINCT a.row_id FROM iclear.config_audit a
+         WHERE a.table_name = 'product' AND coalesce(a.new, a.old) ->> 'name' = $1
+        UNION SELECT p.id::text FROM iclear.product p WHERE p.name = $1),
+    owned AS (
+        SELECT DISTINCT a.table_name, a.row_id FROM iclear.config_audit a
+         WHERE a.table_name IN ('rule', 'rule_category', 'global_rule', 'product_field', 'list_product')
+           AND coalesce(a.new, a.old) ->> 'product_id' IN (SELECT row_id FROM pid)),
+    children AS (
+        SELECT DISTINCT a.table_name, a.row_id FROM iclear.config_audit a
+         WHERE (a.table_name IN ('rule_condition', 'rule_action')
+                AND coalesce(a.new, a.old) ->> 'rule_id' IN (SELECT o.row_id FROM owned o WHERE o.table_name = 'rule'))
+            OR (a.table_name = 'global_rule_credential'
+                AND a.row_id IN (SELECT o.row_id FROM owned o WHERE o.table_name = 'global_rule')))
+    SELECT a.at, a.role, a.table_name, a.op, a.row_id, a.old, a.new
+      FROM iclear.config_audit a
+     WHERE (a.table_name = 'product' AND a.row_id IN (SELECT row_id FROM pid))
+        OR (a.table_name, a.row_id) IN (SELECT * FROM owned UNION SELECT * FROM children)
+     ORDER BY a.id
+$$;
+
 -- A pause waits for an SMS: without a subscribed sms service no code would
 -- ever be sent. COPY is not checked: a restore loads rule_action before
 -- service (the lead is rejected at the pause should sms still be off).
@@ -756,7 +936,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;
 GRANT USAGE ON SCHEMA iclear TO iclear_reader, iclear_verifier;
 -- (functions a view calls are checked against the reader)
 GRANT SELECT ON iclear.full_log, iclear.lead_log, iclear.pre_screen_reject_log, iclear.redirect_log,
-                iclear.health, iclear.service_usage, iclear.cap_status, iclear.counter
+                iclear.health, iclear.service_usage, iclear.cap_status, iclear.counter,
+                iclear.shadow_report, iclear.rule_quality
     TO iclear_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON iclear.product, iclear.source, iclear.global_rule, iclear.global_cap, iclear.rule_category,
@@ -764,9 +945,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE
        iclear.list_entry, iclear.attachment, iclear.product_field
     TO iclear_operator;
 GRANT SELECT ON iclear.service, iclear.decision, iclear.filter_log, iclear.job, iclear.cap_use, iclear.paused_lead,
+                iclear.lead_feedback, iclear.config_audit,
                 iclear.counter_total, iclear.spent_request, iclear.consent_evidence, iclear.config_version
     TO iclear_operator;
 GRANT UPDATE (subscription, cost) ON iclear.service TO iclear_operator;
+GRANT INSERT ON iclear.lead_feedback, iclear.config_audit TO iclear_operator;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA iclear TO iclear_operator;
 GRANT EXECUTE ON FUNCTION iclear.cap_period_start(text, integer, timestamptz),
                           iclear.next_cap_reset(text, integer, timestamptz), iclear.version()
@@ -780,7 +963,8 @@ GRANT EXECUTE ON FUNCTION public.iclear_process(jsonb), iclear.process(jsonb),
                           iclear.action_list_ids(text, jsonb), iclear.check_attach_options(jsonb),
                           iclear.check_global_rule_settings(text, jsonb), iclear.check_global_rule(bigint, text, jsonb),
                           iclear.check_product_field(jsonb),
-                          iclear.credential_keys(), iclear.config_changed(), iclear.normalize_phone(text)
+                          iclear.credential_keys(), iclear.config_changed(), iclear.normalize_phone(text),
+                          iclear.feedback(text, text, text), iclear.config_history(text)
     TO iclear_operator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service, iclear.global_rule_credential TO iclear_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA iclear TO iclear_admin;

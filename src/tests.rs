@@ -2760,4 +2760,187 @@ mod tests {
             "pass"
         );
     }
+    /// A shadow rule is evaluated on live leads and logged with its trace;
+    /// its actions never apply, the decision is as if it did not exist, and
+    /// shadow_report counts what it would have done. Promoting it is an
+    /// UPDATE (issue 14 item 2).
+    #[pg_test]
+    fn shadow_rules_are_logged_never_applied_and_promoted_by_update() {
+        setup();
+        let live = rule("processing", "tag ny", 1);
+        condition(live, "lead_body", "state", "equals", json!("NY"));
+        action(live, "lead_tags", json!({"mode": "add", "tags": ["ny"]}));
+        let draft = rule("processing", "draft: no ny", 2);
+        condition(draft, "lead_body", "state", "equals", json!("NY"));
+        action(
+            draft,
+            "increment_counter",
+            json!({"counter": "drafts", "key": "x"}),
+        );
+        action(draft, "stop_processing", json!({"message": "no NY"}));
+        run(&format!(
+            "UPDATE iclear.rule SET status = 'shadow', daily_limit = 0 WHERE id = {draft}"
+        ));
+        let lead = |id: &str, state: &str| {
+            process(json!({"product": "payday_us", "lead_id": id, "fields": {"state": state}}))
+        };
+        let d = lead("S1", "NY");
+        assert_eq!(d["status"], "accepted", "{d}");
+        assert_eq!(d["tags"], json!(["ny"]));
+        assert!(
+            !d["trace"].to_string().contains("draft"),
+            "the decision is as if the shadow rule did not exist: {d}"
+        );
+        lead("S2", "CA");
+        let log = json("SELECT to_jsonb(f) FROM iclear.filter_log f WHERE outcome = 'shadow'");
+        assert_eq!(
+            (log["lead_id"].as_str(), log["ref_id"].as_i64()),
+            (Some("S1"), Some(draft))
+        );
+        assert_eq!(log["detail"]["would"], "reject");
+        assert_eq!(log["detail"]["trace"]["conditions"][0]["actual"], "NY");
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.counter"),
+            0,
+            "no action ran"
+        );
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"),
+            0
+        );
+        let report = json("SELECT to_jsonb(r) FROM iclear.shadow_report r");
+        assert_eq!(
+            (
+                report["matched"].as_i64(),
+                report["would_reject"].as_i64(),
+                report["would_reject_accepted"].as_i64()
+            ),
+            (Some(1), Some(1), Some(1)),
+            "{report}"
+        );
+        assert_eq!(report["status"], "shadow");
+        // promoted: it rejects (its daily_limit of 0 now applies too)
+        run(&format!(
+            "UPDATE iclear.rule SET status = 'active', daily_limit = NULL WHERE id = {draft}"
+        ));
+        assert_eq!(lead("S3", "NY")["status"], "rejected");
+        let e = err(&format!(
+            "UPDATE iclear.rule SET status = 'draft' WHERE id = {draft}"
+        ))
+        .unwrap_or_default();
+        assert!(
+            e.contains("rule.status must be active, paused or shadow"),
+            "{e}"
+        );
+    }
+
+    /// Buyers' feedback is stored, shown by lead_info, refused with the
+    /// expected kinds for a bad kind, and rule_quality compares a rule's
+    /// feedback rates with the product's (issue 14 item 3).
+    #[pg_test]
+    fn feedback_and_rule_quality() {
+        setup();
+        let r = rule("processing", "tag ny", 1);
+        condition(r, "lead_body", "state", "equals", json!("NY"));
+        action(r, "lead_tags", json!({"mode": "add", "tags": ["ny"]}));
+        for (i, state) in ["NY", "NY", "CA", "CA"].iter().enumerate() {
+            process(
+                json!({"product": "payday_us", "lead_id": format!("Q{i}"), "fields": {"state": state}}),
+            );
+        }
+        run("CREATE ROLE iclear_test_ops LOGIN IN ROLE iclear_operator");
+        run("SET LOCAL ROLE iclear_test_ops");
+        run("SELECT iclear.feedback('Q0', 'return', 'bad phone')");
+        run("SELECT iclear.feedback('Q2', 'conversion')");
+        let e = err("SELECT iclear.feedback('Q1', 'refund')").unwrap_or_default();
+        assert!(e.contains("kind 'refund' is not a feedback kind"), "{e}");
+        let e = err("SELECT iclear.feedback('nope', 'return')").unwrap_or_default();
+        assert!(e.contains("names no processed lead"), "{e}");
+        let q = json("SELECT to_jsonb(q) FROM iclear.rule_quality q");
+        run("RESET ROLE");
+        let info = json("SELECT iclear.lead_info('Q0')");
+        assert_eq!(info["feedback"][0]["kind"], "return");
+        assert_eq!(info["feedback"][0]["reason"], "bad phone");
+        assert_eq!(info["feedback"][0]["reported_by"], "iclear_test_ops");
+        assert_eq!(
+            (
+                q["rule_id"].as_i64(),
+                q["matched"].as_i64(),
+                q["returns"].as_i64(),
+                q["conversions"].as_i64()
+            ),
+            (Some(r), Some(2), Some(1), Some(0)),
+            "{q}"
+        );
+        assert_eq!(q["return_rate"], json!(0.5));
+        assert_eq!(q["baseline_return_rate"], json!(0.25));
+        assert_eq!(q["baseline_conversion_rate"], json!(0.25));
+    }
+
+    /// Every change of a configuration table is in config_audit with the
+    /// login role, credentials masked; config_history lists a product's
+    /// changes in order, deleted rules included (issue 14 item 4).
+    #[pg_test]
+    fn configuration_changes_are_audited_with_credentials_masked() {
+        setup();
+        run("CREATE ROLE iclear_test_ops LOGIN IN ROLE iclear_operator");
+        run("SET LOCAL ROLE iclear_test_ops");
+        let r = rule("processing", "audited", 1);
+        condition(r, "lead_body", "state", "equals", json!("NY"));
+        run(&format!(
+            "UPDATE iclear.rule SET name = 'audited twice' WHERE id = {r}"
+        ));
+        run(&format!(
+            "UPDATE iclear.rule SET name = 'audited twice' WHERE id = {r}"
+        ));
+        run("RESET ROLE");
+        global("ip_analysis", json!({"api_key": "secret-key-123"}), "");
+        run(&format!("DELETE FROM iclear.rule WHERE id = {r}"));
+        run("INSERT INTO iclear.product (name) VALUES ('other')");
+        let all = text("SELECT string_agg(old::text || new::text, ' ') FROM iclear.config_audit")
+            .unwrap_or_default();
+        assert!(!all.contains("secret-key-123"), "{all}");
+        assert_eq!(
+            json("SELECT new FROM iclear.config_audit WHERE table_name = 'global_rule_credential'")
+                ["credentials"],
+            json!({"api_key": "***"})
+        );
+        let history = json(
+            "SELECT jsonb_agg(jsonb_build_array(table_name, op, role, coalesce(new, old) ->> 'name')) FROM iclear.config_history('payday_us')",
+        );
+        let steps: Vec<String> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {} {}",
+                    h[0].as_str().unwrap(),
+                    h[1].as_str().unwrap(),
+                    h[2].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                "product INSERT postgres",
+                "rule INSERT iclear_test_ops",
+                "rule_condition INSERT iclear_test_ops",
+                "rule UPDATE iclear_test_ops",
+                // the validation trigger moves the key before the rule is written
+                "global_rule_credential INSERT postgres",
+                "global_rule INSERT postgres",
+                "rule DELETE postgres",
+                "rule_condition DELETE postgres",
+            ],
+            "an UPDATE that changes nothing is not recorded; another product's changes are not listed"
+        );
+        assert_eq!(history[3][3], "audited twice");
+        // nobody but the owner edits the trail
+        run("SET LOCAL ROLE iclear_test_ops");
+        let e = err("DELETE FROM iclear.config_audit").unwrap_or_default();
+        run("RESET ROLE");
+        assert!(e.contains("permission denied"), "{e}");
+    }
 }

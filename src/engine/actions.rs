@@ -240,6 +240,24 @@ pub enum ActionKind {
     ChangeResponseParameter(ResponseParam),
 }
 
+impl ActionKind {
+    /// What the action would do to a lead, for shadow rules' reports:
+    /// `reject` (it ends the lead), `pause`, `change` (the decision, the
+    /// lead's fields, tags, route or flow), or `side_effect` (a list, a
+    /// counter, a lookup or a tracking call; the decision stays).
+    pub fn effect(&self) -> &'static str {
+        match self {
+            ActionKind::StopProcessing(_) => "reject",
+            ActionKind::PauseForVerification(_) => "pause",
+            ActionKind::AddToList(_)
+            | ActionKind::IncrementCounter(_)
+            | ActionKind::RunTrackingAction(_)
+            | ActionKind::RunThirdPartyService(_) => "side_effect",
+            _ => "change",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Action {
     pub id: i64,

@@ -107,6 +107,8 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
     /// Active actions only, in position order.
     pub actions: Vec<Action>,
+    /// `status = 'shadow'`: evaluated and logged, its actions never applied.
+    pub shadow: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +200,9 @@ pub struct RuleDoc {
     pub monthly_limit: Option<i64>,
     #[serde(default)]
     pub per_source_limit: Option<i64>,
+    /// `active` or `shadow` (paused rules are not loaded).
+    #[serde(default)]
+    pub status: Option<String>,
     #[serde(default)]
     pub conditions: Vec<ConditionDoc>,
     #[serde(default)]
@@ -332,6 +337,7 @@ impl RuleDoc {
             },
             conditions,
             actions,
+            shadow: self.status.as_deref() == Some("shadow"),
         })
     }
 }

@@ -515,7 +515,7 @@ fn run_stage(
             }
             continue;
         }
-        let tracing = st.trace_level != TraceLevel::Off;
+        let tracing = st.trace_level != TraceLevel::Off || rule.shadow;
         // What the trace needs, kept raw: most rules do not match, and with
         // trace = matched their trace entry would be built only to be dropped.
         let mut evaluated = Vec::new();
@@ -544,6 +544,30 @@ fn run_stage(
             }
         }
         let entry = |matched: bool, evaluated| trace_entry(rule, stage, matched, evaluated);
+        if rule.shadow {
+            // the decision is as if the rule did not exist: no cap slot, no
+            // action, no trace entry; a match is logged with what it would do
+            if matched {
+                let mut e = entry(true, evaluated);
+                let ran: Vec<Value> = rule.actions.iter().map(|a| a.name.clone().into()).collect();
+                let would = ["reject", "pause", "change", "side_effect"]
+                    .into_iter()
+                    .find(|w| rule.actions.iter().any(|a| a.kind.effect() == *w))
+                    .unwrap_or("none");
+                e["actions"] = Value::Array(ran.clone());
+                st.log.push(LogEntry {
+                    stage: stage.as_str(),
+                    origin: st.origin,
+                    kind: "rule",
+                    ref_id: Some(rule.id),
+                    name: Some(rule.name.clone()),
+                    outcome: "shadow".into(),
+                    detail: json!({"actions": ran, "would": would, "trace": e}),
+                    ..LogEntry::default()
+                });
+            }
+            continue;
+        }
         if matched && rule.caps.any() && !facts.take_rule_cap(rule, st.env.source_id) {
             if tracing {
                 let mut e = entry(false, evaluated);

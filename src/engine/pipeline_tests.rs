@@ -1439,6 +1439,50 @@ fn verification_history_caps_count_checks() {
     assert_eq!(m.service_room[&1], 0);
 }
 
+/// A shadow rule leaves the decision exactly as if it did not exist (no
+/// action, no cap slot, no trace entry) and logs its match with what it
+/// would have done and its trace.
+#[test]
+fn shadow_rules_change_nothing_and_log_what_they_would_do() {
+    let always = json!([{"id": 1, "category": "lead_body", "parameter": "state", "operator": "equals", "value": "NY"}]);
+    let live = rule(
+        1,
+        "processing",
+        always.clone(),
+        json!([{"id": 1, "action": "lead_tags", "config": {"mode": "add", "tags": ["ny"]}}]),
+    );
+    let mut shadow = rule(
+        2,
+        "processing",
+        always.clone(),
+        json!([{"id": 2, "action": "lead_tags", "config": {"mode": "add", "tags": ["draft"]}},
+               {"id": 3, "action": "stop_processing", "config": {"message": "no"}}]),
+    );
+    shadow["status"] = "shadow".into();
+    shadow["daily_limit"] = 0.into();
+    let with = cfg(vec![live.clone(), shadow], json!([]));
+    let without = cfg(vec![live], json!([]));
+    let e = lead(json!({"fields": {"state": "NY"}}));
+    let (mut m1, mut m2) = (Mem::default(), Mem::default());
+    let a = process(&with, &e, "L", &mut m1);
+    let b = process(&without, &e, "L", &mut m2);
+    assert_eq!(a.decision, b.decision, "as if it did not exist");
+    assert!(m1.cap_room.is_empty(), "no cap slot taken");
+    let log: Vec<_> = a.log.iter().filter(|l| l.outcome == "shadow").collect();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].ref_id, Some(2));
+    assert_eq!(log[0].detail["would"], "reject");
+    assert_eq!(log[0].detail["trace"]["conditions"][0]["actual"], "NY");
+    // not matched: nothing logged
+    let out = process(
+        &with,
+        &lead(json!({"fields": {"state": "CA"}})),
+        "L",
+        &mut m1,
+    );
+    assert!(out.log.iter().all(|l| l.outcome != "shadow"));
+}
+
 /// A paused lead is finished where it paused: confirmed, the processing
 /// rules after the pause run and the ones before it do not run again (a
 /// counter is not counted twice, a cap slot not taken twice); expired, it is

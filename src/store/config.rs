@@ -123,7 +123,7 @@ SELECT jsonb_build_object(
             ORDER BY cat.position NULLS FIRST, cat.id NULLS FIRST, r.position, r.id)
        FROM iclear.rule r
        LEFT JOIN iclear.rule_category cat ON cat.id = r.category_id
-      WHERE r.product_id = p.id AND r.status = 'active'), '[]'),
+      WHERE r.product_id = p.id AND r.status IN ('active', 'shadow')), '[]'),
   'lists', coalesce((
      SELECT jsonb_agg(jsonb_build_object('id', l.id, 'name', l.name, 'kind', l.kind, 'field', l.field,
               'product_level', EXISTS (SELECT 1 FROM iclear.list_product lp
