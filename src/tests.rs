@@ -2943,4 +2943,202 @@ mod tests {
         run("RESET ROLE");
         assert!(e.contains("permission denied"), "{e}");
     }
+    /// A product with every kind of object (categories, targeting, caps, a
+    /// rule condition on another rule, list and global-rule references, a
+    /// field, a global cap).
+    fn product_to_export() -> i64 {
+        run("INSERT INTO iclear.list (name, kind, field) VALUES ('bad emails', 'dnpl', 'email'), ('risky ips', 'dnpl', 'userIp')");
+        run("INSERT INTO iclear.list_product SELECT l.id, p.id FROM iclear.list l, iclear.product p WHERE l.name = 'bad emails'");
+        run("INSERT INTO iclear.rule_category (product_id, stage, name, position) SELECT id, 'processing', 'fraud', 1 FROM iclear.product");
+        let risky = int("SELECT id FROM iclear.list WHERE name = 'risky ips'");
+        let g = global(
+            "ip_analysis",
+            json!({"api_key": "secret-k", "add_to_list": {"fraud_score_gte": 90, "list_ids": [risky]}}),
+            "",
+        );
+        run(&format!("UPDATE iclear.global_rule SET execution = 'on_demand', lookup_percent = 0 WHERE id = {g}"));
+        let ny = rule("processing", "tag ny", 1);
+        run(&format!(
+            "UPDATE iclear.rule SET category_id = (SELECT id FROM iclear.rule_category), all_new = true,
+                    daily_limit = 5, publisher_ids = '{{1,2}}' WHERE id = {ny}"
+        ));
+        condition(ny, "lead_body", "state", "equals", json!("NY"));
+        action(ny, "lead_tags", json!({"mode": "add", "tags": ["ny"]}));
+        action(
+            ny,
+            "add_to_list",
+            json!({"list_ids": [risky], "field": "userIp"}),
+        );
+        action(ny, "run_third_party_service", json!({"global_rule_id": g}));
+        let after = rule("after_processing", "after ny", 1);
+        condition(after, "rule", &ny.to_string(), "equals", json!(true));
+        action(
+            after,
+            "lead_tags",
+            json!({"mode": "add", "tags": ["seen ny"]}),
+        );
+        run("INSERT INTO iclear.product_field (product_id, name, type, required) SELECT id, 'email', 'email', true FROM iclear.product");
+        run("INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'daily', 1000)");
+        g
+    }
+
+    fn import(doc: &Value, dry_run: bool) -> Value {
+        Spi::get_one_with_args::<JsonB>(
+            "SELECT iclear.import_config($1, $2)",
+            &[JsonB(doc.clone()).into(), dry_run.into()],
+        )
+        .unwrap()
+        .unwrap()
+        .0
+    }
+
+    /// Configuration as code: an export references objects by name and holds
+    /// no credential; a dry run plans and changes nothing; an import applies
+    /// the plan, keeps stored credentials, and round-trips into an empty
+    /// database; a bad document is refused naming the path (issue 14 item 5).
+    #[pg_test]
+    fn export_and_import_round_trip_with_a_plan() {
+        setup();
+        let g = product_to_export();
+        let doc = json("SELECT iclear.export_config('payday_us')");
+        let text_of = doc.to_string();
+        assert!(
+            !text_of.contains("secret-k") && !text_of.contains("\"id\""),
+            "{doc:#}"
+        );
+        let ny = &doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "tag ny")
+            .unwrap()
+            .clone();
+        assert_eq!(ny["category"], "fraud");
+        assert_eq!(ny["actions"][1]["config"]["lists"], json!(["risky ips"]));
+        assert_eq!(ny["actions"][2]["config"]["global_rule"], "ip_analysis");
+        assert!(
+            ny["all_new_since"].is_string(),
+            "All New keeps its date: {ny}"
+        );
+        let after = doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "after ny")
+            .unwrap();
+        assert_eq!(after["conditions"][0]["parameter"], "tag ny");
+        assert_eq!(
+            doc["global_rules"][0]["settings"]["add_to_list"]["lists"],
+            json!(["risky ips"])
+        );
+        assert_eq!(
+            doc["lists"],
+            json!([{"name": "bad emails", "kind": "dnpl", "field": "email", "product_level": true},
+                   {"name": "risky ips", "kind": "dnpl", "field": "userIp", "product_level": false}])
+        );
+        // the same document: nothing to do
+        let plan = import(&doc, true);
+        assert_eq!(
+            (
+                plan["added"].clone(),
+                plan["changed"].clone(),
+                plan["removed"].clone()
+            ),
+            (json!([]), json!([]), json!([])),
+            "{plan}"
+        );
+        // a changed document: planned, not applied by a dry run
+        let mut changed = doc.clone();
+        let rules = changed["rules"].as_array_mut().unwrap();
+        let at = rules.iter().position(|r| r["name"] == "tag ny").unwrap();
+        rules[at]["status"] = "shadow".into();
+        rules.retain(|r| r["name"] != "after ny");
+        rules.push(json!({"name": "new one", "stage": "processing", "position": 9,
+                          "conditions": [{"category": "random", "operator": "less", "value": 10}],
+                          "actions": [{"action": "lead_tags", "config": {"mode": "add", "tags": ["sample"]}}]}));
+        changed["fields"] = json!([]);
+        let audit_before = int("SELECT count(*) FROM iclear.config_audit");
+        let plan = import(&changed, true);
+        assert_eq!(plan["added"], json!(["rules new one"]), "{plan}");
+        assert_eq!(plan["changed"], json!(["rules tag ny"]), "{plan}");
+        assert_eq!(
+            plan["removed"],
+            json!(["fields email", "rules after ny"]),
+            "{plan}"
+        );
+        assert_eq!(
+            json("SELECT iclear.export_config('payday_us')"),
+            doc,
+            "a dry run changes nothing"
+        );
+        assert_eq!(
+            int("SELECT count(*) FROM iclear.config_audit"),
+            audit_before
+        );
+        // applied, by an operator (not a superuser)
+        run("CREATE ROLE iclear_test_ops LOGIN IN ROLE iclear_operator");
+        run("SET LOCAL ROLE iclear_test_ops");
+        let applied = import(&changed, false);
+        run("RESET ROLE");
+        assert_eq!(applied["dry_run"], false);
+        let now = json("SELECT iclear.export_config('payday_us')");
+        let new_one = now["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "new one")
+            .unwrap()
+            .clone();
+        assert_eq!(new_one["actions"][0]["config"]["tags"], json!(["sample"]));
+        assert_eq!(
+            import(&now, true)["changed"],
+            json!([]),
+            "applying again changes nothing"
+        );
+        assert_eq!(
+            text(&format!("SELECT credentials ->> 'api_key' FROM iclear.global_rule_credential WHERE global_rule_id = {g}")).unwrap(),
+            "secret-k",
+            "the stored credential is kept"
+        );
+        // into an empty database: the same document back
+        run("DELETE FROM iclear.product; DELETE FROM iclear.list; DELETE FROM iclear.global_cap");
+        import(&doc, false);
+        assert_eq!(json("SELECT iclear.export_config('payday_us')"), doc);
+        // bad documents: the path of the offending key
+        for (bad, want) in [
+            (
+                json!({"product": {"name": "payday_us"}, "rules": [{"name": "x", "colour": "red"}]}),
+                "rules[0].colour is not a key of this object",
+            ),
+            (
+                json!({"product": {"name": "payday_us"}, "rules": [{"name": "x", "actions": [{"action": "lead_tags", "config": {"mode": "sideways"}}]}]}),
+                "rules[0].actions[0]: ",
+            ),
+            (
+                json!({"product": {"name": "payday_us"}, "rules": [{"name": "x", "actions": [{"action": "add_to_list", "config": {"lists": ["nope"]}}]}]}),
+                "rules[0].actions[0].config.lists: no list is named 'nope'",
+            ),
+            (
+                json!({"product": {"name": "payday_us"}, "rules": [{"name": "x", "conditions": [{"category": "rule", "parameter": "ghost", "operator": "equals", "value": true}]}]}),
+                "rules[0].conditions[0].parameter: no rule of 'payday_us' is named 'ghost'",
+            ),
+            (json!({"product": {}}), "product.name is required"),
+            (
+                json!({"product": {"name": "payday_us"}, "fields": {}}),
+                "fields must be an array",
+            ),
+        ] {
+            let e = err(&format!(
+                "SELECT iclear.import_config('{}', false)",
+                bad.to_string().replace('\'', "''")
+            ))
+            .unwrap_or_default();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert_eq!(
+            json("SELECT iclear.export_config('payday_us')"),
+            doc,
+            "a refused import changes nothing"
+        );
+    }
 }
