@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine bench-worker bench-reliability stop clean
+.PHONY: all setup install install-release demo test test-engine test-pg test-it lint bench bench-engine bench-worker bench-backtest bench-reliability stop clean
 
 all: test
 
@@ -53,6 +53,11 @@ bench-engine:
 # reconciled; ICLEAR_LOAD_SECONDS / ICLEAR_LOAD_CLIENTS change the load
 bench-reliability: install-release
 	cargo test --release -p iclear-it --test faults -- --nocapture --test-threads=1
+
+# backtest throughput: 50,000 stored leads replayed against 20 rules and a DNPL
+# (ICLEAR_BACKTEST_LEADS changes the count; an ignored integration test)
+bench-backtest: install-release
+	cargo test --release -p iclear-it --test backtest backtest_throughput -- --ignored --nocapture
 
 # the live worker's jobs/s against the sandbox provider (an ignored integration test)
 bench-worker: install-release

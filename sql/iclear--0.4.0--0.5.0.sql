@@ -17,6 +17,12 @@ CREATE FUNCTION iclear."resume_paused_leads"("product" TEXT, "phone" TEXT) RETUR
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'resume_paused_leads_wrapper';
+CREATE FUNCTION iclear."backtest"("product" TEXT, "since" timestamp with time zone,
+                                  "until" timestamp with time zone DEFAULT now(), "changes" jsonb DEFAULT '{}')
+RETURNS jsonb
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'backtest_wrapper';
 -- BEGIN since-0.4.0 (objects new or changed since 0.4.0; also the 0.4.0 ->
 -- 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Caps are counted in shared memory (src/store/caps.rs); what is durable of
@@ -1236,6 +1242,9 @@ ALTER FUNCTION public.iclear_process(jsonb) SECURITY DEFINER;
 ALTER FUNCTION iclear.bump_config_version() SECURITY DEFINER;
 ALTER FUNCTION iclear.retry_failed_jobs() SECURITY DEFINER;
 ALTER FUNCTION iclear.run_worker_once(integer) SECURITY DEFINER;
+-- (a backtest reads the configuration as processing does, credentials
+-- included, though it never sends a request; granted to operators)
+ALTER FUNCTION iclear.backtest(text, timestamptz, timestamptz, jsonb) SECURITY DEFINER;
 
 -- Nothing is PUBLIC; each role gets what its name says.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
@@ -1274,6 +1283,7 @@ GRANT EXECUTE ON FUNCTION public.iclear_process(jsonb), iclear.process(jsonb),
                           iclear.credential_keys(), iclear.config_changed(), iclear.normalize_phone(text),
                           iclear.feedback(text, text, text), iclear.config_history(text),
                           iclear.export_config(text), iclear.import_config(jsonb, boolean),
+                          iclear.backtest(text, timestamptz, timestamptz, jsonb),
                           iclear.apply_config(jsonb), iclear.config_plan(jsonb, jsonb),
                           iclear.config_keys(jsonb, text, text[], text[]), iclear.config_items(jsonb, text),
                           iclear.config_list_ids(jsonb, text)

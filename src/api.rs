@@ -136,6 +136,19 @@ fn process_redirect(lead_id: &str, redirect: LeadJson) -> JsonB {
     }
 }
 
+/// Replay the product's stored leads of [since, until) against its
+/// configuration with `changes` (the shape of export_config): nothing is
+/// written, nothing is sent. See src/backtest.rs for the result.
+#[pg_extern(volatile, parallel_unsafe)]
+fn backtest(
+    product: &str,
+    since: pgrx::datum::TimestampWithTimeZone,
+    until: default!(pgrx::datum::TimestampWithTimeZone, "now()"),
+    changes: default!(JsonB, "'{}'"),
+) -> JsonB {
+    JsonB(crate::backtest::backtest(product, since, until, &changes.0))
+}
+
 /// Resume the leads of `product` paused on `phone`, which was just verified
 /// (iclear.confirm_sms and iclear.record_sms_verification call it; nobody
 /// else may: it would resume leads without a code). Returns the leads

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 pgrx::pg_module_magic!(name, version);
 
 mod api;
+mod backtest;
 mod compat;
 mod lead;
 mod remote;

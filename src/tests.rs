@@ -3141,4 +3141,135 @@ mod tests {
             "a refused import changes nothing"
         );
     }
+    /// A backtest replays the window's stored leads against the
+    /// configuration with changes: each lead's recorded answers stand in for
+    /// lookups, and nothing is written or sent. Without changes, the replay
+    /// agrees with every recorded decision (issue 14 item 1).
+    #[pg_test]
+    fn backtest_replays_stored_leads_without_side_effects() {
+        setup();
+        let sb = Sandbox::start("127.0.0.1:0").unwrap();
+        sandbox_service(&sb, "ip_analysis", "ip", 0.005);
+        global(
+            "ip_analysis",
+            json!({"api_key": "k", "reject_fraud_score_gte": 90}),
+            "",
+        );
+        let ny = rule("processing", "tag ny", 1);
+        condition(ny, "lead_body", "state", "equals", json!("NY"));
+        action(ny, "lead_tags", json!({"mode": "add", "tags": ["ny"]}));
+        action(
+            ny,
+            "increment_counter",
+            json!({"counter": "ny", "key": "{%date%}"}),
+        );
+        let second = rule("processing", "second ny of the day", 2);
+        condition(second, "lead_body", "state", "equals", json!("NY"));
+        condition(second, "counter", "ny:{%date%}", "greater", json!(1));
+        action(
+            second,
+            "stop_processing",
+            json!({"message": "enough NY today"}),
+        );
+        // .95 scores 95: rejected by the lookup; B4 is the second NY lead
+        for (id, state, ip) in [
+            ("B1", "CA", "10.0.0.1"),
+            ("B2", "CA", "10.0.0.2"),
+            ("B3", "NY", "10.0.0.3"),
+            ("B4", "NY", "10.0.0.4"),
+            ("B5", "TX", "10.0.0.95"),
+            ("B6", "TX", "10.0.0.6"),
+        ] {
+            process(json!({"product": "payday_us", "lead_id": id,
+                       "fields": {"state": state, "userIp": ip, "homePhone": "5550100123"}}));
+        }
+        assert_eq!(
+            text("SELECT string_agg(status, ',' ORDER BY lead_id) FROM iclear.decision").unwrap(),
+            "accepted,accepted,accepted,rejected,rejected,accepted"
+        );
+        run("SELECT iclear.feedback('B1', 'return'), iclear.feedback('B2', 'conversion')");
+        let state = || {
+            text("SELECT concat_ws(',', (SELECT count(*) FROM iclear.decision), (SELECT count(*) FROM iclear.filter_log),
+                                        (SELECT count(*) FROM iclear.job), (SELECT count(*) FROM iclear.counter_delta),
+                                        (SELECT count(*) FROM iclear.lookup_cache), (SELECT count(*) FROM iclear.cap_use),
+                                        (SELECT count(*) FROM iclear.config_audit), (SELECT count(*) FROM iclear.rule),
+                                        (SELECT version FROM iclear.config_version))").unwrap()
+        };
+        sandbox_service(&sb, "phone_analysis", "phone", 0.004);
+        let before = (state(), sb.count("ip") + sb.count("phone"));
+        let bt = |changes: Value| {
+            run("SET LOCAL ROLE iclear_test_ops");
+            let r = Spi::get_one_with_args::<JsonB>(
+                "SELECT iclear.backtest('payday_us', now() - interval '1 hour', now() + interval '1 minute', $1)",
+                &[JsonB(changes).into()],
+            );
+            run("RESET ROLE");
+            r.unwrap().unwrap().0
+        };
+        run("CREATE ROLE iclear_test_ops LOGIN IN ROLE iclear_operator");
+        // the configuration as it is: every recorded decision again
+        let same = bt(json!({}));
+        assert_eq!(
+            (same["leads"].as_i64(), same["changed"].as_i64()),
+            (Some(6), Some(0)),
+            "{same}"
+        );
+        assert_eq!(same["without_recorded_answer"], 0);
+        // a draft that rejects CA, and the daily NY limit paused
+        let draft = bt(json!({"rules": [
+            {"name": "no CA", "stage": "processing", "position": 0,
+             "conditions": [{"category": "lead_body", "parameter": "state", "operator": "equals", "value": "CA"}],
+             "actions": [{"action": "stop_processing", "config": {"message": "no CA"}}]},
+            {"name": "second ny of the day", "status": "paused"}]}));
+        assert_eq!(draft["leads"], 6, "{draft}");
+        assert_eq!(draft["accepted_to_rejected"], 2, "B1 and B2: {draft}");
+        assert_eq!(draft["rejected_to_accepted"], 1, "B4: {draft}");
+        assert_eq!(draft["changed"], 3);
+        let mut sample: Vec<String> = draft["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        sample.sort();
+        assert_eq!(sample, vec!["B1", "B2", "B4"]);
+        let no_ca = draft["by_rule"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "no CA")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (no_ca["matched"].as_i64(), no_ca["rejected"].as_i64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(
+            draft["feedback"],
+            json!({"returns": 1, "conversions": 1, "returns_caught": 1, "conversions_lost": 1})
+        );
+        // a lookup nobody recorded: its rule's no-response action, counted
+        let phone = bt(
+            json!({"global_rules": [{"service": "phone_analysis", "no_response": "reject",
+                                                "settings": {"reject_voip": true}}]}),
+        );
+        assert_eq!(
+            phone["without_recorded_answer"], 5,
+            "B5 is rejected by the IP lookup before it: {phone}"
+        );
+        assert_eq!(phone["accepted_to_rejected"], 4, "{phone}");
+        // nothing written, nothing sent
+        assert_eq!((state(), sb.count("ip") + sb.count("phone")), before);
+        // refusals name what is wrong
+        let e = err("SELECT iclear.backtest('nope', now())").unwrap_or_default();
+        assert!(e.contains("product \"nope\" does not exist"), "{e}");
+        let e = err("SELECT iclear.backtest('payday_us', now(), now(), '{\"product\": {}}')")
+            .unwrap_or_default();
+        assert!(e.contains("changes.product is not a section"), "{e}");
+        let e = err(r#"SELECT iclear.backtest('payday_us', now(), now(), '{"rules": [{"name": "x", "actions": [{"action": "lead_tags", "config": {"mode": "sideways"}}]}]}')"#).unwrap_or_default();
+        assert!(
+            e.contains("the changes are refused") && e.contains("actions[0]"),
+            "{e}"
+        );
+    }
 }

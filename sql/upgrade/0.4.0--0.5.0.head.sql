@@ -17,3 +17,9 @@ CREATE FUNCTION iclear."resume_paused_leads"("product" TEXT, "phone" TEXT) RETUR
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'resume_paused_leads_wrapper';
+CREATE FUNCTION iclear."backtest"("product" TEXT, "since" timestamp with time zone,
+                                  "until" timestamp with time zone DEFAULT now(), "changes" jsonb DEFAULT '{}')
+RETURNS jsonb
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'backtest_wrapper';

@@ -190,6 +190,19 @@ pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
             return Ok(Some(p));
         }
     }
+    let Some(cfg) = load(name)? else {
+        return Ok(None);
+    };
+    let cfg = Rc::new(cfg);
+    if cached {
+        CACHE.with_borrow_mut(|c| c.products.insert(name.to_string(), cfg.clone()));
+    }
+    Ok(Some(cfg))
+}
+
+/// The configuration of `product` as the tables hold it now, bypassing the
+/// cache (a backtest reads a configuration it then rolls back).
+pub fn load(name: &str) -> Result<Option<ProductConfig>, ConfigError> {
     let sql = if schema_is_current() {
         LOAD
     } else {
@@ -198,11 +211,17 @@ pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
     let Some(doc) = one::<JsonB>(sql, &[TEXT], &[name.into()]) else {
         return Ok(None);
     };
-    let cfg = Rc::new(ProductConfig::from_json(doc.0)?);
-    if cached {
-        CACHE.with_borrow_mut(|c| c.products.insert(name.to_string(), cfg.clone()));
-    }
-    Ok(Some(cfg))
+    ProductConfig::from_json(doc.0).map(Some)
+}
+
+/// When source `id` was registered (None: never seen); registers nothing.
+pub fn source_seen_at(id: i64) -> Option<DateTime<Utc>> {
+    let seen: Option<f64> = one(
+        "SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1",
+        &[INT8],
+        &[id.into()],
+    );
+    seen.and_then(|e| DateTime::from_timestamp_micros((e * 1e6) as i64))
 }
 
 /// Register a source on its first lead; returns when it was first seen.

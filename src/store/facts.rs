@@ -45,31 +45,36 @@ fn list_probe_sql(n: usize) -> &'static str {
     })
 }
 
+/// Which probes' lists hold their value. One statement for up to 8 probes,
+/// an EXISTS column each: cheaper than a statement per probe, and than
+/// joining an unnest of the probes. Reads only.
+pub fn lists_containing(probes: &[(i64, String)]) -> Vec<i64> {
+    let mut found = Vec::new();
+    for chunk in probes.chunks(PROBES_PER_STATEMENT) {
+        let args: Vec<DatumWithOid> = chunk
+            .iter()
+            .flat_map(|(id, value)| [(*id).into(), value.as_str().into()])
+            .collect();
+        let types: Vec<PgBuiltInOids> = chunk.iter().flat_map(|_| [INT8, TEXT]).collect();
+        let hits = columns::<bool>(list_probe_sql(chunk.len()), &types, &args);
+        found.extend(
+            chunk
+                .iter()
+                .zip(hits)
+                .filter(|(_, hit)| *hit == Some(true))
+                .map(|((id, _), _)| *id),
+        );
+    }
+    found
+}
+
 impl Facts for PgFacts {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
 
-    /// One statement for up to 8 probes, an EXISTS column each: cheaper than
-    /// a statement per probe, and than joining an unnest of the probes.
     fn lists_containing(&mut self, probes: &[(i64, String)]) -> Vec<i64> {
-        let mut found = Vec::new();
-        for chunk in probes.chunks(PROBES_PER_STATEMENT) {
-            let args: Vec<DatumWithOid> = chunk
-                .iter()
-                .flat_map(|(id, value)| [(*id).into(), value.as_str().into()])
-                .collect();
-            let types: Vec<PgBuiltInOids> = chunk.iter().flat_map(|_| [INT8, TEXT]).collect();
-            let hits = columns::<bool>(list_probe_sql(chunk.len()), &types, &args);
-            found.extend(
-                chunk
-                    .iter()
-                    .zip(hits)
-                    .filter(|(_, hit)| *hit == Some(true))
-                    .map(|((id, _), _)| *id),
-            );
-        }
-        found
+        lists_containing(probes)
     }
 
     /// A counter read by a condition: its committed value and increments,

@@ -8,6 +8,7 @@
 //! a statement whose parameters are arrays (a custom plan sees their length
 //! and always looks cheaper).
 
+pub mod backtest;
 pub mod caps;
 pub mod config;
 pub mod facts;
@@ -251,6 +252,42 @@ pub fn guarded<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, S
         PgTryBuilder::new(move || {
             let r = f();
             pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            Ok(r)
+        })
+        .catch_others(move |e| {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(ctx);
+            pg_sys::CurrentResourceOwner = owner;
+            if interrupts(&e) {
+                e.rethrow()
+            }
+            Err(match e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r)
+                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                    r.message().to_string()
+                }
+            })
+        })
+        .execute()
+    }
+}
+
+/// Run `f` in a subtransaction that is always rolled back: what it wrote is
+/// gone, what it read or computed comes back (an ERROR as its message). A
+/// cancellation is re-raised.
+pub fn rolled_back<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    use pgrx::pg_sys;
+    unsafe {
+        let ctx = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(ctx);
+        PgTryBuilder::new(move || {
+            let r = f();
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(ctx);
             pg_sys::CurrentResourceOwner = owner;
             Ok(r)
