@@ -57,6 +57,12 @@ echo "async lookups completed by the background worker: $($CLUSTER psql -d $DB -
 $CLUSTER psql -d $DB -At -c "SELECT iclear.maintain()" >/dev/null   # daily job: monthly partitions
 $CLUSTER psql -d $DB -f examples/summary.sql
 
+# Changing rules safely: a draft rule backtested on the leads just stored
+# (nothing written, nothing sent; README "Changing rules safely").
+echo
+echo "backtest of a draft rule (reject loans over 5,000) on the stored leads:"
+$CLUSTER psql -d $DB -At -f examples/backtest.sql
+
 # The chart, plotted from the views (gnuplot, installed when missing).
 if ! command -v gnuplot >/dev/null; then
     echo "demo: installing gnuplot-nox for the chart"
