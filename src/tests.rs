@@ -3196,6 +3196,10 @@ mod tests {
                                         (SELECT version FROM iclear.config_version))").unwrap()
         };
         sandbox_service(&sb, "phone_analysis", "phone", 0.004);
+        // a list entry added after the leads came does not reject them in a replay
+        run("INSERT INTO iclear.list (name, kind, field) VALUES ('late', 'dnpl', 'state')");
+        run("INSERT INTO iclear.list_product SELECT l.id, p.id FROM iclear.list l, iclear.product p WHERE l.name = 'late'");
+        run("INSERT INTO iclear.list_entry (list_id, value) SELECT id, 'CA' FROM iclear.list WHERE name = 'late'");
         let before = (state(), sb.count("ip") + sb.count("phone"));
         let bt = |changes: Value| {
             run("SET LOCAL ROLE iclear_test_ops");

@@ -1,11 +1,12 @@
 //! What a backtest (`iclear.backtest`) reads, and the engine's questions
 //! answered without touching anything: the stored leads of a window, read
 //! through a cursor in time order; each lead's recorded service answers in
-//! place of lookups; the lists, sources and verification history read as
-//! they stand; counters kept in memory. Nothing is written and nothing is
+//! place of lookups; the lists as they were when each lead came; sources
+//! and the verification history read as they stand; counters kept in
+//! memory. Nothing is written and nothing is
 //! sent.
 
-use super::{facts, rolled_back};
+use super::{one, rolled_back, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::{ProductConfig, Rule};
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
@@ -35,7 +36,7 @@ pub struct StoredLead {
 /// first. A lead that errored is left out.
 const LEADS: &str = "
 SELECT jsonb_build_object(
-         'lead_id', d.lead_id, 'at', extract(epoch FROM d.created_at)::float8, 'status', d.status,
+         'lead_id', d.lead_id, 'at_us', (extract(epoch FROM d.created_at) * 1000000)::int8, 'status', d.status,
          'envelope', d.envelope::jsonb,
          'answers', (SELECT jsonb_object_agg(s.name, s.response) FROM (
                        SELECT DISTINCT ON (f.name) f.name, f.response::jsonb AS response
@@ -78,10 +79,10 @@ pub fn for_each_lead(
             break;
         }
         for mut v in batch {
-            let at = v["at"].as_f64().unwrap_or(0.0);
+            let at = v["at_us"].as_i64().unwrap_or(0);
             each(StoredLead {
                 lead_id: v["lead_id"].as_str().unwrap_or_default().to_string(),
-                at: DateTime::from_timestamp_micros((at * 1e6) as i64).unwrap_or_default(),
+                at: DateTime::from_timestamp_micros(at).unwrap_or_default(),
                 status: v["status"].as_str().unwrap_or_default().to_string(),
                 envelope: v["envelope"].take(),
                 answers: match v["answers"].take() {
@@ -159,8 +160,25 @@ impl Facts for ReplayFacts<'_> {
         self.at
     }
 
+    /// The lists as they were when the lead came: an entry added since (by
+    /// this lead's own lookup, say) is not counted. Removed entries leave no
+    /// trace: they are not known.
     fn lists_containing(&mut self, probes: &[(i64, String)]) -> Vec<i64> {
-        facts::lists_containing(probes)
+        let at = self.at.timestamp_micros();
+        probes
+            .iter()
+            .filter(|(id, value)| {
+                one::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM iclear.list_entry
+                                     WHERE list_id = $1 AND value = $2
+                                       AND (extract(epoch FROM added_at) * 1000000)::int8 < $3)",
+                    &[INT8, TEXT, INT8],
+                    &[(*id).into(), value.as_str().into(), at.into()],
+                )
+                .unwrap_or(false)
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {
