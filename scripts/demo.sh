@@ -60,7 +60,7 @@ $CLUSTER psql -d $DB -f examples/summary.sql
 # Changing rules safely: a draft rule backtested on the leads just stored
 # (nothing written, nothing sent; README "Changing rules safely").
 echo
-echo "backtest of a draft rule (reject loans over 5,000) on the stored leads:"
+echo "buyers' feedback recorded, then a draft rule (reject incomes under 1,500) backtested:"
 $CLUSTER psql -d $DB -At -f examples/backtest.sql
 
 # The chart, plotted from the views (gnuplot, installed when missing).
