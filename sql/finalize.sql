@@ -876,7 +876,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       FROM iclear.config_audit a
      WHERE (a.table_name = 'product' AND a.row_id IN (SELECT row_id FROM pid))
         OR (a.table_name, a.row_id) IN (SELECT * FROM owned UNION SELECT * FROM children)
-     ORDER BY a.id
+     ORDER BY a.at, a.id
 $$;
 
 -- Configuration as code. export_config(product) is the whole product as one

@@ -119,7 +119,15 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
                 VALUES ('far-future', now() + interval '2 years', 'processing', 'sync', 'rule', 'matched');
            UPDATE iclear.service SET subscription = 'enabled', cost = 0.5 WHERE name = 'iclaim';
            INSERT INTO iclear.global_rule (product_id, service, settings)
-           SELECT id, 'ip_analysis', '{"api_key": "K1", "reject_fraud_score_gte": 90}' FROM iclear.product;"#,
+           SELECT id, 'ip_analysis', '{"api_key": "K1", "reject_fraud_score_gte": 90}' FROM iclear.product;
+           -- a pause needs sms subscribed; a restore loads rule_action before service
+           UPDATE iclear.service SET subscription = 'enabled' WHERE name = 'sms';
+           INSERT INTO iclear.rule (product_id, stage, name, status)
+           SELECT id, 'processing', 'verify (paused)', 'paused' FROM iclear.product;
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'pause_for_verification', '{"phone_field": "homePhone"}' FROM iclear.rule
+            WHERE name = 'verify (paused)';
+           SELECT iclear.feedback('before-dump', 'return', 'kept by pg_dump');"#,
     )
     .unwrap();
     let dump = cl.dir.with_extension("dump");
@@ -180,7 +188,7 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
         ),
         1
     );
-    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule"), 1);
+    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule"), 2);
     // the seeded service list with the subscription made, a global rule and
     // its credential (kept apart from its settings)
     assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.service"), 6);
@@ -196,7 +204,19 @@ fn pg_dump_and_restore_keep_products_rules_and_lists() {
         count(&mut r, "SELECT count(*) FROM iclear.rule_condition"),
         1
     );
-    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule_action"), 1);
+    assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.rule_action"), 2);
+    // feedback and the audit trail are kept
+    assert_eq!(
+        count(
+            &mut r,
+            "SELECT count(*) FROM iclear.lead_feedback WHERE reason = 'kept by pg_dump'"
+        ),
+        1
+    );
+    assert!(
+        count(&mut r, "SELECT count(*) FROM iclear.config_audit WHERE table_name = 'service' AND op = 'UPDATE'") >= 2,
+        "the source's trail is restored"
+    );
     assert_eq!(count(&mut r, "SELECT count(*) FROM iclear.list_entry"), 1);
     assert_eq!(
         count(
