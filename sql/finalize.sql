@@ -1328,13 +1328,12 @@ BEGIN
 END $$;
 
 -- A pause waits for an SMS: without a subscribed sms service no code would
--- ever be sent. COPY is not checked: a restore loads rule_action before
--- service (the lead is rejected at the pause should sms still be off).
+-- ever be sent. (A restore loads `service` before `rule_action`: the foreign
+-- keys of global_rule and global_cap order it first.)
 CREATE FUNCTION iclear.validate_pause_action() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM iclear.service WHERE name = 'sms' AND subscription = 'enabled')
-       AND current_query() !~* '^\s*copy\s' THEN
+    IF NOT EXISTS (SELECT 1 FROM iclear.service WHERE name = 'sms' AND subscription = 'enabled') THEN
         RAISE EXCEPTION 'invalid setting rule_action.action: pause_for_verification needs the sms service subscribed'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'UPDATE iclear.service SET subscription = ''enabled'' WHERE name = ''sms'' (an admin sets its endpoint)';
