@@ -92,11 +92,7 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
 }
 
 fn trace_level() -> pipeline::TraceLevel {
-    match crate::TRACE.get() {
-        crate::Trace::Full => pipeline::TraceLevel::Full,
-        crate::Trace::Matched => pipeline::TraceLevel::Matched,
-        crate::Trace::Off => pipeline::TraceLevel::Off,
-    }
+    crate::gucs::trace()
 }
 
 /// Process a lead envelope and persist the outcome; returns the decision.

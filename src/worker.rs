@@ -6,6 +6,7 @@
 //! A worker that dies mid-batch leaves its jobs `running` with a lease that
 //! expires; the next claim takes them again, so no job is lost.
 
+use crate::gucs;
 use crate::remote::{run_all, OwnedCall, Work};
 use crate::store::{self, exec, one, INT8, TEXT};
 use iclear_engine::facts::CallResult;
@@ -13,79 +14,9 @@ use iclear_engine::global::GlobalRule;
 use iclear_engine::settings::Settings;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
+use pgrx::JsonB;
 use serde_json::Value;
-use std::ffi::CString;
 use std::time::{Duration, Instant};
-
-pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
-pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
-pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
-pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
-pub static LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(60);
-pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
-
-pub fn define_gucs() {
-    GucRegistry::define_string_guc(
-        c"iclear.database",
-        c"The database whose iclear.job queue the background worker serves",
-        c"Default postgres. The worker idles until iclear is created there. After a change and a reload the worker restarts (within 5 s) on the new database.",
-        &DATABASE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"iclear.worker_naptime",
-        c"Milliseconds the worker sleeps when the queue is empty",
-        c"Default 1000. A full batch is followed at once by the next.",
-        &NAPTIME_MS,
-        10,
-        3_600_000,
-        GucContext::Sighup,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_int_guc(
-        c"iclear.worker_batch_size",
-        c"Jobs the worker claims at a time",
-        c"Default 50. Each batch is claimed in one transaction and completed in one.",
-        &BATCH_SIZE,
-        1,
-        10_000,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"iclear.http_concurrency",
-        c"Concurrent HTTP requests of one batch",
-        c"Default 8 threads; Postgres is only ever called from the main thread.",
-        &HTTP_CONCURRENCY,
-        1,
-        256,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"iclear.job_lease",
-        c"Seconds a claimed job stays leased before another claim may take it again",
-        c"Default 60 (far above the 5 s longest service timeout): a worker that died mid-batch loses no job, its jobs run again after the lease.",
-        &LEASE_S,
-        1,
-        86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"iclear.job_max_attempts",
-        c"Attempts of an async lookup before it is marked failed",
-        c"Default 5. Timeouts, transport errors and HTTP 5xx/429 are retried after 10 s x 2^(attempt-1), at most 10 minutes; a definitive answer (success: false, 401) fails at once.",
-        &MAX_ATTEMPTS,
-        1,
-        100,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-}
 
 /// Register the worker (only possible while shared_preload_libraries load).
 pub fn register() {
@@ -118,10 +49,10 @@ fn claim(limit: i64) -> Vec<Job> {
                 last_error = coalesce(last_error || '; ', '') || 'lease expired after the last attempt'
           WHERE status = 'running' AND leased_until < now() AND attempts >= $1",
         &[INT8],
-        &[i64::from(MAX_ATTEMPTS.get()).into()],
+        &[i64::from(gucs::job_max_attempts()).into()],
     );
-    let rounds = limit / i64::from(HTTP_CONCURRENCY.get().max(1)) + 1;
-    let lease = i64::from(LEASE_S.get()).max(rounds * 6);
+    let rounds = limit / gucs::http_concurrency() as i64 + 1;
+    let lease = gucs::job_lease_s().max(rounds * 6);
     let doc: Option<JsonB> = one(
         "WITH c AS (
             UPDATE iclear.job j
@@ -210,7 +141,7 @@ fn mark(job: &Job, status: &str, error: Option<&str>) -> bool {
 
 /// A retry while the job has attempts left, else failed.
 fn retry_or_fail(job: &Job) -> &'static str {
-    if job.attempts < MAX_ATTEMPTS.get() {
+    if job.attempts < gucs::job_max_attempts() {
         "queued"
     } else {
         "failed"
@@ -289,7 +220,7 @@ fn complete_sms(job: &Job, cost: f64, result: CallResult) {
 fn batch_in_one_transaction(limit: i64) -> usize {
     let jobs = claim(limit);
     let (ready, calls) = split(&jobs);
-    let results = run_all(calls, HTTP_CONCURRENCY.get() as usize);
+    let results = run_all(calls, gucs::http_concurrency());
     finish(&jobs, ready, results);
     jobs.len()
 }
@@ -446,7 +377,7 @@ fn run_worker_once(max_jobs: default!(i32, 100)) -> i32 {
     let mut done = 0usize;
     let max = max_jobs.max(0) as usize;
     while done < max {
-        let n = batch_in_one_transaction((max - done).min(BATCH_SIZE.get() as usize) as i64);
+        let n = batch_in_one_transaction((max - done).min(gucs::worker_batch_size()) as i64);
         if n == 0 {
             break;
         }
@@ -535,7 +466,7 @@ fn worker_batch(limit: i64) -> usize {
         return 0;
     };
     let n = jobs.len();
-    let results = run_all(calls, HTTP_CONCURRENCY.get() as usize);
+    let results = run_all(calls, gucs::http_concurrency());
     let ready = std::panic::AssertUnwindSafe(ready);
     let results = std::panic::AssertUnwindSafe(results);
     let jobs = std::panic::AssertUnwindSafe(jobs);
@@ -566,10 +497,7 @@ fn maintain() -> Option<bool> {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let db = DATABASE
-        .get()
-        .and_then(|c| c.into_string().ok())
-        .unwrap_or_else(|| "postgres".into());
+    let db = gucs::worker_database().unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     // The worker is a superuser session: objects another role planted in a
     // schema on the database's path must never be called (review finding 3).
@@ -588,7 +516,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             log!("iclear worker: configuration reloaded");
-            let now = DATABASE.get().and_then(|c| c.into_string().ok());
+            let now = gucs::worker_database();
             if now.as_deref() != Some(db.as_str()) {
                 // a worker serves one database: exit and be restarted for the new one
                 log!("iclear worker: iclear.database changed to {now:?}; restarting");
@@ -601,7 +529,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
         // (reading it clears it).
         let started = Instant::now();
         let (busy, stop) = loop {
-            let limit = BATCH_SIZE.get() as usize;
+            let limit = gucs::worker_batch_size();
             let busy = worker_batch(limit as i64) >= limit;
             let stop = BackgroundWorker::sigterm_received();
             if !busy || stop || started.elapsed() >= Duration::from_secs(1) {
@@ -628,7 +556,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
         let nap = if busy {
             Duration::ZERO
         } else {
-            Duration::from_millis(NAPTIME_MS.get().max(10) as u64)
+            gucs::worker_naptime()
         };
         if !BackgroundWorker::wait_latch(Some(nap)) {
             break;

@@ -183,7 +183,7 @@ pub fn schema_is_current() -> bool {
 
 /// The configuration of `product`, or None when there is no such product.
 pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
-    let cached = crate::CONFIG_CACHE.get();
+    let cached = crate::gucs::config_cache();
     if cached {
         refresh();
         if let Some(p) = CACHE.with_borrow(|c| c.products.get(name).cloned()) {
@@ -231,7 +231,7 @@ pub fn register_source(
     channel_id: Option<i64>,
     given: Option<DateTime<Utc>>,
 ) -> DateTime<Utc> {
-    let cached = crate::CONFIG_CACHE.get();
+    let cached = crate::gucs::config_cache();
     if let Some(t) = CACHE
         .with_borrow(|c| c.sources.get(&id).copied())
         .filter(|_| cached)

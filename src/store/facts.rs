@@ -86,7 +86,7 @@ impl Facts for PgFacts {
     /// `iclear.counter_lock_wait`: a multi-row transaction that reads two
     /// keys in the other order than another cannot deadlock with it.
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {
-        let wait = crate::COUNTER_LOCK_WAIT_MS.get().max(0) as u64;
+        let wait = crate::gucs::counter_lock_wait().as_millis() as u64;
         super::wait_xact_lock(super::LOCK_COUNTER, &[name, key], wait);
         if !super::config::schema_is_current() {
             return one::<i64>(

@@ -152,7 +152,7 @@ fn taken(probes: &[Probe], relid: &str, row: &Map<String, Value>) -> bool {
         let index = p.index.to_string();
         let mut parts: Vec<&str> = vec![relid, &index];
         parts.extend(values.iter().map(String::as_str));
-        let wait = crate::COUNTER_LOCK_WAIT_MS.get().max(0) as u64;
+        let wait = crate::gucs::counter_lock_wait().as_millis() as u64;
         wait_xact_lock(LOCK_ROW_KEY, &parts, wait);
         let types: Vec<PgBuiltInOids> = values.iter().map(|_| TEXT).collect();
         let args: Vec<DatumWithOid> = values.iter().map(|v| v.as_str().into()).collect();

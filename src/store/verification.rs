@@ -64,7 +64,7 @@ const SMS_RESEND_AFTER_S: i64 = 60;
 /// reads it when it sends.
 pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64>, String> {
     let code = format!("{:06}", rand::random_range(0..1_000_000));
-    let ttl = i64::from(crate::SMS_CODE_TTL_S.get());
+    let ttl = crate::gucs::sms_code_ttl_s();
     let recent = guarded(|| {
         one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM iclear.sms_verification

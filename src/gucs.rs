@@ -1,0 +1,242 @@
+//! Every GUC of iclear (`iclear.*`), defined in `_PG_init`, and a typed
+//! accessor for each: code reads a setting through its function here, never
+//! through a GucSetting.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+use std::time::Duration;
+
+/// `iclear.config_cache`: keep each product's configuration in backend memory
+/// until the configuration version moves (off: re-read it for every lead).
+static CONFIG_CACHE: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `iclear.trace`: what a decision's trace records (see TraceLevel).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trace {
+    #[name = c"full"]
+    Full,
+    #[name = c"matched"]
+    Matched,
+    #[name = c"off"]
+    Off,
+}
+
+static TRACE: GucSetting<Trace> = GucSetting::<Trace>::new(Trace::Matched);
+
+/// `iclear.retention_days` and `iclear.evidence_retention_days`, read by
+/// iclear.maintain() (sql/finalize.sql).
+static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(180);
+static EVIDENCE_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(1827);
+
+/// `iclear.counter_lock_wait`: see `store::facts::counter_value`.
+static COUNTER_LOCK_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+/// `iclear.sms_code_ttl` and `iclear.sms_max_attempts`: the life of a
+/// pause_for_verification code (read by confirm_sms in sql/finalize.sql too).
+static SMS_CODE_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(600);
+static SMS_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// `iclear.hub_timeout`: read by iclear.use_verification_hub() (SQL).
+static HUB_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(5);
+
+// the background worker and the job queue (src/worker.rs)
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(50);
+static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+static LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+
+/// Define every GUC (from `_PG_init`).
+pub fn define() {
+    GucRegistry::define_bool_guc(
+        c"iclear.config_cache",
+        c"Cache product configuration per backend",
+        c"When on (default), a backend keeps each product's configuration until the configuration version changes; off re-reads every configuration table for every lead.",
+        &CONFIG_CACHE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"iclear.trace",
+        c"What a decision's trace records: full, matched or off",
+        c"matched (default): only rules that matched, with their conditions and actions; full: every rule, skipped or evaluated, with each condition; off: no trace (the filter log still records matched rules).",
+        &TRACE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.counter_lock_wait",
+        c"Milliseconds a lead waits for another lead that read the same counter key",
+        c"A counter read by a condition (a duplicate check) is locked until the reading lead's transaction ends, so a second lead with the same key sees the first one's increment. Default 10000; past it the lead reads the committed value without the lock.",
+        &COUNTER_LOCK_WAIT_MS,
+        0,
+        600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.sms_code_ttl",
+        c"Seconds a pause_for_verification SMS code stays valid",
+        c"Default 600. iclear.confirm_sms() refuses an older code; a new pause sends a new one.",
+        &SMS_CODE_TTL_S,
+        30,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.sms_max_attempts",
+        c"Wrong codes iclear.confirm_sms() accepts before the pending code is dead",
+        c"Default 5.",
+        &SMS_MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.hub_timeout",
+        c"Seconds a verification hub may take to connect, and to answer one statement",
+        c"Default 5. iclear.use_verification_hub() sets the server's connect_timeout and the hub's statement_timeout from it; past it the lead goes on with the rule's no-response action.",
+        &HUB_TIMEOUT_S,
+        1,
+        300,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.retention_days",
+        c"Days of decisions and filter log that iclear.maintain() keeps",
+        c"Monthly partitions of iclear.decision and iclear.filter_log wholly older than this are dropped by iclear.maintain().",
+        &RETENTION_DAYS,
+        1,
+        36500,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.evidence_retention_days",
+        c"Days of consent-claim evidence (iClaim results) that iclear.maintain() keeps",
+        c"Default 1827 (5 years, TCPA/TSR record keeping). Evidence lives in iclear.consent_evidence, apart from the filter log.",
+        &EVIDENCE_RETENTION_DAYS,
+        1,
+        36500,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+
+    GucRegistry::define_string_guc(
+        c"iclear.database",
+        c"The database whose iclear.job queue the background worker serves",
+        c"Default postgres. The worker idles until iclear is created there. After a change and a reload the worker restarts (within 5 s) on the new database.",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.worker_naptime",
+        c"Milliseconds the worker sleeps when the queue is empty",
+        c"Default 1000. A full batch is followed at once by the next.",
+        &NAPTIME_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.worker_batch_size",
+        c"Jobs the worker claims at a time",
+        c"Default 50. Each batch is claimed in one transaction and completed in one.",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.http_concurrency",
+        c"Concurrent HTTP requests of one batch",
+        c"Default 8 threads; Postgres is only ever called from the main thread.",
+        &HTTP_CONCURRENCY,
+        1,
+        256,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.job_lease",
+        c"Seconds a claimed job stays leased before another claim may take it again",
+        c"Default 60 (far above the 5 s longest service timeout): a worker that died mid-batch loses no job, its jobs run again after the lease.",
+        &LEASE_S,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.job_max_attempts",
+        c"Attempts of an async lookup before it is marked failed",
+        c"Default 5. Timeouts, transport errors and HTTP 5xx/429 are retried after 10 s x 2^(attempt-1), at most 10 minutes; a definitive answer (success: false, 401) fails at once.",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// `iclear.config_cache`.
+pub fn config_cache() -> bool {
+    CONFIG_CACHE.get()
+}
+
+/// `iclear.trace`, as the engine's trace level.
+pub fn trace() -> iclear_engine::pipeline::TraceLevel {
+    use iclear_engine::pipeline::TraceLevel;
+    match TRACE.get() {
+        Trace::Full => TraceLevel::Full,
+        Trace::Matched => TraceLevel::Matched,
+        Trace::Off => TraceLevel::Off,
+    }
+}
+
+/// `iclear.counter_lock_wait`.
+pub fn counter_lock_wait() -> Duration {
+    Duration::from_millis(COUNTER_LOCK_WAIT_MS.get().max(0) as u64)
+}
+
+/// `iclear.sms_code_ttl`, in seconds.
+pub fn sms_code_ttl_s() -> i64 {
+    i64::from(SMS_CODE_TTL_S.get())
+}
+
+/// `iclear.database`: the database the worker serves.
+pub fn worker_database() -> Option<String> {
+    DATABASE.get().and_then(|c| c.into_string().ok())
+}
+
+/// `iclear.worker_naptime`.
+pub fn worker_naptime() -> Duration {
+    Duration::from_millis(NAPTIME_MS.get().max(10) as u64)
+}
+
+/// `iclear.worker_batch_size`.
+pub fn worker_batch_size() -> usize {
+    BATCH_SIZE.get().max(1) as usize
+}
+
+/// `iclear.http_concurrency`.
+pub fn http_concurrency() -> usize {
+    HTTP_CONCURRENCY.get().max(1) as usize
+}
+
+/// `iclear.job_lease`, in seconds.
+pub fn job_lease_s() -> i64 {
+    i64::from(LEASE_S.get())
+}
+
+/// `iclear.job_max_attempts`.
+pub fn job_max_attempts() -> i32 {
+    MAX_ATTEMPTS.get()
+}
