@@ -38,6 +38,8 @@ test-it: install
 
 lint:
 	scripts/gen-upgrade.sh --check
+	@# released scripts are frozen: an edit fails here (sql/released.sha256)
+	sha256sum --check --quiet sql/released.sha256
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 

@@ -409,14 +409,17 @@ SELECT string_agg(x, E'\n' ORDER BY x) FROM (
   SELECT 'config ' || c::regclass FROM pg_extension e, unnest(e.extconfig) AS c WHERE e.extname = 'iclear'
 ) s(x)"#;
 
-/// Put the frozen 0.1.0 install script beside the installed extension.
-fn install_old_version() {
+/// Put the frozen install script of `version` beside the installed extension.
+fn install_old_version(version: &str) {
     let sharedir = String::from_utf8(client("pg_config", &["--sharedir"]).stdout).unwrap();
-    let dst = format!("{}/extension/iclear--0.1.0.sql", sharedir.trim());
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/iclear--0.1.0.sql");
-    if std::fs::copy(src, &dst).is_err() {
+    let dst = format!("{}/extension/iclear--{version}.sql", sharedir.trim());
+    let src = format!(
+        "{}/../sql/iclear--{version}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::fs::copy(&src, &dst).is_err() {
         let ok = std::process::Command::new("sudo")
-            .args(["cp", src, &dst])
+            .args(["cp", &src, &dst])
             .status()
             .unwrap()
             .success();
@@ -424,9 +427,71 @@ fn install_old_version() {
     }
 }
 
+/// The differences of two CATALOG listings, for an assertion message.
+fn catalog_diff(upgraded: &str, fresh: &str) -> Option<String> {
+    let (u, fr): (Vec<&str>, Vec<&str>) = (upgraded.lines().collect(), fresh.lines().collect());
+    let only_upgraded: Vec<&&str> = u.iter().filter(|l| !fr.contains(l)).collect();
+    let only_fresh: Vec<&&str> = fr.iter().filter(|l| !u.contains(l)).collect();
+    (!only_upgraded.is_empty() || !only_fresh.is_empty())
+        .then(|| format!("only after upgrade: {only_upgraded:#?}\n only fresh: {only_fresh:#?}"))
+}
+
+/// From each released version after 0.1.0 (below): a product, a lead, an
+/// attached row, then ALTER EXTENSION UPDATE. The data stays, the new
+/// version works, and the catalog is exactly a fresh install's.
+#[test]
+fn upgrades_from_every_released_version_match_a_fresh_install() {
+    let cl = Cluster::start();
+    let mut f = cl.database("t_fresh_all");
+    f.batch_execute("SELECT iclear.maintain()").unwrap();
+    let fresh: String = f.query_one(CATALOG, &[]).unwrap().get(0);
+    for version in ["0.2.0", "0.3.0", "0.4.0"] {
+        install_old_version(version);
+        let db = format!("t_from_{}", version.replace('.', "_"));
+        cl.connect("postgres")
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+        let mut c = cl.connect(&db);
+        c.batch_execute(&format!("CREATE EXTENSION iclear VERSION '{version}'"))
+            .unwrap();
+        c.batch_execute(FIXTURE).unwrap();
+        c.batch_execute(
+            r#"SELECT iclear_process('{"product": "payday_us", "lead_id": "old-1", "fields": {"email": "test@x"}}');
+               CREATE TABLE leads (id bigserial PRIMARY KEY, email text, iclear_status text);
+               SELECT iclear.attach('leads', 'payday_us');
+               INSERT INTO leads (email) VALUES ('ok@x.com');"#,
+        )
+        .unwrap();
+        c.batch_execute("ALTER EXTENSION iclear UPDATE").unwrap();
+        let (lib, v) = versions(&mut c);
+        assert_eq!(v, lib, "from {version}");
+        c.batch_execute(
+            "INSERT INTO leads (email) VALUES ('test2@x.com'); SELECT iclear.maintain()",
+        )
+        .unwrap();
+        let statuses: String = c
+            .query_one(
+                "SELECT string_agg(iclear_status, ',' ORDER BY id) FROM leads",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(statuses, "accepted,rejected", "from {version}");
+        let decisions: i64 = c
+            .query_one("SELECT count(*) FROM iclear.decision", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(decisions, 3, "from {version}: the old decisions stay");
+        let upgraded: String = c.query_one(CATALOG, &[]).unwrap().get(0);
+        if let Some(d) = catalog_diff(&upgraded, &fresh) {
+            panic!("the upgrade from {version} differs from a fresh install:\n {d}");
+        }
+    }
+}
+
 #[test]
 fn upgrade_from_0_1_0_keeps_everything() {
-    install_old_version();
+    install_old_version("0.1.0");
     let cl = Cluster::start();
     let mut admin = cl.connect("postgres");
     admin.batch_execute("CREATE DATABASE t_old").unwrap();
@@ -541,13 +606,9 @@ fn upgrade_from_0_1_0_keeps_everything() {
         .unwrap();
     let upgraded: String = c.query_one(CATALOG, &[]).unwrap().get(0);
     let fresh: String = f.query_one(CATALOG, &[]).unwrap().get(0);
-    let (u, fr): (Vec<&str>, Vec<&str>) = (upgraded.lines().collect(), fresh.lines().collect());
-    let only_upgraded: Vec<&&str> = u.iter().filter(|l| !fr.contains(l)).collect();
-    let only_fresh: Vec<&&str> = fr.iter().filter(|l| !u.contains(l)).collect();
-    assert!(
-        only_upgraded.is_empty() && only_fresh.is_empty(),
-        "upgrade differs from a fresh install:\n only after upgrade: {only_upgraded:#?}\n only fresh: {only_fresh:#?}"
-    );
+    if let Some(d) = catalog_diff(&upgraded, &fresh) {
+        panic!("upgrade differs from a fresh install:\n {d}");
+    }
 }
 
 /// maintain() attaching months while a lead is being inserted: the insert
