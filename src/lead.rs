@@ -2,6 +2,7 @@
 //! configuration, let the engine decide, persist.
 
 use crate::store;
+use iclear_engine::config::ProductConfig;
 use iclear_engine::envelope::Envelope;
 use iclear_engine::{pipeline, ConfigError, InputError};
 use serde_json::Value;
@@ -18,6 +19,18 @@ impl std::fmt::Display for LeadError {
             LeadError::Config(e) => write!(f, "iclear: configuration cannot be loaded: {e}"),
         }
     }
+}
+
+/// The configuration of `product` (an input error when there is none).
+fn product_config(product: &str) -> Result<std::rc::Rc<ProductConfig>, LeadError> {
+    store::config::product(product)
+        .map_err(LeadError::Config)?
+        .ok_or_else(|| {
+            LeadError::Input(InputError::new(
+                "product",
+                format!("names unknown product {product:?}"),
+            ))
+        })
 }
 
 /// A random (v4) UUID for leads that come without an id.
@@ -62,14 +75,7 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
     if let Some(p) = decision.get("params").and_then(Value::as_object) {
         env.params = p.clone();
     }
-    let cfg = store::config::product(&env.product)
-        .map_err(LeadError::Config)?
-        .ok_or_else(|| {
-            input(
-                "product",
-                &format!("names unknown product {:?}", env.product),
-            )
-        })?;
+    let cfg = product_config(&env.product)?;
     let source_created_at = source_created_at(&env);
     let mut facts = store::facts::PgFacts {
         source_created_at,
@@ -98,14 +104,7 @@ fn trace_level() -> pipeline::TraceLevel {
 /// Process a lead envelope and persist the outcome; returns the decision.
 pub fn process(lead: &Value) -> Result<Value, LeadError> {
     let env = Envelope::parse(lead).map_err(LeadError::Input)?;
-    let cfg = store::config::product(&env.product)
-        .map_err(LeadError::Config)?
-        .ok_or_else(|| {
-            LeadError::Input(InputError::new(
-                "product",
-                format!("names unknown product {:?}", env.product),
-            ))
-        })?;
+    let cfg = product_config(&env.product)?;
     let lead_id = env.lead_id.clone().unwrap_or_else(new_lead_id);
     let source_created_at = source_created_at(&env);
     let mut facts = store::facts::PgFacts {
@@ -248,14 +247,7 @@ fn resume(lead_id: &str, end: pipeline::PauseEnd) -> Result<Option<Value>, LeadE
         }
     }
     let env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
-    let cfg = store::config::product(&env.product)
-        .map_err(LeadError::Config)?
-        .ok_or_else(|| {
-            LeadError::Input(InputError::new(
-                "product",
-                format!("names unknown product {:?}", env.product),
-            ))
-        })?;
+    let cfg = product_config(&env.product)?;
     let mut facts = store::facts::PgFacts {
         source_created_at: source_created_at(&env),
         takes: Default::default(),
@@ -291,20 +283,7 @@ fn resume_failed(lead_id: &str, message: &str) -> Value {
     let mut decision = paused.clone();
     decision["status"] = "error".into();
     decision["reason"] = format!("the paused lead could not be finished: {message}").into();
-    let product_id: Option<i64> = store::one(
-        "SELECT id FROM iclear.product WHERE name = $1",
-        &[store::TEXT],
-        &[paused["product"].as_str().unwrap_or_default().into()],
-    );
-    store::persist::save(&store::persist::Record {
-        lead_id,
-        product_id,
-        stage: paused["stage"].as_str().unwrap_or("post"),
-        status: "error",
-        envelope: &envelope,
-        decision: &decision,
-        log: &[],
-        effects: &[],
-    });
+    let product = paused["product"].as_str().unwrap_or_default();
+    store::persist::save_error(lead_id, product, &envelope, &decision);
     decision
 }

@@ -191,20 +191,6 @@ pub(crate) fn record_error(
     message: &str,
 ) -> Value {
     let (lead_id, envelope, decision) = row::error_decision(product, opts, row, message);
-    let product_id: Option<i64> = store::one(
-        "SELECT id FROM iclear.product WHERE name = $1",
-        &[store::TEXT],
-        &[product.into()],
-    );
-    store::persist::save(&store::persist::Record {
-        lead_id: &lead_id,
-        product_id,
-        stage: decision["stage"].as_str().unwrap_or("post"),
-        status: "error",
-        envelope: &envelope,
-        decision: &decision,
-        log: &[],
-        effects: &[],
-    });
+    store::persist::save_error(&lead_id, product, &envelope, &decision);
     decision
 }

@@ -33,6 +33,28 @@ fn count(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)
 }
 
+/// Each (phone, code) confirmed by its own `desk` session, all released at
+/// once; what each confirm_sms returned.
+fn confirm_at_once(cl: &Cluster, confirms: &[(String, String)]) -> Vec<bool> {
+    let barrier = Arc::new(Barrier::new(confirms.len()));
+    let url = cl.url("t_pause").replace("user=postgres", "user=desk");
+    let threads: Vec<_> = confirms
+        .iter()
+        .cloned()
+        .map(|(phone, code)| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut desk = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                barrier.wait();
+                desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
+                    .unwrap()
+                    .get::<_, bool>(0)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn code(c: &mut Client, phone: &str) -> String {
     c.query_one(
         "SELECT code FROM iclear.sms_verification WHERE phone = $1 AND status = 'pending'",
@@ -66,33 +88,12 @@ fn concurrent_confirms_resume_each_lead_once() {
         ),
         9
     );
-    let confirm = |phone: String, code: String, n: usize| {
-        let barrier = Arc::new(Barrier::new(n));
-        let threads: Vec<_> = (0..n)
-            .map(|_| {
-                let (url, barrier) = (
-                    cl.url("t_pause").replace("user=postgres", "user=desk"),
-                    barrier.clone(),
-                );
-                let (phone, code) = (phone.clone(), code.clone());
-                std::thread::spawn(move || {
-                    let mut desk = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    barrier.wait();
-                    desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
-                        .unwrap()
-                        .get::<_, bool>(0)
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|ok| *ok)
-            .count()
-    };
     let first = code(&mut c, "5550100900");
     assert_eq!(
-        confirm("5550100900".into(), first, 16),
+        confirm_at_once(&cl, &vec![("5550100900".to_string(), first); 16])
+            .iter()
+            .filter(|ok| **ok)
+            .count(),
         1,
         "one session confirms"
     );
@@ -112,24 +113,7 @@ fn concurrent_confirms_resume_each_lead_once() {
             (p, k)
         })
         .collect();
-    let barrier = Arc::new(Barrier::new(phones.len()));
-    let threads: Vec<_> = phones
-        .into_iter()
-        .map(|(phone, code)| {
-            let (url, barrier) = (
-                cl.url("t_pause").replace("user=postgres", "user=desk"),
-                barrier.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut desk = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                barrier.wait();
-                desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
-                    .unwrap()
-                    .get::<_, bool>(0)
-            })
-        })
-        .collect();
-    assert!(threads.into_iter().all(|t| t.join().unwrap()));
+    assert!(confirm_at_once(&cl, &phones).into_iter().all(|ok| ok));
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'accepted' AND iclear_decision #>> '{verification,status}' = 'verified'"),
         9

@@ -555,16 +555,9 @@ fn run_stage(
                     .find(|w| rule.actions.iter().any(|a| a.kind.effect() == *w))
                     .unwrap_or("none");
                 e["actions"] = Value::Array(ran.clone());
-                st.log.push(LogEntry {
-                    stage: stage.as_str(),
-                    origin: st.origin,
-                    kind: "rule",
-                    ref_id: Some(rule.id),
-                    name: Some(rule.name.clone()),
-                    outcome: "shadow".into(),
-                    detail: json!({"actions": ran, "would": would, "trace": e}),
-                    ..LogEntry::default()
-                });
+                let detail = json!({"actions": ran, "would": would, "trace": e});
+                st.log
+                    .push(rule_entry(st.origin, stage, rule, "shadow", detail));
             }
             continue;
         }
@@ -574,16 +567,8 @@ fn run_stage(
                 e["skipped"] = "cap_reached".into();
                 st.trace.push(e);
             }
-            st.log.push(LogEntry {
-                stage: stage.as_str(),
-                origin: st.origin,
-                kind: "rule",
-                ref_id: Some(rule.id),
-                name: Some(rule.name.clone()),
-                outcome: "cap_reached".into(),
-                detail: json!({}),
-                ..LogEntry::default()
-            });
+            st.log
+                .push(rule_entry(st.origin, stage, rule, "cap_reached", json!({})));
             continue;
         }
         if !matched {
@@ -612,24 +597,41 @@ fn run_stage(
             e["actions"] = Value::Array(ran.clone());
             st.trace.push(e);
         }
-        st.log.push(LogEntry {
-            stage: stage.as_str(),
-            origin: st.origin,
-            kind: "rule",
-            ref_id: Some(rule.id),
-            name: Some(rule.name.clone()),
-            outcome: match flow {
-                Flow::EndAll if st.status == Status::Paused => "paused",
-                Flow::EndAll => "reject",
-                _ => "matched",
-            }
-            .into(),
-            detail: json!({"actions": ran}),
-            ..LogEntry::default()
-        });
+        let outcome = match flow {
+            Flow::EndAll if st.status == Status::Paused => "paused",
+            Flow::EndAll => "reject",
+            _ => "matched",
+        };
+        st.log.push(rule_entry(
+            st.origin,
+            stage,
+            rule,
+            outcome,
+            json!({"actions": ran}),
+        ));
         if !matches!(flow, Flow::Continue) {
             return;
         }
+    }
+}
+
+/// A rule's row of the filter log.
+fn rule_entry(
+    origin: &'static str,
+    stage: RuleStage,
+    rule: &Rule,
+    outcome: &str,
+    detail: Value,
+) -> LogEntry {
+    LogEntry {
+        stage: stage.as_str(),
+        origin,
+        kind: "rule",
+        ref_id: Some(rule.id),
+        name: Some(rule.name.clone()),
+        outcome: outcome.into(),
+        detail,
+        ..LogEntry::default()
     }
 }
 

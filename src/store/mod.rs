@@ -243,42 +243,21 @@ fn interrupts(e: &pg_sys::panic::CaughtError) -> bool {
 /// down, say) rolls back only what `f` did and comes back as its message,
 /// so the lead's transaction goes on. A cancellation is re-raised.
 pub fn guarded<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
-    use pgrx::pg_sys;
-    unsafe {
-        let ctx = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(ctx);
-        PgTryBuilder::new(move || {
-            let r = f();
-            pg_sys::ReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(ctx);
-            pg_sys::CurrentResourceOwner = owner;
-            Ok(r)
-        })
-        .catch_others(move |e| {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            pg_sys::MemoryContextSwitchTo(ctx);
-            pg_sys::CurrentResourceOwner = owner;
-            if interrupts(&e) {
-                e.rethrow()
-            }
-            Err(match e {
-                pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r)
-                | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
-                    r.message().to_string()
-                }
-            })
-        })
-        .execute()
-    }
+    subtransaction(f, true)
 }
 
 /// Run `f` in a subtransaction that is always rolled back: what it wrote is
 /// gone, what it read or computed comes back (an ERROR as its message). A
 /// cancellation is re-raised.
 pub fn rolled_back<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    subtransaction(f, false)
+}
+
+/// Run `f` in a subtransaction, released (`keep`) or rolled back after it.
+fn subtransaction<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+    keep: bool,
+) -> Result<R, String> {
     use pgrx::pg_sys;
     unsafe {
         let ctx = pg_sys::CurrentMemoryContext;
@@ -287,7 +266,11 @@ pub fn rolled_back<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<
         pg_sys::MemoryContextSwitchTo(ctx);
         PgTryBuilder::new(move || {
             let r = f();
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            if keep {
+                pg_sys::ReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            }
             pg_sys::MemoryContextSwitchTo(ctx);
             pg_sys::CurrentResourceOwner = owner;
             Ok(r)

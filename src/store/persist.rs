@@ -305,3 +305,23 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
         }
     }
 }
+
+/// Persist the `error` decision of a lead that could not be processed (or
+/// finished): no log rows, no effects.
+pub fn save_error(lead_id: &str, product: &str, envelope: &Value, decision: &Value) {
+    let product_id: Option<i64> = super::one(
+        "SELECT id FROM iclear.product WHERE name = $1",
+        &[TEXT],
+        &[product.into()],
+    );
+    save(&Record {
+        lead_id,
+        product_id,
+        stage: decision["stage"].as_str().unwrap_or("post"),
+        status: "error",
+        envelope,
+        decision,
+        log: &[],
+        effects: &[],
+    });
+}
