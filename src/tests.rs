@@ -80,4 +80,5 @@ mod tests {
     include!("tests/pause.rs");
     include!("tests/seeds.rs");
     include!("tests/changing_rules.rs");
+    include!("tests/schema.rs");
 }

@@ -13,6 +13,7 @@ pub mod global;
 pub mod pipeline;
 pub mod placeholders;
 pub mod settings;
+pub mod spellings;
 pub mod validation;
 pub mod verification;
 
