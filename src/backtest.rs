@@ -98,24 +98,14 @@ pub fn backtest(
     until: TimestampWithTimeZone,
     changes: &Value,
 ) -> Value {
-    let Some(product_id) = store::one::<i64>(
-        "SELECT id FROM iclear.product WHERE name = $1",
-        &[store::TEXT],
-        &[product.into()],
-    ) else {
+    let Some(product_id) = store::backtest::product_id(product) else {
         refuse(format!("product {product:?} does not exist"));
     };
     let unchanged = changes.as_object().is_some_and(Map::is_empty);
     let cfg = if unchanged {
         store::config::load(product).map_err(|e| e.to_string())
     } else {
-        let export = store::one::<pgrx::JsonB>(
-            "SELECT iclear.export_config($1)",
-            &[store::TEXT],
-            &[product.into()],
-        )
-        .map(|j| j.0)
-        .unwrap_or_default();
+        let export = store::backtest::export(product);
         let doc = merged(export, changes).unwrap_or_else(|e| refuse(e));
         store::backtest::configuration_with(&doc).map_err(|e| {
             format!(

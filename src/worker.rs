@@ -8,13 +8,13 @@
 
 use crate::gucs;
 use crate::remote::{run_all, OwnedCall, Work};
-use crate::store::{self, exec, one, INT8, TEXT};
+use crate::store;
+use crate::store::jobs::Job;
 use iclear_engine::facts::CallResult;
 use iclear_engine::global::GlobalRule;
 use iclear_engine::settings::Settings;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -29,60 +29,12 @@ pub fn register() {
         .load();
 }
 
-struct Job {
-    id: i64,
-    kind: String,
-    product_id: i64,
-    lead_id: String,
-    payload: Value,
-    attempts: i32,
-}
-
-/// Claim up to `limit` due jobs (queued and due, or running with an expired
-/// lease). A job whose lease expired after its last allowed attempt (its
-/// worker died every time) is failed instead of being called again. The lease
-/// covers the whole batch: its calls run `http_concurrency` at a time, at
-/// most 5 s each.
+/// Claim up to `limit` due jobs, leased for the whole batch: its calls run
+/// `http_concurrency` at a time, at most 5 s each.
 fn claim(limit: i64) -> Vec<Job> {
-    exec(
-        "UPDATE iclear.job SET status = 'failed', leased_until = NULL, updated_at = now(),
-                last_error = coalesce(last_error || '; ', '') || 'lease expired after the last attempt'
-          WHERE status = 'running' AND leased_until < now() AND attempts >= $1",
-        &[INT8],
-        &[i64::from(gucs::job_max_attempts()).into()],
-    );
     let rounds = limit / gucs::http_concurrency() as i64 + 1;
-    let lease = gucs::job_lease_s().max(rounds * 6);
-    let doc: Option<JsonB> = one(
-        "WITH c AS (
-            UPDATE iclear.job j
-               SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
-                   leased_until = now() + make_interval(secs => $2)
-             WHERE j.id IN (SELECT id FROM iclear.job
-                             WHERE (status = 'queued' AND run_after <= now())
-                                OR (status = 'running' AND leased_until < now())
-                             ORDER BY run_after, id
-                             LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING j.id, j.kind, j.product_id, j.lead_id, j.payload, j.attempts)
-         SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.id), '[]') FROM c",
-        &[INT8, INT8],
-        &[limit.into(), lease.into()],
-    );
-    let rows = doc.map(|d| d.0).unwrap_or(Value::Null);
-    rows.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| Job {
-                    id: r["id"].as_i64().unwrap_or(0),
-                    kind: r["kind"].as_str().unwrap_or("").to_string(),
-                    product_id: r["product_id"].as_i64().unwrap_or(0),
-                    lead_id: r["lead_id"].as_str().unwrap_or("").to_string(),
-                    payload: r["payload"].clone(),
-                    attempts: r["attempts"].as_i64().unwrap_or(1) as i32,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let lease_s = gucs::job_lease_s().max(rounds * 6);
+    store::jobs::claim(limit, gucs::job_max_attempts(), lease_s)
 }
 
 /// The call a job makes, or why it cannot be made (e.g. the rule was deleted).
@@ -118,27 +70,6 @@ fn prepare(
     Ok((cfg, call))
 }
 
-/// Mark a job; false when this claim no longer owns it (nothing else is written then).
-fn mark(job: &Job, status: &str, error: Option<&str>) -> bool {
-    one::<i64>(
-        "UPDATE iclear.job
-            SET status = $3, last_error = $4, leased_until = NULL, updated_at = now(),
-                run_after = CASE WHEN $3 = 'queued'
-                                 THEN now() + make_interval(secs => least(600, 10 * 2 ^ (attempts - 1)))
-                                 ELSE run_after END
-          WHERE id = $1 AND status = 'running' AND attempts = $2
-         RETURNING id",
-        &[INT8, INT8, TEXT, TEXT],
-        &[
-            job.id.into(),
-            i64::from(job.attempts).into(),
-            status.into(),
-            error.into(),
-        ],
-    )
-    .is_some()
-}
-
 /// A retry while the job has attempts left, else failed.
 fn retry_or_fail(job: &Job) -> &'static str {
     if job.attempts < gucs::job_max_attempts() {
@@ -161,7 +92,7 @@ fn settle(job: &Job, result: &CallResult) -> bool {
         } => (retry_or_fail(job), Some(reason.as_str())),
         CallResult::NoResponse { reason, .. } => ("failed", Some(reason.as_str())),
     };
-    mark(job, status, error) && status != "queued"
+    store::jobs::mark(job, status, error) && status != "queued"
 }
 
 /// Write what a job's call came back with.
@@ -335,7 +266,7 @@ fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
             }
             // nothing to send any more is done; a lookup that cannot run failed
             Err((why, status)) => {
-                mark(job, status, Some(&why));
+                store::jobs::mark(job, status, Some(&why));
                 ready.push(None);
             }
         }
@@ -361,7 +292,7 @@ fn finish(jobs: &[Job], ready: Ready, results: Vec<CallResult>) {
             }
         });
         if let Err(e) = written {
-            mark(
+            store::jobs::mark(
                 job,
                 "failed",
                 Some(&format!("its answer could not be written: {e}")),
@@ -397,11 +328,7 @@ fn tally() {
         crate::store::paused::take_expired(100),
         iclear_engine::pipeline::PauseEnd::Expired,
     );
-    exec(
-        "SELECT iclear.fold_counters(), iclear.fold_cap_uses()",
-        &[],
-        &[],
-    );
+    store::jobs::fold();
 }
 
 // ------------------------------------------------------------ the bgworker
@@ -438,23 +365,11 @@ fn in_transaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R
     r
 }
 
-/// Is iclear, at this library's version, created in the worker's database?
-fn extension_ready() -> bool {
-    // an older version is waiting for ALTER EXTENSION UPDATE: wait with it
-    Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'iclear' AND extversion = $1)",
-        &[env!("CARGO_PKG_VERSION").into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
 /// One batch with the HTTP outside any transaction: claim (commit, so the
 /// lease is visible), call, complete (commit). Returns the jobs claimed.
 fn worker_batch(limit: i64) -> usize {
     let claimed = in_transaction(|| {
-        if !extension_ready() {
+        if !store::jobs::extension_ready() {
             return None;
         }
         let jobs = claim(limit);
@@ -480,15 +395,10 @@ fn worker_batch(limit: i64) -> usize {
 /// round); None: it failed (logged; try again in an hour).
 fn maintain() -> Option<bool> {
     in_transaction(|| {
-        if !extension_ready() {
+        if !store::jobs::extension_ready() {
             return false;
         }
-        exec("SELECT iclear.maintain()", &[], &[]);
-        exec(
-            "DELETE FROM iclear.job WHERE status = 'done' AND updated_at < now() - interval '7 days'",
-            &[],
-            &[],
-        );
+        store::jobs::upkeep();
         true
     })
 }
@@ -540,7 +450,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
             break;
         }
         in_transaction(|| {
-            if extension_ready() {
+            if store::jobs::extension_ready() {
                 tally();
             }
         });

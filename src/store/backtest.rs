@@ -107,6 +107,26 @@ pub fn for_each_lead(
     });
 }
 
+/// The id of `product` (None: there is no such product).
+pub fn product_id(product: &str) -> Option<i64> {
+    one::<i64>(
+        "SELECT id FROM iclear.product WHERE name = $1",
+        &[TEXT],
+        &[product.into()],
+    )
+}
+
+/// `iclear.export_config(product)`: the document changes are merged into.
+pub fn export(product: &str) -> Value {
+    one::<JsonB>(
+        "SELECT iclear.export_config($1)",
+        &[TEXT],
+        &[product.into()],
+    )
+    .map(|j| j.0)
+    .unwrap_or_default()
+}
+
 /// The configuration of `product` with `document` (a whole export_config
 /// document) applied, through every validation of the configuration
 /// tables, in a subtransaction that is rolled back. Err: the changes are

@@ -12,6 +12,7 @@ pub mod backtest;
 pub mod caps;
 pub mod config;
 pub mod facts;
+pub mod jobs;
 pub mod paused;
 pub mod persist;
 pub mod spent;
