@@ -1,9 +1,9 @@
 //! Rule actions: their configuration shapes (strict JSON, unknown keys
 //! refused), the stages that allow them, and their effect on a lead.
 
-use crate::config::RuleStage;
 use crate::error::ConfigError;
 use crate::placeholders::check_template;
+use crate::rule_parts::RuleStage;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};

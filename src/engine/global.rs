@@ -2,9 +2,9 @@
 //! settings (seeds 000, 003, 004): pure, so every setting is unit-tested
 //! without Postgres or HTTP. The HTTP itself belongs to the adapters.
 
-use crate::config::RuleCaps;
 use crate::envelope::value_text;
 use crate::error::ConfigError;
+use crate::rule_parts::RuleCaps;
 use crate::settings::{
     FlagWeights, IpAnalysis, MobileReject, PhoneAnalysis, PhoneCriteria, Settings,
 };

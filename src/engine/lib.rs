@@ -12,6 +12,7 @@ pub mod facts;
 pub mod global;
 pub mod pipeline;
 pub mod placeholders;
+pub mod rule_parts;
 pub mod settings;
 pub mod spellings;
 pub mod validation;

@@ -9,6 +9,7 @@
 //! and always looks cheaper).
 
 pub mod backtest;
+pub mod cap_limits;
 pub mod caps;
 pub mod config;
 pub mod facts;

@@ -91,7 +91,7 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     if !subscribed {
         return Err("the sms service is not subscribed".into());
     }
-    if let Some(cap) = super::facts::take_global_caps("sms") {
+    if let Some(cap) = super::cap_limits::take_global_caps("sms") {
         return Err(format!("no SMS can be sent: {cap} reached"));
     }
     guarded(|| {
