@@ -58,3 +58,27 @@ fn list_values_normalise_alike_in_sql_and_rust() {
         assert_eq!(d["status"], status, "{email:?}");
     }
 }
+
+/// Every table, view and function of the extension says what it is
+/// (`COMMENT ON`, shown by `\d+` and `\df+`).
+#[pg_test]
+fn every_object_has_a_comment() {
+    let missing = Spi::get_one::<Vec<String>>(
+        "SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM (
+           SELECT c.oid::regclass::text AS x
+             FROM pg_class c
+             JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+             JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'iclear'
+            WHERE c.relkind IN ('r', 'p', 'v') AND coalesce(obj_description(c.oid, 'pg_class'), '') = ''
+           UNION ALL
+           SELECT p.oid::regprocedure::text
+             FROM pg_proc p
+             JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+             JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'iclear'
+            WHERE p.pronamespace <> 'tests'::regnamespace
+              AND coalesce(obj_description(p.oid, 'pg_proc'), '') = '') s",
+    )
+    .unwrap()
+    .unwrap_or_default();
+    assert!(missing.is_empty(), "no COMMENT ON: {missing:?}");
+}
