@@ -1,6 +1,7 @@
 //! The SQL entry points (design §1) and the configuration checks the
 //! validation triggers call.
 
+use crate::errors::Error;
 use crate::lead::{self, LeadError};
 use crate::row::AttachOptions;
 use crate::store;
@@ -14,19 +15,17 @@ use pgrx::JsonB;
 use serde_json::Value;
 
 fn refuse(table: &str, e: ConfigError) -> ! {
-    ereport!(
-        ERROR,
-        PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
-        format!("{}", e.within(table))
-    );
+    Error::Check(e.within(table).to_string()).raise()
 }
 
 pub(crate) fn raise(e: LeadError) -> ! {
-    let code = match e {
-        LeadError::Input(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        LeadError::Config(_) => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-    };
-    ereport!(ERROR, code, e.to_string());
+    let message = e.to_string();
+    match e {
+        LeadError::Input(_) => Error::Input(message),
+        LeadError::Config(_) => Error::Config(message),
+        LeadError::Unavailable(_) => Error::Unavailable(message),
+    }
+    .raise()
 }
 
 /// A `jsonb` argument read within limits (review finding 10): past
@@ -160,9 +159,7 @@ fn resume_paused_leads(product: &str, phone: &str) -> i32 {
 }
 
 fn options(v: &JsonB) -> AttachOptions {
-    AttachOptions::parse(&v.0).unwrap_or_else(|e| {
-        ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e);
-    })
+    AttachOptions::parse(&v.0).unwrap_or_else(|e| Error::Input(e).raise())
 }
 
 /// Tell every backend that the configuration changed (the configuration

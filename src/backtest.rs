@@ -78,11 +78,7 @@ pub fn merged(mut doc: Value, changes: &Value) -> Result<Value, String> {
 }
 
 fn refuse(message: String) -> ! {
-    pgrx::ereport!(
-        ERROR,
-        pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        format!("iclear.backtest: {message}")
-    );
+    crate::errors::Error::Input(format!("iclear.backtest: {message}")).raise()
 }
 
 /// Per rule: leads it matched and leads it rejected.

@@ -14,8 +14,9 @@ use pgrx::{Json, JsonB};
 use serde_json::{Map, Value};
 
 fn row_object(row: &Value) -> &Map<String, Value> {
-    row.as_object()
-        .unwrap_or_else(|| error!("iclear: row must be a JSON object"))
+    row.as_object().unwrap_or_else(|| {
+        crate::errors::Error::Input("iclear: row must be a JSON object".into()).raise()
+    })
 }
 
 /// The 0.3.0 trigger's processing step: `row_to_json(NEW)` in, the patch
@@ -23,7 +24,8 @@ fn row_object(row: &Value) -> &Map<String, Value> {
 #[pg_extern(sql = false, volatile, parallel_unsafe)]
 fn process_row(product: &str, options: JsonB, row: Json) -> Json {
     crate::store::config::forget_checked();
-    let opts = AttachOptions::parse(&options.0).unwrap_or_else(|e| error!("{e}"));
+    let opts =
+        AttachOptions::parse(&options.0).unwrap_or_else(|e| crate::errors::Error::Input(e).raise());
     let row = row_object(&row.0);
     let env = row::envelope(product, &opts, row);
     match lead::process(&env) {

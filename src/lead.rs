@@ -10,6 +10,8 @@ use serde_json::Value;
 pub enum LeadError {
     Input(InputError),
     Config(ConfigError),
+    /// The verification history cannot be reached (a hub that is down).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for LeadError {
@@ -17,6 +19,7 @@ impl std::fmt::Display for LeadError {
         match self {
             LeadError::Input(e) => write!(f, "iclear: {e}"),
             LeadError::Config(e) => write!(f, "iclear: configuration cannot be loaded: {e}"),
+            LeadError::Unavailable(e) => write!(f, "iclear: {e}"),
         }
     }
 }
@@ -178,10 +181,7 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
             )
         })?;
     store::verification::record_signature(product, &sig).map_err(|e| {
-        input(
-            "product",
-            format!("the verification history cannot be written: {e}"),
-        )
+        LeadError::Unavailable(format!("the verification history cannot be written: {e}"))
     })?;
     Ok(sig)
 }

@@ -11,6 +11,7 @@ pgrx::pg_module_magic!(name, version);
 mod api;
 mod backtest;
 mod compat;
+mod errors;
 mod gucs;
 mod lead;
 mod remote;

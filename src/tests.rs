@@ -81,4 +81,5 @@ mod tests {
     include!("tests/seeds.rs");
     include!("tests/changing_rules.rs");
     include!("tests/schema.rs");
+    include!("tests/errors.rs");
 }

@@ -10,6 +10,7 @@
 //! directly saves the two text round trips on every insert.
 
 use crate::api::raise;
+use crate::errors::Error;
 use crate::lead;
 use crate::row::{self, AttachOptions, OnError, Rejected};
 use crate::store;
@@ -49,7 +50,7 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
     }
     let outcome = match attach_options(&options) {
         Ok(opts) if opts.on_error == Some(OnError::Raise) => match unreadable {
-            Some(e) => error!("{e}"),
+            Some(e) => Error::Input(e).raise(),
             None => process(&product, &opts, &row, td),
         },
         Ok(opts) => match unreadable {
@@ -77,7 +78,7 @@ enum Outcome {
 unsafe fn trigger_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::TriggerData {
     let ctx = (*fcinfo).context;
     if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
-        error!("iclear.lead_trigger: not called as a trigger");
+        Error::TriggerMisuse("iclear.lead_trigger: not called as a trigger".into()).raise();
     }
     let td = ctx as *mut pg_sys::TriggerData;
     let ev = (*td).tg_event;
@@ -85,7 +86,10 @@ unsafe fn trigger_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::Trigger
         && ev & pg_sys::TRIGGER_EVENT_ROW != 0
         && ev & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT;
     if !before_row_insert {
-        error!("iclear.lead_trigger: must be a BEFORE INSERT ... FOR EACH ROW trigger (use iclear.attach)");
+        Error::TriggerMisuse(
+            "iclear.lead_trigger: must be a BEFORE INSERT ... FOR EACH ROW trigger (use iclear.attach)".into(),
+        )
+        .raise();
     }
     td
 }
@@ -104,7 +108,10 @@ unsafe fn trigger_args(td: *mut pg_sys::TriggerData) -> (String, String) {
         }
     };
     if n == 0 {
-        error!("iclear.lead_trigger: needs the product as its argument (use iclear.attach)");
+        Error::TriggerMisuse(
+            "iclear.lead_trigger: needs the product as its argument (use iclear.attach)".into(),
+        )
+        .raise();
     }
     let options = if n > 1 { arg(1) } else { "{}".to_string() };
     (arg(0), options)

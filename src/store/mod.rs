@@ -82,7 +82,10 @@ fn plan(sql: &'static str, types: &[PgBuiltInOids]) -> Plan {
         );
         if p.is_null() || pg_sys::SPI_keepplan(p) != 0 {
             let code = pg_sys::SPI_result;
-            error!("iclear: cannot prepare {sql:?}: SPI error {code}");
+            crate::errors::Error::Internal(format!(
+                "iclear: cannot prepare {sql:?}: SPI error {code}"
+            ))
+            .raise();
         }
         Plan(p)
     });
@@ -110,7 +113,7 @@ unsafe fn execute(sql: &'static str, types: &[PgBuiltInOids], args: &[DatumWithO
         pg_sys::SPI_execute_plan(p.0, values.as_mut_ptr(), nulls.as_mut_ptr(), false, limit)
     };
     if rc < 0 {
-        error!("iclear: SPI failure {rc} running {sql:?}");
+        crate::errors::Error::Internal(format!("iclear: SPI failure {rc} running {sql:?}")).raise();
     }
 }
 
