@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it test-isolation lint bench bench-engine bench-worker bench-backtest bench-reliability stop clean
+.PHONY: all setup install install-release demo test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-reliability stop clean
 
 all: test
 
@@ -24,7 +24,7 @@ install-release: setup
 demo: install-release
 	@scripts/demo.sh
 
-test: setup test-engine test-pg test-it test-isolation
+test: setup test-engine test-pg test-it test-regress test-isolation
 
 test-engine:
 	cargo test -p iclear-engine -p iclear-services
@@ -35,6 +35,11 @@ test-pg: setup
 
 test-it: install
 	cargo test -p iclear-it -- --test-threads=2
+
+# golden SQL tests (tests/pg_regress): the README's walk-through, every kind
+# of error with its SQLSTATE, each view's columns
+test-regress: install
+	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/regress.sh
 
 # isolation specs (tests/isolation) with pg_isolation_regress on a temporary
 # instance with iclear preloaded
