@@ -297,7 +297,7 @@ END $$;
 
 -- BEGIN since-0.3.0 (objects new or changed since 0.3.0; also the tail of the
 -- 0.3.0 -> 0.4.0 upgrade, made by scripts/gen-upgrade.sh)
--- The attach trigger (design §4), in Rust (src/trigger.rs): it processes the
+-- The attach trigger (docs/architecture.md "Attaching"), in Rust (src/trigger.rs): it processes the
 -- row in a subtransaction, so an error keeps the inserted row with status
 -- error; on_error 'raise' opts out.
 CREATE OR REPLACE FUNCTION iclear.lead_trigger() RETURNS trigger
@@ -413,7 +413,7 @@ END $$;
 -- 0.4.0 -> 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Every global, global-rule and rule cap: period, limit, the slots committed
 -- in the current period (or per source), next reset; the service's
--- subscription and the rule's status (seed 002's caps list). The count is what is
+-- subscription and the rule's status (docs/settings.md's caps list). The count is what is
 -- durable (iclear.cap_use); slots of leads still open are not in it.
 CREATE VIEW iclear.cap_status AS
 WITH used AS (

@@ -158,11 +158,11 @@ END $$;
 ALTER TABLE iclear.rule
     ADD COLUMN all_new    boolean NOT NULL DEFAULT false,
     ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
--- Every service is listed from the start, disabled (seed 002 shows every
+-- Every service is listed from the start, disabled (docs/settings.md shows every
 -- available service with its subscription status); subscribing is an UPDATE.
 -- An INSERT of a listed service (a script written for 0.4.0, a pg_dump
 -- restore) updates its row instead. Endpoints default to the vendor's real
--- URL unless the admin points it elsewhere (design §5); iClaim speaks the
+-- URL unless the admin points it elsewhere (docs/architecture.md "Services and the worker"); iClaim speaks the
 -- TrustedForm v4 claim protocol, so its default is TrustedForm's host.
 ALTER TABLE iclear.service
     DROP CONSTRAINT "service.name must be an iclear service or sms",
@@ -282,7 +282,7 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.config_audit', '');
 -- 0.4.0 -> 0.5.0 upgrade, made by scripts/gen-upgrade.sh)
 -- Every global, global-rule and rule cap: period, limit, the slots committed
 -- in the current period (or per source), next reset; the service's
--- subscription and the rule's status (seed 002's caps list). The count is what is
+-- subscription and the rule's status (docs/settings.md's caps list). The count is what is
 -- durable (iclear.cap_use); slots of leads still open are not in it.
 CREATE VIEW iclear.cap_status AS
 WITH used AS (

@@ -1,4 +1,4 @@
-//! The SQL entry points (design §1) and the configuration checks the
+//! The SQL entry points (docs/contract.md) and the configuration checks the
 //! validation triggers call.
 
 use crate::errors::Error;
@@ -106,7 +106,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LeadJson {
     }
 }
 
-/// Process one lead envelope; returns the decision (design §1).
+/// Process one lead envelope; returns the decision (docs/contract.md).
 #[pg_extern(volatile, parallel_unsafe)]
 fn process(lead: LeadJson) -> JsonB {
     match lead::process(&lead.0) {

@@ -52,7 +52,7 @@ pub fn new_lead_id() -> String {
     )
 }
 
-/// Advanced Rules on Redirect for an already processed lead (design §1).
+/// Advanced Rules on Redirect for an already processed lead (docs/contract.md).
 pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadError> {
     let input = |k: &str, m: &str| LeadError::Input(InputError::new(k, m));
     let redirect = redirect

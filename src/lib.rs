@@ -1,6 +1,6 @@
 //! iclear: filter web leads inside PostgreSQL.
 //!
-//! Seams (design §8): `iclear_engine` decides and never touches SPI; `store`
+//! Seams (docs/architecture.md "Seams"): `iclear_engine` decides and never touches SPI; `store`
 //! talks to Postgres and never decides; `lead` and `row` glue the two for the
 //! SQL entry points in `api`.
 
@@ -24,7 +24,7 @@ mod worker;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::define();
-    // the worker registers only from shared_preload_libraries (design §1)
+    // the worker registers only from shared_preload_libraries (docs/contract.md)
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register();
     }

@@ -1,4 +1,4 @@
-//! The attached-table path (design §4): a row becomes a lead envelope, and the
+//! The attached-table path (docs/architecture.md "Attaching"): a row becomes a lead envelope, and the
 //! decision becomes a patch the trigger applies to NEW.
 
 use crate::lead::new_lead_id;

@@ -1,4 +1,4 @@
-//! The attach trigger (design §4), `iclear.lead_trigger()`: a BEFORE INSERT
+//! The attach trigger (docs/architecture.md "Attaching"), `iclear.lead_trigger()`: a BEFORE INSERT
 //! row trigger in Rust. NEW becomes a lead envelope (src/row.rs), the lead
 //! is processed, and the decision is written back into NEW's columns.
 //!

@@ -1,4 +1,4 @@
-//! The async queue's consumer (design §5): the background worker registered
+//! The async queue's consumer (docs/architecture.md "Services and the worker"): the background worker registered
 //! from `shared_preload_libraries`, and `iclear.run_worker_once()`, which
 //! drains due jobs in the calling session. Both claim jobs with
 //! `FOR UPDATE SKIP LOCKED` and a lease, run the HTTP on threads

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// Every action name of the vocabulary (design §2).
+/// Every action name of the vocabulary (docs/architecture.md "Data model").
 pub const ALL: &[&str] = &[
     "stop_processing",
     "block_monetization",
@@ -32,7 +32,7 @@ pub const ALL: &[&str] = &[
     "pause_for_verification",
 ];
 
-/// Which actions a stage allows (seed 002: each rules tab lists its actions).
+/// Which actions a stage allows (docs/settings.md: each rules tab lists its actions).
 pub fn allowed(stage: RuleStage, action: &str) -> bool {
     match stage {
         RuleStage::PreValidation => matches!(
@@ -103,7 +103,7 @@ pub struct SetFields {
 pub struct SetParams {
     #[serde(default)]
     pub params: BTreeMap<String, String>,
-    /// Pre-validation may repair the lead body too (seed 002: "change the
+    /// Pre-validation may repair the lead body too (docs/settings.md: "change the
     /// input data"), before it is validated.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,

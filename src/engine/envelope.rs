@@ -1,4 +1,4 @@
-//! The lead envelope (design §1): parsed strictly, so that a typo or a wrong
+//! The lead envelope (docs/contract.md): parsed strictly, so that a typo or a wrong
 //! type is an error naming the key rather than a silent default.
 
 use crate::error::InputError;

@@ -1,4 +1,4 @@
-//! Global Rules (seed 002) and what a service's answer means under its
+//! Global Rules (docs/settings.md) and what a service's answer means under its
 //! settings (seeds 000, 003, 004): pure, so every setting is unit-tested
 //! without Postgres or HTTP. The HTTP itself belongs to the adapters.
 
@@ -309,7 +309,7 @@ fn overall_score(c: &PhoneCriteria, w: &FlagWeights, d: &Value) -> (i64, Value) 
     let base = num(d, "fraud_score").unwrap_or(0).clamp(0, 100);
     let mut parts = json!({"fraud_score": base});
     let mut total = base;
-    // each variable holds on its risky value (design §5)
+    // each variable holds on its risky value (docs/architecture.md "Services and the worker")
     for (on, key, risky, name, weight) in [
         (c.invalid, "valid", false, "invalid", w.invalid),
         (c.inactive, "active", false, "inactive", w.inactive),

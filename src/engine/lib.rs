@@ -1,6 +1,6 @@
 //! iclear's decision engine. It decides and never touches Postgres: the store
 //! hands it a typed configuration and a [`facts::Facts`] implementation, and
-//! persists the [`pipeline::Outcome`] it returns (design §8).
+//! persists the [`pipeline::Outcome`] it returns (docs/architecture.md "Seams").
 
 pub mod actions;
 pub mod conditions;

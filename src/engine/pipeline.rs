@@ -1,4 +1,4 @@
-//! The pipeline of design §3 for one lead: pre-validation rules, product
+//! The pipeline of docs/architecture.md "The pipeline" for one lead: pre-validation rules, product
 //! PL/DNPL, processing rules, after-processing rules. It returns the decision,
 //! the filter-log rows and the effects for the store to persist.
 
@@ -239,7 +239,7 @@ pub fn process_traced(
     st.finish(decision)
 }
 
-/// The steps of the pipeline, in order (design §3).
+/// The steps of the pipeline, in order (docs/architecture.md "The pipeline").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
     PreValidation,
@@ -345,7 +345,7 @@ fn decision(cfg: &ProductConfig, st: &mut Lead) -> Value {
     ])
 }
 
-/// Product-level PL/DNPL (design §3 step 3).
+/// Product-level PL/DNPL (docs/architecture.md "The pipeline" step 3).
 fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
     let lists: Vec<_> = cfg.lists.iter().filter(|l| l.product_level).collect();
     let values: Vec<Option<String>> = lists

@@ -139,7 +139,7 @@ pub struct PhoneAnalysis {
     #[serde(default)]
     pub add_to_list: Option<PhoneCriteria>,
     /// What each enabled variable adds to the overall fraud score when it
-    /// holds (seed 004: the score "is accumulated based on the enabled
+    /// holds (docs/settings.md "Phone Number Analysis": the score "is accumulated based on the enabled
     /// variables"). 100 each by default: an enabled variable that holds
     /// reaches any threshold.
     #[serde(default)]

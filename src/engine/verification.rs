@@ -1,4 +1,4 @@
-//! The Verification History Service (seed 001): signature validation, the
+//! The Verification History Service (docs/settings.md "Verification History"): signature validation, the
 //! local SMS verification history and their combined rejection logic. Pure:
 //! the store answers what was recorded when, this module decides.
 

@@ -1,4 +1,4 @@
-//! The service adapters of design §5: each builds its vendor's request,
+//! The service adapters of docs/architecture.md "Services and the worker": each builds its vendor's request,
 //! makes it with a bounded timeout and parses the answer into the engine's
 //! `CallResult`. No Postgres here: the store calls `call` from a thread.
 

@@ -1,6 +1,6 @@
 //! The sandbox provider: a small HTTP/1.1 server on loopback that answers the
 //! vendors' protocols deterministically from the request, so the demo and the
-//! tests run the real HTTP path with no internet (design §5). It refuses to
+//! tests run the real HTTP path with no internet (docs/architecture.md "Services and the worker"). It refuses to
 //! listen on anything but a loopback address.
 //!
 //! Answers (README "Sandbox provider" lists them for users):

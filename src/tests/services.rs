@@ -153,7 +153,7 @@ fn phone_analysis_settings_over_http() {
         (json!({"reject_fraud_score_gte": 10}), "5552321410", true),
         (json!({"reject_fraud_score_gte": 11}), "5552321410", false),
         (json!({"reject_fraud_score_gte": 0}), "5552321499", false),
-        // seed 004: threshold 0 never rejects, whatever flags are on
+        // docs/settings.md "Phone Number Analysis": threshold 0 never rejects, whatever flags are on
         (
             json!({"reject_voip": true, "reject_fraud_score_gte": 0}),
             "5552321410",

@@ -1,4 +1,4 @@
-//! Global Rules in the pipeline (design §3 steps 4 and 6, seed 002): which
+//! Global Rules in the pipeline (docs/architecture.md "The pipeline" steps 4 and 6, docs/settings.md): which
 //! rules run for this lead, cache → local DB → paid lookup → async, and what
 //! the answer does to the lead.
 
@@ -15,7 +15,7 @@ pub(super) enum Trigger {
 }
 
 /// The global rules of one run time, in position order. A reject stops the
-/// services after it (seed 002).
+/// services after it (docs/settings.md).
 pub(super) fn run_global_rules(
     cfg: &ProductConfig,
     run_time: RunTime,
@@ -207,7 +207,7 @@ impl Lead<'_> {
             json!({"source": "none", "cost": 0, "reason": reason}),
             request,
         );
-        // async services "do not impact the lead processing flow" (seed 002)
+        // async services "do not impact the lead processing flow" (docs/settings.md)
         if gr.reject_on_no_response && origin != "async" {
             self.reject(
                 format!("{} did not respond: {reason}", gr.service),
@@ -304,7 +304,7 @@ pub(super) fn run_global(
             None,
         );
     }
-    // After filtration with no campaign left: skipped, at no charge (seed 003).
+    // After filtration with no campaign left: skipped, at no charge (docs/settings.md "IP Analysis").
     let skip_after =
         gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0);
     if let (Settings::VerificationHistory(vh), false) = (&gr.settings, skip_after) {
