@@ -4,6 +4,10 @@
 INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
 VALUES ((SELECT id FROM iclear.rule WHERE name = 'Under 18'), 'lead_body', 'email', 'like', '"x"');
 \echo :LAST_ERROR_SQLSTATE
+-- 23503: a reference to a list that does not exist
+INSERT INTO iclear.rule_action (rule_id, action, config)
+VALUES ((SELECT id FROM iclear.rule WHERE name = 'Under 18'), 'add_to_list', '{"list_ids": [999]}');
+\echo :LAST_ERROR_SQLSTATE
 -- 22023: an envelope refused, the key named
 SELECT iclear_process('{"product": "payday_us", "publisher_id": "twelve"}');
 \echo :LAST_ERROR_SQLSTATE
