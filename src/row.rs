@@ -178,14 +178,14 @@ pub fn error_decision(
         _ => new_lead_id(),
     };
     let env = envelope(product, opts, row);
-    let decision = json!({
-        "lead_id": lead_id, "product": product,
-        "stage": row.get("stage").and_then(Value::as_str).unwrap_or("post"),
-        "status": "error", "reason": message, "rejected_by": null,
-        "fields": env["fields"], "params": env.get("params").cloned().unwrap_or(json!({})),
-        "tags": [], "route": null, "silent_campaigns": [], "block_monetization": false,
-        "ping_tree_mark": null, "response": {}, "queued": [], "services": [], "trace": []
-    });
+    let decision = iclear_engine::pipeline::error_decision(
+        &lead_id,
+        product,
+        row.get("stage").and_then(Value::as_str).unwrap_or("post"),
+        message,
+        env["fields"].clone(),
+        env.get("params").cloned().unwrap_or(json!({})),
+    );
     (lead_id, env, decision)
 }
 

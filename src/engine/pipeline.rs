@@ -294,6 +294,62 @@ fn run_steps(
     }
 }
 
+/// Every key of a decision, in the order the builders write them
+/// (docs/contract.md documents each; a test holds both builders to it).
+pub const DECISION_KEYS: &[&str] = &[
+    "lead_id",
+    "product",
+    "stage",
+    "status",
+    "reason",
+    "rejected_by",
+    "fields",
+    "params",
+    "tags",
+    "route",
+    "silent_campaigns",
+    "block_monetization",
+    "ping_tree_mark",
+    "response",
+    "queued",
+    "services",
+    "verification",
+    "trace",
+];
+
+/// The decision of a lead that could not be processed: status `error`,
+/// `reason` saying why, the lead's fields and params as they came, and
+/// every other key empty.
+pub fn error_decision(
+    lead_id: &str,
+    product: &str,
+    stage: &str,
+    reason: &str,
+    fields: Value,
+    params: Value,
+) -> Value {
+    obj(vec![
+        ("lead_id", lead_id.into()),
+        ("product", product.into()),
+        ("stage", stage.into()),
+        ("status", "error".into()),
+        ("reason", reason.into()),
+        ("rejected_by", Value::Null),
+        ("fields", fields),
+        ("params", params),
+        ("tags", json!([])),
+        ("route", Value::Null),
+        ("silent_campaigns", json!([])),
+        ("block_monetization", false.into()),
+        ("ping_tree_mark", Value::Null),
+        ("response", json!({})),
+        ("queued", json!([])),
+        ("services", json!([])),
+        ("verification", Value::Null),
+        ("trace", json!([])),
+    ])
+}
+
 /// The decision of a processed lead (its working state is moved out).
 fn decision(cfg: &ProductConfig, st: &mut Lead) -> Value {
     obj(vec![

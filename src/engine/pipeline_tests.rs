@@ -1630,3 +1630,27 @@ fn pause_for_verification_then_verified_phone_passes() {
     let out = process(&c, &lead(json!({"fields": {}})), "L", &mut m);
     assert_eq!(out.status, Status::Rejected);
 }
+
+/// One shape of decision: the processed one and the error one have exactly
+/// the documented keys, in one order.
+#[test]
+fn every_decision_has_the_documented_keys() {
+    use crate::pipeline::{error_decision, DECISION_KEYS};
+    let keys = |d: &Value| -> Vec<String> { d.as_object().unwrap().keys().cloned().collect() };
+    let mut want: Vec<String> = DECISION_KEYS.iter().map(|k| k.to_string()).collect();
+    want.sort();
+    let c = cfg(vec![], json!([]));
+    let mut processed = keys(&process(&c, &lead(json!({})), "L", &mut Mem::default()).decision);
+    processed.sort();
+    assert_eq!(processed, want);
+    let mut error = keys(&error_decision(
+        "L",
+        "p",
+        "post",
+        "why",
+        json!({}),
+        json!({}),
+    ));
+    error.sort();
+    assert_eq!(error, want);
+}
