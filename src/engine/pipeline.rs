@@ -233,10 +233,10 @@ pub fn process_traced(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut st = Lead::new(env, lead_id, facts, trace);
-    run_steps(cfg, &mut st, facts, Step::PreValidation, &[]);
-    let decision = decision(cfg, &mut st);
-    st.finish(decision)
+    let mut lead = Lead::new(env, lead_id, facts, trace);
+    run_steps(cfg, &mut lead, facts, Step::PreValidation, &[]);
+    let decision = decision(cfg, &mut lead);
+    lead.finish(decision)
 }
 
 /// The steps of the pipeline, in order (docs/architecture.md "The pipeline").
@@ -265,29 +265,31 @@ const STEPS: [Step; 7] = [
 /// `reached` are not run again (a resumed lead ran them before its pause).
 fn run_steps(
     cfg: &ProductConfig,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
     from: Step,
     reached: &[i64],
 ) {
     for step in STEPS.into_iter().filter(|s| *s >= from) {
         let done = if step == from { reached } else { &[] };
-        let accepted = st.status == Status::Accepted;
+        let accepted = lead.status == Status::Accepted;
         match step {
             Step::PreValidation if accepted => {
-                run_stage(cfg, RuleStage::PreValidation, st, facts, done)
+                run_stage(cfg, RuleStage::PreValidation, lead, facts, done)
             }
-            Step::Validation if accepted => validate(cfg, st),
-            Step::Lists if accepted => check_lists(cfg, st, facts),
+            Step::Validation if accepted => validate(cfg, lead),
+            Step::Lists if accepted => check_lists(cfg, lead, facts),
             Step::BeforeFiltration if accepted => {
-                run_global_rules(cfg, RunTime::BeforeFiltration, st, facts)
+                run_global_rules(cfg, RunTime::BeforeFiltration, lead, facts)
             }
-            Step::Processing if accepted => run_stage(cfg, RuleStage::Processing, st, facts, done),
-            Step::AfterFiltration => run_global_rules(cfg, RunTime::AfterFiltration, st, facts),
+            Step::Processing if accepted => {
+                run_stage(cfg, RuleStage::Processing, lead, facts, done)
+            }
+            Step::AfterFiltration => run_global_rules(cfg, RunTime::AfterFiltration, lead, facts),
             // After-processing rules see the outcome, whatever it is (seed
             // 002). A paused lead has none yet: they run when it resumes.
-            Step::AfterProcessing if st.status != Status::Paused => {
-                run_stage(cfg, RuleStage::AfterProcessing, st, facts, done)
+            Step::AfterProcessing if lead.status != Status::Paused => {
+                run_stage(cfg, RuleStage::AfterProcessing, lead, facts, done)
             }
             _ => {}
         }
@@ -351,63 +353,72 @@ pub fn error_decision(
 }
 
 /// The decision of a processed lead (its working state is moved out).
-fn decision(cfg: &ProductConfig, st: &mut Lead) -> Value {
+fn decision(cfg: &ProductConfig, lead: &mut Lead) -> Value {
     obj(vec![
-        ("lead_id", Value::String(take(&mut st.lead_id))),
+        ("lead_id", Value::String(take(&mut lead.lead_id))),
         ("product", Value::String(cfg.name.clone())),
-        ("stage", st.env.stage.as_str().into()),
-        ("status", st.status.as_str().into()),
+        ("stage", lead.env.stage.as_str().into()),
+        ("status", lead.status.as_str().into()),
         (
             "reason",
-            st.reason.take().map(Value::String).unwrap_or(Value::Null),
+            lead.reason.take().map(Value::String).unwrap_or(Value::Null),
         ),
-        ("rejected_by", st.rejected_by.take().unwrap_or(Value::Null)),
-        ("fields", Value::Object(take(&mut st.fields))),
-        ("params", Value::Object(take(&mut st.params))),
+        (
+            "rejected_by",
+            lead.rejected_by.take().unwrap_or(Value::Null),
+        ),
+        ("fields", Value::Object(take(&mut lead.fields))),
+        ("params", Value::Object(take(&mut lead.params))),
         (
             "tags",
-            take(&mut st.tags).into_iter().map(Value::String).collect(),
+            take(&mut lead.tags)
+                .into_iter()
+                .map(Value::String)
+                .collect(),
         ),
-        ("route", st.route.take().unwrap_or(Value::Null)),
+        ("route", lead.route.take().unwrap_or(Value::Null)),
         // Block Monetization "prevents the lead from being sold through the
         // Silent Campaign" (seed): whichever action came first, none is left
         (
             "silent_campaigns",
-            take(&mut st.silent_campaigns)
+            take(&mut lead.silent_campaigns)
                 .into_iter()
-                .filter(|_| !st.block_monetization)
+                .filter(|_| !lead.block_monetization)
                 .map(Value::from)
                 .collect(),
         ),
-        ("block_monetization", st.block_monetization.into()),
+        ("block_monetization", lead.block_monetization.into()),
         (
             "ping_tree_mark",
-            st.ping_tree_mark
+            lead.ping_tree_mark
                 .take()
                 .map(Value::from)
                 .unwrap_or(Value::Null),
         ),
-        ("response", Value::Object(take(&mut st.response))),
+        ("response", Value::Object(take(&mut lead.response))),
         (
             "queued",
-            take(&mut st.queued).into_iter().map(Value::from).collect(),
+            take(&mut lead.queued)
+                .into_iter()
+                .map(Value::from)
+                .collect(),
         ),
-        ("services", Value::Array(take(&mut st.services))),
+        ("services", Value::Array(take(&mut lead.services))),
         (
             "verification",
-            st.verification.take().unwrap_or(Value::Null),
+            lead.verification.take().unwrap_or(Value::Null),
         ),
-        ("trace", Value::Array(take(&mut st.trace))),
+        ("trace", Value::Array(take(&mut lead.trace))),
     ])
 }
 
 /// Product-level PL/DNPL (docs/architecture.md "The pipeline" step 3).
-fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
+fn check_lists(cfg: &ProductConfig, lead: &mut Lead, facts: &mut dyn Facts) {
     let lists: Vec<_> = cfg.lists.iter().filter(|l| l.product_level).collect();
     let values: Vec<Option<String>> = lists
         .iter()
         .map(|l| {
-            st.fields
+            lead.fields
                 .get(&l.field)
                 .and_then(value_text)
                 .map(|v| normalize_list_value(&v))
@@ -440,7 +451,7 @@ fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
                 }
                 ListKind::Pl => format!("{} is not on the present list {}", list.field, list.name),
             };
-            st.log.push(LogEntry {
+            lead.log.push(LogEntry {
                 stage: "lists",
                 origin: "sync",
                 kind: "list",
@@ -450,7 +461,7 @@ fn check_lists(cfg: &ProductConfig, st: &mut Lead, facts: &mut dyn Facts) {
                 detail: json!({"field": list.field, "kind": if list.kind == ListKind::Pl {"pl"} else {"dnpl"}}),
                 ..LogEntry::default()
             });
-            st.reject(
+            lead.reject(
                 reason,
                 json!({"kind": "list", "id": list.id, "name": list.name}),
             );
@@ -505,35 +516,39 @@ fn untargeted(rule: &Rule, env: &Envelope, facts: &mut dyn Facts) -> Option<&'st
 fn actual(
     cfg: &ProductConfig,
     c: &crate::conditions::Condition,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
 ) -> Value {
     let id = |x: Option<i64>| x.map(Value::from).unwrap_or(Value::Null);
     match c.category {
-        Category::LeadBody => st.fields.get(&c.parameter).cloned().unwrap_or(Value::Null),
+        Category::LeadBody => lead
+            .fields
+            .get(&c.parameter)
+            .cloned()
+            .unwrap_or(Value::Null),
         Category::LeadParam => match c.parameter.as_str() {
-            "publisher_id" => id(st.env.publisher_id),
-            "channel_id" => id(st.env.channel_id),
-            "source_id" => id(st.env.source_id),
-            "stage" => st.env.stage.as_str().into(),
-            "method" => st.env.method.as_str().into(),
-            "silent" => st.env.silent.into(),
-            "status" => st.status.as_str().into(),
+            "publisher_id" => id(lead.env.publisher_id),
+            "channel_id" => id(lead.env.channel_id),
+            "source_id" => id(lead.env.source_id),
+            "stage" => lead.env.stage.as_str().into(),
+            "method" => lead.env.method.as_str().into(),
+            "silent" => lead.env.silent.into(),
+            "status" => lead.status.as_str().into(),
             p => p
                 .strip_prefix("tpar.")
-                .and_then(|k| st.params.get(k).cloned())
+                .and_then(|k| lead.params.get(k).cloned())
                 .unwrap_or(Value::Null),
         },
         // The answer of a lookup made for this lead (None ran: null).
         Category::Service => {
             let (svc, field) = c.parameter.split_once('.').unwrap_or(("", ""));
-            st.results
+            lead.results
                 .get(svc)
                 .and_then(|d| d.get(field))
                 .cloned()
                 .unwrap_or(Value::Null)
         }
-        Category::Redirect => st
+        Category::Redirect => lead
             .redirect
             .as_ref()
             .and_then(|r| r.get(&c.parameter).cloned())
@@ -542,12 +557,12 @@ fn actual(
         Category::Rule => c
             .parameter
             .parse::<i64>()
-            .is_ok_and(|id| st.matched.contains(&id))
+            .is_ok_and(|id| lead.matched.contains(&id))
             .into(),
         Category::Counter => {
             let (name, tmpl) = c.parameter.split_once(':').unwrap_or((&c.parameter, ""));
-            let key = stored_key(render(tmpl, &st.vars(cfg.id)));
-            let pending = st
+            let key = stored_key(render(tmpl, &lead.vars(cfg.id)));
+            let pending = lead
                 .counters
                 .get(&(name.to_string(), key.clone()))
                 .copied()
@@ -560,26 +575,26 @@ fn actual(
 fn run_stage(
     cfg: &ProductConfig,
     stage: RuleStage,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
     reached: &[i64],
 ) {
     for rule in cfg.rules_of(stage).filter(|r| !reached.contains(&r.id)) {
-        if let Some(why) = untargeted(rule, st.env, facts) {
-            if st.trace_level == TraceLevel::Full {
-                st.trace.push(json!({"rule_id": rule.id, "stage": stage.as_str(), "matched": false, "skipped": why}));
+        if let Some(why) = untargeted(rule, lead.env, facts) {
+            if lead.trace_level == TraceLevel::Full {
+                lead.trace.push(json!({"rule_id": rule.id, "stage": stage.as_str(), "matched": false, "skipped": why}));
             }
             continue;
         }
-        let tracing = st.trace_level != TraceLevel::Off || rule.shadow;
+        let tracing = lead.trace_level != TraceLevel::Off || rule.shadow;
         // What the trace needs, kept raw: most rules do not match, and with
         // trace = matched their trace entry would be built only to be dropped.
         let mut evaluated = Vec::new();
         let mut matched = rule.logical == Logical::And || rule.conditions.is_empty();
         for c in &rule.conditions {
-            let act = actual(cfg, c, st, facts);
+            let act = actual(cfg, c, lead, facts);
             let (r, note) = if c.templated {
-                let expected = crate::conditions::render_value(&c.value, &st.vars(cfg.id));
+                let expected = crate::conditions::render_value(&c.value, &lead.vars(cfg.id));
                 c.eval_rendered(&act, &expected)
             } else {
                 c.eval(&act)
@@ -612,33 +627,38 @@ fn run_stage(
                     .unwrap_or("none");
                 e["actions"] = Value::Array(ran.clone());
                 let detail = json!({"actions": ran, "would": would, "trace": e});
-                st.log
-                    .push(rule_entry(st.origin, stage, rule, "shadow", detail));
+                lead.log
+                    .push(rule_entry(lead.origin, stage, rule, "shadow", detail));
             }
             continue;
         }
-        if matched && rule.caps.any() && !facts.take_rule_cap(rule, st.env.source_id) {
+        if matched && rule.caps.any() && !facts.take_rule_cap(rule, lead.env.source_id) {
             if tracing {
                 let mut e = entry(false, evaluated);
                 e["skipped"] = "cap_reached".into();
-                st.trace.push(e);
+                lead.trace.push(e);
             }
-            st.log
-                .push(rule_entry(st.origin, stage, rule, "cap_reached", json!({})));
+            lead.log.push(rule_entry(
+                lead.origin,
+                stage,
+                rule,
+                "cap_reached",
+                json!({}),
+            ));
             continue;
         }
         if !matched {
-            if st.trace_level == TraceLevel::Full {
-                st.trace.push(entry(false, evaluated));
+            if lead.trace_level == TraceLevel::Full {
+                lead.trace.push(entry(false, evaluated));
             }
             continue;
         }
-        st.matched.insert(rule.id);
+        lead.matched.insert(rule.id);
         let mut flow = Flow::Continue;
         let mut ran = Vec::new();
         for a in &rule.actions {
             ran.push(Value::from(a.name.clone()));
-            match apply(cfg, rule, &a.kind, st, facts) {
+            match apply(cfg, rule, &a.kind, lead, facts) {
                 Flow::Continue => {}
                 f @ Flow::EndAll => flow = f,
                 Flow::EndStage => {
@@ -651,15 +671,15 @@ fn run_stage(
         if tracing {
             let mut e = entry(true, evaluated);
             e["actions"] = Value::Array(ran.clone());
-            st.trace.push(e);
+            lead.trace.push(e);
         }
         let outcome = match flow {
-            Flow::EndAll if st.status == Status::Paused => "paused",
+            Flow::EndAll if lead.status == Status::Paused => "paused",
             Flow::EndAll => "reject",
             _ => "matched",
         };
-        st.log.push(rule_entry(
-            st.origin,
+        lead.log.push(rule_entry(
+            lead.origin,
             stage,
             rule,
             outcome,
@@ -730,10 +750,10 @@ fn trace_entry(
 /// action's assignments do not see each other.
 fn render_all(
     templates: &std::collections::BTreeMap<String, String>,
-    st: &Lead,
+    lead: &Lead,
     product_id: i64,
 ) -> Vec<(String, String)> {
-    let vars = st.vars(product_id);
+    let vars = lead.vars(product_id);
     templates
         .iter()
         .map(|(k, t)| (k.clone(), render(t, &vars)))
@@ -744,22 +764,27 @@ fn apply(
     cfg: &ProductConfig,
     rule: &Rule,
     kind: &ActionKind,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
 ) -> Flow {
     match kind {
-        ActionKind::PauseForVerification(p) => return pause(cfg, rule, p, st, facts),
+        ActionKind::PauseForVerification(p) => return pause(cfg, rule, p, lead, facts),
         ActionKind::RunThirdPartyService(r) => {
             // after processing the decision is made: an answer that would
             // reject flags instead (an async target only ever queues)
             let decided = (rule.stage == RuleStage::AfterProcessing).then(|| {
-                let marks = (st.log.len(), st.services.len());
-                (st.status, st.reason.clone(), st.rejected_by.clone(), marks)
+                let marks = (lead.log.len(), lead.services.len());
+                (
+                    lead.status,
+                    lead.reason.clone(),
+                    lead.rejected_by.clone(),
+                    marks,
+                )
             });
             match cfg.global_rules.iter().find(|g| g.id == r.global_rule_id) {
-                Some(gr) => run_global(cfg, gr, Trigger::Action, st, facts),
+                Some(global_rule) => run_global(cfg, global_rule, Trigger::Action, lead, facts),
                 // deleted since the action was saved: say so, do not fail the lead
-                None => st.log.push(LogEntry {
+                None => lead.log.push(LogEntry {
                     stage: rule.stage.as_str(),
                     origin: "on_demand",
                     kind: "service",
@@ -770,28 +795,28 @@ fn apply(
                 }),
             }
             if let Some((status, reason, by, (logged, listed))) = decided {
-                if st.status != status {
-                    (st.status, st.reason, st.rejected_by) = (status, reason, by);
-                    for entry in st.log[logged..]
+                if lead.status != status {
+                    (lead.status, lead.reason, lead.rejected_by) = (status, reason, by);
+                    for entry in lead.log[logged..]
                         .iter_mut()
                         .filter(|e| e.outcome == "reject")
                     {
                         entry.outcome = "flagged".into();
                         entry.detail["after_processing"] = "the decision stands".into();
                     }
-                    for s in st.services[listed..].iter_mut() {
+                    for s in lead.services[listed..].iter_mut() {
                         if s["outcome"] == "reject" {
                             s["outcome"] = "flagged".into();
                         }
                     }
                 }
             }
-            if st.status == Status::Rejected {
+            if lead.status == Status::Rejected {
                 return Flow::EndAll;
             }
         }
         ActionKind::SetFieldsFromService(m) => {
-            if let Some(data) = st.results.get(&m.service) {
+            if let Some(data) = lead.results.get(&m.service) {
                 let set: Vec<(String, Value)> = m
                     .mapping
                     .iter()
@@ -805,23 +830,23 @@ fn apply(
                             .map(|v| (field.clone(), v.clone()))
                     })
                     .collect();
-                st.fields.extend(set);
+                lead.fields.extend(set);
             }
         }
         ActionKind::StopProcessing(m) => {
             let reason = match m.message.as_deref() {
-                Some(msg) if !msg.is_empty() => render(msg, &st.vars(cfg.id)),
+                Some(msg) if !msg.is_empty() => render(msg, &lead.vars(cfg.id)),
                 _ => format!("rejected by rule {}", rule.name),
             };
-            st.reject(
+            lead.reject(
                 reason,
                 json!({"kind": "rule", "id": rule.id, "name": rule.name}),
             );
             return Flow::EndAll;
         }
-        ActionKind::BlockMonetization => st.block_monetization = true,
+        ActionKind::BlockMonetization => lead.block_monetization = true,
         ActionKind::RouteLeadTo(r) => {
-            st.route = Some(match (r.campaign_id, r.ping_tree_id, r.ivr_id) {
+            lead.route = Some(match (r.campaign_id, r.ping_tree_id, r.ivr_id) {
                 (Some(c), _, _) => json!({"campaign_id": c}),
                 (_, Some(p), _) => json!({"ping_tree_id": p}),
                 (_, _, Some(i)) => json!({"ivr_id": i}),
@@ -829,28 +854,28 @@ fn apply(
             })
         }
         ActionKind::TriggerSilentCampaign(c) => {
-            if !st.silent_campaigns.contains(&c.campaign_id) {
-                st.silent_campaigns.push(c.campaign_id)
+            if !lead.silent_campaigns.contains(&c.campaign_id) {
+                lead.silent_campaigns.push(c.campaign_id)
             }
         }
         ActionKind::ChangeLeadBodyFields(s) => {
-            for (k, v) in render_all(&s.fields, st, cfg.id) {
-                st.fields.insert(k, Value::String(v));
+            for (k, v) in render_all(&s.fields, lead, cfg.id) {
+                lead.fields.insert(k, Value::String(v));
             }
         }
         ActionKind::ChangeInputData(s) => {
-            for (k, v) in render_all(&s.params, st, cfg.id) {
-                st.params.insert(k, Value::String(v));
+            for (k, v) in render_all(&s.params, lead, cfg.id) {
+                lead.params.insert(k, Value::String(v));
             }
-            for (k, v) in render_all(&s.fields, st, cfg.id) {
-                st.fields.insert(k, Value::String(v));
+            for (k, v) in render_all(&s.fields, lead, cfg.id) {
+                lead.fields.insert(k, Value::String(v));
             }
         }
         ActionKind::LeadTags(t) => {
             for tag in &t.tags {
                 match t.mode {
-                    TagMode::Add if !st.tags.contains(tag) => st.tags.push(tag.clone()),
-                    TagMode::Remove => st.tags.retain(|x| x != tag),
+                    TagMode::Add if !lead.tags.contains(tag) => lead.tags.push(tag.clone()),
+                    TagMode::Remove => lead.tags.retain(|x| x != tag),
                     _ => {}
                 }
             }
@@ -865,24 +890,25 @@ fn apply(
                     .clone()
                     .or_else(|| cfg.list(*id).map(|l| l.field.clone()));
                 let value = field
-                    .and_then(|f| st.fields.get(&f).and_then(value_text))
+                    .and_then(|f| lead.fields.get(&f).and_then(value_text))
                     .map(|v| normalize_list_value(&v))
                     .filter(|v| !v.is_empty());
                 if let Some(value) = value {
-                    st.effects.push(crate::pipeline::Effect::AddToList {
+                    lead.effects.push(crate::pipeline::Effect::AddToList {
                         list_id: *id,
                         value,
                     });
                 }
             }
         }
-        ActionKind::MarkPingTree(p) => st.ping_tree_mark = Some(p.ping_tree_id),
+        ActionKind::MarkPingTree(p) => lead.ping_tree_mark = Some(p.ping_tree_id),
         ActionKind::IncrementCounter(c) => {
-            let key = stored_key(render(&c.key, &st.vars(cfg.id)));
-            *st.counters
+            let key = stored_key(render(&c.key, &lead.vars(cfg.id)));
+            *lead
+                .counters
                 .entry((c.counter.clone(), key.clone()))
                 .or_default() += c.by;
-            st.effects.push(Effect::IncrementCounter {
+            lead.effects.push(Effect::IncrementCounter {
                 name: c.counter.clone(),
                 key,
                 by: c.by,
@@ -890,9 +916,9 @@ fn apply(
         }
         ActionKind::FindAndReplace(f, re) => {
             // On redirect the field is a redirect parameter, else a lead field.
-            let target = match st.redirect.as_mut() {
+            let target = match lead.redirect.as_mut() {
                 Some(r) => r,
-                None => &mut st.fields,
+                None => &mut lead.fields,
             };
             if let Some(cur) = target.get(&f.field).and_then(value_text) {
                 let new = match re {
@@ -903,19 +929,19 @@ fn apply(
             }
         }
         ActionKind::EmailDomainCorrector(e) => {
-            if let Some(fixed) = st
+            if let Some(fixed) = lead
                 .fields
                 .get(&e.field)
                 .and_then(value_text)
                 .and_then(|v| crate::email::correct_email(&v))
             {
-                st.fields.insert(e.field.clone(), Value::String(fixed));
+                lead.fields.insert(e.field.clone(), Value::String(fixed));
             }
         }
         ActionKind::RunTrackingAction(t) => {
-            st.log.push(LogEntry {
+            lead.log.push(LogEntry {
                 stage: rule.stage.as_str(),
-                origin: st.origin,
+                origin: lead.origin,
                 kind: "tracking",
                 ref_id: Some(rule.id),
                 name: Some(t.event.clone()),
@@ -923,14 +949,14 @@ fn apply(
                 detail: t.payload.clone(),
                 ..LogEntry::default()
             });
-            st.effects.push(Effect::Track {
+            lead.effects.push(Effect::Track {
                 event: t.event.clone(),
                 payload: t.payload.clone(),
             });
         }
         ActionKind::ChangeResponseParameter(r) => {
-            let v = render(&r.value, &st.vars(cfg.id));
-            st.response.insert(r.name.clone(), Value::String(v));
+            let v = render(&r.value, &lead.vars(cfg.id));
+            lead.response.insert(r.name.clone(), Value::String(v));
         }
     }
     Flow::Continue
@@ -947,22 +973,22 @@ pub fn process_redirect(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut st = Lead::new(env, lead_id, facts, trace);
-    st.origin = "redirect";
-    st.redirect = Some(redirect);
+    let mut lead = Lead::new(env, lead_id, facts, trace);
+    lead.origin = "redirect";
+    lead.redirect = Some(redirect);
     // the lead as processing left it: its status, the rules that matched,
     // its service answers and tags (env carries its fields and params)
-    st.status = match processed.status.as_str() {
+    lead.status = match processed.status.as_str() {
         "rejected" => Status::Rejected,
         "paused" => Status::Paused,
         _ => Status::Accepted,
     };
-    st.tags = processed.tags.clone();
-    st.matched.extend(processed.matched.iter().copied());
-    st.results = processed.results.clone();
-    run_stage(cfg, RuleStage::Redirect, &mut st, facts, &[]);
+    lead.tags = processed.tags.clone();
+    lead.matched.extend(processed.matched.iter().copied());
+    lead.results = processed.results.clone();
+    run_stage(cfg, RuleStage::Redirect, &mut lead, facts, &[]);
     // the redirect rules that matched (rule ids are unique across stages)
-    let mut matched: Vec<i64> = st
+    let mut matched: Vec<i64> = lead
         .matched
         .iter()
         .copied()
@@ -970,31 +996,31 @@ pub fn process_redirect(
         .collect();
     matched.sort_unstable();
     let decision = obj(vec![
-        ("lead_id", Value::String(take(&mut st.lead_id))),
+        ("lead_id", Value::String(take(&mut lead.lead_id))),
         ("product", Value::String(cfg.name.clone())),
         ("stage", "redirect".into()),
         (
             "redirect",
-            Value::Object(st.redirect.take().unwrap_or_default()),
+            Value::Object(lead.redirect.take().unwrap_or_default()),
         ),
         (
             "matched_rules",
             matched.into_iter().map(Value::from).collect(),
         ),
-        ("trace", Value::Array(take(&mut st.trace))),
+        ("trace", Value::Array(take(&mut lead.trace))),
     ]);
-    st.finish(decision)
+    lead.finish(decision)
 }
 
 /// The product's field definitions, after pre-validation (which may repair
 /// raw data) and before the lists: the first field that fails rejects the
 /// lead, logged in the pre-validation stage (pre_screen_reject_log).
-fn validate(cfg: &ProductConfig, st: &mut Lead) {
+fn validate(cfg: &ProductConfig, lead: &mut Lead) {
     for f in &cfg.fields {
-        if let Some(why) = f.check(st.fields.get(&f.name)) {
-            st.log.push(LogEntry {
+        if let Some(why) = f.check(lead.fields.get(&f.name)) {
+            lead.log.push(LogEntry {
                 stage: "pre_validation",
-                origin: st.origin,
+                origin: lead.origin,
                 kind: "validation",
                 ref_id: Some(f.id),
                 name: Some(f.name.clone()),
@@ -1002,7 +1028,7 @@ fn validate(cfg: &ProductConfig, st: &mut Lead) {
                 detail: json!({"reason": why}),
                 ..LogEntry::default()
             });
-            st.reject(
+            lead.reject(
                 format!("field {}: {why}", f.name),
                 json!({"kind": "validation", "id": f.id, "name": f.name}),
             );
@@ -1061,17 +1087,17 @@ fn pause(
     cfg: &ProductConfig,
     rule: &Rule,
     p: &crate::actions::Pause,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
 ) -> Flow {
     let by = json!({"kind": "rule", "id": rule.id, "name": rule.name});
-    let Some(phone) = st
+    let Some(phone) = lead
         .fields
         .get(&p.phone_field)
         .and_then(value_text)
         .and_then(|v| crate::verification::normalize_phone(&v))
     else {
-        st.reject(
+        lead.reject(
             format!("no phone number to verify in {}", p.phone_field),
             by,
         );
@@ -1085,10 +1111,10 @@ fn pause(
             _ => None,
         })
         .unwrap_or(crate::verification::DEFAULT_SMS_LIFETIME_S);
-    let log = |st: &mut Lead, outcome: &str, detail: Value| {
-        st.log.push(LogEntry {
+    let log = |lead: &mut Lead, outcome: &str, detail: Value| {
+        lead.log.push(LogEntry {
             stage: rule.stage.as_str(),
-            origin: st.origin,
+            origin: lead.origin,
             kind: "verification",
             ref_id: Some(rule.id),
             name: Some(rule.name.clone()),
@@ -1100,20 +1126,20 @@ fn pause(
     let started = match facts.sms_verified(&cfg.name, &phone) {
         Ok(Some(r)) if (facts.now() - r.verified_at).num_seconds() <= lifetime => {
             log(
-                st,
+                lead,
                 "already_verified",
                 json!({"verified_at": r.verified_at.to_rfc3339()}),
             );
             return Flow::Continue;
         }
-        Ok(_) => facts.start_sms_verification(&cfg.name, &phone, &st.lead_id),
+        Ok(_) => facts.start_sms_verification(&cfg.name, &phone, &lead.lead_id),
         Err(e) => Err(e),
     };
     match started {
         Ok(job) => {
-            st.status = Status::Paused;
-            st.reason = Some(match p.message.as_deref() {
-                Some(m) if !m.is_empty() => render(m, &st.vars(cfg.id)),
+            lead.status = Status::Paused;
+            lead.reason = Some(match p.message.as_deref() {
+                Some(m) if !m.is_empty() => render(m, &lead.vars(cfg.id)),
                 _ => "paused for SMS verification".into(),
             });
             // what resuming needs: the phone it waits for, and the rules of
@@ -1124,19 +1150,19 @@ fn pause(
                 .take_while(|id| *id != rule.id)
                 .chain([rule.id])
                 .collect();
-            st.verification = Some(json!({
+            lead.verification = Some(json!({
                 "lead_status": p.lead_status, "phone_field": p.phone_field, "phone": phone,
                 "sms_job": job, "rule_id": rule.id, "stage": rule.stage.as_str(),
                 "reached": reached,
             }));
-            st.queued.extend(job);
+            lead.queued.extend(job);
             log(
-                st,
+                lead,
                 "paused",
                 json!({"lead_status": p.lead_status, "sms_job": job}),
             );
         }
-        Err(e) => st.reject(format!("verification cannot start: {e}"), by),
+        Err(e) => lead.reject(format!("verification cannot start: {e}"), by),
     }
     Flow::EndAll
 }

@@ -6,7 +6,7 @@
 //! memory. Nothing is written and nothing is
 //! sent.
 
-use super::{one, rolled_back, INT8, TEXT};
+use super::{query_value, rolled_back, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::{ProductConfig, Rule};
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
@@ -109,7 +109,7 @@ pub fn for_each_lead(
 
 /// The id of `product` (None: there is no such product).
 pub fn product_id(product: &str) -> Option<i64> {
-    one::<i64>(
+    query_value::<i64>(
         "SELECT id FROM iclear.product WHERE name = $1",
         &[TEXT],
         &[product.into()],
@@ -118,7 +118,7 @@ pub fn product_id(product: &str) -> Option<i64> {
 
 /// `iclear.export_config(product)`: the document changes are merged into.
 pub fn export(product: &str) -> Value {
-    one::<JsonB>(
+    query_value::<JsonB>(
         "SELECT iclear.export_config($1)",
         &[TEXT],
         &[product.into()],
@@ -188,7 +188,7 @@ impl Facts for ReplayFacts<'_> {
         probes
             .iter()
             .filter(|(id, value)| {
-                one::<bool>(
+                query_value::<bool>(
                     "SELECT EXISTS (SELECT 1 FROM iclear.list_entry
                                      WHERE list_id = $1 AND value = $2
                                        AND (extract(epoch FROM added_at) * 1000000)::int8 < $3)",

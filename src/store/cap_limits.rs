@@ -3,7 +3,7 @@
 //! and how a full cap is named in the log. `caps.rs` takes their slots.
 
 use super::caps::{self, Cap, CapKey, Period, Scope};
-use super::{one, TEXT};
+use super::{query_value, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::RuleCaps;
 use pgrx::JsonB;
@@ -19,7 +19,7 @@ pub fn take_global_caps(service: &str) -> Option<String> {
 
 /// The service's global caps for the period containing `now`.
 pub fn global_caps(service: &str, now: DateTime<Utc>) -> Vec<Cap> {
-    let rows: Option<JsonB> = one(
+    let rows: Option<JsonB> = query_value(
         "SELECT jsonb_agg(jsonb_build_array(id, period, start_day, cap_limit) ORDER BY id)
            FROM iclear.global_cap WHERE service = $1",
         &[TEXT],

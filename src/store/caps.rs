@@ -19,7 +19,7 @@
 //! `cap_use` rows plus the spent requests of rolled-back leads not yet
 //! reconciled.
 
-use super::{one, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
+use super::{query_value, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
@@ -618,7 +618,7 @@ fn durable_count(k: &CapKey) -> i64 {
     }
     let spent = super::spent::ended_for(k);
     super::latest(|| {
-        one::<i64>(
+        query_value::<i64>(
             "SELECT (coalesce((SELECT sum(used) FROM iclear.cap_use
                                 WHERE scope = $1 AND ref_id = $2 AND period = $3 AND bucket = $4), 0)
                    + (SELECT count(*) FROM unnest($5::text[]) AS f(id)
@@ -647,18 +647,18 @@ fn legacy_count(k: &CapKey) -> i64 {
     };
     let args = [k.ref_id.into(), k.period.name().into(), key.as_str().into()];
     match k.scope {
-        Scope::Rule => one::<i64>(
+        Scope::Rule => query_value::<i64>(
             "SELECT used FROM iclear.rule_cap_usage WHERE rule_id = $1 AND period = $2 AND period_key = $3",
             &[INT8, TEXT, TEXT],
             &args,
         ),
-        Scope::GlobalRule => one::<i64>(
+        Scope::GlobalRule => query_value::<i64>(
             "SELECT used FROM iclear.global_rule_cap_usage
               WHERE global_rule_id = $1 AND period = $2 AND period_key = $3",
             &[INT8, TEXT, TEXT],
             &args,
         ),
-        Scope::Global => one::<i64>(
+        Scope::Global => query_value::<i64>(
             "SELECT current_value FROM iclear.global_cap
               WHERE id = $1 AND to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') = $2",
             &[INT8, TEXT],

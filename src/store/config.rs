@@ -11,7 +11,7 @@
 //! in the instant between another's commit and its invalidation uses the
 //! old configuration for that one transaction.
 
-use super::{one, two, INT8, TEXT};
+use super::{query_pair, query_value, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::ProductConfig;
 use iclear_engine::ConfigError;
@@ -90,7 +90,8 @@ fn refresh() {
     if CHECKED.get() == seen {
         return;
     }
-    let (v, oid) = two::<i64, i64>("SELECT version, tableoid::int8 FROM iclear.config_version");
+    let (v, oid) =
+        query_pair::<i64, i64>("SELECT version, tableoid::int8 FROM iclear.config_version");
     let v = (v.unwrap_or(0), oid.unwrap_or(0));
     VERSION_TABLE.set(pg_sys::Oid::from(v.1 as u32));
     CACHE.with_borrow_mut(|c| {
@@ -171,7 +172,7 @@ pub fn schema_is_current() -> bool {
     if let Some(c) = CACHE.with_borrow(|c| c.current_schema) {
         return c;
     }
-    let current = one::<bool>(
+    let current = query_value::<bool>(
         "SELECT pg_catalog.to_regclass('iclear.sent_mark') IS NOT NULL",
         &[],
         &[],
@@ -208,7 +209,7 @@ pub fn load(name: &str) -> Result<Option<ProductConfig>, ConfigError> {
     } else {
         load_0_4()
     };
-    let Some(doc) = one::<JsonB>(sql, &[TEXT], &[name.into()]) else {
+    let Some(doc) = query_value::<JsonB>(sql, &[TEXT], &[name.into()]) else {
         return Ok(None);
     };
     ProductConfig::from_json(doc.0).map(Some)
@@ -216,7 +217,7 @@ pub fn load(name: &str) -> Result<Option<ProductConfig>, ConfigError> {
 
 /// When source `id` was registered (None: never seen); registers nothing.
 pub fn source_seen_at(id: i64) -> Option<DateTime<Utc>> {
-    let seen: Option<f64> = one(
+    let seen: Option<f64> = query_value(
         "SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1",
         &[INT8],
         &[id.into()],
@@ -238,7 +239,7 @@ pub fn register_source(
     {
         return given.unwrap_or(t);
     }
-    let seen: Option<f64> = one(
+    let seen: Option<f64> = query_value(
         "SELECT extract(epoch FROM created_at)::float8 FROM iclear.source WHERE id = $1",
         &[INT8],
         &[id.into()],
@@ -250,7 +251,7 @@ pub fn register_source(
         if !super::try_xact_lock(super::LOCK_SOURCE, &[&id.to_string()]) {
             return None;
         }
-        one(
+        query_value(
             "WITH ins AS (INSERT INTO iclear.source (id, publisher_id, channel_id, created_at)
                           VALUES ($1, $2, $3, coalesce(to_timestamp($4::int8 / 1e6), now()))
                           ON CONFLICT (id) DO NOTHING RETURNING created_at)
@@ -280,7 +281,7 @@ pub fn register_source(
 
 /// The endpoint of `service` while it is subscribed.
 pub fn subscribed_endpoint(service: &str) -> Option<String> {
-    one::<String>(
+    query_value::<String>(
         "SELECT endpoint FROM iclear.service WHERE name = $1 AND subscription = 'enabled'",
         &[TEXT],
         &[service.into()],

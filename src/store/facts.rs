@@ -2,7 +2,7 @@
 
 use super::cap_limits::{describe, global_caps, period_caps};
 use super::caps::{self, Cap, CapKey, Period, Scope};
-use super::{columns, one, spent, INT8, TEXT};
+use super::{columns, query_value, spent, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
@@ -90,7 +90,7 @@ impl Facts for PgFacts {
         let wait = crate::gucs::counter_lock_wait().as_millis() as u64;
         super::wait_xact_lock(super::LOCK_COUNTER, &[name, key], wait);
         if !super::config::schema_is_current() {
-            return one::<i64>(
+            return query_value::<i64>(
                 "SELECT value FROM iclear.counter WHERE name = $1 AND key = $2",
                 &[TEXT, TEXT],
                 &[name.into(), key.into()],
@@ -98,7 +98,7 @@ impl Facts for PgFacts {
             .unwrap_or(0);
         }
         super::latest(|| {
-            one::<i64>(
+            query_value::<i64>(
                 "SELECT (coalesce((SELECT value FROM iclear.counter_total WHERE name = $1 AND key = $2), 0)
                        + coalesce((SELECT sum(by) FROM iclear.counter_delta WHERE name = $1 AND key = $2), 0))::int8",
                 &[TEXT, TEXT],
@@ -142,7 +142,7 @@ impl Facts for PgFacts {
     }
 
     fn cached(&mut self, service: &str, key: &str, max_age_days: Option<u32>) -> Option<Value> {
-        one::<JsonB>(
+        query_value::<JsonB>(
             "SELECT response FROM iclear.lookup_cache
               WHERE service = $1 AND lookup_key = $2
                 AND ($3 IS NULL OR fetched_at > now() - make_interval(days => $3::int))",
@@ -198,7 +198,7 @@ impl Facts for PgFacts {
     fn enqueue(&mut self, job: &JobSpec) -> i64 {
         let mut payload = job.payload.clone();
         payload["global_rule_id"] = job.global_rule_id.into();
-        one::<i64>(
+        query_value::<i64>(
             "INSERT INTO iclear.job (kind, product_id, lead_id, payload)
              VALUES ('lookup', $1, $2, $3::jsonb) RETURNING id",
             &[INT8, TEXT, TEXT],

@@ -2,7 +2,7 @@
 //! (`FOR UPDATE SKIP LOCKED`), marking them, and the worker's bookkeeping
 //! and upkeep. The worker (src/worker.rs) decides what to do with them.
 
-use super::{exec, one, INT8, TEXT};
+use super::{exec, query_value, INT8, TEXT};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -29,7 +29,7 @@ pub fn claim(limit: i64, max_attempts: i32, lease_s: i64) -> Vec<Job> {
         &[INT8],
         &[i64::from(max_attempts).into()],
     );
-    let doc: Option<JsonB> = one(
+    let doc: Option<JsonB> = query_value(
         "WITH c AS (
             UPDATE iclear.job j
                SET status = 'running', attempts = j.attempts + 1, updated_at = now(),
@@ -63,7 +63,7 @@ pub fn claim(limit: i64, max_attempts: i32, lease_s: i64) -> Vec<Job> {
 
 /// Mark a job; false when this claim no longer owns it (nothing else is written then).
 pub fn mark(job: &Job, status: &str, error: Option<&str>) -> bool {
-    one::<i64>(
+    query_value::<i64>(
         "UPDATE iclear.job
             SET status = $3, last_error = $4, leased_until = NULL, updated_at = now(),
                 run_after = CASE WHEN $3 = 'queued'

@@ -135,7 +135,7 @@ pub fn exec(sql: &'static str, types: &[PgBuiltInOids], args: &[DatumWithOid]) {
 }
 
 /// First column of the first row of a prepared statement (None: no row or NULL).
-pub fn one<T: FromDatum + IntoDatum>(
+pub fn query_value<T: FromDatum + IntoDatum>(
     sql: &'static str,
     types: &[PgBuiltInOids],
     args: &[DatumWithOid],
@@ -165,7 +165,7 @@ pub fn columns<T: FromDatum + IntoDatum>(
 }
 
 /// First two columns of the first row of a prepared statement.
-pub fn two<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
+pub fn query_pair<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     sql: &'static str,
 ) -> (Option<A>, Option<B>) {
     Spi::connect_mut(|_| unsafe {
@@ -195,7 +195,7 @@ fn lock_key(parts: &[&str]) -> i32 {
 /// Take the transaction-level advisory lock of `(class, parts)` if it is
 /// free; never waits.
 pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
-    one::<bool>(
+    query_value::<bool>(
         "SELECT pg_catalog.pg_try_advisory_xact_lock($1::int4, $2::int4)",
         &[INT8, INT8],
         &[i64::from(class).into(), i64::from(lock_key(parts)).into()],

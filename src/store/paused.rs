@@ -3,7 +3,7 @@
 //! code expires, and the attached row they came from updated with the final
 //! decision. Taking a row deletes it, so two sessions never finish one lead.
 
-use super::{exec, one, INT8, TEXT};
+use super::{exec, query_value, INT8, TEXT};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -72,7 +72,7 @@ fn taken(doc: Option<JsonB>) -> Vec<PausedLead> {
 /// Take the leads of `product` paused on `phone` (just verified). A lead a
 /// concurrent session is finishing is waited for, then not taken.
 pub fn take_verified(product: &str, phone: &str) -> Vec<PausedLead> {
-    taken(one::<JsonB>(
+    taken(query_value::<JsonB>(
         "WITH t AS (DELETE FROM iclear.paused_lead l USING iclear.product p
                      WHERE p.name = $1 AND l.product_id = p.id AND l.phone = $2
                     RETURNING l.lead_id, l.lead_table::text AS lead_table, l.id_column, l.paused_at)
@@ -85,7 +85,7 @@ pub fn take_verified(product: &str, phone: &str) -> Vec<PausedLead> {
 /// Take up to `limit` leads whose code expired unconfirmed. Rows another
 /// session holds are skipped (it is finishing them).
 pub fn take_expired(limit: i64) -> Vec<PausedLead> {
-    taken(one::<JsonB>(
+    taken(query_value::<JsonB>(
         "WITH t AS (DELETE FROM iclear.paused_lead l
                      WHERE l.lead_id IN (SELECT x.lead_id FROM iclear.paused_lead x
                                           WHERE x.expires_at < now()
@@ -107,7 +107,7 @@ pub fn update_row(
     status: &str,
     outcome: &Value,
 ) -> i64 {
-    let statement: Option<String> = one(
+    let statement: Option<String> = query_value(
         "SELECT format('UPDATE %s SET %s WHERE %I = $3::%s', t.oid::regclass,
                        string_agg(format('%I = $%s::%s', a.attname,
                                          CASE a.attname WHEN 'iclear_status' THEN 1 ELSE 2 END,

@@ -82,7 +82,7 @@ pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
 
 /// The latest non-error decision of `lead_id`: (envelope, decision).
 pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
-    let doc: pgrx::JsonB = super::one(
+    let doc: pgrx::JsonB = super::query_value(
         "SELECT jsonb_build_array(envelope, decision) FROM iclear.decision
           WHERE lead_id = $1 AND status <> 'error' ORDER BY id DESC LIMIT 1",
         &[TEXT],
@@ -101,7 +101,7 @@ pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
 /// matched (`{"matched": [ids]}`) and the latest answer of each service
 /// (`{"services": {name: response}}`).
 pub fn processed_log(lead_id: &str) -> Value {
-    super::one::<pgrx::JsonB>(
+    super::query_value::<pgrx::JsonB>(
         "SELECT jsonb_build_object(
            'matched', coalesce((SELECT jsonb_agg(DISTINCT f.ref_id) FROM iclear.filter_log f
                                  WHERE f.lead_id = $1 AND f.kind = 'rule' AND f.origin <> 'redirect'
@@ -309,7 +309,7 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
 /// Persist the `error` decision of a lead that could not be processed (or
 /// finished): no log rows, no effects.
 pub fn save_error(lead_id: &str, product: &str, envelope: &Value, decision: &Value) {
-    let product_id: Option<i64> = super::one(
+    let product_id: Option<i64> = super::query_value(
         "SELECT id FROM iclear.product WHERE name = $1",
         &[TEXT],
         &[product.into()],

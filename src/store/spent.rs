@@ -17,7 +17,7 @@
 //! (`ended_for`), so a restart never hands its slot out again.
 
 use super::caps::CapKey;
-use super::{exec, one, INT8, JSON, TEXT};
+use super::{exec, query_value, INT8, JSON, TEXT};
 use iclear_engine::facts::ServiceCall;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -169,7 +169,7 @@ fn ended(f: &Named, asked: &mut HashMap<u64, bool>) -> bool {
         return true;
     }
     *asked.entry(f.top).or_insert_with(|| {
-        !one::<bool>(
+        !query_value::<bool>(
             "SELECT pg_catalog.pg_xact_status($1::text::pg_catalog.xid8) IS NOT DISTINCT FROM 'in progress'",
             &[TEXT],
             &[f.top.to_string().as_str().into()],
@@ -181,7 +181,7 @@ fn ended(f: &Named, asked: &mut HashMap<u64, bool>) -> bool {
 /// Did the lead commit? Its mark says (read with a snapshot taken now).
 fn marked(id: &str) -> bool {
     super::latest(|| {
-        one::<bool>(
+        query_value::<bool>(
             "SELECT EXISTS (SELECT 1 FROM iclear.sent_mark WHERE id = $1)",
             &[TEXT],
             &[id.into()],
@@ -255,13 +255,13 @@ pub fn reconcile() -> i64 {
 /// crash between recording it and removing its file). True: recorded now.
 fn record(r: &Value) -> bool {
     let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-    let product_id: Option<i64> = one(
+    let product_id: Option<i64> = query_value(
         "SELECT id FROM iclear.product WHERE name = $1",
         &[TEXT],
         &[text("product").as_str().into()],
     );
     let gr = r["global_rule_id"].as_i64();
-    let new = one::<bool>(
+    let new = query_value::<bool>(
         "INSERT INTO iclear.spent_request (id, lead_id, product_id, global_rule_id, service, cost, request, response)
          VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8)
          ON CONFLICT (id) DO NOTHING RETURNING true",

@@ -12,7 +12,7 @@
 //! waits for it (bounded by `iclear.counter_lock_wait`) and then sees its
 //! row; the probe reads the latest committed rows.
 
-use super::{latest, one, wait_xact_lock, TEXT};
+use super::{latest, query_value, wait_xact_lock, TEXT};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgBuiltInOids};
 use pgrx::prelude::*;
@@ -156,7 +156,7 @@ fn taken(probes: &[Probe], relid: &str, row: &Map<String, Value>) -> bool {
         wait_xact_lock(LOCK_ROW_KEY, &parts, wait);
         let types: Vec<PgBuiltInOids> = values.iter().map(|_| TEXT).collect();
         let args: Vec<DatumWithOid> = values.iter().map(|v| v.as_str().into()).collect();
-        if latest(|| one::<bool>(p.sql, &types, &args)).unwrap_or(false) {
+        if latest(|| query_value::<bool>(p.sql, &types, &args)).unwrap_or(false) {
             return true;
         }
     }

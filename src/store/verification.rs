@@ -3,7 +3,7 @@
 //! write runs guarded, so an unreachable hub is an answer ("no response"),
 //! not an aborted lead.
 
-use super::{exec, guarded, one, INT8, TEXT};
+use super::{exec, guarded, query_value, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::verification::SmsRecord;
 use pgrx::JsonB;
@@ -14,7 +14,7 @@ fn from_epoch(e: f64) -> Option<DateTime<Utc>> {
 
 pub fn signature_recorded_at(signature: &str) -> Result<Option<DateTime<Utc>>, String> {
     guarded(|| {
-        one::<f64>(
+        query_value::<f64>(
             "SELECT extract(epoch FROM max(recorded_at))::float8 FROM iclear.verification_history
               WHERE signature = $1",
             &[TEXT],
@@ -36,7 +36,7 @@ pub fn record_signature(product: &str, signature: &str) -> Result<(), String> {
 
 pub fn sms_verified(product: &str, phone: &str) -> Result<Option<SmsRecord>, String> {
     let doc = guarded(|| {
-        one::<JsonB>(
+        query_value::<JsonB>(
             "SELECT jsonb_build_object('at', extract(epoch FROM verified_at)::float8, 'code', code)
                FROM iclear.sms_verification
               WHERE product = $1 AND phone = $2 AND status = 'verified'
@@ -66,7 +66,7 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     let code = format!("{:06}", rand::random_range(0..1_000_000));
     let ttl = crate::gucs::sms_code_ttl_s();
     let recent = guarded(|| {
-        one::<bool>(
+        query_value::<bool>(
             "SELECT EXISTS (SELECT 1 FROM iclear.sms_verification
                              WHERE product = $1 AND phone = $2 AND status = 'pending'
                                AND created_at > now() - make_interval(secs => $3)
@@ -81,7 +81,7 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     }
     // without it no code would ever be sent: the lead would wait for nothing
     let subscribed = guarded(|| {
-        one::<bool>(
+        query_value::<bool>(
             "SELECT EXISTS (SELECT 1 FROM iclear.service WHERE name = 'sms' AND subscription = 'enabled')",
             &[],
             &[],
@@ -113,7 +113,7 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
                 lead_id.into(),
             ],
         );
-        one::<i64>(
+        query_value::<i64>(
             "INSERT INTO iclear.job (kind, product_id, lead_id, payload)
              SELECT 'sms', p.id, $3, jsonb_build_object('product', $1, 'phone', $2)
                FROM iclear.product p
@@ -135,7 +135,7 @@ pub fn sms_to_send(
     phone: &str,
 ) -> Result<Result<(String, f64, String), String>, String> {
     let doc = guarded(|| {
-        one::<JsonB>(
+        query_value::<JsonB>(
             "SELECT jsonb_build_object('endpoint', s.endpoint, 'cost', s.cost::float8,
                       'code', (SELECT v.code FROM iclear.sms_verification v
                                 WHERE v.product = $1 AND v.phone = $2 AND v.status = 'pending'

@@ -66,7 +66,7 @@ fn errors_carry_their_sqlstate_and_hint() {
     assert_eq!(st, "42501", "{msg}");
     assert!(msg.contains("api_key"), "{msg}");
     // a verification hub that cannot be reached: 08006, not invalid input
-    vh(
+    verification_rule(
         json!({"signature_enabled": true, "signature_template": TEMPLATE, "signature_lifetime_s": 60}),
         "",
     );

@@ -1,7 +1,7 @@
 // The Verification History Service: signatures, the SMS history, the
 // verifier role, pause and confirm, the resend guard.
 
-fn vh(settings: Value, columns: &str) -> i64 {
+fn verification_rule(settings: Value, columns: &str) -> i64 {
     run("INSERT INTO iclear.service (name) VALUES ('verification_history') ON CONFLICT DO NOTHING");
     global("verification_history", settings, columns)
 }
@@ -15,7 +15,7 @@ fn signatures_are_recorded_shared_and_expire() {
     run("INSERT INTO iclear.product (name) VALUES ('payday_ca')");
     let settings = json!({"signature_enabled": true, "signature_template": TEMPLATE,
                           "reject_signature_missing": true, "signature_lifetime_s": 3600});
-    vh(settings.clone(), "");
+    verification_rule(settings.clone(), "");
     let lead =
         json!({"product": "payday_us", "fields": {"email": "A@b.co", "homePhone": "5550100199"}});
     let d = process(lead.clone());
@@ -72,7 +72,7 @@ fn signatures_are_recorded_shared_and_expire() {
 #[pg_test]
 fn sms_history_code_match_and_combined_logic() {
     setup();
-    let g = vh(
+    let g = verification_rule(
         json!({"sms_enabled": true, "phone_field": "homePhone", "reject_sms_expired": true,
                "sms_lifetime_s": 600, "sms_code_match": true, "tpar_code_key": "verificationCode",
                "reject_sms_mismatch": true}),
@@ -251,7 +251,7 @@ fn pause_confirm_and_repost() {
 #[pg_test]
 fn verifiers_record_and_confirm_and_read_nothing_else() {
     setup();
-    vh(
+    verification_rule(
         json!({"signature_enabled": true, "signature_template": TEMPLATE, "signature_lifetime_s": 60}),
         "",
     );

@@ -19,40 +19,40 @@ pub(super) enum Trigger {
 pub(super) fn run_global_rules(
     cfg: &ProductConfig,
     run_time: RunTime,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
 ) {
-    for gr in cfg.global_rules.iter().filter(|g| g.run_time == run_time) {
-        if st.status != Status::Accepted {
+    for global_rule in cfg.global_rules.iter().filter(|g| g.run_time == run_time) {
+        if lead.status != Status::Accepted {
             return;
         }
-        run_global(cfg, gr, Trigger::Scheduled, st, facts);
+        run_global(cfg, global_rule, Trigger::Scheduled, lead, facts);
     }
 }
 
 /// Why a rule does not run for this lead (not logged: the same for every lead).
 fn not_for_this_lead(
     cfg: &ProductConfig,
-    gr: &GlobalRule,
+    global_rule: &GlobalRule,
     trigger: Trigger,
     env: &Envelope,
 ) -> Option<&'static str> {
-    if !gr.subscribed {
+    if !global_rule.subscribed {
         return Some("subscription disabled");
     }
     if trigger == Trigger::Action {
         return None;
     }
-    if !gr.active {
+    if !global_rule.active {
         return Some("paused");
     }
-    if gr.execution == Execution::OnDemand {
+    if global_rule.execution == Execution::OnDemand {
         return Some("on demand only");
     }
     // "Run service on" applies to PingPost products only.
     if cfg.kind == ProductKind::PingPost {
         let ping = env.stage == crate::envelope::Stage::Ping;
-        let runs = match gr.run_on {
+        let runs = match global_rule.run_on {
             RunOn::Ping => ping,
             RunOn::Post => !ping,
             RunOn::PingAndPost => true,
@@ -61,7 +61,7 @@ fn not_for_this_lead(
             return Some("not run at this stage");
         }
     }
-    if env.silent && !gr.run_on_silent_ping {
+    if env.silent && !global_rule.run_on_silent_ping {
         return Some("not run on silent ping");
     }
     None
@@ -76,8 +76,8 @@ fn advanced(s: &Settings) -> Option<(&crate::settings::Advanced, u32)> {
 }
 
 /// The filter-log stage of a global rule's rows.
-fn stage_of(gr: &GlobalRule) -> &'static str {
-    match gr.run_time {
+fn stage_of(global_rule: &GlobalRule) -> &'static str {
+    match global_rule.run_time {
         RunTime::BeforeFiltration => "global_before",
         RunTime::AfterFiltration => "global_after",
     }
@@ -85,7 +85,7 @@ fn stage_of(gr: &GlobalRule) -> &'static str {
 
 /// A filter-log row of a global rule (`kind = 'service'`).
 fn service_entry(
-    gr: &GlobalRule,
+    global_rule: &GlobalRule,
     origin: &'static str,
     outcome: &str,
     detail: Value,
@@ -93,11 +93,11 @@ fn service_entry(
     response: Option<Value>,
 ) -> LogEntry {
     LogEntry {
-        stage: stage_of(gr),
+        stage: stage_of(global_rule),
         origin,
         kind: "service",
-        ref_id: Some(gr.id),
-        name: Some(gr.service.clone()),
+        ref_id: Some(global_rule.id),
+        name: Some(global_rule.service.clone()),
         outcome: outcome.into(),
         detail,
         request,
@@ -109,7 +109,7 @@ fn service_entry(
 /// by the synchronous path and the async worker (`complete_async`).
 fn conclude(
     cfg: &ProductConfig,
-    gr: &GlobalRule,
+    global_rule: &GlobalRule,
     fields: &Map<String, Value>,
     value: &str,
     data: &Value,
@@ -117,7 +117,7 @@ fn conclude(
     request: Option<Value>,
 ) -> (LogEntry, Vec<Effect>, global::Verdict) {
     let (origin, source, cost) = how;
-    let verdict = global::evaluate(&gr.settings, data);
+    let verdict = global::evaluate(&global_rule.settings, data);
     let mut effects = Vec::new();
     for id in &verdict.add_to_lists {
         let value = cfg
@@ -133,7 +133,7 @@ fn conclude(
             });
         }
     }
-    if let Settings::IClaim(_) = gr.settings {
+    if let Settings::IClaim(_) = global_rule.settings {
         let ev = global::evidence(data);
         effects.push(Effect::ConsentEvidence {
             session_id: value.to_string(),
@@ -158,19 +158,31 @@ fn conclude(
     if !verdict.add_to_lists.is_empty() {
         detail["added_to_lists"] = json!(verdict.add_to_lists);
     }
-    let entry = service_entry(gr, origin, outcome, detail, request, Some(data.clone()));
+    let entry = service_entry(
+        global_rule,
+        origin,
+        outcome,
+        detail,
+        request,
+        Some(data.clone()),
+    );
     (entry, effects, verdict)
 }
 
 impl Lead<'_> {
     /// A slot of the rule's and its service's caps; false (logged
     /// `cap_reached`, the lead goes on) when one is full.
-    fn take_slot(&mut self, gr: &GlobalRule, origin: &'static str, facts: &mut dyn Facts) -> bool {
-        match facts.take_service_cap(gr) {
+    fn take_slot(
+        &mut self,
+        global_rule: &GlobalRule,
+        origin: &'static str,
+        facts: &mut dyn Facts,
+    ) -> bool {
+        match facts.take_service_cap(global_rule) {
             None => true,
             Some(cap) => {
                 let detail = json!({"cap": cap, "cost": 0});
-                self.service_log(gr, origin, "cap_reached", detail, None);
+                self.service_log(global_rule, origin, "cap_reached", detail, None);
                 false
             }
         }
@@ -178,16 +190,22 @@ impl Lead<'_> {
 
     fn service_log(
         &mut self,
-        gr: &GlobalRule,
+        global_rule: &GlobalRule,
         origin: &'static str,
         outcome: &str,
         detail: Value,
         request: Option<Value>,
     ) {
-        self.log
-            .push(service_entry(gr, origin, outcome, detail, request, None));
+        self.log.push(service_entry(
+            global_rule,
+            origin,
+            outcome,
+            detail,
+            request,
+            None,
+        ));
         self.services.push(
-            json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
+            json!({"service": global_rule.service, "rule_id": global_rule.id, "outcome": outcome,
                                   "source": Value::Null, "score": Value::Null}),
         );
     }
@@ -195,23 +213,23 @@ impl Lead<'_> {
     /// "No response service action": continue, or reject the lead.
     fn no_response(
         &mut self,
-        gr: &GlobalRule,
+        global_rule: &GlobalRule,
         origin: &'static str,
         reason: String,
         request: Option<Value>,
     ) {
         self.service_log(
-            gr,
+            global_rule,
             origin,
             "no_response",
             json!({"source": "none", "cost": 0, "reason": reason}),
             request,
         );
         // async services "do not impact the lead processing flow" (docs/settings.md)
-        if gr.reject_on_no_response && origin != "async" {
+        if global_rule.reject_on_no_response && origin != "async" {
             self.reject(
-                format!("{} did not respond: {reason}", gr.service),
-                json!({"kind": "service", "id": gr.id, "name": gr.service}),
+                format!("{} did not respond: {reason}", global_rule.service),
+                json!({"kind": "service", "id": global_rule.id, "name": global_rule.service}),
             );
         }
     }
@@ -220,18 +238,18 @@ impl Lead<'_> {
     fn queue(
         &mut self,
         cfg: &ProductConfig,
-        gr: &GlobalRule,
+        global_rule: &GlobalRule,
         value: &str,
         why: &str,
         cap_taken: bool,
         facts: &mut dyn Facts,
     ) {
-        if !cap_taken && !self.take_slot(gr, "async", facts) {
+        if !cap_taken && !self.take_slot(global_rule, "async", facts) {
             return;
         }
         // what the adapter sends, plus the fields "Add to PL/DNPL" lists take
-        let mut fields = global::call_fields(&gr.settings, &self.fields);
-        for l in global::settings_list_ids(&gr.settings)
+        let mut fields = global::call_fields(&global_rule.settings, &self.fields);
+        for l in global::settings_list_ids(&global_rule.settings)
             .into_iter()
             .filter_map(|id| cfg.list(id))
         {
@@ -246,14 +264,14 @@ impl Lead<'_> {
             "why": why,
         });
         let id = facts.enqueue(&JobSpec {
-            global_rule_id: gr.id,
+            global_rule_id: global_rule.id,
             product_id: cfg.id,
             lead_id: self.lead_id.clone(),
             payload,
         });
         self.queued.push(id);
         self.service_log(
-            gr,
+            global_rule,
             "async",
             "queued",
             json!({"job_id": id, "why": why, "cost": 0}),
@@ -264,15 +282,15 @@ impl Lead<'_> {
 
 pub(super) fn run_global(
     cfg: &ProductConfig,
-    gr: &GlobalRule,
+    global_rule: &GlobalRule,
     trigger: Trigger,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
 ) {
-    if let Some(why) = not_for_this_lead(cfg, gr, trigger, st.env) {
-        if st.trace_level == TraceLevel::Full {
-            st.trace
-                .push(json!({"global_rule_id": gr.id, "service": gr.service, "skipped": why}));
+    if let Some(why) = not_for_this_lead(cfg, global_rule, trigger, lead.env) {
+        if lead.trace_level == TraceLevel::Full {
+            lead.trace
+                .push(json!({"global_rule_id": global_rule.id, "service": global_rule.service, "skipped": why}));
         }
         return;
     }
@@ -281,24 +299,24 @@ pub(super) fn run_global(
     } else {
         "sync"
     };
-    if trigger == Trigger::Scheduled && facts.roll_percent() >= gr.lookup_percent {
-        return st.service_log(
-            gr,
+    if trigger == Trigger::Scheduled && facts.roll_percent() >= global_rule.lookup_percent {
+        return lead.service_log(
+            global_rule,
             origin,
             "not_sampled",
-            json!({"lookup_percent": gr.lookup_percent, "cost": 0}),
+            json!({"lookup_percent": global_rule.lookup_percent, "cost": 0}),
             None,
         );
     }
     // A rule whose credential an admin has not set yet calls no vendor.
-    if let Some(key) = gr.settings.missing_credential() {
-        let origin = if gr.execution == Execution::Async {
+    if let Some(key) = global_rule.settings.missing_credential() {
+        let origin = if global_rule.execution == Execution::Async {
             "async"
         } else {
             origin
         };
-        return st.no_response(
-            gr,
+        return lead.no_response(
+            global_rule,
             origin,
             format!("settings.{key} is not set (a member of iclear_admin sets it)"),
             None,
@@ -306,81 +324,87 @@ pub(super) fn run_global(
     }
     // After filtration with no campaign left: skipped, at no charge (docs/settings.md "IP Analysis").
     let skip_after =
-        gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0);
-    if let (Settings::VerificationHistory(vh), false) = (&gr.settings, skip_after) {
-        return verify(cfg, gr, vh, origin, st, facts);
+        global_rule.run_time == RunTime::AfterFiltration && lead.env.campaigns_remaining == Some(0);
+    if let (Settings::VerificationHistory(vh), false) = (&global_rule.settings, skip_after) {
+        return verify(cfg, global_rule, vh, origin, lead, facts);
     }
-    if gr.run_time == RunTime::AfterFiltration && st.env.campaigns_remaining == Some(0) {
-        return st.service_log(
-            gr,
+    if global_rule.run_time == RunTime::AfterFiltration && lead.env.campaigns_remaining == Some(0) {
+        return lead.service_log(
+            global_rule,
             origin,
             "skipped",
             json!({"why": "no campaigns remaining", "cost": 0}),
             None,
         );
     }
-    let Some((value, key)) = global::lookup_key(&gr.settings, &st.fields) else {
-        if gr.execution == Execution::Async {
+    let Some((value, key)) = global::lookup_key(&global_rule.settings, &lead.fields) else {
+        if global_rule.execution == Execution::Async {
             // an async service never touches the lead: nothing to queue
-            return st.service_log(
-                gr,
+            return lead.service_log(
+                global_rule,
                 "async",
                 "skipped",
                 json!({"why": "the lead has no value to look up", "cost": 0}),
                 None,
             );
         }
-        return st.no_response(gr, origin, "the lead has no value to look up".into(), None);
+        return lead.no_response(
+            global_rule,
+            origin,
+            "the lead has no value to look up".into(),
+            None,
+        );
     };
-    let adv = advanced(&gr.settings);
-    if gr.execution == Execution::Async {
+    let adv = advanced(&global_rule.settings);
+    if global_rule.execution == Execution::Async {
         // cache_days holds for async rules too: a fresh cached answer serves
         // instead of a job, at no charge, and (like the worker's answers)
         // flags the lead rather than rejecting it
         let max_age = adv.and_then(|(_, days)| (days > 0).then_some(days));
-        if let Some(data) = max_age.and_then(|_| facts.cached(&gr.service, &key, max_age)) {
+        if let Some(data) = max_age.and_then(|_| facts.cached(&global_rule.service, &key, max_age))
+        {
             let (entry, effects, verdict) = conclude(
                 cfg,
-                gr,
-                &st.fields,
+                global_rule,
+                &lead.fields,
                 &value,
                 &data,
                 ("async", "cache", 0.0),
                 None,
             );
-            st.services.push(
-                json!({"service": gr.service, "rule_id": gr.id, "outcome": entry.outcome,
+            lead.services.push(
+                json!({"service": global_rule.service, "rule_id": global_rule.id, "outcome": entry.outcome,
                        "source": "cache", "score": verdict.score}),
             );
-            st.log.push(entry);
-            st.effects.extend(effects);
-            st.results.insert(gr.service.clone(), data);
+            lead.log.push(entry);
+            lead.effects.extend(effects);
+            lead.results.insert(global_rule.service.clone(), data);
             return;
         }
-        return st.queue(cfg, gr, &value, "async execution", false, facts);
+        return lead.queue(cfg, global_rule, &value, "async execution", false, facts);
     }
-    let fields = st.fields.clone();
-    let finish = |st: &mut Lead, data: Value, source, cost, request| {
+    let fields = lead.fields.clone();
+    let finish = |lead: &mut Lead, data: Value, source, cost, request| {
         let (entry, effects, verdict) = conclude(
             cfg,
-            gr,
+            global_rule,
             &fields,
             &value,
             &data,
             (origin, source, cost),
             request,
         );
-        st.services.push(
-            json!({"service": gr.service, "rule_id": gr.id, "outcome": entry.outcome,
+        lead.services.push(
+            json!({"service": global_rule.service, "rule_id": global_rule.id, "outcome": entry.outcome,
                                 "source": source, "score": verdict.score}),
         );
-        st.log.push(entry);
-        st.effects.extend(effects);
-        st.results.insert(gr.service.clone(), data);
+        lead.log.push(entry);
+        lead.effects.extend(effects);
+        lead.results.insert(global_rule.service.clone(), data);
         if let Some(reason) = verdict.reject {
-            st.reject(
+            lead.reject(
                 reason,
-                json!({"kind": "service", "id": gr.id, "name": gr.service}),
+                json!({"kind": "service", "id": global_rule.id, "name": global_rule.service}),
             );
         }
     };
@@ -388,32 +412,38 @@ pub(super) fn run_global(
         let max_age = (cache_days > 0).then_some(cache_days);
         if a.local_only {
             // "Lookup only in the local DB": the lookup cache, nothing paid.
-            match facts.cached(&gr.service, &key, max_age) {
-                Some(data) => finish(st, data, "local", 0.0, None),
-                None if a.local_fail_run_async => st.queue(
+            match facts.cached(&global_rule.service, &key, max_age) {
+                Some(data) => finish(lead, data, "local", 0.0, None),
+                None if a.local_fail_run_async => lead.queue(
                     cfg,
-                    gr,
+                    global_rule,
                     &value,
                     "not found in the local database",
                     false,
                     facts,
                 ),
-                None => st.no_response(gr, origin, "not found in the local database".into(), None),
+                None => lead.no_response(
+                    global_rule,
+                    origin,
+                    "not found in the local database".into(),
+                    None,
+                ),
             }
             return;
         }
-        if let Some(data) = max_age.and_then(|_| facts.cached(&gr.service, &key, max_age)) {
-            return finish(st, data, "cache", 0.0, None);
+        if let Some(data) = max_age.and_then(|_| facts.cached(&global_rule.service, &key, max_age))
+        {
+            return finish(lead, data, "cache", 0.0, None);
         }
     }
-    if !st.take_slot(gr, origin, facts) {
+    if !lead.take_slot(global_rule, origin, facts) {
         return;
     }
-    let call_fields = global::call_fields(&gr.settings, &st.fields);
+    let call_fields = global::call_fields(&global_rule.settings, &lead.fields);
     let call = ServiceCall {
-        rule: gr,
+        rule: global_rule,
         value: &value,
-        lead_id: &st.lead_id,
+        lead_id: &lead.lead_id,
         product: &cfg.name,
         fields: &call_fields,
         timeout_s: adv.map(|(a, _)| a.sync_timeout_s).unwrap_or(5),
@@ -421,13 +451,13 @@ pub(super) fn run_global(
     match facts.call_service(&call) {
         CallResult::Response { data, request } => {
             if adv.is_some() {
-                st.effects.push(Effect::CacheResponse {
-                    service: gr.service.clone(),
+                lead.effects.push(Effect::CacheResponse {
+                    service: global_rule.service.clone(),
                     key,
                     data: data.clone(),
                 });
             }
-            finish(st, data, "api", gr.cost, Some(request))
+            finish(lead, data, "api", global_rule.cost, Some(request))
         }
         CallResult::NoResponse {
             timed_out: true,
@@ -436,11 +466,11 @@ pub(super) fn run_global(
         } if adv.is_some_and(|(a, _)| a.after_timeout_run_async) => {
             // "After a timeout, run as Asynchronous": the cap is already counted
             let _ = request;
-            st.queue(cfg, gr, &value, "sync timeout", true, facts)
+            lead.queue(cfg, global_rule, &value, "sync timeout", true, facts)
         }
         CallResult::NoResponse {
             reason, request, ..
-        } => st.no_response(gr, origin, reason, Some(request)),
+        } => lead.no_response(global_rule, origin, reason, Some(request)),
     }
 }
 
@@ -452,7 +482,7 @@ pub fn complete_async(
     payload: &Value,
     result: CallResult,
 ) -> (Vec<LogEntry>, Vec<Effect>) {
-    let Some(gr) = cfg.global_rules.iter().find(|g| g.id == global_rule_id) else {
+    let Some(global_rule) = cfg.global_rules.iter().find(|g| g.id == global_rule_id) else {
         return (Vec::new(), Vec::new());
     };
     let value = payload["value"].as_str().unwrap_or("");
@@ -461,20 +491,20 @@ pub fn complete_async(
         CallResult::Response { data, request } => {
             let mut effects = Vec::new();
             // the job keeps the looked-up value, not the lead field
-            if let Some((_, key)) = key_of_value(&gr.settings, value) {
+            if let Some((_, key)) = key_of_value(&global_rule.settings, value) {
                 effects.push(Effect::CacheResponse {
-                    service: gr.service.clone(),
+                    service: global_rule.service.clone(),
                     key,
                     data: data.clone(),
                 });
             }
             let (entry, more, _) = conclude(
                 cfg,
-                gr,
+                global_rule,
                 &fields,
                 value,
                 &data,
-                ("async", "api", gr.cost),
+                ("async", "api", global_rule.cost),
                 Some(request),
             );
             effects.extend(more);
@@ -484,7 +514,7 @@ pub fn complete_async(
             reason, request, ..
         } => (
             vec![service_entry(
-                gr,
+                global_rule,
                 "async",
                 "no_response",
                 json!({"source": "none", "cost": 0, "reason": reason}),
@@ -516,27 +546,27 @@ fn key_of_value(settings: &Settings, value: &str) -> Option<(String, String)> {
 /// the no-response action.
 fn verify(
     cfg: &ProductConfig,
-    gr: &GlobalRule,
+    global_rule: &GlobalRule,
     vh: &crate::settings::VerificationHistory,
     origin: &'static str,
-    st: &mut Lead,
+    lead: &mut Lead,
     facts: &mut dyn Facts,
 ) {
     use crate::verification::{evaluate, normalize_phone, signature, Findings};
-    let origin = if gr.execution == Execution::Async {
+    let origin = if global_rule.execution == Execution::Async {
         "async"
     } else {
         origin
     };
     // its caps count checks of the history, as the other services' count lookups
-    if !st.take_slot(gr, origin, facts) {
+    if !lead.take_slot(global_rule, origin, facts) {
         return;
     }
     let sig = if vh.signature_enabled {
         let t = vh.signature_template.as_deref().unwrap_or("{}");
-        match signature(t, &st.vars(cfg.id)) {
+        match signature(t, &lead.vars(cfg.id)) {
             Ok(s) => Some(s),
-            Err(e) => return st.no_response(gr, origin, e, None),
+            Err(e) => return lead.no_response(global_rule, origin, e, None),
         }
     } else {
         None
@@ -545,7 +575,7 @@ fn verify(
     let sig_found = match &sig {
         Some(Some(s)) => match facts.signature_recorded_at(s) {
             Ok(r) => Some(r),
-            Err(e) => return st.no_response(gr, origin, e, None),
+            Err(e) => return lead.no_response(global_rule, origin, e, None),
         },
         Some(None) => Some(None),
         None => None,
@@ -554,13 +584,13 @@ fn verify(
         let phone = vh
             .phone_field
             .as_ref()
-            .and_then(|f| st.fields.get(f))
+            .and_then(|f| lead.fields.get(f))
             .and_then(value_text)
             .and_then(|p| normalize_phone(&p));
         match phone {
             Some(p) => match facts.sms_verified(&cfg.name, &p) {
                 Ok(r) => Some(r),
-                Err(e) => return st.no_response(gr, origin, e, None),
+                Err(e) => return lead.no_response(global_rule, origin, e, None),
             },
             None => Some(None),
         }
@@ -571,7 +601,7 @@ fn verify(
         .tpar_code_key
         .as_ref()
         .filter(|_| vh.sms_code_match)
-        .and_then(|k| st.params.get(k))
+        .and_then(|k| lead.params.get(k))
         .and_then(value_text);
     let v = evaluate(
         vh,
@@ -594,18 +624,24 @@ fn verify(
     if let Some(r) = &v.reason {
         detail["reason"] = r.clone().into();
     }
-    st.log
-        .push(service_entry(gr, origin, outcome, detail, None, None));
-    st.services.push(
-        json!({"service": gr.service, "rule_id": gr.id, "outcome": outcome,
+    lead.log.push(service_entry(
+        global_rule,
+        origin,
+        outcome,
+        detail,
+        None,
+        None,
+    ));
+    lead.services.push(
+        json!({"service": global_rule.service, "rule_id": global_rule.id, "outcome": outcome,
                             "source": "local", "score": Value::Null}),
     );
     // conditions read verification_history.signature / .sms / .sms_code
-    st.results.insert(gr.service.clone(), v.detail);
+    lead.results.insert(global_rule.service.clone(), v.detail);
     if outcome == "reject" {
-        st.reject(
+        lead.reject(
             v.reason.unwrap_or_default(),
-            json!({"kind": "service", "id": gr.id, "name": gr.service}),
+            json!({"kind": "service", "id": global_rule.id, "name": global_rule.service}),
         );
     }
 }

@@ -38,8 +38,8 @@ pub fn resume(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut st = Lead::new(env, lead_id, facts, trace);
-    restore(&mut st, paused, processed);
+    let mut lead = Lead::new(env, lead_id, facts, trace);
+    restore(&mut lead, paused, processed);
     let mut verification = paused["verification"].clone();
     let rule_id = verification["rule_id"].as_i64();
     let stage = match verification["stage"].as_str() {
@@ -57,9 +57,9 @@ pub fn resume(
             .find(|r| r.id == id)
             .map(|r| r.name.clone())
     });
-    st.log.push(LogEntry {
+    lead.log.push(LogEntry {
         stage: stage.as_str(),
-        origin: st.origin,
+        origin: lead.origin,
         kind: "verification",
         ref_id: rule_id,
         name: name.clone(),
@@ -68,25 +68,25 @@ pub fn resume(
         ..LogEntry::default()
     });
     if end == PauseEnd::Expired {
-        st.reject(
+        lead.reject(
             "verification expired".into(),
             json!({"kind": "rule", "id": rule_id, "name": name}),
         );
     }
     verification["status"] = end.as_str().into();
-    st.verification = Some(verification);
+    lead.verification = Some(verification);
     let from = match stage {
         RuleStage::PreValidation => Step::PreValidation,
         RuleStage::AfterProcessing => Step::AfterProcessing,
         _ => Step::Processing,
     };
-    run_steps(cfg, &mut st, facts, from, &reached);
-    let decision = decision(cfg, &mut st);
-    st.finish(decision)
+    run_steps(cfg, &mut lead, facts, from, &reached);
+    let decision = decision(cfg, &mut lead);
+    lead.finish(decision)
 }
 
 /// The working state as the pause left it.
-fn restore(st: &mut Lead, paused: &Value, processed: &Processed) {
+fn restore(lead: &mut Lead, paused: &Value, processed: &Processed) {
     let object = |k: &str| paused[k].as_object().cloned();
     let ids = |k: &str| -> Vec<i64> {
         paused[k]
@@ -95,20 +95,20 @@ fn restore(st: &mut Lead, paused: &Value, processed: &Processed) {
             .unwrap_or_default()
     };
     if let Some(f) = object("fields") {
-        st.fields = f;
+        lead.fields = f;
     }
     if let Some(p) = object("params") {
-        st.params = p;
+        lead.params = p;
     }
-    st.response = object("response").unwrap_or_default();
-    st.tags = processed.tags.clone();
-    st.route = Some(paused["route"].clone()).filter(|r| !r.is_null());
-    st.silent_campaigns = ids("silent_campaigns");
-    st.block_monetization = paused["block_monetization"].as_bool().unwrap_or(false);
-    st.ping_tree_mark = paused["ping_tree_mark"].as_i64();
-    st.services = paused["services"].as_array().cloned().unwrap_or_default();
-    st.queued = ids("queued");
-    st.trace = paused["trace"].as_array().cloned().unwrap_or_default();
-    st.matched.extend(processed.matched.iter().copied());
-    st.results = processed.results.clone();
+    lead.response = object("response").unwrap_or_default();
+    lead.tags = processed.tags.clone();
+    lead.route = Some(paused["route"].clone()).filter(|r| !r.is_null());
+    lead.silent_campaigns = ids("silent_campaigns");
+    lead.block_monetization = paused["block_monetization"].as_bool().unwrap_or(false);
+    lead.ping_tree_mark = paused["ping_tree_mark"].as_i64();
+    lead.services = paused["services"].as_array().cloned().unwrap_or_default();
+    lead.queued = ids("queued");
+    lead.trace = paused["trace"].as_array().cloned().unwrap_or_default();
+    lead.matched.extend(processed.matched.iter().copied());
+    lead.results = processed.results.clone();
 }
