@@ -651,40 +651,8 @@ fn maintain_while_leads_arrive_keeps_every_decision() {
     assert_eq!(in_default, 0, "the late lead landed in its month");
 }
 
-/// maintain() moving rows out of a DEFAULT partition into a new month while
-/// a report reads: the report waits and counts every row (it used to plan
-/// against the old partitions, run after the move and count none of them).
-#[test]
-fn maintain_moving_rows_hides_none_from_a_concurrent_report() {
-    let cl = Cluster::start();
-    let mut c = cl.database("t_move");
-    c.batch_execute(FIXTURE).unwrap();
-    c.batch_execute(
-        "CREATE TABLE leads (id bigserial PRIMARY KEY, email text, iclear_status text);
-         SELECT iclear.attach('leads', 'payday_us');
-         INSERT INTO leads (email) SELECT 'test' || g || '@x.com' FROM generate_series(1, 20) g;",
-    )
-    .unwrap();
-    let report = "SELECT (SELECT count(*) FROM iclear.decision) || ' ' || (SELECT count(*) FROM iclear.filter_log)";
-    let before: String = c.query_one(report, &[]).unwrap().get(0);
-    assert_eq!(before, "20 20", "each lead has a decision and a log row");
-    let mut m = cl.connect("t_move");
-    m.batch_execute("BEGIN; SELECT iclear.maintain();").unwrap();
-    let url = cl.url("t_move");
-    let reader = thread::spawn(move || {
-        let mut r = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        r.batch_execute("SET application_name = 'report'").unwrap();
-        r.query_one(report, &[]).unwrap().get::<_, String>(0)
-    });
-    wait_until_blocked(&mut c, "report");
-    m.batch_execute("COMMIT").unwrap();
-    assert_eq!(reader.join().unwrap(), before);
-    let in_default: i64 = c
-        .query_one("SELECT count(*) FROM iclear.decision_default", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(in_default, 0, "the rows were moved to their month");
-}
+// maintain() moving rows while a report reads is an isolation spec:
+// tests/isolation/specs/maintain_report.spec.
 
 /// Wait until the session named `app` waits for a lock (up to 30 s).
 fn wait_until_blocked(c: &mut postgres::Client, app: &str) {
