@@ -39,12 +39,12 @@ test-it: install
 # golden SQL tests (tests/pg_regress): the README's walk-through, every kind
 # of error with its SQLSTATE, each view's columns
 test-regress: install
-	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/regress.sh
+	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/pg-tests.sh regress
 
 # isolation specs (tests/isolation) with pg_isolation_regress on a temporary
 # instance with iclear preloaded
 test-isolation: install
-	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/isolation.sh
+	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/pg-tests.sh isolation
 
 lint:
 	scripts/gen-upgrade.sh --check

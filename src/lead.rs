@@ -79,11 +79,7 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
         env.params = p.clone();
     }
     let cfg = product_config(&env.product)?;
-    let source_created_at = source_created_at(&env);
-    let mut facts = store::facts::PgFacts {
-        source_created_at,
-        takes: Default::default(),
-    };
+    let mut facts = facts_for(&env);
     let processed =
         pipeline::Processed::from_json(&decision, &store::persist::processed_log(lead_id));
     let out = pipeline::process_redirect(
@@ -109,11 +105,7 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
     let env = Envelope::parse(lead).map_err(LeadError::Input)?;
     let cfg = product_config(&env.product)?;
     let lead_id = env.lead_id.clone().unwrap_or_else(new_lead_id);
-    let source_created_at = source_created_at(&env);
-    let mut facts = store::facts::PgFacts {
-        source_created_at,
-        takes: Default::default(),
-    };
+    let mut facts = facts_for(&env);
     let out = pipeline::process_traced(&cfg, &env, &lead_id, &mut facts, trace_level());
     let mut envelope = lead.clone();
     envelope["lead_id"] = Value::String(lead_id.clone());
@@ -186,6 +178,14 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
     Ok(sig)
 }
 
+/// The engine's questions about this lead, answered from Postgres.
+fn facts_for(env: &Envelope) -> store::facts::PgFacts {
+    store::facts::PgFacts {
+        source_created_at: source_created_at(env),
+        takes: Default::default(),
+    }
+}
+
 /// When the lead's source was created: the envelope's `source_created_at`
 /// (the lead store's date) or the `iclear.source` row's, which a first sight
 /// registers ("All New" targeting).
@@ -248,10 +248,7 @@ fn resume(lead_id: &str, end: pipeline::PauseEnd) -> Result<Option<Value>, LeadE
     }
     let env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
     let cfg = product_config(&env.product)?;
-    let mut facts = store::facts::PgFacts {
-        source_created_at: source_created_at(&env),
-        takes: Default::default(),
-    };
+    let mut facts = facts_for(&env);
     let processed =
         pipeline::Processed::from_json(&paused, &store::persist::processed_log(lead_id));
     let out = pipeline::resume(

@@ -11,22 +11,7 @@ fn accepts_and_persists_a_lead() {
     assert_eq!(d["status"], "accepted");
     assert_eq!(d["lead_id"], "L-1");
     assert_eq!(d["fields"]["email"], "a@b.com");
-    for key in [
-        "reason",
-        "rejected_by",
-        "tags",
-        "route",
-        "silent_campaigns",
-        "block_monetization",
-        "ping_tree_mark",
-        "response",
-        "queued",
-        "services",
-        "trace",
-        "params",
-        "stage",
-        "product",
-    ] {
+    for key in iclear_engine::pipeline::DECISION_KEYS {
         assert!(d.get(key).is_some(), "decision lacks {key}");
     }
     assert_eq!(
