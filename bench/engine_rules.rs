@@ -8,7 +8,7 @@ use iclear_engine::envelope::Envelope;
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::pipeline::{process_traced, TraceLevel};
-use iclear_engine::verification::SmsRecord;
+use iclear_engine::service::verification_history::SmsRecord;
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::{Duration, Instant};

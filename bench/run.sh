@@ -91,7 +91,7 @@ if wants ip || wants ipcap; then
     fi
     SANDBOX_BIN=${BENCH_SANDBOX_BIN:-}
     if [ -z "$SANDBOX_BIN" ]; then
-        cargo build --release -q -p iclear-services --bin iclear-sandbox
+        cargo build --release -q -p iclear-services --features sandbox --bin iclear-sandbox
         SANDBOX_BIN=target/release/iclear-sandbox
     fi
     "$SANDBOX_BIN" "127.0.0.1:$SANDBOX_PORT" --delay-ms "$SANDBOX_DELAY_MS" >"$OUT/sandbox.log" 2>&1 &

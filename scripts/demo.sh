@@ -13,7 +13,7 @@ OUT=$(pwd)/target/demo
 mkdir -p "$OUT"
 
 # The sandbox provider answers the vendors' protocols on loopback (no internet).
-cargo build --release -q -p iclear-services --bin iclear-sandbox
+cargo build --release -q -p iclear-services --features sandbox --bin iclear-sandbox
 [ -f "$OUT/sandbox.pid" ] && kill "$(cat "$OUT/sandbox.pid")" 2>/dev/null || true
 nohup target/release/iclear-sandbox "$SANDBOX_ADDR" >"$OUT/sandbox.log" 2>&1 &
 echo $! >"$OUT/sandbox.pid"

@@ -8,7 +8,7 @@ use crate::store;
 use iclear_engine::actions::Action;
 use iclear_engine::conditions::Condition;
 use iclear_engine::config::RuleStage;
-use iclear_engine::settings::Settings;
+use iclear_engine::service::Settings;
 use iclear_engine::ConfigError;
 use pgrx::prelude::*;
 use pgrx::JsonB;

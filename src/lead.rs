@@ -127,7 +127,6 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
 /// `lead` is an envelope (`{"fields": {..}, "params": {..}}`) or a bare
 /// fields object.
 pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadError> {
-    use iclear_engine::settings::Settings;
     let input = |k: &str, m: String| LeadError::Input(InputError::new(k, m));
     let cfg = store::config::product(product)
         .map_err(LeadError::Config)?
@@ -135,10 +134,9 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
     let template = cfg
         .global_rules
         .iter()
-        .find_map(|g| match &g.settings {
-            Settings::VerificationHistory(v) if v.signature_enabled => v.signature_template.clone(),
-            _ => None,
-        })
+        .filter_map(|g| g.settings.verification_history())
+        .find(|v| v.signature_enabled)
+        .and_then(|v| v.signature_template.clone())
         .ok_or_else(|| {
             input(
                 "product",
@@ -164,7 +162,7 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
         source_id: env.source_id,
         date: &date,
     };
-    let sig = iclear_engine::verification::signature(&template, &vars)
+    let sig = iclear_engine::service::verification_history::signature(&template, &vars)
         .map_err(|e| LeadError::Config(ConfigError::new("settings.signature_template", e)))?
         .ok_or_else(|| {
             input(

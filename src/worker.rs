@@ -12,7 +12,6 @@ use crate::store;
 use crate::store::jobs::Job;
 use iclear_engine::facts::CallResult;
 use iclear_engine::global::GlobalRule;
-use iclear_engine::settings::Settings;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use serde_json::Value;
@@ -51,11 +50,7 @@ fn prepare(
         .iter()
         .find(|g| g.id == rule_id)
         .ok_or_else(|| format!("global rule {rule_id} no longer exists"))?;
-    let timeout_s = match &rule.settings {
-        Settings::IpAnalysis(s) => s.advanced.async_timeout_s,
-        Settings::PhoneAnalysis(s) => s.advanced.async_timeout_s,
-        _ => 5,
-    };
+    let timeout_s = rule.settings.async_timeout_s();
     let call = OwnedCall {
         rule: rule.clone(),
         value: job.payload["value"].as_str().unwrap_or("").to_string(),

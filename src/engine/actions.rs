@@ -323,13 +323,13 @@ impl Action {
             }
             "set_fields_from_service" => {
                 let m: FieldsFromService = cfg(config)?;
-                if !crate::settings::SERVICES.contains(&m.service.as_str()) {
+                if !crate::service::SERVICES.contains(&m.service.as_str()) {
                     return Err(ConfigError::new(
                         "config.service",
                         format!(
                             "unknown service {:?} (expected one of: {})",
                             m.service,
-                            crate::settings::SERVICES.join(", ")
+                            crate::service::SERVICES.join(", ")
                         ),
                     ));
                 }

@@ -225,12 +225,12 @@ impl Condition {
             }
             Category::Service => {
                 let (svc, field) = parameter.split_once('.').unwrap_or(("", ""));
-                if !crate::settings::SERVICES.contains(&svc) || field.is_empty() {
+                if !crate::service::SERVICES.contains(&svc) || field.is_empty() {
                     return Err(ConfigError::new(
                         "parameter",
                         format!(
                             "must be <service>.<response field> with service one of: {}",
-                            crate::settings::SERVICES.join(", ")
+                            crate::service::SERVICES.join(", ")
                         ),
                     ));
                 }

@@ -4,7 +4,7 @@
 
 use crate::config::Rule;
 use crate::global::GlobalRule;
-use crate::verification::SmsRecord;
+use crate::service::verification_history::SmsRecord;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -15,7 +15,7 @@ pub struct ServiceCall<'a> {
     pub value: &'a str,
     pub lead_id: &'a str,
     pub product: &'a str,
-    /// The other lead fields the adapter sends (`global::call_fields`).
+    /// The other lead fields the adapter sends (`Settings::call_fields`).
     pub fields: &'a Map<String, Value>,
     pub timeout_s: u8,
 }
@@ -111,6 +111,6 @@ pub fn stored_key(s: String) -> String {
     use sha2::{Digest, Sha256};
     format!(
         "sha256:{}",
-        crate::verification::hex(&Sha256::digest(s.as_bytes()))
+        crate::service::verification_history::hex(&Sha256::digest(s.as_bytes()))
     )
 }

@@ -13,10 +13,9 @@ pub mod global;
 pub mod pipeline;
 pub mod placeholders;
 pub mod rule_parts;
-pub mod settings;
+pub mod service;
 pub mod spellings;
 pub mod validation;
-pub mod verification;
 
 pub use error::ConfigError;
 pub use error::InputError;

@@ -5,7 +5,7 @@ use crate::envelope::Envelope;
 use crate::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use crate::global::GlobalRule;
 use crate::pipeline::{process, Effect, Status};
-use crate::verification::SmsRecord;
+use crate::service::verification_history::SmsRecord;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};

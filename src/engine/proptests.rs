@@ -5,7 +5,7 @@
 use crate::conditions::Condition;
 use crate::envelope::Envelope;
 use crate::placeholders::{check_template, render, Vars};
-use crate::settings::{Settings, SERVICES};
+use crate::service::{Settings, SERVICES};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

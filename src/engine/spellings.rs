@@ -134,7 +134,7 @@ mod tests {
             .find(|(c, _)| *c == "service.name")
             .unwrap()
             .1;
-        assert!(crate::settings::SERVICES
+        assert!(crate::service::SERVICES
             .iter()
             .all(|s| services.contains(s)));
     }

@@ -3,7 +3,7 @@
 //! body `{"retain": {"reference", "vendor"}, "match_lead": {"email", "phone"}}`.
 
 use crate::http::{base64, encode, Reply};
-use iclear_engine::settings::IClaim;
+use iclear_engine::service::IClaim;
 use serde_json::{json, Map, Value};
 
 pub fn url(endpoint: &str, session_id: &str) -> String {

@@ -4,7 +4,7 @@
 //! `success: false` is a failed lookup, not a pass.
 
 use crate::http::{encode, Reply};
-use iclear_engine::settings::{IpAnalysis, PhoneAnalysis};
+use iclear_engine::service::{IpAnalysis, PhoneAnalysis};
 use serde_json::{Map, Value};
 
 pub fn ip_url(endpoint: &str, s: &IpAnalysis, ip: &str, fields: &Map<String, Value>) -> String {

@@ -5,13 +5,15 @@
 pub mod http;
 pub mod iclaim;
 pub mod ipqs;
+/// A test fixture, not shipped in the extension: the feature `sandbox`
+/// (the integration tests, the pg_tests, the bench and the demo binary).
+#[cfg(any(test, feature = "sandbox"))]
 pub mod sandbox;
 pub mod sms;
 pub mod tracking;
 
 use iclear_engine::facts::{CallResult, ServiceCall};
-use iclear_engine::global::redact;
-use iclear_engine::settings::Settings;
+use iclear_engine::service::Settings;
 use serde_json::{json, Value};
 
 /// Run one lookup. Never panics on a vendor's answer; credentials never
@@ -52,7 +54,7 @@ pub fn call(c: &ServiceCall) -> CallResult {
     };
     let mut request = json!({
         "method": if body.is_some() { "POST" } else { "GET" },
-        "url": redact(&url, s),
+        "url": s.redact(&url),
     });
     if let Some(b) = body {
         request["body"] = b;
@@ -63,20 +65,17 @@ pub fn call(c: &ServiceCall) -> CallResult {
             request,
         },
         Ok(Err((reason, retryable))) => CallResult::NoResponse {
-            reason: redact(&reason, s).replace('\0', ""),
+            reason: s.redact(&reason).replace('\0', ""),
             timed_out: false,
             retryable,
             request,
         },
         Err(f) => CallResult::NoResponse {
-            reason: redact(
-                &if f.timed_out {
-                    format!("timed out after {} s", c.timeout_s)
-                } else {
-                    f.message
-                },
-                s,
-            ),
+            reason: s.redact(&if f.timed_out {
+                format!("timed out after {} s", c.timeout_s)
+            } else {
+                f.message
+            }),
             timed_out: f.timed_out,
             retryable: true,
             request,
@@ -266,7 +265,6 @@ mod tests {
     /// sandbox verbatim, through the adapters and the engine's verdict.
     #[test]
     fn the_vendors_documented_answers() {
-        use iclear_engine::global::evaluate;
         let sb = sandbox::Sandbox::start("127.0.0.1:0").unwrap();
         let ip = |key: &str, settings: Value| {
             let mut s = settings;
@@ -277,11 +275,8 @@ mod tests {
         match run(&r, "1.1.1.1", json!({}), 2) {
             CallResult::Response { data, .. } => {
                 assert_eq!(data["ISP"], "Cloudflare");
-                assert_eq!(evaluate(&r.settings, &data).score, Some(0));
-                assert!(
-                    evaluate(&r.settings, &data).reject.is_none(),
-                    "fraud_score 0"
-                );
+                assert_eq!(r.settings.verdict(&data).score, Some(0));
+                assert!(r.settings.verdict(&data).reject.is_none(), "fraud_score 0");
             }
             other => panic!("{other:?}"),
         }
@@ -303,7 +298,7 @@ mod tests {
             CallResult::Response { data, .. } => {
                 assert_eq!(data["line_type"], "Toll Free");
                 assert!(
-                    evaluate(&p.settings, &data).reject.is_some(),
+                    p.settings.verdict(&data).reject.is_some(),
                     "fraud_score 100"
                 );
             }
@@ -331,7 +326,7 @@ mod tests {
             match (run(&ic, session, json!({}), 2), claimed) {
                 (CallResult::Response { data, .. }, Some(ok)) => {
                     assert_eq!(
-                        evaluate(&ic.settings, &data).reject.is_none(),
+                        ic.settings.verdict(&data).reject.is_none(),
                         ok,
                         "{session}: {data}"
                     );
@@ -368,8 +363,8 @@ mod tests {
 mod proptests {
     use crate::http::Reply;
     use crate::{iclaim, ipqs, without_nul};
-    use iclear_engine::global::{evaluate, evidence};
-    use iclear_engine::settings::Settings;
+    use iclear_engine::service::iclaim::evidence;
+    use iclear_engine::service::Settings;
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -460,7 +455,7 @@ mod proptests {
                 let v = without_nul(v);
                 prop_assert!(!v.to_string().contains("\\u0000"));
                 for s in settings() {
-                    let _ = evaluate(&s, &v);
+                    let _ = s.verdict(&v);
                 }
                 let _ = evidence(&v);
             }

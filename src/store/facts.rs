@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
 use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
-use iclear_engine::verification::SmsRecord;
+use iclear_engine::service::verification_history::SmsRecord;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgBuiltInOids;
 use pgrx::JsonB;

@@ -315,7 +315,7 @@ fn record(r: &Value) -> bool {
         ],
     );
     if text("service") == "iclaim" && answered {
-        let ev = iclear_engine::global::evidence(&r["response"]);
+        let ev = iclear_engine::service::iclaim::evidence(&r["response"]);
         let session = text("value");
         exec(
             "INSERT INTO iclear.consent_evidence (lead_id, product_id, session_id, outcome, expires_at, response)

@@ -5,7 +5,7 @@
 
 use super::{exec, guarded, query_value, INT8, TEXT};
 use chrono::{DateTime, Utc};
-use iclear_engine::verification::SmsRecord;
+use iclear_engine::service::verification_history::SmsRecord;
 use pgrx::JsonB;
 
 fn from_epoch(e: f64) -> Option<DateTime<Utc>> {

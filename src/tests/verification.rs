@@ -126,7 +126,7 @@ fn sms_history_code_match_and_combined_logic() {
         let sql =
             Spi::get_one_with_args::<String>("SELECT iclear.normalize_phone($1)", &[p.into()])
                 .unwrap();
-        assert_eq!(sql, iclear_engine::verification::normalize_phone(p), "{p}");
+        assert_eq!(sql, iclear_engine::service::verification_history::normalize_phone(p), "{p}");
     }
     let e = err("SELECT iclear.record_sms_verification('payday_us', 'none', '1')").unwrap();
     assert!(e.contains("has no digits"), "{e}");

@@ -236,7 +236,7 @@ pub(super) fn pause(
         .fields
         .get(&p.phone_field)
         .and_then(value_text)
-        .and_then(|v| crate::verification::normalize_phone(&v))
+        .and_then(|v| crate::service::verification_history::normalize_phone(&v))
     else {
         lead.reject(
             format!("no phone number to verify in {}", p.phone_field),
@@ -247,11 +247,8 @@ pub(super) fn pause(
     let lifetime = cfg
         .global_rules
         .iter()
-        .find_map(|g| match &g.settings {
-            Settings::VerificationHistory(v) => v.sms_lifetime_s,
-            _ => None,
-        })
-        .unwrap_or(crate::verification::DEFAULT_SMS_LIFETIME_S);
+        .find_map(|g| g.settings.verification_history()?.sms_lifetime_s)
+        .unwrap_or(crate::service::verification_history::DEFAULT_SMS_LIFETIME_S);
     let log = |lead: &mut Lead, outcome: &str, detail: Value| {
         lead.log.push(LogEntry {
             stage: rule.stage.as_str(),

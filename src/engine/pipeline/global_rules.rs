@@ -67,14 +67,6 @@ fn not_for_this_lead(
     None
 }
 
-fn advanced(s: &Settings) -> Option<(&crate::settings::Advanced, u32)> {
-    match s {
-        Settings::IpAnalysis(s) => Some((&s.advanced, s.cache_days)),
-        Settings::PhoneAnalysis(s) => Some((&s.advanced, s.cache_days)),
-        _ => None,
-    }
-}
-
 /// The filter-log stage of a global rule's rows.
 fn stage_of(global_rule: &GlobalRule) -> &'static str {
     match global_rule.run_time {
@@ -115,9 +107,9 @@ fn conclude(
     data: &Value,
     how: (&'static str, &'static str, f64),
     request: Option<Value>,
-) -> (LogEntry, Vec<Effect>, global::Verdict) {
+) -> (LogEntry, Vec<Effect>, crate::service::Verdict) {
     let (origin, source, cost) = how;
-    let verdict = global::evaluate(&global_rule.settings, data);
+    let verdict = global_rule.settings.verdict(data);
     let mut effects = Vec::new();
     for id in &verdict.add_to_lists {
         let value = cfg
@@ -134,7 +126,7 @@ fn conclude(
         }
     }
     if let Settings::IClaim(_) = global_rule.settings {
-        let ev = global::evidence(data);
+        let ev = crate::service::iclaim::evidence(data);
         effects.push(Effect::ConsentEvidence {
             session_id: value.to_string(),
             outcome: ev["outcome"].as_str().unwrap_or("error").to_string(),
@@ -248,8 +240,10 @@ impl Lead<'_> {
             return;
         }
         // what the adapter sends, plus the fields "Add to PL/DNPL" lists take
-        let mut fields = global::call_fields(&global_rule.settings, &self.fields);
-        for l in global::settings_list_ids(&global_rule.settings)
+        let mut fields = global_rule.settings.call_fields(&self.fields);
+        for l in global_rule
+            .settings
+            .list_ids()
             .into_iter()
             .filter_map(|id| cfg.list(id))
         {
@@ -337,7 +331,7 @@ pub(super) fn run_global(
             None,
         );
     }
-    let Some((value, key)) = global::lookup_key(&global_rule.settings, &lead.fields) else {
+    let Some((value, key)) = global_rule.settings.lookup_key(&lead.fields) else {
         if global_rule.execution == Execution::Async {
             // an async service never touches the lead: nothing to queue
             return lead.service_log(
@@ -355,7 +349,7 @@ pub(super) fn run_global(
             None,
         );
     };
-    let adv = advanced(&global_rule.settings);
+    let adv = global_rule.settings.advanced();
     if global_rule.execution == Execution::Async {
         // cache_days holds for async rules too: a fresh cached answer serves
         // instead of a job, at no charge, and (like the worker's answers)
@@ -439,7 +433,7 @@ pub(super) fn run_global(
     if !lead.take_slot(global_rule, origin, facts) {
         return;
     }
-    let call_fields = global::call_fields(&global_rule.settings, &lead.fields);
+    let call_fields = global_rule.settings.call_fields(&lead.fields);
     let call = ServiceCall {
         rule: global_rule,
         value: &value,
@@ -491,7 +485,7 @@ pub fn complete_async(
         CallResult::Response { data, request } => {
             let mut effects = Vec::new();
             // the job keeps the looked-up value, not the lead field
-            if let Some((_, key)) = key_of_value(&global_rule.settings, value) {
+            if let Some((_, key)) = global_rule.settings.key_of_value(value) {
                 effects.push(Effect::CacheResponse {
                     service: global_rule.service.clone(),
                     key,
@@ -526,20 +520,6 @@ pub fn complete_async(
     }
 }
 
-/// The cache key of an already extracted lookup value.
-fn key_of_value(settings: &Settings, value: &str) -> Option<(String, String)> {
-    let field = |name: &str| {
-        let mut m = Map::new();
-        m.insert(name.to_string(), Value::String(value.to_string()));
-        m
-    };
-    match settings {
-        Settings::IpAnalysis(s) => global::lookup_key(settings, &field(&s.ip_field)),
-        Settings::PhoneAnalysis(s) => global::lookup_key(settings, &field(&s.phone_field)),
-        _ => None,
-    }
-}
-
 /// The Verification History Service: the history is Postgres (local or a
 /// shared hub), read synchronously whatever the execution; with `async`
 /// execution a failing lead is flagged, never rejected. Unreachable history:
@@ -547,12 +527,12 @@ fn key_of_value(settings: &Settings, value: &str) -> Option<(String, String)> {
 fn verify(
     cfg: &ProductConfig,
     global_rule: &GlobalRule,
-    vh: &crate::settings::VerificationHistory,
+    vh: &crate::service::VerificationHistory,
     origin: &'static str,
     lead: &mut Lead,
     facts: &mut dyn Facts,
 ) {
-    use crate::verification::{evaluate, normalize_phone, signature, Findings};
+    use crate::service::verification_history::{evaluate, normalize_phone, signature, Findings};
     let origin = if global_rule.execution == Execution::Async {
         "async"
     } else {

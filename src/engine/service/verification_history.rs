@@ -1,12 +1,105 @@
-//! The Verification History Service (docs/settings.md "Verification History"): signature validation, the
-//! local SMS verification history and their combined rejection logic. Pure:
-//! the store answers what was recorded when, this module decides.
+//! The Verification History Service (docs/settings.md "Verification History"):
+//! its settings, signature validation, the local SMS verification history
+//! and their combined rejection logic. Pure: the store answers what was
+//! recorded when, this module decides.
 
+use super::{non_empty, parse, Service};
+use crate::error::ConfigError;
 use crate::placeholders::{render, Vars};
-use crate::settings::{Combined, VerificationHistory};
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Combined {
+    #[default]
+    Any,
+    Both,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationHistory {
+    #[serde(default)]
+    pub combined_logic: Combined,
+    #[serde(default)]
+    pub signature_enabled: bool,
+    #[serde(default)]
+    pub signature_template: Option<String>,
+    #[serde(default)]
+    pub reject_signature_missing: bool,
+    #[serde(default)]
+    pub signature_lifetime_s: Option<i64>,
+    #[serde(default)]
+    pub sms_enabled: bool,
+    #[serde(default)]
+    pub phone_field: Option<String>,
+    #[serde(default)]
+    pub reject_sms_expired: bool,
+    #[serde(default)]
+    pub sms_code_match: bool,
+    #[serde(default)]
+    pub tpar_code_key: Option<String>,
+    #[serde(default)]
+    pub reject_sms_mismatch: bool,
+    /// How long a verified phone counts (seconds; default 30 days).
+    #[serde(default)]
+    pub sms_lifetime_s: Option<i64>,
+}
+
+impl VerificationHistory {
+    pub(super) fn parse(v: &Value) -> Result<VerificationHistory, ConfigError> {
+        let s: VerificationHistory = parse(v)?;
+        if s.signature_enabled {
+            let t = s.signature_template.as_deref().unwrap_or("");
+            let parsed: Value = serde_json::from_str(t).map_err(|e| {
+                ConfigError::new(
+                    "settings.signature_template",
+                    format!("must be a JSON object: {e}"),
+                )
+            })?;
+            if !parsed.is_object() {
+                return Err(ConfigError::new(
+                    "settings.signature_template",
+                    "must be a JSON object",
+                ));
+            }
+            crate::placeholders::check_template(t)
+                .map_err(|e| ConfigError::new("settings.signature_template", e))?;
+            if s.signature_lifetime_s.is_none_or(|l| l <= 0) {
+                return Err(ConfigError::new(
+                    "settings.signature_lifetime_s",
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        if s.sms_lifetime_s.is_some_and(|l| l <= 0) {
+            return Err(ConfigError::new(
+                "settings.sms_lifetime_s",
+                "must be a positive number of seconds",
+            ));
+        }
+        if s.sms_enabled {
+            non_empty(
+                "settings.phone_field",
+                s.phone_field.as_deref().unwrap_or(""),
+            )?;
+            if s.sms_code_match {
+                non_empty(
+                    "settings.tpar_code_key",
+                    s.tpar_code_key.as_deref().unwrap_or(""),
+                )?;
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Read from Postgres, not through an adapter: the trait's defaults (no
+/// lookup key, no credential, no verdict on an answer) hold.
+impl Service for VerificationHistory {}
 
 /// How long a verified phone counts when `sms_lifetime_s` is not set: 30 days.
 pub const DEFAULT_SMS_LIFETIME_S: i64 = 30 * 86_400;
@@ -166,7 +259,7 @@ pub fn evaluate(s: &VerificationHistory, now: DateTime<Utc>, f: &Findings) -> Vh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Settings;
+    use crate::service::Settings;
     use chrono::TimeZone;
     use serde_json::Map;
 
