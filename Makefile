@@ -49,7 +49,7 @@ test-isolation: install
 lint:
 	scripts/gen-upgrade.sh --check
 	@# released scripts are frozen: an edit fails here (sql/released.sha256)
-	sha256sum --check --quiet sql/released.sha256
+	scripts/check-released.sh
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 

@@ -1,5 +1,6 @@
 -- iclear bootstrap: tables of docs/architecture.md "Data model". Runs before the Rust functions exist;
 -- the validation triggers that call them are created in finalize.sql.
+\echo Use "CREATE EXTENSION iclear" to load this file. \quit
 
 -- ---------------------------------------------------------------- versioning
 -- Every configuration change sets a fresh value from a sequence (never reused,

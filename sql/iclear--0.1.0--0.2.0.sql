@@ -6,6 +6,7 @@
 -- the reporting views (service_usage, cap_status, health), lead_info() and
 -- maintain(). The 0.1.0 rows are moved into the new tables' DEFAULT
 -- partitions; run SELECT iclear.maintain() afterwards to spread them out.
+\echo Use "ALTER EXTENSION iclear UPDATE TO '0.2.0'" to load this file. \quit
 
 DROP VIEW iclear.full_log, iclear.lead_log, iclear.pre_screen_reject_log, iclear.redirect_log;
 

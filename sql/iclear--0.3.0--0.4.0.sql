@@ -6,6 +6,7 @@
 -- and converts the row itself, so the plpgsql trigger's helpers go; and a
 -- backend learns of configuration changes from a relation-cache invalidation
 -- instead of reading the configuration version for every lead.
+\echo Use "ALTER EXTENSION iclear UPDATE TO '0.4.0'" to load this file. \quit
 
 DROP FUNCTION iclear.process_row(text, jsonb, json);
 DROP FUNCTION iclear.record_error(text, jsonb, json, text);

@@ -4,6 +4,7 @@
 --
 -- 0.3.0 adds Global Rules that run: service adapters, the lookup cache,
 -- global and per-rule caps, the async queue and its worker.
+\echo Use "ALTER EXTENSION iclear UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Rust functions new in 0.3.0 (a fresh install gets them from pgrx's schema)
 CREATE FUNCTION iclear."run_worker_once"(
