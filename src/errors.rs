@@ -12,7 +12,10 @@
 //! | `Internal` | XX000 internal_error | SPI, a file or the shared cap table failed |
 //!
 //! The message names the offending key; a list of what was expected, which
-//! the engine writes as "(expected ...)", goes to the HINT.
+//! the engine writes as "(expected ...)", goes to the HINT. It starts with
+//! who refused: `invalid setting <table.column>:` (a configuration row),
+//! `<function>:` (an argument of iclear's function), or `iclear:` (the lead
+//! path and internal failures, which surface in the application's INSERT).
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};

@@ -138,9 +138,10 @@ pub fn configuration_with(document: &Value) -> Result<Option<ProductConfig>, Str
             "SELECT iclear.apply_config($1)",
             &[JsonB(doc.clone()).into()],
         )
-        .unwrap_or_else(|e| error!("{e}"));
+        .unwrap_or_else(|e| crate::errors::Error::Internal(e.to_string()).raise());
         let name = doc["product"]["name"].as_str().unwrap_or_default();
-        super::config::load(name).unwrap_or_else(|e| error!("{e}"))
+        super::config::load(name)
+            .unwrap_or_else(|e| crate::errors::Error::Config(e.to_string()).raise())
     })
 }
 

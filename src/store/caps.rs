@@ -382,10 +382,12 @@ fn table() -> Table {
         .truncate(false)
         .write(true)
         .open(LOCK_FILE)
-        .unwrap_or_else(|e| error!("iclear: cannot open {LOCK_FILE}: {e}"));
+        .unwrap_or_else(|e| {
+            crate::errors::Error::Internal(format!("iclear: cannot open {LOCK_FILE}: {e}")).raise()
+        });
     unsafe {
         if libc::flock(lock.as_raw_fd(), libc::LOCK_EX) != 0 {
-            error!("iclear: cannot lock {LOCK_FILE}");
+            crate::errors::Error::Internal(format!("iclear: cannot lock {LOCK_FILE}")).raise();
         }
     }
     let header = attach_existing().unwrap_or_else(create_segment);
@@ -442,7 +444,8 @@ fn create_segment() -> *mut Header {
             })
             .and_then(|_| fs::rename(&tmp, HANDLE_FILE));
         if let Err(e) = written {
-            error!("iclear: cannot write {HANDLE_FILE}: {e}");
+            crate::errors::Error::Internal(format!("iclear: cannot write {HANDLE_FILE}: {e}"))
+                .raise();
         }
         header
     }
@@ -501,9 +504,10 @@ pub fn take(caps: &[Cap]) -> (Option<Cap>, u64) {
                         Some(i) => indexes.push(i),
                         None => {
                             drop(g);
-                            error!(
+                            crate::errors::Error::Internal(format!(
                                 "iclear: the shared cap table is full ({ENTRIES} cap periods in use at once)"
-                            );
+                            ))
+                            .raise();
                         }
                     },
                     None => missing.push(n),

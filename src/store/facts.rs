@@ -182,8 +182,10 @@ impl Facts for PgFacts {
             .map(caps::mark_sent)
             .unwrap_or_default();
         // (a 0.4.0 schema, until ALTER EXTENSION UPDATE, has no sent_mark)
-        let spent = super::config::schema_is_current()
-            .then(|| spent::before_send(call, &paid).unwrap_or_else(|e| pgrx::error!("{e}")));
+        let spent = super::config::schema_is_current().then(|| {
+            spent::before_send(call, &paid)
+                .unwrap_or_else(|e| crate::errors::Error::Internal(e).raise())
+        });
         let result = run_all(vec![Work::Lookup(Box::new(OwnedCall::of(call)))], 1)
             .pop()
             .expect("one call, one result");
@@ -208,7 +210,9 @@ impl Facts for PgFacts {
                 payload.to_string().into(),
             ],
         )
-        .unwrap_or_else(|| pgrx::error!("iclear: the async job was not queued"))
+        .unwrap_or_else(|| {
+            crate::errors::Error::Internal("iclear: the async job was not queued".into()).raise()
+        })
     }
 
     fn signature_recorded_at(&mut self, signature: &str) -> Result<Option<DateTime<Utc>>, String> {

@@ -132,5 +132,10 @@ pub fn update_row(
         )
         .map(|t| t.len() as i64)
     })
-    .unwrap_or_else(|e| error!("iclear: the paused lead's row in {table} cannot be updated: {e}"))
+    .unwrap_or_else(|e| {
+        crate::errors::Error::Internal(format!(
+            "iclear: the paused lead's row in {table} cannot be updated: {e}"
+        ))
+        .raise()
+    })
 }
