@@ -112,6 +112,9 @@ fi
 
 # ------------------------------------------------------------- the setup
 q() { $CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -At "$@"; }
+# restarted: a cluster kept from a run before would still run the library
+# it loaded then, not the one just installed
+$CLUSTER stop
 $CLUSTER start
 PGOPTIONS='-c client_min_messages=warning' \
     $CLUSTER psql -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null

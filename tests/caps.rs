@@ -591,3 +591,66 @@ fn databases_count_their_own_caps() {
     assert_eq!(process(&mut a, &lead)["tags"], json!([]));
     assert_eq!(process(&mut b, &lead)["tags"], json!([]));
 }
+
+/// One INSERT of more leads than PostgreSQL's shared lock table can hold
+/// key locks for (each lead reads and increments its own email's counter,
+/// and the table has a unique key of its own): every lead is filtered, none
+/// ends `error` ("out of shared memory" filled the rest of such a statement
+/// before), and the rows still see each other's increments.
+#[test]
+fn a_multi_row_insert_larger_than_the_lock_table_filters_every_lead() {
+    // 10 locks per transaction: a shared table of a few hundred entries
+    let cl = Cluster::start_with("-c max_locks_per_transaction=10 -c max_connections=10");
+    let mut c = cl.database("t_bulk");
+    c.batch_execute(
+        r#"INSERT INTO iclear.product (name) VALUES ('p');
+           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'duplicate', 1 FROM iclear.product;
+           INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
+           SELECT id, 'counter', 'email_today:{%productField_email%}', 'greater_or_equal', '1'
+             FROM iclear.rule WHERE name = 'duplicate';
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'stop_processing', '{"message": "duplicate"}' FROM iclear.rule WHERE name = 'duplicate';
+           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'remember', 2 FROM iclear.product;
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'increment_counter', '{"counter": "email_today", "key": "{%productField_email%}"}'
+             FROM iclear.rule WHERE name = 'remember';
+           CREATE TABLE leads (id bigserial PRIMARY KEY, ref text UNIQUE, email text,
+                               iclear_status text, iclear_decision jsonb);
+           SELECT iclear.attach('leads', 'p');"#,
+    )
+    .unwrap();
+    let slots = count(
+        &mut c,
+        "SELECT (current_setting('max_locks_per_transaction')::int
+                 * (current_setting('max_connections')::int + current_setting('max_worker_processes')::int
+                    + current_setting('autovacuum_max_workers')::int + current_setting('max_wal_senders')::int
+                    + 2))::int8",
+    );
+    let n = 4 * slots;
+    // the last row repeats the first row's email: a duplicate within the statement
+    c.execute(
+        "INSERT INTO leads (ref, email)
+         SELECT 'r' || g, 'lead' || (CASE WHEN g = $1 THEN 1 ELSE g END) || '@x.com'
+           FROM generate_series(1, $1::int8) g",
+        &[&n],
+    )
+    .unwrap();
+    let statuses: Vec<(String, i64)> = c
+        .query(
+            "SELECT iclear_status, count(*) FROM leads GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![("accepted".to_string(), n - 1), ("rejected".to_string(), 1)],
+        "{n} leads against about {slots} lock slots"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT sum(value)::int8 FROM iclear.counter"),
+        n - 1
+    );
+}

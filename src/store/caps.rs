@@ -23,7 +23,6 @@ use super::{query_value, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::fs;
 use std::io::{Read, Write};
@@ -564,6 +563,11 @@ thread_local! {
 /// The `cap_use` rows of the slots taken since the last call, as the four
 /// array parameters (scope, ref_id, period, bucket) of an
 /// `INSERT INTO iclear.cap_use ... SELECT * FROM unnest(..)`.
+/// Whether this lead took cap slots that are not written yet.
+pub fn has_unwritten() -> bool {
+    UNWRITTEN.with_borrow(|rows| !rows.is_empty())
+}
+
 pub fn unwritten_rows() -> [DatumWithOid<'static>; 4] {
     let rows = UNWRITTEN.with_borrow_mut(std::mem::take);
     [
@@ -772,9 +776,10 @@ unsafe extern "C-unwind" fn subxact_callback(
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use super::*;
+    use pgrx::prelude::*;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

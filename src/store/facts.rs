@@ -2,6 +2,7 @@
 
 use super::cap_limits::{describe, global_caps, period_caps};
 use super::caps::{self, Cap, CapKey, Period, Scope};
+use super::probe::{self, Probe, Snap};
 use super::{columns, query_value, spent, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
@@ -9,7 +10,8 @@ use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::service::verification_history::SmsRecord;
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::PgBuiltInOids;
+use pgrx::pg_sys::{self, PgBuiltInOids};
+use pgrx::IntoDatum;
 use pgrx::JsonB;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -50,6 +52,25 @@ fn list_probe_sql(n: usize) -> &'static str {
 /// an EXISTS column each: cheaper than a statement per probe, and than
 /// joining an unnest of the probes. Reads only.
 pub fn lists_containing(probes: &[(i64, String)]) -> Vec<i64> {
+    if probes.is_empty() {
+        return Vec::new();
+    }
+    if let Some(t) = probe::target(c"list_entry", c"list_entry_pkey") {
+        let mut p = Probe::open(&t, 2, Snap::Statement);
+        let found = probes
+            .iter()
+            .filter(|(id, value)| {
+                p.seek(&[
+                    (pg_sys::F_INT8EQ, (*id).into()),
+                    (pg_sys::F_TEXTEQ, text_datum(value)),
+                ]);
+                p.next()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        p.close();
+        return found;
+    }
     let mut found = Vec::new();
     for chunk in probes.chunks(PROBES_PER_STATEMENT) {
         let args: Vec<DatumWithOid> = chunk
@@ -67,6 +88,33 @@ pub fn lists_containing(probes: &[(i64, String)]) -> Vec<i64> {
         );
     }
     found
+}
+
+/// A text datum in the current memory context, which outlives the probe.
+fn text_datum(s: &str) -> pg_sys::Datum {
+    s.into_datum().expect("a str is never NULL")
+}
+
+/// The counter's committed total plus its increments, read by index as the
+/// statement below reads them; None when a table cannot be probed.
+fn counter_by_probe(name: &str, key: &str) -> Option<i64> {
+    let total = probe::target(c"counter_total", c"counter_pkey")?;
+    let deltas = probe::target(c"counter_delta", c"counter_delta_key")?;
+    let keys = [
+        (pg_sys::F_TEXTEQ, text_datum(name)),
+        (pg_sys::F_TEXTEQ, text_datum(key)),
+    ];
+    let mut sum = 0i64;
+    for (t, column) in [(&total, c"value"), (&deltas, c"by")] {
+        let attnum = probe::column(t, column);
+        let mut p = Probe::open(t, 2, Snap::Latest);
+        p.seek(&keys);
+        while p.next() {
+            sum += p.get::<i64>(attnum).unwrap_or(0);
+        }
+        p.close();
+    }
+    Some(sum)
 }
 
 impl Facts for PgFacts {
@@ -96,6 +144,9 @@ impl Facts for PgFacts {
                 &[name.into(), key.into()],
             )
             .unwrap_or(0);
+        }
+        if let Some(value) = counter_by_probe(name, key) {
+            return value;
         }
         super::latest(|| {
             query_value::<i64>(

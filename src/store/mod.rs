@@ -16,6 +16,7 @@ pub mod facts;
 pub mod jobs;
 pub mod paused;
 pub mod persist;
+pub mod probe;
 pub mod spent;
 pub mod taken_keys;
 pub mod verification;
@@ -192,16 +193,50 @@ fn lock_key(parts: &[&str]) -> i32 {
     h as i32
 }
 
-/// Take the transaction-level advisory lock of `(class, parts)` if it is
-/// free; never waits.
-pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
-    query_value::<bool>(
-        "SELECT pg_catalog.pg_try_advisory_xact_lock($1::int4, $2::int4)",
-        &[INT8, INT8],
-        &[i64::from(class).into(), i64::from(lock_key(parts)).into()],
-    )
-    .unwrap_or(false)
+thread_local! {
+    /// (local transaction id, key locks this transaction took).
+    static KEY_LOCKS: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
+
+/// Take the transaction-level advisory lock of `(class, parts)` if it is
+/// free; never waits. True: taken, or this transaction has used its budget
+/// of key locks (below), so the caller goes on without it. False: another
+/// open transaction holds it.
+///
+/// Every lead of a multi-row INSERT or COPY takes its own key locks, and
+/// each lives in PostgreSQL's shared lock table until the transaction ends:
+/// 20,000 leads in one statement used to fill it, and the rest of the rows
+/// ended `error` ("out of shared memory"). So a transaction takes at most
+/// `max_locks_per_transaction` of them. Past that its further keys are used
+/// unlocked: its rows still see each other and every committed row, but a
+/// lead of another transaction with the same key does not wait for them
+/// (README "Performance", "Bulk loads").
+pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
+    unsafe {
+        let lxid = (*pg_sys::MyProc).lxid;
+        let (seen, taken) = KEY_LOCKS.get();
+        let taken = if seen == lxid { taken } else { 0 };
+        if taken >= pg_sys::max_locks_per_xact.max(1) as u32 {
+            return true;
+        }
+        // pg_try_advisory_xact_lock(class, key)'s tag, without a statement
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+            locktag_field2: class as u32,
+            locktag_field3: lock_key(parts) as u32,
+            locktag_field4: 2,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: USER_LOCKMETHOD,
+        };
+        let got = pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, true);
+        let fresh = u32::from(got == pg_sys::LockAcquireResult::LOCKACQUIRE_OK);
+        KEY_LOCKS.set((lxid, taken + fresh));
+        got != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+    }
+}
+
+/// The lock method of advisory locks (lock.h).
+const USER_LOCKMETHOD: u8 = 2;
 
 /// Take it, waiting up to `wait_ms` for the transaction that holds it to
 /// end (polled, so two leads waiting on each other never deadlock: the

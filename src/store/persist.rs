@@ -143,6 +143,41 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
     serde_json::to_string(&kept).unwrap_or_else(|_| decision.to_string())
 }
 
+macro_rules! decision_cte {
+    () => {
+        "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
+                    VALUES ($1, $2, $3, $4, $5, $6))"
+    };
+}
+macro_rules! counter_cte {
+    () => {
+        ", c AS (INSERT INTO iclear.counter_delta (name, key, by)
+                SELECT * FROM unnest($16::text[], $17::text[], $18::int8[]))"
+    };
+}
+macro_rules! cap_cte {
+    () => {
+        ", u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
+                SELECT * FROM unnest($19::text[], $20::int8[], $21::text[], $22::text[]))"
+    };
+}
+macro_rules! log_insert {
+    () => {
+        " INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
+                                        detail, request, response)
+         SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x"
+    };
+}
+
+/// The statement that saves a decision, by what else the lead writes: bit
+/// 0 counter increments, bit 1 cap slots. Each has all 22 parameters.
+const SAVE: [&str; 4] = [
+    concat!(decision_cte!(), log_insert!()),
+    concat!(decision_cte!(), counter_cte!(), log_insert!()),
+    concat!(decision_cte!(), cap_cte!(), log_insert!()),
+    concat!(decision_cte!(), counter_cte!(), cap_cte!(), log_insert!()),
+];
+
 /// One statement writes the decision, all its log rows, its counter
 /// increments and its cap slots (each statement costs an executor
 /// start-up); the other effects follow.
@@ -186,20 +221,16 @@ pub fn save(r: &Record) {
             _ => others.push(e),
         }
     }
+    let with_counters = !names.is_empty();
+    let with_caps = super::caps::has_unwritten();
     types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
     args.extend([names.into(), keys.into(), bys.into()]);
     types.extend([TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY]);
     args.extend(super::caps::unwritten_rows());
+    // a CTE that inserts nothing still opens its table and indexes for every
+    // lead: the statement names only the tables this lead writes
     exec(
-        "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
-                    VALUES ($1, $2, $3, $4, $5, $6)),
-              c AS (INSERT INTO iclear.counter_delta (name, key, by)
-                    SELECT * FROM unnest($16::text[], $17::text[], $18::int8[])),
-              u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
-                    SELECT * FROM unnest($19::text[], $20::int8[], $21::text[], $22::text[]))
-         INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
-                                        detail, request, response)
-         SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x",
+        SAVE[usize::from(with_counters) | usize::from(with_caps) << 1],
         &types,
         &args,
     );

@@ -1,0 +1,154 @@
+//! Reads by index equality without SPI, for the lookups every lead makes:
+//! list membership and a counter's value. A prepared statement pays SPI's
+//! connect, a plan check and an executor start-up on every run, which cost
+//! more than the index probe itself (`make bench`, README "Performance").
+//! A probe reads what the statement it replaces read: the same index, the
+//! same snapshot, and only when the current user may read the table (else
+//! the caller runs the statement, which raises PostgreSQL's own error).
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::FromDatum;
+use std::ffi::CStr;
+
+/// Which snapshot a probe reads with.
+#[derive(Clone, Copy)]
+pub enum Snap {
+    /// As a statement run through SPI would: after this transaction's own
+    /// writes so far, with the transaction's snapshot (in READ COMMITTED,
+    /// one taken now).
+    Statement,
+    /// Taken now, whatever the isolation level (`store::latest`).
+    Latest,
+}
+
+/// A table of the iclear schema and one of its indexes.
+pub struct Target {
+    table: Oid,
+    index: Oid,
+}
+
+/// The table and index, when both exist and the current user may read the
+/// table. Catalog cache lookups only: cheap enough for every lead, and never
+/// stale after the extension is dropped and created again.
+pub fn target(table: &CStr, index: &CStr) -> Option<Target> {
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"iclear".as_ptr(), true);
+        if schema == pg_sys::InvalidOid {
+            return None;
+        }
+        let table = pg_sys::get_relname_relid(table.as_ptr(), schema);
+        let index = pg_sys::get_relname_relid(index.as_ptr(), schema);
+        if table == pg_sys::InvalidOid || index == pg_sys::InvalidOid {
+            return None;
+        }
+        let readable = pg_sys::pg_class_aclcheck(table, pg_sys::GetUserId(), pg_sys::ACL_SELECT)
+            == pg_sys::AclResult::ACLCHECK_OK;
+        readable.then_some(Target { table, index })
+    }
+}
+
+/// The number of the column `name` of the target's table.
+pub fn column(t: &Target, name: &CStr) -> i16 {
+    unsafe { pg_sys::get_attnum(t.table, name.as_ptr()) }
+}
+
+/// An open index scan. Closed by `close`; should an ERROR end the
+/// transaction first, its resource owner releases the scan, the relations
+/// and the snapshot.
+pub struct Probe {
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    scan: pg_sys::IndexScanDesc,
+    slot: *mut pg_sys::TupleTableSlot,
+    nkeys: usize,
+}
+
+impl Probe {
+    /// Open a scan of `t`'s index on its first `nkeys` columns.
+    pub fn open(t: &Target, nkeys: usize, snap: Snap) -> Probe {
+        unsafe {
+            match snap {
+                Snap::Statement => {
+                    pg_sys::CommandCounterIncrement();
+                    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+                }
+                Snap::Latest => pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()),
+            }
+            let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+            let heap = pg_sys::table_open(t.table, lock);
+            let index = pg_sys::index_open(t.index, lock);
+            let scan =
+                pg_sys::index_beginscan(heap, index, pg_sys::GetActiveSnapshot(), nkeys as i32, 0);
+            let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+            Probe {
+                heap,
+                index,
+                scan,
+                slot,
+                nkeys,
+            }
+        }
+    }
+
+    /// Position the scan on the rows whose leading index columns equal
+    /// `keys`, each given with its type's equality function (`F_INT8EQ`,
+    /// `F_TEXTEQ`). Text compares under the index's collation, as the
+    /// statement's `=` would.
+    pub fn seek(&mut self, keys: &[(u32, Datum)]) {
+        assert_eq!(keys.len(), self.nkeys, "one datum per key column");
+        unsafe {
+            let mut scankeys: Vec<pg_sys::ScanKeyData> = vec![std::mem::zeroed(); keys.len()];
+            for (i, (eq, datum)) in keys.iter().enumerate() {
+                pg_sys::ScanKeyEntryInitialize(
+                    &mut scankeys[i],
+                    0,
+                    (i + 1) as pg_sys::AttrNumber,
+                    pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                    pg_sys::InvalidOid,
+                    *(*self.index).rd_indcollation.add(i),
+                    Oid::from(*eq),
+                    *datum,
+                );
+            }
+            // the access method copies the keys
+            pg_sys::index_rescan(
+                self.scan,
+                scankeys.as_mut_ptr(),
+                keys.len() as i32,
+                std::ptr::null_mut(),
+                0,
+            );
+        }
+    }
+
+    /// The next visible row, if any.
+    pub fn next(&mut self) -> bool {
+        unsafe {
+            pg_sys::index_getnext_slot(
+                self.scan,
+                pg_sys::ScanDirection::ForwardScanDirection,
+                self.slot,
+            )
+        }
+    }
+
+    /// Column `attnum` of the current row.
+    pub fn get<T: FromDatum>(&self, attnum: i16) -> Option<T> {
+        unsafe {
+            let mut null = false;
+            let d = pg_sys::slot_getattr(self.slot, attnum.into(), &mut null);
+            T::from_datum(d, null)
+        }
+    }
+
+    pub fn close(self) {
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::index_endscan(self.scan);
+            // locks are kept to the end of the transaction, as a statement's
+            pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::table_close(self.heap, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::PopActiveSnapshot();
+        }
+    }
+}
