@@ -13,6 +13,7 @@ mod backtest;
 mod compat;
 mod errors;
 mod gucs;
+mod jsonb;
 mod lead;
 mod remote;
 mod row;

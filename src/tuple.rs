@@ -197,7 +197,9 @@ pub unsafe fn replacements(
             typ
         };
         let d = match (B::from_u32(base.to_u32()).ok(), domain) {
-            (Some(B::JSONBOID), false) => JsonB(v.clone()).into_datum(),
+            (Some(B::JSONBOID), false) => {
+                crate::jsonb::datum(v).or_else(|| JsonB(v.clone()).into_datum())
+            }
             (Some(B::JSONOID), false) => pgrx::Json(v.clone()).into_datum(),
             // through the domain's input function, which checks it
             (Some(B::JSONBOID | B::JSONOID), true) => {

@@ -5,7 +5,7 @@ use super::{exec, json_datum, INT8, INT8_ARRAY, JSON, JSON_ARRAY, TEXT, TEXT_ARR
 use iclear_engine::pipeline::{Effect, LogEntry};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgBuiltInOids;
-use pgrx::Json;
+use pgrx::datum::JsonString;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -26,7 +26,11 @@ pub struct Record<'a> {
 /// (arrays cost less to hand over and unpack than a JSON document).
 fn log_columns(log: &[LogEntry]) -> [DatumWithOid<'static>; 9] {
     // JSON null is SQL NULL, as json_to_recordset made it
-    let json = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(|v| Json(v.clone()));
+    // printed from the borrowed value (a json datum is its text)
+    let json = |v: Option<&Value>| {
+        v.filter(|v| !v.is_null())
+            .map(|v| JsonString(v.to_string()))
+    };
     [
         log.iter().map(|e| e.stage).collect::<Vec<_>>().into(),
         log.iter().map(|e| e.origin).collect::<Vec<_>>().into(),

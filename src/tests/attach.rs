@@ -206,3 +206,36 @@ fn attached_rows_convert_every_column_type_both_ways() {
     let e = err("INSERT INTO leads (n) VALUES (3)").unwrap();
     assert!(e.contains("BEFORE INSERT"), "{e}");
 }
+
+/// The jsonb the trigger builds for `iclear_decision` without a text round
+/// trip is the jsonb `jsonb_in` makes of the same value's text: the same
+/// value and the same bytes. The text path keeps what the builder leaves to
+/// it (a top-level scalar, a NUL that jsonb refuses).
+#[pg_test]
+fn built_jsonb_is_what_jsonb_in_makes() {
+    let values = [
+        json!({}),
+        json!([]),
+        json!({"status": "accepted", "trace": [{"rule_id": 7, "matched": true, "conditions": []}],
+               "params": {"pub_ref": "pub-12"}, "b": null, "a": false}),
+        json!({"n": [0, -1, 12345678901234_i64, 1.5, -0.25, 1e300, 2.5e-8, 18446744073709551615_u64]}),
+        json!({"s": "quote \" backslash \\ tab \t newline \n é ✓ 𝄞 \u{1}", "": "empty key"}),
+        json!({"z": 1, "a": 2, "m": {"y": [1, {"x": []}], "b": "c"}}),
+        json!([[1, 2], {"k": "v"}, "s", 3, true, null]),
+    ];
+    for v in values {
+        let built = crate::jsonb::datum(&v).expect("a container is built");
+        let same: bool = Spi::get_one_with_args(
+            "SELECT jsonb_send($1) = jsonb_send($2::text::jsonb)",
+            &[
+                unsafe { pgrx::datum::DatumWithOid::new(built, pg_sys::JSONBOID) },
+                v.to_string().into(),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert!(same, "{v}");
+    }
+    assert!(crate::jsonb::datum(&json!("top-level scalar")).is_none());
+    assert!(crate::jsonb::datum(&json!({"s": "a\u{0}b"})).is_none());
+}
