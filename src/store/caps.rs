@@ -563,31 +563,24 @@ thread_local! {
 /// The `cap_use` rows of the slots taken since the last call, as the four
 /// array parameters (scope, ref_id, period, bucket) of an
 /// `INSERT INTO iclear.cap_use ... SELECT * FROM unnest(..)`.
-/// Whether this lead took cap slots that are not written yet.
-pub fn has_unwritten() -> bool {
-    UNWRITTEN.with_borrow(|rows| !rows.is_empty())
+pub fn unwritten_rows() -> [DatumWithOid<'static>; 4] {
+    let rows = take_unwritten();
+    [
+        rows.iter().map(|r| r.0).collect::<Vec<_>>().into(),
+        rows.iter().map(|r| r.1).collect::<Vec<_>>().into(),
+        rows.iter().map(|r| r.2).collect::<Vec<_>>().into(),
+        rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>().into(),
+    ]
 }
 
-pub fn unwritten_rows() -> [DatumWithOid<'static>; 4] {
-    let rows = UNWRITTEN.with_borrow_mut(std::mem::take);
-    [
-        rows.iter()
-            .map(|(k, _)| k.scope.name())
-            .collect::<Vec<_>>()
-            .into(),
-        rows.iter()
-            .map(|(k, _)| k.ref_id)
-            .collect::<Vec<_>>()
-            .into(),
-        rows.iter()
-            .map(|(k, _)| k.period.name())
-            .collect::<Vec<_>>()
-            .into(),
-        rows.iter()
-            .map(|(k, _)| k.bucket_text())
-            .collect::<Vec<_>>()
-            .into(),
-    ]
+/// The unwritten rows as `cap_use` columns (scope, ref_id, period, bucket);
+/// they count as written from now on.
+pub fn take_unwritten() -> Vec<(&'static str, i64, &'static str, String)> {
+    UNWRITTEN
+        .with_borrow_mut(std::mem::take)
+        .iter()
+        .map(|(k, _)| (k.scope.name(), k.ref_id, k.period.name(), k.bucket_text()))
+        .collect()
 }
 
 /// Write them in a statement of their own (paths without a decision row).

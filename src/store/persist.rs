@@ -4,10 +4,11 @@
 use super::{exec, json_datum, INT8, INT8_ARRAY, JSON, JSON_ARRAY, TEXT, TEXT_ARRAY};
 use iclear_engine::pipeline::{Effect, LogEntry};
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::PgBuiltInOids;
 use pgrx::datum::JsonString;
+use pgrx::pg_sys::PgBuiltInOids;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 pub struct Record<'a> {
     pub lead_id: &'a str,
@@ -147,47 +148,93 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
     serde_json::to_string(&kept).unwrap_or_else(|_| decision.to_string())
 }
 
-macro_rules! decision_cte {
-    () => {
-        "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
-                    VALUES ($1, $2, $3, $4, $5, $6))"
-    };
-}
-macro_rules! counter_cte {
-    () => {
-        ", c AS (INSERT INTO iclear.counter_delta (name, key, by)
-                SELECT * FROM unnest($16::text[], $17::text[], $18::int8[]))"
-    };
-}
-macro_rules! cap_cte {
-    () => {
-        ", u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
-                SELECT * FROM unnest($19::text[], $20::int8[], $21::text[], $22::text[]))"
-    };
-}
-macro_rules! log_insert {
-    () => {
-        " INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
-                                        detail, request, response)
-         SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x"
-    };
+/// Statements shaped by a lead's row counts are cached up to these counts;
+/// a lead with more takes the array form (`unnest`), which is slower: it
+/// materialises each array before inserting.
+const MAX_SHAPED_LOG_ROWS: usize = 32;
+const MAX_SHAPED_OTHER_ROWS: usize = 8;
+
+/// The statement that saves a decision with `log` filter-log rows, `counters`
+/// counter increments and `caps` cap slots: a VALUES row each, after the
+/// decision's 6 parameters (9 per log row, 3 per increment, 4 per slot).
+/// A VALUES list costs less to run than `unnest` over arrays, and a table
+/// the lead writes nothing to is not named (it would be opened all the same).
+fn save_statement(log: usize, counters: usize, caps: usize) -> &'static str {
+    thread_local! {
+        static MADE: RefCell<HashMap<(usize, usize, usize), &'static str>> =
+            RefCell::new(HashMap::new());
+    }
+    MADE.with_borrow_mut(|made| {
+        *made.entry((log, counters, caps)).or_insert_with(|| {
+            let mut n = 6;
+            let mut rows = |count: usize, width: usize, cast: &dyn Fn(usize) -> String| {
+                (0..count)
+                    .map(|_| {
+                        let row: Vec<String> = (0..width).map(|i| cast(n + i + 1)).collect();
+                        n += width;
+                        format!("({})", row.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut sql = String::from(
+                "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
+                            VALUES ($1, $2, $3, $4, $5, $6))",
+            );
+            let log_rows = rows(log, 9, &|p| format!("${p}"));
+            let counter_rows = rows(counters, 3, &|p| format!("${p}"));
+            let cap_rows = rows(caps, 4, &|p| format!("${p}"));
+            if counters > 0 {
+                sql += &format!(
+                    ", c AS (INSERT INTO iclear.counter_delta (name, key, by) VALUES {counter_rows})"
+                );
+            }
+            if caps > 0 {
+                sql += &format!(
+                    ", u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket) VALUES {cap_rows})"
+                );
+            }
+            if log > 0 {
+                // each row's first two columns are the lead's
+                let log_rows = log_rows.replace("(", "($1, $2, ");
+                sql += &format!(
+                    " INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name,
+                                                     outcome, detail, request, response) VALUES {log_rows}"
+                );
+            } else {
+                sql += " SELECT";
+            }
+            Box::leak(sql.into_boxed_str())
+        })
+    })
 }
 
-/// The statement that saves a decision, by what else the lead writes: bit
-/// 0 counter increments, bit 1 cap slots. Each has all 22 parameters.
-const SAVE: [&str; 4] = [
-    concat!(decision_cte!(), log_insert!()),
-    concat!(decision_cte!(), counter_cte!(), log_insert!()),
-    concat!(decision_cte!(), cap_cte!(), log_insert!()),
-    concat!(decision_cte!(), counter_cte!(), cap_cte!(), log_insert!()),
-];
+/// The array form of the statement, for a lead with more rows than the
+/// shaped statements are cached for.
+const SAVE_UNNESTED: &str =
+    "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
+                VALUES ($1, $2, $3, $4, $5, $6)),
+          c AS (INSERT INTO iclear.counter_delta (name, key, by)
+                SELECT * FROM unnest($16::text[], $17::text[], $18::int8[])),
+          u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket)
+                SELECT * FROM unnest($19::text[], $20::int8[], $21::text[], $22::text[]))
+     INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
+                                    detail, request, response)
+     SELECT $1, $2, x.* FROM unnest($7, $8, $9, $10, $11, $12, $13, $14, $15) AS x";
+
+/// A JSON value as a json parameter (SQL NULL for JSON null), printed from
+/// the borrowed value.
+fn json_param(v: Option<&Value>) -> DatumWithOid<'static> {
+    v.filter(|v| !v.is_null())
+        .map(|v| JsonString(v.to_string()))
+        .into()
+}
 
 /// One statement writes the decision, all its log rows, its counter
 /// increments and its cap slots (each statement costs an executor
 /// start-up); the other effects follow.
 pub fn save(r: &Record) {
     let mut types = vec![TEXT, INT8, TEXT, TEXT, JSON, JSON];
-    types.extend(LOG_TYPES);
     let mut args: Vec<DatumWithOid> = vec![
         r.lead_id.into(),
         r.product_id.into(),
@@ -196,9 +243,10 @@ pub fn save(r: &Record) {
         json_datum(r.envelope.to_string()),
         json_datum(stored_decision(r.decision, r.envelope)),
     ];
-    args.extend(log_columns(r.log));
     if !super::config::schema_is_current() {
         // a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE
+        types.extend(LOG_TYPES);
+        args.extend(log_columns(r.log));
         exec(
             "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                         VALUES ($1, $2, $3, $4, $5, $6))
@@ -213,31 +261,71 @@ pub fn save(r: &Record) {
         }
         return;
     }
-    let (mut names, mut keys, mut bys) = (Vec::new(), Vec::new(), Vec::new());
-    let mut others = Vec::new();
-    for e in r.effects {
-        match e {
-            Effect::IncrementCounter { name, key, by } => {
+    let (counters, others): (Vec<&Effect>, Vec<&Effect>) = r
+        .effects
+        .iter()
+        .partition(|e| matches!(e, Effect::IncrementCounter { .. }));
+    let caps = super::caps::take_unwritten();
+    if r.log.len() > MAX_SHAPED_LOG_ROWS
+        || counters.len() > MAX_SHAPED_OTHER_ROWS
+        || caps.len() > MAX_SHAPED_OTHER_ROWS
+    {
+        types.extend(LOG_TYPES);
+        args.extend(log_columns(r.log));
+        let (mut names, mut keys, mut bys) = (Vec::new(), Vec::new(), Vec::new());
+        for e in &counters {
+            if let Effect::IncrementCounter { name, key, by } = e {
                 names.push(name.as_str());
                 keys.push(key.as_str());
                 bys.push(*by);
             }
-            _ => others.push(e),
         }
+        types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
+        args.extend([names.into(), keys.into(), bys.into()]);
+        types.extend([TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY]);
+        args.extend([
+            caps.iter().map(|c| c.0).collect::<Vec<_>>().into(),
+            caps.iter().map(|c| c.1).collect::<Vec<_>>().into(),
+            caps.iter().map(|c| c.2).collect::<Vec<_>>().into(),
+            caps.iter().map(|c| c.3.as_str()).collect::<Vec<_>>().into(),
+        ]);
+        exec(SAVE_UNNESTED, &types, &args);
+    } else {
+        for e in r.log {
+            types.extend([TEXT, TEXT, TEXT, INT8, TEXT, TEXT, JSON, JSON, JSON]);
+            args.extend([
+                e.stage.into(),
+                e.origin.into(),
+                e.kind.into(),
+                e.ref_id.into(),
+                e.name.as_deref().into(),
+                e.outcome.as_str().into(),
+                json_param(Some(&e.detail)),
+                json_param(e.request.as_ref()),
+                json_param(e.response.as_ref()),
+            ]);
+        }
+        for e in &counters {
+            if let Effect::IncrementCounter { name, key, by } = e {
+                types.extend([TEXT, TEXT, INT8]);
+                args.extend([name.as_str().into(), key.as_str().into(), (*by).into()]);
+            }
+        }
+        for (scope, ref_id, period, bucket) in &caps {
+            types.extend([TEXT, INT8, TEXT, TEXT]);
+            args.extend([
+                (*scope).into(),
+                (*ref_id).into(),
+                (*period).into(),
+                bucket.as_str().into(),
+            ]);
+        }
+        exec(
+            save_statement(r.log.len(), counters.len(), caps.len()),
+            &types,
+            &args,
+        );
     }
-    let with_counters = !names.is_empty();
-    let with_caps = super::caps::has_unwritten();
-    types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
-    args.extend([names.into(), keys.into(), bys.into()]);
-    types.extend([TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY]);
-    args.extend(super::caps::unwritten_rows());
-    // a CTE that inserts nothing still opens its table and indexes for every
-    // lead: the statement names only the tables this lead writes
-    exec(
-        SAVE[usize::from(with_counters) | usize::from(with_caps) << 1],
-        &types,
-        &args,
-    );
     if let Some(product_id) = r.product_id {
         apply(others, r.lead_id, product_id);
         if r.status == "paused" {
