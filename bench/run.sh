@@ -32,7 +32,8 @@
 # BENCH_VARIANTS (all of the above, in that order; e.g. "plain attached" for
 # a quick run), BENCH_SANDBOX_DELAY_MS (100, or MIN-MAX), BENCH_SANDBOX_PORT
 # (28818), BENCH_SANDBOX_BIN (default: build target/release/iclear-sandbox),
-# BENCH_PLPGSQL_CAP (1; 0 drops the baseline's caps row), BENCH_PORT (28816),
+# BENCH_PLPGSQL_CAP (1; 0 drops the baseline's caps row), BENCH_CPU_LEADS (2000
+# leads per timed INSERT of "CPU per lead"), BENCH_PORT (28816),
 # BENCH_KEEP_CLUSTER (0; 1 leaves the cluster running at the end).
 set -euo pipefail
 shopt -s inherit_errexit
@@ -43,6 +44,7 @@ DB=iclear_bench
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
 WARMUP=${BENCH_WARMUP:-5}
+CPU_LEADS=${BENCH_CPU_LEADS:-2000}
 CLIENTS=${BENCH_CLIENTS:-2}
 SERVICE_CLIENTS=${BENCH_SERVICE_CLIENTS:-8}
 ALL_VARIANTS="plain baseline plpgsql attached full nocache tag tagcap ip ipcap"
@@ -226,6 +228,32 @@ printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS
         ratio("tagcap", "tag", "rule cap vs its uncapped twin")
         ratio("ipcap", "ip", "global_cap vs its uncapped twin")
     }'
+# ------------------------------------------------------- CPU per lead
+# One INSERT of CPU_LEADS leads in a rolled-back transaction per table, the
+# fastest of 3: what a trigger costs per lead without the commit and the
+# client round trip, which dominate the single-row rounds and their noise.
+cpu_ms() { # table
+    for _ in 1 2 3; do
+        $CLUSTER psql -d $DB -v table="$1" -v n="$CPU_LEADS" -f bench/insert_many.sql | awk '/^Time:/ {print $2}'
+    done | sort -n | head -1
+}
+cpu=""
+for v in plain plpgsql attached; do
+    wants "$v" || continue
+    cpu="$cpu$v $(cpu_ms "$(table_of "$v")")"$'\n'
+done
+if [ -n "$cpu" ]; then
+    printf '\n  CPU per lead (%s leads in one rolled-back INSERT, fastest of 3):\n' "$CPU_LEADS"
+    printf '%s' "$cpu" | awk -v n="$CPU_LEADS" '
+        { ms[$1] = $2 }
+        END {
+            split("plain plpgsql attached", order, " ")
+            for (i = 1; i <= 3; i++)
+                if (order[i] in ms) printf "    %-10s %8.1f us\n", order[i], 1000 * ms[order[i]] / n
+            if (("plpgsql" in ms) && ("attached" in ms) && ms["attached"] > 0)
+                printf "    the PL/pgSQL trigger costs %.2fx what iclear does per lead\n", ms["plpgsql"] / ms["attached"]
+        }'
+fi
 printf '\n  rows by iclear_status (warm-ups included):\n'
 for t in $(for v in $VARIANTS; do table_of "$v"; done | awk '!seen[$0]++'); do
     case $t in
