@@ -117,7 +117,8 @@ pub fn patch(
     decision: &Value,
 ) -> Value {
     let mut patch = Map::new();
-    let before = env["fields"].as_object().cloned().unwrap_or_default();
+    let no_fields = Map::new();
+    let before = env["fields"].as_object().unwrap_or(&no_fields);
     let mut body = match opts.fields_column.as_deref().and_then(|c| row.get(c)) {
         Some(Value::Object(m)) => Some(m.clone()),
         _ => None,
@@ -141,7 +142,12 @@ pub fn patch(
         patch.insert(c.clone(), Value::Object(b));
     }
     if let Some(c) = &opts.params_column {
-        if decision["params"] != env.get("params").cloned().unwrap_or(json!({})) {
+        let params_before = env.get("params");
+        let unchanged = match params_before {
+            Some(p) => decision["params"] == *p,
+            None => decision["params"].as_object().is_some_and(Map::is_empty),
+        };
+        if !unchanged {
             patch.insert(c.clone(), decision["params"].clone());
         }
     }
