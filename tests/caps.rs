@@ -416,17 +416,11 @@ fn a_rolled_back_lead_returns_unspent_slots_and_keeps_what_it_sent() {
     assert_eq!(sb.count("ip"), 2);
 }
 
-/// The demo's duplicate check ("Duplicate email today" reads a counter,
-/// "Remember the email" increments it): of two leads with the same email
-/// posted at once, the second is rejected. And two multi-row transactions
-/// meeting two emails in opposite orders do not deadlock.
-#[test]
-fn concurrent_duplicates_are_caught_and_crossed_batches_do_not_deadlock() {
-    let cl = Cluster::start();
-    let mut c = cl.database("t_dup");
+/// The demo's duplicate check on product 'p': "duplicate" rejects a lead
+/// whose email's counter reads 1 or more, "remember" increments it.
+fn duplicate_check(c: &mut Client) {
     c.batch_execute(
-        r#"INSERT INTO iclear.product (name) VALUES ('p');
-           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'duplicate', 1 FROM iclear.product;
+        r#"INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'duplicate', 1 FROM iclear.product;
            INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
            SELECT id, 'counter', 'email_today:{%productField_email%}', 'greater_or_equal', '1'
              FROM iclear.rule WHERE name = 'duplicate';
@@ -438,6 +432,19 @@ fn concurrent_duplicates_are_caught_and_crossed_batches_do_not_deadlock() {
              FROM iclear.rule WHERE name = 'remember';"#,
     )
     .unwrap();
+}
+
+/// The demo's duplicate check ("Duplicate email today" reads a counter,
+/// "Remember the email" increments it): of two leads with the same email
+/// posted at once, the second is rejected. And two multi-row transactions
+/// meeting two emails in opposite orders do not deadlock.
+#[test]
+fn concurrent_duplicates_are_caught_and_crossed_batches_do_not_deadlock() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_dup");
+    c.batch_execute("INSERT INTO iclear.product (name) VALUES ('p')")
+        .unwrap();
+    duplicate_check(&mut c);
     let lead =
         |id: &str, email: &str| json!({"product": "p", "lead_id": id, "fields": {"email": email}});
     let mut a = cl.connect("t_dup");
@@ -602,19 +609,11 @@ fn a_multi_row_insert_larger_than_the_lock_table_filters_every_lead() {
     // 10 locks per transaction: a shared table of a few hundred entries
     let cl = Cluster::start_with("-c max_locks_per_transaction=10 -c max_connections=10");
     let mut c = cl.database("t_bulk");
+    c.batch_execute("INSERT INTO iclear.product (name) VALUES ('p')")
+        .unwrap();
+    duplicate_check(&mut c);
     c.batch_execute(
-        r#"INSERT INTO iclear.product (name) VALUES ('p');
-           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'duplicate', 1 FROM iclear.product;
-           INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
-           SELECT id, 'counter', 'email_today:{%productField_email%}', 'greater_or_equal', '1'
-             FROM iclear.rule WHERE name = 'duplicate';
-           INSERT INTO iclear.rule_action (rule_id, action, config)
-           SELECT id, 'stop_processing', '{"message": "duplicate"}' FROM iclear.rule WHERE name = 'duplicate';
-           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'remember', 2 FROM iclear.product;
-           INSERT INTO iclear.rule_action (rule_id, action, config)
-           SELECT id, 'increment_counter', '{"counter": "email_today", "key": "{%productField_email%}"}'
-             FROM iclear.rule WHERE name = 'remember';
-           CREATE TABLE leads (id bigserial PRIMARY KEY, ref text UNIQUE, email text,
+        r#"CREATE TABLE leads (id bigserial PRIMARY KEY, ref text UNIQUE, email text,
                                iclear_status text, iclear_decision jsonb);
            SELECT iclear.attach('leads', 'p');"#,
     )
