@@ -35,6 +35,8 @@
 # BENCH_PLPGSQL_CAP (1; 0 drops the baseline's caps row), BENCH_CPU_LEADS (2000
 # leads per timed INSERT of "CPU per lead"), BENCH_PORT (28816),
 # BENCH_KEEP_CLUSTER (0; 1 leaves the cluster running at the end).
+# Each round also reports the WAL written per lead (pg_current_wal_insert_lsn
+# before and after; background work during the round included).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -171,6 +173,11 @@ measure() { # variant
     esac
 }
 
+# One CHECKPOINT before the warm-ups and none during the rounds: a timed
+# checkpoint landing in one variant's round makes it pay the full-page
+# images of every page it touches next, which the others do not.
+q -c "ALTER SYSTEM SET checkpoint_timeout = '1d'" -c "ALTER SYSTEM SET max_wal_size = '16GB'" \
+  -c "SELECT pg_reload_conf()" >/dev/null
 q -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
 warmed=" "
 for v in $VARIANTS; do
@@ -184,9 +191,14 @@ done
 results=""
 for r in $(seq "$ROUNDS"); do
     for v in $VARIANTS; do
+        lsn=$(q -c "SELECT pg_current_wal_insert_lsn()")
         t=$(measure "$v")
-        printf '  round %s  %-8s %8.1f tps\n' "$r" "$v" "$t"
-        results="$results$v $t"$'\n'
+        # WAL per transaction (background work during the round included)
+        wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
+        n=$(awk '/number of transactions actually processed/ {print $NF}' "$OUT/pgbench-$(table_of "$v").log")
+        w=$(awk -v w="$wal" -v n="$n" 'BEGIN { printf "%.0f", (n > 0 ? w / n : 0) }')
+        printf '  round %s  %-8s %8.1f tps %7s B of WAL per lead\n' "$r" "$v" "$t" "$w"
+        results="$results$v $t $w"$'\n'
     done
 done
 
@@ -195,12 +207,12 @@ printf '\niclear bench: %s active rules, DNPL of %s entries (PL/pgSQL: %s rule r
 printf '%s clients (%s for the service variants, sandbox delay %s ms) x %s s x %s rounds\n' \
     "$CLIENTS" "$SERVICE_CLIENTS" "$SANDBOX_DELAY_MS" "$SECONDS_PER_RUN" "$ROUNDS"
 printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS" '
-    { sum[$1] += $2; n[$1]++ }
+    { sum[$1] += $2; wal[$1] += $3; n[$1]++ }
     function has(v) { return n[v] > 0 }
     function m(v) { return sum[v] / n[v] }
     function row(v, label, c) {
         if (!has(v)) return
-        printf "  %-44s %3d  %8.1f", label, c, m(v)
+        printf "  %-44s %3d  %8.1f  %10.0f", label, c, m(v), wal[v] / n[v]
         if (has("plain") && m("plain") > 0) printf "   %5.2fx", m(v) / m("plain")
         printf "\n"
     }
@@ -208,7 +220,7 @@ printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS
         if (has(a) && has(b) && m(b) > 0) printf "  %-58s %5.2fx\n", label, m(a) / m(b)
     }
     END {
-        printf "\n  %-44s %3s  %8s   %s\n", "variant", "cl", "tps", "vs plain"
+        printf "\n  %-44s %3s  %8s  %10s   %s\n", "variant", "cl", "tps", "WAL B/lead", "vs plain"
         row("plain", "plain INSERT", clients)
         row("baseline", "PL/pgSQL baseline, verbatim", clients)
         row("plpgsql", "PL/pgSQL trigger, same rules as iclear", clients)
