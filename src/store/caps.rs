@@ -563,7 +563,7 @@ thread_local! {
 /// The `cap_use` rows of the slots taken since the last call, as the four
 /// array parameters (scope, ref_id, period, bucket) of an
 /// `INSERT INTO iclear.cap_use ... SELECT * FROM unnest(..)`.
-pub fn unwritten_rows() -> [DatumWithOid<'static>; 4] {
+fn unwritten_rows() -> [DatumWithOid<'static>; 4] {
     let rows = take_unwritten();
     [
         rows.iter().map(|r| r.0).collect::<Vec<_>>().into(),

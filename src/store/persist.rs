@@ -167,10 +167,11 @@ fn save_statement(log: usize, counters: usize, caps: usize) -> &'static str {
     MADE.with_borrow_mut(|made| {
         *made.entry((log, counters, caps)).or_insert_with(|| {
             let mut n = 6;
-            let mut rows = |count: usize, width: usize, cast: &dyn Fn(usize) -> String| {
+            // `count` rows of `width` parameters each, numbered on from `n`
+            let mut rows = |count: usize, width: usize| {
                 (0..count)
                     .map(|_| {
-                        let row: Vec<String> = (0..width).map(|i| cast(n + i + 1)).collect();
+                        let row: Vec<String> = (0..width).map(|i| format!("${}", n + i + 1)).collect();
                         n += width;
                         format!("({})", row.join(", "))
                     })
@@ -181,9 +182,9 @@ fn save_statement(log: usize, counters: usize, caps: usize) -> &'static str {
                 "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                             VALUES ($1, $2, $3, $4, $5, $6))",
             );
-            let log_rows = rows(log, 9, &|p| format!("${p}"));
-            let counter_rows = rows(counters, 3, &|p| format!("${p}"));
-            let cap_rows = rows(caps, 4, &|p| format!("${p}"));
+            let log_rows = rows(log, 9);
+            let counter_rows = rows(counters, 3);
+            let cap_rows = rows(caps, 4);
             if counters > 0 {
                 sql += &format!(
                     ", c AS (INSERT INTO iclear.counter_delta (name, key, by) VALUES {counter_rows})"
@@ -261,10 +262,16 @@ pub fn save(r: &Record) {
         }
         return;
     }
-    let (counters, others): (Vec<&Effect>, Vec<&Effect>) = r
-        .effects
-        .iter()
-        .partition(|e| matches!(e, Effect::IncrementCounter { .. }));
+    let mut counters = Vec::new();
+    let mut others = Vec::new();
+    for e in r.effects {
+        match e {
+            Effect::IncrementCounter { name, key, by } => {
+                counters.push((name.as_str(), key.as_str(), *by))
+            }
+            _ => others.push(e),
+        }
+    }
     let caps = super::caps::take_unwritten();
     if r.log.len() > MAX_SHAPED_LOG_ROWS
         || counters.len() > MAX_SHAPED_OTHER_ROWS
@@ -272,16 +279,12 @@ pub fn save(r: &Record) {
     {
         types.extend(LOG_TYPES);
         args.extend(log_columns(r.log));
-        let (mut names, mut keys, mut bys) = (Vec::new(), Vec::new(), Vec::new());
-        for e in &counters {
-            if let Effect::IncrementCounter { name, key, by } = e {
-                names.push(name.as_str());
-                keys.push(key.as_str());
-                bys.push(*by);
-            }
-        }
         types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
-        args.extend([names.into(), keys.into(), bys.into()]);
+        args.extend([
+            counters.iter().map(|c| c.0).collect::<Vec<_>>().into(),
+            counters.iter().map(|c| c.1).collect::<Vec<_>>().into(),
+            counters.iter().map(|c| c.2).collect::<Vec<_>>().into(),
+        ]);
         types.extend([TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY]);
         args.extend([
             caps.iter().map(|c| c.0).collect::<Vec<_>>().into(),
@@ -305,11 +308,9 @@ pub fn save(r: &Record) {
                 json_param(e.response.as_ref()),
             ]);
         }
-        for e in &counters {
-            if let Effect::IncrementCounter { name, key, by } = e {
-                types.extend([TEXT, TEXT, INT8]);
-                args.extend([name.as_str().into(), key.as_str().into(), (*by).into()]);
-            }
+        for (name, key, by) in &counters {
+            types.extend([TEXT, TEXT, INT8]);
+            args.extend([(*name).into(), (*key).into(), (*by).into()]);
         }
         for (scope, ref_id, period, bucket) in &caps {
             types.extend([TEXT, INT8, TEXT, TEXT]);
