@@ -653,3 +653,53 @@ fn a_multi_row_insert_larger_than_the_lock_table_filters_every_lead() {
         n - 1
     );
 }
+
+/// A counter read while the worker folds increments into totals: each
+/// second lead with an email is rejected. The read covers both tables as
+/// of one moment; read one table before a fold and the other after it, and
+/// the folded increment was in neither.
+#[test]
+fn a_counter_read_during_folds_sees_every_increment() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_fold");
+    c.batch_execute("INSERT INTO iclear.product (name) VALUES ('p')")
+        .unwrap();
+    duplicate_check(&mut c);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let folder = {
+        let url = cl.url("t_fold");
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut f = Client::connect(&url, NoTls).unwrap();
+            let mut folds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.execute("SELECT iclear.fold_counters()", &[]).unwrap();
+                folds += 1;
+            }
+            folds
+        })
+    };
+    let sessions: Vec<_> = (0..4)
+        .map(|t| {
+            let url = cl.url("t_fold");
+            thread::spawn(move || {
+                let mut s = Client::connect(&url, NoTls).unwrap();
+                let mut accepted_twice = 0;
+                for i in 0..400 {
+                    let lead = |n: u8| {
+                        json!({"product": "p", "lead_id": format!("F{t}-{i}-{n}"),
+                               "fields": {"email": format!("f{t}-{i}@x.com")}})
+                    };
+                    assert_eq!(process(&mut s, &lead(1))["status"], "accepted");
+                    accepted_twice += i64::from(process(&mut s, &lead(2))["status"] == "accepted");
+                }
+                accepted_twice
+            })
+        })
+        .collect();
+    let accepted_twice: i64 = sessions.into_iter().map(|s| s.join().unwrap()).sum();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let folds = folder.join().unwrap();
+    assert!(folds > 100, "the worker's fold ran alongside: {folds}");
+    assert_eq!(accepted_twice, 0, "second leads accepted, of 1,600");
+}

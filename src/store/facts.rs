@@ -56,20 +56,22 @@ pub fn lists_containing(probes: &[(i64, String)]) -> Vec<i64> {
         return Vec::new();
     }
     if let Some(t) = probe::target(c"list_entry", c"list_entry_pkey") {
-        let mut p = Probe::open(&t, 2, Snap::Statement);
-        let found = probes
-            .iter()
-            .filter(|(id, value)| {
-                p.seek(&[
-                    (pg_sys::F_INT8EQ, (*id).into()),
-                    (pg_sys::F_TEXTEQ, text_datum(value)),
-                ]);
-                p.next()
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        p.close();
-        return found;
+        return probe::with_snapshot(Snap::Statement, || {
+            let mut p = Probe::open(&t, 2);
+            let found = probes
+                .iter()
+                .filter(|(id, value)| {
+                    p.seek(&[
+                        (pg_sys::F_INT8EQ, (*id).into()),
+                        (pg_sys::F_TEXTEQ, text_datum(value)),
+                    ]);
+                    p.next()
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            p.close();
+            found
+        });
     }
     let mut found = Vec::new();
     for chunk in probes.chunks(PROBES_PER_STATEMENT) {
@@ -104,17 +106,21 @@ fn counter_by_probe(name: &str, key: &str) -> Option<i64> {
         (pg_sys::F_TEXTEQ, text_datum(name)),
         (pg_sys::F_TEXTEQ, text_datum(key)),
     ];
-    let mut sum = 0i64;
-    for (t, column) in [(&total, c"value"), (&deltas, c"by")] {
-        let attnum = probe::column(t, column);
-        let mut p = Probe::open(t, 2, Snap::Latest);
-        p.seek(&keys);
-        while p.next() {
-            sum += p.get::<i64>(attnum).unwrap_or(0);
+    // both tables as of one moment: the worker moves increments from one
+    // to the other
+    Some(probe::with_snapshot(Snap::Latest, || {
+        let mut sum = 0i64;
+        for (t, column) in [(&total, c"value"), (&deltas, c"by")] {
+            let attnum = probe::column(t, column);
+            let mut p = Probe::open(t, 2);
+            p.seek(&keys);
+            while p.next() {
+                sum += p.get::<i64>(attnum).unwrap_or(0);
+            }
+            p.close();
         }
-        p.close();
-    }
-    Some(sum)
+        sum
+    }))
 }
 
 impl Facts for PgFacts {

@@ -52,9 +52,29 @@ pub fn column(t: &Target, name: &CStr) -> i16 {
     unsafe { pg_sys::get_attnum(t.table, name.as_ptr()) }
 }
 
-/// An open index scan. Closed by `close`; should an ERROR end the
-/// transaction first, its resource owner releases the scan, the relations
-/// and the snapshot.
+/// Run `f`'s probes with one snapshot, so that probes of two tables read
+/// them as of one moment, as one statement would: a counter's total and its
+/// increments, read on either side of the worker folding the one into the
+/// other, would otherwise miss the folded increments. Should an ERROR end
+/// the transaction first, it pops the snapshot.
+pub fn with_snapshot<R>(snap: Snap, f: impl FnOnce() -> R) -> R {
+    unsafe {
+        match snap {
+            Snap::Statement => {
+                pg_sys::CommandCounterIncrement();
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            Snap::Latest => pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()),
+        }
+    }
+    let r = f();
+    unsafe { pg_sys::PopActiveSnapshot() };
+    r
+}
+
+/// An open index scan, reading with the active snapshot (`with_snapshot`).
+/// Closed by `close`; should an ERROR end the transaction first, its
+/// resource owner releases the scan and the relations.
 pub struct Probe {
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
@@ -65,15 +85,8 @@ pub struct Probe {
 
 impl Probe {
     /// Open a scan of `t`'s index on its first `nkeys` columns.
-    pub fn open(t: &Target, nkeys: usize, snap: Snap) -> Probe {
+    pub fn open(t: &Target, nkeys: usize) -> Probe {
         unsafe {
-            match snap {
-                Snap::Statement => {
-                    pg_sys::CommandCounterIncrement();
-                    pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-                }
-                Snap::Latest => pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()),
-            }
             let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
             let heap = pg_sys::table_open(t.table, lock);
             let index = pg_sys::index_open(t.index, lock);
@@ -148,7 +161,6 @@ impl Probe {
             // locks are kept to the end of the transaction, as a statement's
             pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
             pg_sys::table_close(self.heap, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::PopActiveSnapshot();
         }
     }
 }
