@@ -435,7 +435,12 @@ INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used)
 SELECT 'global', id, period, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD'), current_value
   FROM iclear.global_cap WHERE period_start IS NOT NULL AND current_value > 0;
 DELETE FROM iclear.cap_use WHERE used = 0;
-CREATE INDEX cap_use_key ON iclear.cap_use (scope, ref_id, period, bucket);
+-- Indexed by ref_id alone: a period's count is read once per postmaster
+-- (src/store/caps.rs durable_count) and a rule's rows are few once folded,
+-- while every capped lead inserts here, and an int8 key is compared without
+-- the collation calls of three text columns (all rows of a hot cap share one
+-- key, so each insert compares it in full at every level).
+CREATE INDEX cap_use_key ON iclear.cap_use (ref_id);
 ALTER TABLE iclear.global_cap DROP COLUMN current_value, DROP COLUMN period_start;
 
 -- Counters: increments are appended to counter_delta (no lead waits on
