@@ -15,6 +15,12 @@ fn count(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)
 }
 
+/// A failed statement's message (the server's, when it sent one).
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
+}
+
 fn process(c: &mut Client, lead: &Value) -> Value {
     c.query_one("SELECT iclear_process($1)", &[lead])
         .unwrap()
@@ -702,4 +708,115 @@ fn a_counter_read_during_folds_sees_every_increment() {
     let folds = folder.join().unwrap();
     assert!(folds > 100, "the worker's fold ran alongside: {folds}");
     assert_eq!(accepted_twice, 0, "second leads accepted, of 1,600");
+}
+
+/// Two transactions past their budget of key locks write the same keys in
+/// opposite orders: list values, new sources, lookup-cache keys. Unlocked, each
+/// `ON CONFLICT` waited for the other's open insert: a deadlock, which
+/// PostgreSQL ended by failing one of them. Now a key another open
+/// transaction is writing is left to it, as under the lock: neither waits,
+/// and every key is there once both commit.
+#[test]
+fn transactions_past_their_lock_budget_write_keys_in_opposite_orders_without_deadlock() {
+    let cl = Cluster::start_with(
+        "-c max_locks_per_transaction=10 -c deadlock_timeout=200ms -c log_lock_waits=on",
+    );
+    let mut c = cl.database("t_cross");
+    c.batch_execute(
+        r#"INSERT INTO iclear.product (name) VALUES ('p');
+           INSERT INTO iclear.list (name, kind, field) VALUES ('seen', 'pl', 'email');
+           INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'collect', 1 FROM iclear.product;
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT r.id, 'add_to_list', jsonb_build_object('list_ids', jsonb_build_array(l.id))
+             FROM iclear.rule r, iclear.list l;"#,
+    )
+    .unwrap();
+    // list values: the same emails, new sources for none
+    cross(
+        &cl,
+        "lists",
+        |_, key| json!({"product": "p", "fields": {"email": format!("{key}@x.com")}}),
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.list_entry WHERE value IN ('k1@x.com', 'k2@x.com')"
+        ),
+        2
+    );
+    // new sources: the same source ids, an email of each session's own
+    cross(&cl, "sources", |who, key| {
+        let source = if key == "k1" { 901 } else { 902 };
+        json!({"product": "p", "publisher_id": 9, "channel_id": 1, "source_id": source,
+               "fields": {"email": format!("{who}-{key}@x.com")}})
+    });
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.source WHERE id IN (901, 902)"
+        ),
+        2
+    );
+    // lookup-cache keys: the same IPs, looked up and cached by both
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    c.batch_execute(&format!(
+        r#"UPDATE iclear.service SET subscription = 'enabled', cost = 0.004, endpoint = '{}/ip'
+            WHERE name = 'ip_analysis';
+           INSERT INTO iclear.global_rule (product_id, service, execution, settings)
+           SELECT id, 'ip_analysis', 'sync', '{{"api_key": "k", "cache_days": 30}}' FROM iclear.product;"#,
+        sb.base_url()
+    ))
+    .unwrap();
+    cross(&cl, "cache", |who, key| {
+        let ip = if key == "k1" { "10.7.0.1" } else { "10.7.0.2" };
+        json!({"product": "p", "fields": {"email": format!("{who}-{key}-ip@x.com"), "userIp": ip}})
+    });
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.lookup_cache WHERE service = 'ip_analysis'"
+        ),
+        2
+    );
+    assert!(!cl.log().contains("deadlock detected"), "{}", cl.log());
+}
+
+/// Sessions a and b each open a transaction, spend its key-lock budget on
+/// list values of their own (named after `tag`), then process `lead(who, "k1")` and
+/// `lead(who, "k2")`, a in that order and b in the other, the second ones
+/// at once; both commit. Every lead must be accepted.
+fn cross(cl: &Cluster, tag: &str, lead: fn(&str, &str) -> Value) {
+    let open = |who: &str| {
+        let mut s = cl.connect("t_cross");
+        s.batch_execute("BEGIN").unwrap();
+        for i in 0..12 {
+            let filler =
+                json!({"product": "p", "fields": {"email": format!("{tag}-{who}{i}@x.com")}});
+            assert_eq!(process(&mut s, &filler)["status"], "accepted");
+        }
+        s
+    };
+    let (mut a, mut b) = (open("a"), open("b"));
+    assert_eq!(process(&mut a, &lead("a", "k1"))["status"], "accepted");
+    assert_eq!(process(&mut b, &lead("b", "k2"))["status"], "accepted");
+    let a_second = thread::spawn(move || {
+        let d = a.query_one("SELECT iclear_process($1)", &[&lead("a", "k2")]);
+        (a, d.map(|r| r.get::<_, Value>(0)).map_err(|e| message(&e)))
+    });
+    thread::sleep(Duration::from_millis(300));
+    let b_second = b
+        .query_one("SELECT iclear_process($1)", &[&lead("b", "k1")])
+        .map(|r| r.get::<_, Value>(0))
+        .map_err(|e| message(&e));
+    let (mut a, a_second) = a_second.join().unwrap();
+    for (who, d) in [("a", &a_second), ("b", &b_second)] {
+        assert_eq!(
+            d.as_ref().map(|d| d["status"].clone()),
+            Ok(json!("accepted")),
+            "{who}'s second lead\n{}",
+            cl.log()
+        );
+    }
+    a.batch_execute("COMMIT").unwrap();
+    b.batch_execute("COMMIT").unwrap();
 }

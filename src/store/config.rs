@@ -245,10 +245,14 @@ pub fn register_source(
         &[id.into()],
     );
     // A first sight: registered unless another open transaction is
-    // registering it right now (waiting for it could deadlock a multi-row
-    // insert that meets new sources in the other order).
+    // registering it right now, as its lock or its row in the index says
+    // (waiting for it could deadlock a multi-row insert that meets new
+    // sources in the other order).
     let epoch = seen.or_else(|| {
-        if !super::try_xact_lock(super::LOCK_SOURCE, &[&id.to_string()]) {
+        let keys = [(pg_sys::F_INT8EQ, pg_sys::Datum::from(id))];
+        if !super::try_xact_lock(super::LOCK_SOURCE, &[&id.to_string()])
+            || super::written_elsewhere(c"source", c"source_pkey", &keys, false)
+        {
             return None;
         }
         query_value(

@@ -2,7 +2,7 @@
 
 use super::cap_limits::{describe, global_caps, period_caps};
 use super::caps::{self, Cap, CapKey, Period, Scope};
-use super::probe::{self, Probe, Snap};
+use super::probe::{self, text_datum, Probe, Snap};
 use super::{columns, query_value, spent, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::Rule;
@@ -11,7 +11,6 @@ use iclear_engine::global::GlobalRule;
 use iclear_engine::service::verification_history::SmsRecord;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgBuiltInOids};
-use pgrx::IntoDatum;
 use pgrx::JsonB;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -93,10 +92,6 @@ pub fn lists_containing(probes: &[(i64, String)]) -> Vec<i64> {
 }
 
 /// A text datum in the current memory context, which outlives the probe.
-fn text_datum(s: &str) -> pg_sys::Datum {
-    s.into_datum().expect("a str is never NULL")
-}
-
 /// The counter's committed total plus its increments, read by index as the
 /// statement below reads them; None when a table cannot be probed.
 fn counter_by_probe(name: &str, key: &str) -> Option<i64> {

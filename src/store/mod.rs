@@ -235,6 +235,35 @@ pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
     }
 }
 
+/// Does another open transaction write the key `keys` of `index` (of
+/// iclear's `table`) now, or (`present_too`) is a row there already? Asked
+/// after `try_xact_lock` and just before a write of the key, which would
+/// wait for that transaction (`ON CONFLICT`, a row update): the caller
+/// leaves the key to it instead, as when it holds the key's lock.
+///
+/// The lock alone kept two writers of a key apart only while both took it;
+/// past its budget (above) a transaction writes unlocked, and two that
+/// wrote the same keys in opposite orders waited for each other until
+/// PostgreSQL ended one with "deadlock detected". With this check a writer
+/// only ever waits for a row that appeared after it looked, which its own
+/// earlier writes preceded: no cycle of such waits can close.
+pub fn written_elsewhere(
+    table: &std::ffi::CStr,
+    index: &std::ffi::CStr,
+    keys: &[(u32, pg_sys::Datum)],
+    present_too: bool,
+) -> bool {
+    // a table this role may not read: the lock decides, as before
+    let Some(t) = probe::target(table, index) else {
+        return false;
+    };
+    match probe::dirty(&t, keys) {
+        probe::Found::Nothing => false,
+        probe::Found::Settled => present_too,
+        probe::Found::BeingWritten => true,
+    }
+}
+
 /// The lock method of advisory locks (lock.h).
 const USER_LOCKMETHOD: u8 = 2;
 

@@ -1,11 +1,12 @@
 //! Persisting a decision, its filter-log rows and its effects, in the
 //! caller's transaction.
 
+use super::probe::text_datum;
 use super::{exec, json_datum, INT8, INT8_ARRAY, JSON, JSON_ARRAY, TEXT, TEXT_ARRAY};
 use iclear_engine::pipeline::{Effect, LogEntry};
 use pgrx::datum::DatumWithOid;
 use pgrx::datum::JsonString;
-use pgrx::pg_sys::PgBuiltInOids;
+use pgrx::pg_sys::{self, PgBuiltInOids};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -342,11 +343,20 @@ pub fn save(r: &Record) {
 pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, product_id: i64) {
     for e in effects {
         match e {
-            // Another open transaction adding the same value holds its lock:
-            // it is being added, and waiting for that transaction could
-            // deadlock a multi-row insert, so this lead leaves it to that one.
+            // Another open transaction adding the same value holds its lock,
+            // or (past the budget of key locks) has its row in the index: it
+            // is being added, and waiting for that transaction could deadlock
+            // a multi-row insert, so this lead leaves it to that one. A value
+            // already there is not written again.
             Effect::AddToList { list_id, value } => {
-                if super::try_xact_lock(super::LOCK_LIST_ENTRY, &[&list_id.to_string(), value]) {
+                let stored = iclear_engine::facts::normalize_list_value(value);
+                let keys = [
+                    (pg_sys::F_INT8EQ, pg_sys::Datum::from(*list_id)),
+                    (pg_sys::F_TEXTEQ, text_datum(&stored)),
+                ];
+                if super::try_xact_lock(super::LOCK_LIST_ENTRY, &[&list_id.to_string(), value])
+                    && !super::written_elsewhere(c"list_entry", c"list_entry_pkey", &keys, true)
+                {
                     exec(
                         "INSERT INTO iclear.list_entry (list_id, value, added_by) VALUES ($1, $2, 'iclear')
                          ON CONFLICT DO NOTHING",
@@ -374,7 +384,13 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
             ),
             // As for list entries: a lead writing the same answer now wins.
             Effect::CacheResponse { service, key, data } => {
-                if super::try_xact_lock(super::LOCK_CACHE, &[service, key]) {
+                let keys = [
+                    (pg_sys::F_TEXTEQ, text_datum(service)),
+                    (pg_sys::F_TEXTEQ, text_datum(key)),
+                ];
+                if super::try_xact_lock(super::LOCK_CACHE, &[service, key])
+                    && !super::written_elsewhere(c"lookup_cache", c"lookup_cache_pkey", &keys, false)
+                {
                     exec(
                         "INSERT INTO iclear.lookup_cache (service, lookup_key, response, fetched_at)
                          VALUES ($1, $2, $3::jsonb, now())

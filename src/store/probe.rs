@@ -7,7 +7,7 @@
 //! the caller runs the statement, which raises PostgreSQL's own error).
 
 use pgrx::pg_sys::{self, Datum, Oid};
-use pgrx::FromDatum;
+use pgrx::{FromDatum, IntoDatum};
 use std::ffi::CStr;
 
 /// Which snapshot a probe reads with.
@@ -47,6 +47,11 @@ pub fn target(table: &CStr, index: &CStr) -> Option<Target> {
     }
 }
 
+/// A text key for a probe (palloc'd in the current memory context).
+pub fn text_datum(s: &str) -> Datum {
+    s.into_datum().expect("a str is never NULL")
+}
+
 /// The number of the column `name` of the target's table.
 pub fn column(t: &Target, name: &CStr) -> i16 {
     unsafe { pg_sys::get_attnum(t.table, name.as_ptr()) }
@@ -70,6 +75,76 @@ pub fn with_snapshot<R>(snap: Snap, f: impl FnOnce() -> R) -> R {
     let r = f();
     unsafe { pg_sys::PopActiveSnapshot() };
     r
+}
+
+/// Rescan `scan` of `index` for the rows whose leading columns equal `keys`.
+unsafe fn rescan(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation, keys: &[(u32, Datum)]) {
+    let mut scankeys: Vec<pg_sys::ScanKeyData> = vec![std::mem::zeroed(); keys.len()];
+    for (i, (eq, datum)) in keys.iter().enumerate() {
+        pg_sys::ScanKeyEntryInitialize(
+            &mut scankeys[i],
+            0,
+            (i + 1) as pg_sys::AttrNumber,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::InvalidOid,
+            *(*index).rd_indcollation.add(i),
+            Oid::from(*eq),
+            *datum,
+        );
+    }
+    // the access method copies the keys
+    pg_sys::index_rescan(
+        scan,
+        scankeys.as_mut_ptr(),
+        keys.len() as i32,
+        std::ptr::null_mut(),
+        0,
+    );
+}
+
+/// What a dirty snapshot finds under a key: rows committed, and rows that
+/// open transactions are inserting or deleting (updating).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Found {
+    Nothing,
+    /// A row, none of them being written by another open transaction
+    /// (committed, or this transaction's own).
+    Settled,
+    /// A row another open transaction is inserting, updating or deleting:
+    /// a write of the same key now would wait for that transaction to end.
+    BeingWritten,
+}
+
+/// Look `keys` up in `t`'s index with a dirty snapshot, as a unique index
+/// check does, but never waiting.
+pub fn dirty(t: &Target, keys: &[(u32, Datum)]) -> Found {
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let heap = pg_sys::table_open(t.table, lock);
+        let index = pg_sys::index_open(t.index, lock);
+        // InitDirtySnapshot: each fetch sets xmin (xmax) to an open
+        // transaction inserting (deleting) the row it returns
+        let mut snap: pg_sys::SnapshotData = std::mem::zeroed();
+        snap.snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
+        let scan = pg_sys::index_beginscan(heap, index, &mut snap, keys.len() as i32, 0);
+        let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
+        rescan(scan, index, keys);
+        let mut found = Found::Nothing;
+        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+            if snap.xmin != pg_sys::InvalidTransactionId
+                || snap.xmax != pg_sys::InvalidTransactionId
+            {
+                found = Found::BeingWritten;
+                break;
+            }
+            found = Found::Settled;
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::index_endscan(scan);
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
+    }
 }
 
 /// An open index scan, reading with the active snapshot (`with_snapshot`).
@@ -109,29 +184,7 @@ impl Probe {
     /// statement's `=` would.
     pub fn seek(&mut self, keys: &[(u32, Datum)]) {
         assert_eq!(keys.len(), self.nkeys, "one datum per key column");
-        unsafe {
-            let mut scankeys: Vec<pg_sys::ScanKeyData> = vec![std::mem::zeroed(); keys.len()];
-            for (i, (eq, datum)) in keys.iter().enumerate() {
-                pg_sys::ScanKeyEntryInitialize(
-                    &mut scankeys[i],
-                    0,
-                    (i + 1) as pg_sys::AttrNumber,
-                    pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                    pg_sys::InvalidOid,
-                    *(*self.index).rd_indcollation.add(i),
-                    Oid::from(*eq),
-                    *datum,
-                );
-            }
-            // the access method copies the keys
-            pg_sys::index_rescan(
-                self.scan,
-                scankeys.as_mut_ptr(),
-                keys.len() as i32,
-                std::ptr::null_mut(),
-                0,
-            );
-        }
+        unsafe { rescan(self.scan, self.index, keys) }
     }
 
     /// The next visible row, if any.
