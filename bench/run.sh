@@ -190,58 +190,69 @@ for v in $VARIANTS; do
 done
 
 # ------------------------------------------------------------ the rounds
-results=""
-for r in $(seq "$ROUNDS"); do
-    for v in $VARIANTS; do
-        lsn=$(q -c "SELECT pg_current_wal_insert_lsn()")
-        t=$(measure "$v")
-        # WAL per transaction (background work during the round included)
-        wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
-        n=$(awk '/number of transactions actually processed/ {print $NF}' "$OUT/pgbench-$(table_of "$v").log")
-        w=$(awk -v w="$wal" -v n="$n" 'BEGIN { printf "%.0f", (n > 0 ? w / n : 0) }')
-        printf '  round %s  %-8s %8.1f tps %7s B of WAL per lead\n' "$r" "$v" "$t" "$w"
-        results="$results$v $t $w"$'\n'
+# ROUNDS rounds of the variants $1, alternated; each round's tps and WAL per
+# lead are printed and kept in $results.
+rounds() {
+    local r v lsn t wal n w
+    results=""
+    for r in $(seq "$ROUNDS"); do
+        for v in $1; do
+            lsn=$(q -c "SELECT pg_current_wal_insert_lsn()")
+            t=$(measure "$v")
+            # WAL per transaction (background work during the round included)
+            wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
+            n=$(awk '/number of transactions actually processed/ {print $NF}' "$OUT/pgbench-$(table_of "$v").log")
+            w=$(awk -v w="$wal" -v n="$n" 'BEGIN { printf "%.0f", (n > 0 ? w / n : 0) }')
+            printf '  round %s  %-8s %8.1f tps %7s B of WAL per lead\n' "$r" "$v" "$t" "$w"
+            results="$results$v $t $w"$'\n'
+        done
     done
-done
+}
+# The table of $results (CPU-bound variants with $1 clients) and the ratios
+# between the variants it has.
+summary() {
+    printf '%s' "$results" | awk -v clients="$1" -v sclients="$SERVICE_CLIENTS" '
+        { sum[$1] += $2; wal[$1] += $3; n[$1]++ }
+        function has(v) { return n[v] > 0 }
+        function m(v) { return sum[v] / n[v] }
+        function row(v, label, c) {
+            if (!has(v)) return
+            printf "  %-44s %3d  %8.1f  %10.0f", label, c, m(v), wal[v] / n[v]
+            if (has("plain") && m("plain") > 0) printf "   %5.2fx", m(v) / m("plain")
+            printf "\n"
+        }
+        function ratio(a, b, label) {
+            if (has(a) && has(b) && m(b) > 0) printf "  %-58s %5.2fx\n", label, m(a) / m(b)
+        }
+        END {
+            printf "\n  %-44s %3s  %8s  %10s   %s\n", "variant", "cl", "tps", "WAL B/lead", "vs plain"
+            row("plain", "plain INSERT", clients)
+            row("baseline", "PL/pgSQL baseline, verbatim", clients)
+            row("plpgsql", "PL/pgSQL trigger, same rules as iclear", clients)
+            row("attached", "attached (defaults)", clients)
+            row("full", "attached, trace=full", clients)
+            row("nocache", "attached, config_cache=off", clients)
+            row("tag", "attached + tag rule", clients)
+            row("tagcap", "attached + tag rule, daily_limit 1e8", clients)
+            row("ip", "attached + sync IP lookup", sclients)
+            row("ipcap", "attached + sync IP lookup, global_cap 1e8", sclients)
+            printf "\n"
+            ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger (same rules)")
+            ratio("attached", "baseline", "attached vs the verbatim baseline (its own 20 rules)")
+            ratio("tagcap", "plpgsql", "attached + rule cap vs PL/pgSQL (both take a cap per lead)")
+            ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
+            ratio("nocache", "attached", "config_cache=off vs on")
+            ratio("tagcap", "tag", "rule cap vs its uncapped twin")
+            ratio("ipcap", "ip", "global_cap vs its uncapped twin")
+        }'
+}
 
+rounds "$VARIANTS"
 printf '\niclear bench: %s active rules, DNPL of %s entries (PL/pgSQL: %s rule rows, %s DNPL emails, %s), fsync on\n' \
     "$rules" "$dnpl" "$pl_rules" "$pl_dnpl" "$pl_cap"
 printf '%s clients (%s for the service variants, sandbox delay %s ms) x %s s x %s rounds\n' \
     "$CLIENTS" "$SERVICE_CLIENTS" "$SANDBOX_DELAY_MS" "$SECONDS_PER_RUN" "$ROUNDS"
-printf '%s' "$results" | awk -v clients="$CLIENTS" -v sclients="$SERVICE_CLIENTS" '
-    { sum[$1] += $2; wal[$1] += $3; n[$1]++ }
-    function has(v) { return n[v] > 0 }
-    function m(v) { return sum[v] / n[v] }
-    function row(v, label, c) {
-        if (!has(v)) return
-        printf "  %-44s %3d  %8.1f  %10.0f", label, c, m(v), wal[v] / n[v]
-        if (has("plain") && m("plain") > 0) printf "   %5.2fx", m(v) / m("plain")
-        printf "\n"
-    }
-    function ratio(a, b, label) {
-        if (has(a) && has(b) && m(b) > 0) printf "  %-58s %5.2fx\n", label, m(a) / m(b)
-    }
-    END {
-        printf "\n  %-44s %3s  %8s  %10s   %s\n", "variant", "cl", "tps", "WAL B/lead", "vs plain"
-        row("plain", "plain INSERT", clients)
-        row("baseline", "PL/pgSQL baseline, verbatim", clients)
-        row("plpgsql", "PL/pgSQL trigger, same rules as iclear", clients)
-        row("attached", "attached (defaults)", clients)
-        row("full", "attached, trace=full", clients)
-        row("nocache", "attached, config_cache=off", clients)
-        row("tag", "attached + tag rule", clients)
-        row("tagcap", "attached + tag rule, daily_limit 1e8", clients)
-        row("ip", "attached + sync IP lookup", sclients)
-        row("ipcap", "attached + sync IP lookup, global_cap 1e8", sclients)
-        printf "\n"
-        ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger (same rules)")
-        ratio("attached", "baseline", "attached vs the verbatim baseline (its own 20 rules)")
-        ratio("tagcap", "plpgsql", "attached + rule cap vs PL/pgSQL (both take a cap per lead)")
-        ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
-        ratio("nocache", "attached", "config_cache=off vs on")
-        ratio("tagcap", "tag", "rule cap vs its uncapped twin")
-        ratio("ipcap", "ip", "global_cap vs its uncapped twin")
-    }'
+summary "$CLIENTS"
 # --------------------------------------------------- under more clients
 # The rounds above give the CPU-bound variants one client per core; a busy
 # lead store (and an acceptance test) runs 8-16. Then plain INSERT is no
@@ -252,38 +263,10 @@ LOAD_CLIENTS=${BENCH_LOAD_CLIENTS:-8}
 load_variants=""
 for v in plain plpgsql attached tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
 if [ "$LOAD_CLIENTS" -gt 0 ] && [ "$LOAD_CLIENTS" != "$CLIENTS" ] && [ -n "$load_variants" ]; then
-    loaded=""
     printf '\n'
-    for r in $(seq "$ROUNDS"); do
-        for v in $load_variants; do
-            t=$(CLIENTS=$LOAD_CLIENTS measure "$v")
-            printf '  round %s  %-8s %8.1f tps with %s clients\n' "$r" "$v" "$t" "$LOAD_CLIENTS"
-            loaded="$loaded$v $t"$'\n'
-        done
-    done
-    printf '\n  with %s clients (%s rounds):\n' "$LOAD_CLIENTS" "$ROUNDS"
-    printf '%s' "$loaded" | awk '
-        { sum[$1] += $2; n[$1]++ }
-        function has(v) { return n[v] > 0 }
-        function m(v) { return sum[v] / n[v] }
-        function row(v, label) {
-            if (!has(v)) return
-            printf "  %-44s %8.1f", label, m(v)
-            if (has("plain") && m("plain") > 0) printf "   %5.2fx", m(v) / m("plain")
-            printf "\n"
-        }
-        function ratio(a, b, label) {
-            if (has(a) && has(b) && m(b) > 0) printf "  %-58s %5.2fx\n", label, m(a) / m(b)
-        }
-        END {
-            row("plain", "plain INSERT")
-            row("plpgsql", "PL/pgSQL trigger, same rules as iclear")
-            row("attached", "attached (defaults)")
-            row("tag", "attached + tag rule")
-            row("tagcap", "attached + tag rule, daily_limit 1e8")
-            ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger (same rules)")
-            ratio("tagcap", "tag", "rule cap vs its uncapped twin")
-        }'
+    CLIENTS=$LOAD_CLIENTS rounds "$load_variants"
+    printf '\nthe same with %s clients\n' "$LOAD_CLIENTS"
+    summary "$LOAD_CLIENTS"
 fi
 # ------------------------------------------------------- CPU per lead
 # One INSERT of CPU_LEADS leads in a rolled-back transaction per table, the

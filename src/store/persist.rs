@@ -349,13 +349,8 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
             // a multi-row insert, so this lead leaves it to that one. A value
             // already there is not written again.
             Effect::AddToList { list_id, value } => {
-                let stored = iclear_engine::facts::normalize_list_value(value);
-                let keys = [
-                    (pg_sys::F_INT8EQ, pg_sys::Datum::from(*list_id)),
-                    (pg_sys::F_TEXTEQ, text_datum(&stored)),
-                ];
                 if super::try_xact_lock(super::LOCK_LIST_ENTRY, &[&list_id.to_string(), value])
-                    && !super::written_elsewhere(c"list_entry", c"list_entry_pkey", &keys, true)
+                    && !list_value_written_elsewhere(*list_id, value)
                 {
                     exec(
                         "INSERT INTO iclear.list_entry (list_id, value, added_by) VALUES ($1, $2, 'iclear')
@@ -444,6 +439,18 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
             ),
         }
     }
+}
+
+/// `value` is on list `list_id` already, or another open transaction is
+/// adding it (`store::written_elsewhere`); looked up as `list_entry_normalize`
+/// stores it.
+fn list_value_written_elsewhere(list_id: i64, value: &str) -> bool {
+    let stored = iclear_engine::facts::normalize_list_value(value);
+    let keys = [
+        (pg_sys::F_INT8EQ, pg_sys::Datum::from(list_id)),
+        (pg_sys::F_TEXTEQ, text_datum(&stored)),
+    ];
+    super::written_elsewhere(c"list_entry", c"list_entry_pkey", &keys, true)
 }
 
 /// Persist the `error` decision of a lead that could not be processed (or
