@@ -23,7 +23,7 @@
 # The service variants are latency-bound and run BENCH_SERVICE_CLIENTS
 # clients (8); the others are CPU-bound and run BENCH_CLIENTS (2).
 # Rounds alternate the variants so that drift on a noisy machine hits all
-# alike. Before them: VACUUM ANALYZE and CHECKPOINT after the bulk load, and
+# alike, each round starting one variant later. Before them: VACUUM ANALYZE and CHECKPOINT after the bulk load, and
 # an unrecorded warm-up of each table, so that no variant's first round pays
 # for the setup (autovacuum, cold caches, the checkpoint after loading).
 #
@@ -193,10 +193,13 @@ done
 # ROUNDS rounds of the variants $1, alternated; each round's tps and WAL per
 # lead are printed and kept in $results.
 rounds() {
-    local r v lsn t wal n w
+    local r v lsn t wal n w order
     results=""
+    read -ra order <<<"$1"
     for r in $(seq "$ROUNDS"); do
-        for v in $1; do
+        # each round starts one variant later, so that none always follows
+        # the same one (and pays for its autovacuum and dirty buffers)
+        for v in "${order[@]:$(((r - 1) % ${#order[@]}))}" "${order[@]:0:$(((r - 1) % ${#order[@]}))}"; do
             lsn=$(q -c "SELECT pg_current_wal_insert_lsn()")
             t=$(measure "$v")
             # WAL per transaction (background work during the round included)
