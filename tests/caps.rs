@@ -658,6 +658,8 @@ fn a_multi_row_insert_larger_than_the_lock_table_filters_every_lead() {
         count(&mut c, "SELECT sum(value)::int8 FROM iclear.counter"),
         n - 1
     );
+    // past the budget each lead gives its key locks back itself
+    assert!(!cl.log().contains("you don't own a lock"), "{}", cl.log());
 }
 
 /// A counter read while the worker folds increments into totals: each
@@ -819,4 +821,72 @@ fn cross(cl: &Cluster, tag: &str, lead: fn(&str, &str) -> Value) {
     }
     a.batch_execute("COMMIT").unwrap();
     b.batch_execute("COMMIT").unwrap();
+}
+
+/// The duplicate check of a lead whose transaction is past its budget of key
+/// locks (a bulk load: a multi-row INSERT, a COPY, many `iclear_process`
+/// calls) against a live lead with the same email, both open at once, in
+/// either order: the second to read the counter waits for the first to
+/// commit and is rejected. Past its budget a transaction used to read and
+/// write counter keys unlocked, and both were accepted.
+#[test]
+fn a_duplicate_across_a_bulk_load_past_its_lock_budget_is_rejected() {
+    let cl = Cluster::start_with("-c max_locks_per_transaction=10");
+    let mut c = cl.database("t_bulkdup");
+    c.batch_execute("INSERT INTO iclear.product (name) VALUES ('p')")
+        .unwrap();
+    duplicate_check(&mut c);
+    fn lead(id: &str, email: &str) -> Value {
+        json!({"product": "p", "lead_id": id, "fields": {"email": email}})
+    }
+    // a session whose open transaction has spent its budget on emails of
+    // its own, then processed `id` with `email`; committed after `hold`
+    let bulk_load = |tag: &'static str, id: &'static str, email: &'static str, hold: Duration| {
+        let url = cl.url("t_bulkdup");
+        thread::spawn(move || {
+            let mut s = Client::connect(&url, NoTls).unwrap();
+            s.batch_execute("BEGIN").unwrap();
+            for i in 0..12 {
+                let filler = lead(&format!("{tag}-{i}"), &format!("{tag}-{i}@x.com"));
+                assert_eq!(process(&mut s, &filler)["status"], "accepted");
+            }
+            let d = process(&mut s, &lead(id, email));
+            thread::sleep(hold);
+            s.batch_execute("COMMIT").unwrap();
+            d
+        })
+    };
+
+    // the bulk load's lead first, then a live one
+    let bulk = bulk_load("b1", "B1", "one@x.com", Duration::from_millis(800));
+    thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let live = process(&mut c, &lead("L1", "one@x.com"));
+    let waited = started.elapsed();
+    assert_eq!(bulk.join().unwrap()["status"], "accepted");
+    assert_eq!(
+        live["status"], "rejected",
+        "the live lead after the bulk load's: {live}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300),
+        "it waited for the bulk load: {waited:?}"
+    );
+
+    // a live lead first (its transaction open), then the bulk load's
+    let mut live = cl.connect("t_bulkdup");
+    live.batch_execute("BEGIN").unwrap();
+    assert_eq!(
+        process(&mut live, &lead("L2", "two@x.com"))["status"],
+        "accepted"
+    );
+    let bulk = bulk_load("b2", "B2", "two@x.com", Duration::ZERO);
+    thread::sleep(Duration::from_millis(800));
+    live.batch_execute("COMMIT").unwrap();
+    let d = bulk.join().unwrap();
+    assert_eq!(
+        d["status"], "rejected",
+        "the bulk load's lead after the live one's: {d}"
+    );
+    assert!(!cl.log().contains("you don't own a lock"), "{}", cl.log());
 }

@@ -118,6 +118,36 @@ fn counter_by_probe(name: &str, key: &str) -> Option<i64> {
     }))
 }
 
+/// Wait, up to `wait`, until no other open transaction writes an increment
+/// of the key (polled, as `wait_xact_lock`: no cycle of waits can form).
+fn increments_settled(name: &str, key: &str, wait: std::time::Duration) {
+    let Some(deltas) = probe::target(c"counter_delta", c"counter_delta_key") else {
+        return;
+    };
+    let keys = [
+        (pg_sys::F_TEXTEQ, text_datum(name)),
+        (pg_sys::F_TEXTEQ, text_datum(key)),
+    ];
+    let started = std::time::Instant::now();
+    let mut nap = 1u64;
+    while probe::dirty(&deltas, &keys) == probe::Found::BeingWritten && started.elapsed() < wait {
+        unsafe { pg_sys::pg_usleep((nap * 1000) as std::ffi::c_long) };
+        pgrx::check_for_interrupts!();
+        nap = (nap * 2).min(10);
+    }
+}
+
+/// The key locks a lead took past its transaction's budget are given back
+/// when the lead is done with (`store::end_lead`); not while an ERROR
+/// unwinds, whose abort releases them.
+impl Drop for PgFacts {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            super::end_lead();
+        }
+    }
+}
+
 impl Facts for PgFacts {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
@@ -135,9 +165,16 @@ impl Facts for PgFacts {
     /// so a hot counter never makes leads wait. The wait is bounded by
     /// `iclear.counter_lock_wait`: a multi-row transaction that reads two
     /// keys in the other order than another cannot deadlock with it.
+    /// A transaction past its budget of key locks (a bulk load) gives the
+    /// key back when its lead ends: its increment is then waited for as
+    /// a row being written, within the same bound (`increments_settled`).
     fn counter_value(&mut self, name: &str, key: &str) -> i64 {
-        let wait = crate::gucs::counter_lock_wait().as_millis() as u64;
-        super::wait_xact_lock(super::LOCK_COUNTER, &[name, key], wait);
+        let started = std::time::Instant::now();
+        let wait = crate::gucs::counter_lock_wait();
+        super::wait_xact_lock(super::LOCK_COUNTER, &[name, key], wait.as_millis() as u64);
+        if super::bulk_writers_open() {
+            increments_settled(name, key, wait.saturating_sub(started.elapsed()));
+        }
         if !super::config::schema_is_current() {
             return query_value::<i64>(
                 "SELECT value FROM iclear.counter WHERE name = $1 AND key = $2",

@@ -180,6 +180,9 @@ pub const LOCK_COUNTER: i32 = 0x6963_0001;
 pub const LOCK_LIST_ENTRY: i32 = 0x6963_0002;
 pub const LOCK_CACHE: i32 = 0x6963_0003;
 pub const LOCK_SOURCE: i32 = 0x6963_0004;
+/// Held in share mode by every transaction past its budget of key locks
+/// (`bulk_writers_open`); `taken_keys::LOCK_ROW_KEY` is 0x6963_0005.
+const LOCK_BULK: i32 = 0x6963_0006;
 
 fn lock_key(parts: &[&str]) -> i32 {
     // FNV-1a: a collision only makes two unrelated keys share a lock
@@ -196,42 +199,121 @@ fn lock_key(parts: &[&str]) -> i32 {
 thread_local! {
     /// (local transaction id, key locks this transaction took).
     static KEY_LOCKS: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// (local transaction id, key locks taken past the budget with the
+    /// subtransaction that took each, held until the lead that took them
+    /// ends: `end_lead`).
+    static LEAD_LOCKS: std::cell::RefCell<(u32, Vec<(pg_sys::LOCKTAG, pg_sys::SubTransactionId)>)> =
+        const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
-/// Take the transaction-level advisory lock of `(class, parts)` if it is
-/// free; never waits. True: taken, or this transaction has used its budget
-/// of key locks (below), so the caller goes on without it. False: another
-/// open transaction holds it.
+/// Has this transaction taken its budget of key locks (`try_xact_lock`)?
+pub fn key_budget_spent() -> bool {
+    let lxid = unsafe { (*pg_sys::MyProc).lxid };
+    let (seen, taken) = KEY_LOCKS.get();
+    seen == lxid && taken >= unsafe { pg_sys::max_locks_per_xact }.max(1) as u32
+}
+
+/// pg_try_advisory_xact_lock(class, key)'s tag.
+fn advisory_tag(class: i32, key: i32) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        locktag_field1: unsafe { pg_sys::MyDatabaseId.to_u32() },
+        locktag_field2: class as u32,
+        locktag_field3: key as u32,
+        locktag_field4: 2,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: USER_LOCKMETHOD,
+    }
+}
+
+const EXCLUSIVE: pg_sys::LOCKMODE = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+const SHARE: pg_sys::LOCKMODE = pg_sys::ShareLock as pg_sys::LOCKMODE;
+
+/// Take the advisory lock of `(class, parts)` if it is free; never waits.
+/// True: taken. False: another open transaction holds it.
 ///
 /// Every lead of a multi-row INSERT or COPY takes its own key locks, and
 /// each lives in PostgreSQL's shared lock table until the transaction ends:
 /// 20,000 leads in one statement used to fill it, and the rest of the rows
-/// ended `error` ("out of shared memory"). So a transaction takes at most
-/// `max_locks_per_transaction` of them. Past that its further keys are used
-/// unlocked: its rows still see each other and every committed row, but a
-/// lead of another transaction with the same key does not wait for them
-/// (README "Performance", "Bulk loads").
+/// ended `error` ("out of shared memory"). So a transaction keeps at most
+/// `max_locks_per_transaction` of them until it ends. Past that budget a
+/// key is held by the lead that takes it, until that lead ends
+/// (`end_lead`), and the transaction holds the bulk lock in share mode:
+/// a reader of a counter that finds it taken waits for the increments of
+/// open transactions that hold no lock any more (`bulk_writers_open`,
+/// README "Bulk loads").
 pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
     unsafe {
         let lxid = (*pg_sys::MyProc).lxid;
-        let (seen, taken) = KEY_LOCKS.get();
-        let taken = if seen == lxid { taken } else { 0 };
-        if taken >= pg_sys::max_locks_per_xact.max(1) as u32 {
+        let tag = advisory_tag(class, lock_key(parts));
+        if key_budget_spent() {
+            let bulk = advisory_tag(LOCK_BULK, 0);
+            if !pg_sys::LockHeldByMe(&bulk, SHARE) {
+                // waits only for a reader's instant in exclusive mode
+                pg_sys::LockAcquire(&bulk, SHARE, false, false);
+            }
+            let got = pg_sys::LockAcquire(&tag, EXCLUSIVE, false, true);
+            if got == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+                return false;
+            }
+            LEAD_LOCKS.with_borrow_mut(|(seen, tags)| {
+                if *seen != lxid {
+                    *seen = lxid;
+                    tags.clear();
+                }
+                tags.push((tag, pg_sys::GetCurrentSubTransactionId()));
+            });
             return true;
         }
-        // pg_try_advisory_xact_lock(class, key)'s tag, without a statement
-        let tag = pg_sys::LOCKTAG {
-            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
-            locktag_field2: class as u32,
-            locktag_field3: lock_key(parts) as u32,
-            locktag_field4: 2,
-            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-            locktag_lockmethodid: USER_LOCKMETHOD,
-        };
-        let got = pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, true);
+        let (seen, taken) = KEY_LOCKS.get();
+        let taken = if seen == lxid { taken } else { 0 };
+        let got = pg_sys::LockAcquire(&tag, EXCLUSIVE, false, true);
         let fresh = u32::from(got == pg_sys::LockAcquireResult::LOCKACQUIRE_OK);
         KEY_LOCKS.set((lxid, taken + fresh));
         got != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+    }
+}
+
+/// The lead ends: release the key locks it took past its transaction's
+/// budget. Its writes are made by then; until it commits, a reader finds
+/// them with a dirty look-up (`bulk_writers_open`). A lock an aborted
+/// subtransaction already released is not released again, nor one taken
+/// in another subtransaction (its resource owner is not the current one,
+/// and PostgreSQL would refuse it): that one is held until the transaction
+/// ends, as within the budget.
+pub fn end_lead() {
+    let current = unsafe { (*pg_sys::MyProc).lxid };
+    let tags = LEAD_LOCKS.with_borrow_mut(|(seen, tags)| {
+        let tags = std::mem::take(tags);
+        if *seen == current {
+            tags
+        } else {
+            Vec::new()
+        }
+    });
+    let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    for (tag, taken_in) in tags {
+        unsafe {
+            if taken_in == sub && pg_sys::LockHeldByMe(&tag, EXCLUSIVE) {
+                pg_sys::LockRelease(&tag, EXCLUSIVE, false);
+            }
+        }
+    }
+}
+
+/// Is another open transaction past its budget of key locks, so that it
+/// may have written a key it no longer holds? One look at the bulk lock,
+/// which such transactions hold in share mode: taken here in exclusive
+/// mode, it is given back at once.
+pub fn bulk_writers_open() -> bool {
+    let bulk = advisory_tag(LOCK_BULK, 0);
+    unsafe {
+        match pg_sys::LockAcquire(&bulk, EXCLUSIVE, false, true) {
+            pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL => true,
+            _ => {
+                pg_sys::LockRelease(&bulk, EXCLUSIVE, false);
+                false
+            }
+        }
     }
 }
 

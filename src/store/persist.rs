@@ -439,6 +439,9 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
             ),
         }
     }
+    // the last of a lead's (or a job's) writes: the key locks it took past
+    // its transaction's budget go back (`store::end_lead`)
+    super::end_lead();
 }
 
 /// `value` is on list `list_id` already, or another open transaction is
