@@ -128,13 +128,9 @@ fn increments_settled(name: &str, key: &str, wait: std::time::Duration) {
         (pg_sys::F_TEXTEQ, text_datum(name)),
         (pg_sys::F_TEXTEQ, text_datum(key)),
     ];
-    let started = std::time::Instant::now();
-    let mut nap = 1u64;
-    while probe::dirty(&deltas, &keys) == probe::Found::BeingWritten && started.elapsed() < wait {
-        unsafe { pg_sys::pg_usleep((nap * 1000) as std::ffi::c_long) };
-        pgrx::check_for_interrupts!();
-        nap = (nap * 2).min(10);
-    }
+    super::poll(wait, || {
+        probe::dirty(&deltas, &keys) != probe::Found::BeingWritten
+    });
 }
 
 /// The key locks a lead took past its transaction's budget are given back

@@ -206,11 +206,23 @@ thread_local! {
         const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
+/// The key locks this transaction has kept (`try_xact_lock`).
+fn keys_kept(lxid: u32) -> u32 {
+    let (seen, taken) = KEY_LOCKS.get();
+    if seen == lxid {
+        taken
+    } else {
+        0
+    }
+}
+
+fn budget_spent(kept: u32) -> bool {
+    kept >= unsafe { pg_sys::max_locks_per_xact }.max(1) as u32
+}
+
 /// Has this transaction taken its budget of key locks (`try_xact_lock`)?
 pub fn key_budget_spent() -> bool {
-    let lxid = unsafe { (*pg_sys::MyProc).lxid };
-    let (seen, taken) = KEY_LOCKS.get();
-    seen == lxid && taken >= unsafe { pg_sys::max_locks_per_xact }.max(1) as u32
+    budget_spent(keys_kept(unsafe { (*pg_sys::MyProc).lxid }))
 }
 
 /// pg_try_advisory_xact_lock(class, key)'s tag.
@@ -245,7 +257,8 @@ pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
     unsafe {
         let lxid = (*pg_sys::MyProc).lxid;
         let tag = advisory_tag(class, lock_key(parts));
-        if key_budget_spent() {
+        let taken = keys_kept(lxid);
+        if budget_spent(taken) {
             let bulk = advisory_tag(LOCK_BULK, 0);
             if !pg_sys::LockHeldByMe(&bulk, SHARE) {
                 // waits only for a reader's instant in exclusive mode
@@ -264,8 +277,6 @@ pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
             });
             return true;
         }
-        let (seen, taken) = KEY_LOCKS.get();
-        let taken = if seen == lxid { taken } else { 0 };
         let got = pg_sys::LockAcquire(&tag, EXCLUSIVE, false, true);
         let fresh = u32::from(got == pg_sys::LockAcquireResult::LOCKACQUIRE_OK);
         KEY_LOCKS.set((lxid, taken + fresh));
@@ -353,13 +364,21 @@ const USER_LOCKMETHOD: u8 = 2;
 /// end (polled, so two leads waiting on each other never deadlock: the
 /// wait runs out instead). False: not taken.
 pub fn wait_xact_lock(class: i32, parts: &[&str], wait_ms: u64) -> bool {
+    poll(std::time::Duration::from_millis(wait_ms), || {
+        try_xact_lock(class, parts)
+    })
+}
+
+/// Ask `done` until it says yes or `wait` has passed, napping 1 to 10 ms
+/// between asks (and answering a cancel); its last answer.
+pub fn poll(wait: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = std::time::Instant::now();
     let mut nap = 1u64;
     loop {
-        if try_xact_lock(class, parts) {
+        if done() {
             return true;
         }
-        if started.elapsed().as_millis() as u64 >= wait_ms {
+        if started.elapsed() >= wait {
             return false;
         }
         unsafe { pg_sys::pg_usleep((nap * 1000) as std::ffi::c_long) };
