@@ -658,3 +658,7 @@ CREATE TABLE iclear.config_audit (
 CREATE INDEX ON iclear.config_audit (table_name, row_id);
 SELECT pg_catalog.pg_extension_config_dump('iclear.config_audit', '');
 -- END since-0.4.0
+
+-- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the 0.5.0 ->
+-- 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
+-- END since-0.5.0

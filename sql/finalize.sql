@@ -1545,3 +1545,7 @@ BEGIN
     END LOOP;
 END $$;
 -- END since-0.4.0
+
+-- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the tail of the
+-- 0.5.0 -> 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
+-- END since-0.5.0

@@ -445,7 +445,7 @@ fn upgrades_from_every_released_version_match_a_fresh_install() {
     let mut f = cl.database("t_fresh_all");
     f.batch_execute("SELECT iclear.maintain()").unwrap();
     let fresh: String = f.query_one(CATALOG, &[]).unwrap().get(0);
-    for version in ["0.2.0", "0.3.0", "0.4.0"] {
+    for version in ["0.2.0", "0.3.0", "0.4.0", "0.5.0"] {
         install_old_version(version);
         let db = format!("t_from_{}", version.replace('.', "_"));
         cl.connect("postgres")
