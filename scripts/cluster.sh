@@ -32,6 +32,10 @@ max_connections = 50
 shared_buffers = 256MB
 CONF
     fi
+    # the sandbox provider answers on loopback: the egress policy must list it
+    if ! as_pg grep -q '^iclear.allowed_endpoints' "$PGDATA/postgresql.conf"; then
+        echo "iclear.allowed_endpoints = '127.0.0.1'" | as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null
+    fi
     as_pg "$BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w start >/dev/null
     ;;
 stop)

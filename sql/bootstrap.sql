@@ -661,4 +661,30 @@ SELECT pg_catalog.pg_extension_config_dump('iclear.config_audit', '');
 
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the 0.5.0 ->
 -- 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
+-- A service endpoint with a secret in it (a webhook's user and password, a
+-- token in its query): the whole URL, which iclear_admin alone reads, while
+-- iclear.service.endpoint holds it as shown (iclear.shown_endpoint masks the
+-- secret parts). Written by the trigger on iclear.service.
+CREATE TABLE iclear.service_secret (
+    service  text PRIMARY KEY,
+    endpoint text NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('iclear.service_secret', '');
+-- SMS codes are kept as keyed digests (SECURITY.md "SMS codes"): the key is
+-- 32 random bytes made at install, which only the processor reads. A code
+-- waits in sms_outbox, which nobody else reads either, until the worker has
+-- sent it.
+-- (no key constraint: a restore adds the dumped key beside the one CREATE
+-- EXTENSION made, and the oldest key is the one in use)
+CREATE TABLE iclear.sms_key (
+    made_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    key     bytea NOT NULL
+);
+INSERT INTO iclear.sms_key (key)
+SELECT decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex');
+SELECT pg_catalog.pg_extension_config_dump('iclear.sms_key', '');
+CREATE TABLE iclear.sms_outbox (
+    job_id bigint PRIMARY KEY,
+    code   text NOT NULL
+);
 -- END since-0.5.0

@@ -9,10 +9,402 @@
 \echo Use "ALTER EXTENSION iclear UPDATE TO '0.6.0'" to load this file. \quit
 
 -- Rust functions new in 0.6.0 (a fresh install gets them from pgrx's schema)
+CREATE FUNCTION iclear."worker_alive"() RETURNS bool
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'worker_alive_wrapper';
+CREATE FUNCTION iclear."check_endpoint"("endpoint" TEXT) RETURNS void
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_endpoint_wrapper';
+CREATE FUNCTION iclear."shown_endpoint"("endpoint" TEXT) RETURNS TEXT
+STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'shown_endpoint_wrapper';
+CREATE FUNCTION iclear."sms_locked_out"("product" TEXT, "phone" TEXT) RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sms_locked_out_wrapper';
+CREATE FUNCTION iclear."count_sms_failure"("product" TEXT, "phone" TEXT) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'count_sms_failure_wrapper';
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the 0.5.0 ->
 -- 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
+-- A service endpoint with a secret in it (a webhook's user and password, a
+-- token in its query): the whole URL, which iclear_admin alone reads, while
+-- iclear.service.endpoint holds it as shown (iclear.shown_endpoint masks the
+-- secret parts). Written by the trigger on iclear.service.
+CREATE TABLE iclear.service_secret (
+    service  text PRIMARY KEY,
+    endpoint text NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('iclear.service_secret', '');
+-- SMS codes are kept as keyed digests (SECURITY.md "SMS codes"): the key is
+-- 32 random bytes made at install, which only the processor reads. A code
+-- waits in sms_outbox, which nobody else reads either, until the worker has
+-- sent it.
+-- (no key constraint: a restore adds the dumped key beside the one CREATE
+-- EXTENSION made, and the oldest key is the one in use)
+CREATE TABLE iclear.sms_key (
+    made_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    key     bytea NOT NULL
+);
+INSERT INTO iclear.sms_key (key)
+SELECT decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex');
+SELECT pg_catalog.pg_extension_config_dump('iclear.sms_key', '');
+CREATE TABLE iclear.sms_outbox (
+    job_id bigint PRIMARY KEY,
+    code   text NOT NULL
+);
 -- END since-0.5.0
 
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the tail of the
 -- 0.5.0 -> 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
+-- ------------------------------------------------------------ whose rights
+-- Processing runs as iclear_processor, a role that is not a superuser and
+-- holds only what processing needs (SECURITY.md "Whose rights"): the entry
+-- points are SECURITY DEFINER functions it owns, and the attach trigger
+-- and the worker switch to it (src/privilege.rs). What a user can define on
+-- a lead table (types, domains, defaults, constraints, triggers) runs with
+-- the inserting role's rights, or the table owner's where iclear writes to
+-- or probes the table; never with iclear's. Nobody is granted the role.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_processor') THEN
+        CREATE ROLE iclear_processor NOLOGIN NOINHERIT;
+    ELSIF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_processor'
+                     AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role iclear_processor has attributes beyond what processing needs'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'ALTER ROLE iclear_processor NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS';
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA iclear TO iclear_processor;
+-- the configuration, credentials and endpoints, read
+GRANT SELECT ON iclear.product, iclear.service, iclear.global_rule, iclear.global_rule_credential,
+                iclear.global_cap, iclear.rule_category, iclear.rule, iclear.rule_condition,
+                iclear.rule_action, iclear.list, iclear.list_product, iclear.product_field,
+                iclear.attachment, iclear.config_version
+    TO iclear_processor;
+-- what a lead, a job or the worker's bookkeeping writes
+GRANT SELECT, INSERT ON iclear.decision, iclear.filter_log TO iclear_processor;
+GRANT SELECT, INSERT, UPDATE ON iclear.source, iclear.list_entry TO iclear_processor;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON iclear.job, iclear.lookup_cache, iclear.counter_delta, iclear.counter_total, iclear.cap_use,
+       iclear.spent_request, iclear.sent_mark, iclear.paused_lead, iclear.consent_evidence,
+       iclear.sms_verification_local, iclear.verification_history_local,
+       iclear.sms_verification, iclear.verification_history
+    TO iclear_processor;
+GRANT SELECT ON iclear.counter, iclear.lead_feedback TO iclear_processor;
+GRANT UPDATE ON iclear.config_version TO iclear_processor;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA iclear TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.process(jsonb), iclear.process_redirect(text, jsonb),
+                          iclear.maintain(integer, integer, integer), iclear.fold_counters(),
+                          iclear.fold_cap_uses(), iclear.normalize_phone(text), iclear.config_changed(),
+                          iclear.cap_period_start(text, integer, timestamptz),
+                          iclear.next_cap_reset(text, integer, timestamptz), iclear.version(),
+                          iclear.check_global_rule_settings(text, jsonb), iclear.resume_paused_leads(text, text)
+    TO iclear_processor;
+-- the entry points: SECURITY DEFINER, owned by the processor
+ALTER FUNCTION iclear.process(jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.process_redirect(text, jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION public.iclear_process(jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.bump_config_version() OWNER TO iclear_processor;
+ALTER FUNCTION iclear.retry_failed_jobs() OWNER TO iclear_processor;
+ALTER FUNCTION iclear.run_worker_once(integer) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.record_verification(text, jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.record_sms_verification(text, text, text) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.confirm_sms(text, text, text) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.check_global_rule(bigint, text, jsonb) OWNER TO iclear_processor;
+-- (resuming leads without a code: only the processor, through confirm_sms
+-- and record_sms_verification, calls it)
+ALTER FUNCTION iclear.resume_paused_leads(text, text) OWNER TO iclear_processor;
+-- the attach trigger runs as the inserting role and switches to the
+-- processor for processing alone
+ALTER FUNCTION iclear.lead_trigger() SECURITY INVOKER;
+-- a backtest applies the changes with the caller's rights, and reads the
+-- configuration (credentials included) as the processor
+ALTER FUNCTION iclear.backtest(text, timestamptz, timestamptz, jsonb) SECURITY INVOKER;
+-- the roles that read the trail read it with their own rights
+ALTER FUNCTION iclear.config_history(text) SECURITY INVOKER;
+-- Partitions are DDL on iclear's own tables, which only their owner may
+-- run; maintain() touches nothing a user can define (iclear_admin runs it,
+-- README "Retention and partitions").
+ALTER FUNCTION iclear.maintain(integer, integer, integer) SECURITY DEFINER;
+
+-- Attaching a table is its owner's decision: a table another role owns is
+-- refused, whatever privileges on it the caller holds.
+CREATE OR REPLACE FUNCTION iclear.attach(lead_table regclass, product text, options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    col text;
+BEGIN
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = lead_table), 'USAGE') THEN
+        RAISE EXCEPTION 'iclear.attach: permission denied: % belongs to another role', lead_table
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A table is attached by its owner (or a member of the owning role).';
+    END IF;
+    PERFORM iclear.check_attach_options(options);
+    IF NOT EXISTS (SELECT 1 FROM iclear.product p WHERE p.name = product) THEN
+        RAISE EXCEPTION 'iclear.attach: unknown product "%"', product USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY ARRAY[options ->> 'fields_column', options ->> 'params_column'] LOOP
+        IF col IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+             WHERE attrelid = lead_table AND attname = col AND NOT attisdropped
+               AND atttypid = 'jsonb'::regtype) THEN
+            RAISE EXCEPTION 'iclear.attach: option names column "%", which % has not as a jsonb column', col, lead_table
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    col := coalesce(options ->> 'id_column', 'id');
+    IF options ? 'id_column' AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = lead_table AND attname = col AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'iclear.attach: id_column "%" is not a column of %', col, lead_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = lead_table AND tgname = 'iclear_process') THEN
+        EXECUTE format('DROP TRIGGER iclear_process ON %s', lead_table);
+    END IF;
+    EXECUTE format('CREATE TRIGGER iclear_process BEFORE INSERT ON %s FOR EACH ROW
+                    EXECUTE FUNCTION iclear.lead_trigger(%L, %L)', lead_table, product, options::text);
+    INSERT INTO iclear.attachment (lead_table, product, options) VALUES (lead_table, product, options)
+    ON CONFLICT ON CONSTRAINT attachment_pkey
+    DO UPDATE SET product = EXCLUDED.product, options = EXCLUDED.options, created_at = now();
+END $$;
+
+-- The audit trail is written by iclear alone (SECURITY.md "The audit
+-- trail"): the trigger (in Rust) takes the role that made the change and
+-- writes through audit_write, which only the trail's owner may call.
+CREATE FUNCTION iclear.audit_write(actor text, table_name text, op text, o jsonb, n jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+BEGIN
+    IF op = 'TRUNCATE' THEN
+        INSERT INTO iclear.config_audit (table_name, op, role) VALUES (audit_write.table_name, op, actor);
+        RETURN;
+    END IF;
+    IF audit_write.table_name = 'global_rule_credential' THEN
+        o := o || jsonb_build_object('credentials',
+                     (SELECT coalesce(jsonb_object_agg(c.key, '***'), '{}') FROM jsonb_each(o -> 'credentials') c));
+        n := n || jsonb_build_object('credentials',
+                     (SELECT coalesce(jsonb_object_agg(c.key, '***'), '{}') FROM jsonb_each(n -> 'credentials') c));
+    END IF;
+    IF audit_write.table_name = 'service_secret' THEN
+        o := o || jsonb_build_object('endpoint', iclear.shown_endpoint(o ->> 'endpoint'));
+        n := n || jsonb_build_object('endpoint', iclear.shown_endpoint(n ->> 'endpoint'));
+    END IF;
+    IF op = 'UPDATE' AND o = n THEN
+        RETURN; -- nothing changed
+    END IF;
+    k := CASE audit_write.table_name
+           WHEN 'service' THEN coalesce(n, o) ->> 'name'
+           WHEN 'service_secret' THEN coalesce(n, o) ->> 'service'
+           WHEN 'attachment' THEN coalesce(n, o) ->> 'lead_table'
+           WHEN 'global_rule_credential' THEN coalesce(n, o) ->> 'global_rule_id'
+           WHEN 'list_product' THEN (coalesce(n, o) ->> 'list_id') || ':' || (coalesce(n, o) ->> 'product_id')
+           ELSE coalesce(n, o) ->> 'id' END;
+    INSERT INTO iclear.config_audit (table_name, op, row_id, old, new, role)
+    VALUES (audit_write.table_name, op, k, o, n, actor);
+END $$;
+REVOKE ALL ON FUNCTION iclear.audit_write(text, text, text, jsonb, jsonb) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION iclear.audit_config() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_audit_trigger';
+REVOKE ALL ON FUNCTION iclear.audit_config() FROM PUBLIC;
+-- operators read the trail; only iclear writes it
+REVOKE INSERT ON iclear.config_audit FROM iclear_operator;
+
+-- Secrets never sit in a shown endpoint (SECURITY.md "Secrets"): an endpoint
+-- saved with a user and password or query values keeps the whole URL in
+-- service_secret (admin-only) and shows it masked in service.endpoint, and
+-- so in config_audit and the logs; processing calls the whole URL. The
+-- endpoint is also judged by the egress policy (iclear.allowed_endpoints).
+-- It runs after service_defaults (trigger names fire in order).
+CREATE FUNCTION iclear.service_endpoint() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    shown text;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.endpoint IS NOT DISTINCT FROM OLD.endpoint THEN
+        RETURN NEW;  -- kept as shown: its secret stays
+    END IF;
+    IF NEW.endpoint IS NULL THEN
+        DELETE FROM iclear.service_secret s WHERE s.service = NEW.name;
+        RETURN NEW;
+    END IF;
+    IF strpos(NEW.endpoint, '***') > 0 THEN
+        RAISE EXCEPTION 'invalid setting service.endpoint: % is shown masked; set the whole URL', NEW.endpoint
+            USING ERRCODE = 'check_violation';
+    END IF;
+    PERFORM iclear.check_endpoint(NEW.endpoint);
+    shown := iclear.shown_endpoint(NEW.endpoint);
+    IF shown <> NEW.endpoint THEN
+        INSERT INTO iclear.service_secret AS s (service, endpoint) VALUES (NEW.name, NEW.endpoint)
+        ON CONFLICT (service) DO UPDATE SET endpoint = EXCLUDED.endpoint;
+        NEW.endpoint := shown;
+    ELSE
+        DELETE FROM iclear.service_secret s WHERE s.service = NEW.name;
+    END IF;
+    RETURN NEW;
+END $$;
+-- endpoints saved before 0.6.0 with a secret in them move out
+INSERT INTO iclear.service_secret (service, endpoint)
+SELECT s.name, s.endpoint FROM iclear.service s
+ WHERE s.endpoint IS NOT NULL AND iclear.shown_endpoint(s.endpoint) <> s.endpoint
+ON CONFLICT (service) DO NOTHING;
+UPDATE iclear.service s SET endpoint = iclear.shown_endpoint(s.endpoint)
+ WHERE s.endpoint IS NOT NULL AND iclear.shown_endpoint(s.endpoint) <> s.endpoint;
+CREATE TRIGGER service_endpoint BEFORE INSERT OR UPDATE OF endpoint ON iclear.service
+    FOR EACH ROW EXECUTE FUNCTION iclear.service_endpoint();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON iclear.service_secret
+    FOR EACH ROW EXECUTE FUNCTION iclear.audit_config();
+CREATE TRIGGER audit_truncate AFTER TRUNCATE ON iclear.service_secret
+    FOR EACH STATEMENT EXECUTE FUNCTION iclear.audit_config();
+GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service_secret TO iclear_admin;
+GRANT SELECT ON iclear.service_secret TO iclear_processor;
+COMMENT ON TABLE iclear.service_secret IS 'The whole endpoint of a service whose URL carries a secret (a user and password, query values); readable by iclear_admin alone. service.endpoint shows it masked.';
+COMMENT ON FUNCTION iclear.service_endpoint() IS 'Trigger: checks a service endpoint against the egress policy and keeps its secret parts in service_secret.';
+COMMENT ON FUNCTION iclear.check_endpoint(text) IS 'Refuses an endpoint that is not an http(s) URL or that iclear.allowed_endpoints does not allow, naming the setting.';
+COMMENT ON FUNCTION iclear.shown_endpoint(text) IS 'An endpoint as iclear shows, logs and audits it: user, password and query values masked.';
+
+-- SMS codes (SECURITY.md "SMS codes"): the history keeps a keyed digest of
+-- each code; a phone gets at most iclear.sms_max_sends codes and
+-- iclear.sms_max_failed wrong tries per iclear.sms_window (counted in shared
+-- memory, so a wrong try counts even when the caller rolls back).
+CREATE FUNCTION iclear.sms_code_digest(product text, phone text, code text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT encode(sha256(k.key || convert_to($1 || ':' || $2 || ':' || $3, 'UTF8')), 'hex')
+      FROM iclear.sms_key k ORDER BY k.made_at, k.key LIMIT 1
+$$;
+-- codes kept before 0.6.0: the history's become digests; a code whose SMS is
+-- still to be sent waits in the outbox
+INSERT INTO iclear.sms_outbox (job_id, code)
+SELECT DISTINCT ON (j.id) j.id, v.code
+  FROM iclear.job j
+  JOIN iclear.sms_verification_local v
+    ON v.product = j.payload ->> 'product' AND v.phone = j.payload ->> 'phone' AND v.status = 'pending'
+ WHERE j.kind = 'sms' AND j.status IN ('queued', 'running')
+ ORDER BY j.id, v.created_at DESC
+ON CONFLICT (job_id) DO NOTHING;
+UPDATE iclear.sms_verification_local
+   SET code = iclear.sms_code_digest(product, phone, code)
+ WHERE code !~ '^[0-9a-f]{64}$';
+
+CREATE OR REPLACE FUNCTION iclear.record_sms_verification(product text, phone text, code text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text := iclear.normalize_phone(phone);
+BEGIN
+    IF p IS NULL THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: phone % has no digits', phone
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(btrim(code), '') = '' THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: code must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, verified_at)
+    VALUES (record_sms_verification.product, p,
+            iclear.sms_code_digest(record_sms_verification.product, p, btrim(record_sms_verification.code)),
+            'verified', 0, now(), now());
+    PERFORM iclear.resume_paused_leads(record_sms_verification.product, p);
+END $$;
+
+-- Complete a pending SMS verification (pause_for_verification). A wrong code
+-- counts an attempt of the code, and of the phone's window (which a
+-- rollback does not take back); at iclear.sms_max_attempts the code is dead,
+-- at iclear.sms_max_failed the phone cannot be confirmed until the window
+-- has passed. A confirmed code resumes the leads of the product paused on
+-- the phone (iclear.paused_lead).
+CREATE OR REPLACE FUNCTION iclear.confirm_sms(product text, phone text, code text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p        text := iclear.normalize_phone(confirm_sms.phone);
+    max_try  integer;
+    r        record;
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    max_try := coalesce(nullif(current_setting('iclear.sms_max_attempts', true), '')::int, 5);
+    IF p IS NULL OR iclear.sms_locked_out(confirm_sms.product, p) THEN
+        RETURN false;
+    END IF;
+    SELECT s.code, s.attempts, s.expires_at INTO r FROM iclear.sms_verification s
+     WHERE s.product = confirm_sms.product AND s.phone = p AND s.status = 'pending'
+     ORDER BY s.created_at DESC LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM iclear.count_sms_failure(confirm_sms.product, p);
+        RETURN false;
+    END IF;
+    IF r.expires_at IS NOT NULL AND r.expires_at < now() THEN
+        UPDATE iclear.sms_verification SET status = 'expired'
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        RETURN false;
+    END IF;
+    IF r.code = iclear.sms_code_digest(confirm_sms.product, p, btrim(confirm_sms.code)) THEN
+        UPDATE iclear.sms_verification SET status = 'verified', verified_at = now()
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        PERFORM iclear.resume_paused_leads(confirm_sms.product, p);
+        RETURN true;
+    END IF;
+    PERFORM iclear.count_sms_failure(confirm_sms.product, p);
+    UPDATE iclear.sms_verification
+       SET attempts = attempts + 1,
+           status = CASE WHEN attempts + 1 >= max_try THEN 'expired' ELSE 'pending' END
+     WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+    RETURN false;
+END $$;
+GRANT SELECT ON iclear.sms_key TO iclear_processor;
+GRANT SELECT, INSERT, DELETE ON iclear.sms_outbox TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.sms_code_digest(text, text, text), iclear.sms_locked_out(text, text),
+                          iclear.count_sms_failure(text, text), iclear.check_endpoint(text),
+                          iclear.shown_endpoint(text)
+    TO iclear_processor;
+COMMENT ON TABLE iclear.sms_key IS 'The key of the SMS code digests (32 random bytes made at install); readable by the processor alone.';
+COMMENT ON TABLE iclear.sms_outbox IS 'The code of each SMS not sent yet, by job; the worker deletes it once sent. Readable by the processor alone.';
+COMMENT ON FUNCTION iclear.sms_code_digest(text, text, text) IS 'Internal: the keyed digest of an SMS code of a phone of a product, as the history keeps it.';
+COMMENT ON FUNCTION iclear.sms_locked_out(text, text) IS 'Internal (confirm_sms): true once a phone had iclear.sms_max_failed wrong codes in the window.';
+COMMENT ON FUNCTION iclear.count_sms_failure(text, text) IS 'Internal (confirm_sms): counts a wrong code for a phone; a rollback does not take it back.';
+
+-- worker_alive for every role that reads health (pg_stat_activity shows a
+-- backend's type only to its own role)
+CREATE OR REPLACE VIEW iclear.health AS
+SELECT iclear.version() AS version,
+       iclear.worker_alive() AS worker_alive,
+       (SELECT count(*) FROM iclear.job WHERE status IN ('queued', 'running')) AS queue_depth,
+       (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
+       (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
+       (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
+       (SELECT version FROM iclear.config_version) AS config_version;
+GRANT EXECUTE ON FUNCTION iclear.worker_alive() TO iclear_reader, iclear_processor;
+COMMENT ON FUNCTION iclear.audit_write(text, text, text, jsonb, jsonb) IS 'Internal: writes one row of config_audit (credentials masked); callable by its owner alone, through the audit trigger.';
+COMMENT ON FUNCTION iclear.worker_alive() IS 'Is the background worker running (whoever asks).';
+-- The tail of every release: the admin may call every function but the
+-- internal ones, nothing is PUBLIC, and every function pins its
+-- search_path (the functions above included).
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iclear TO iclear_admin;
+REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text), iclear.resume_paused_leads(text, text),
+                           iclear.audit_write(text, text, text, jsonb, jsonb),
+                           iclear.sms_code_digest(text, text, text), iclear.sms_locked_out(text, text),
+                           iclear.count_sms_failure(text, text)
+    FROM iclear_admin;
+-- the digests' key and the codes to send: the processor's alone
+REVOKE ALL ON iclear.sms_key, iclear.sms_outbox FROM iclear_admin, iclear_operator, iclear_reader;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_proc p
+               JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'iclear'
+              WHERE p.proconfig IS NULL
+                AND p.pronamespace IN ('iclear'::regnamespace, 'public'::regnamespace) LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END $$;
 -- END since-0.5.0

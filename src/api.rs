@@ -234,3 +234,48 @@ fn check_product_field(field: JsonB) {
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
+
+/// Refuse a service endpoint that is not an http(s) URL, or that the egress
+/// policy (`iclear.allowed_endpoints`) does not allow, naming the setting.
+#[pg_extern(stable, parallel_safe)]
+fn check_endpoint(endpoint: &str) {
+    let refused = |why: String| -> ! {
+        Error::Check(format!("invalid setting service.endpoint: {why}")).raise()
+    };
+    if let Err(e) = crate::gucs::apply_egress_policy() {
+        refused(e)
+    }
+    if let Err(e) = iclear_services::egress::policy().check_endpoint(endpoint) {
+        refused(format!("{} {e}", iclear_services::egress::shown(endpoint)))
+    }
+}
+
+/// An endpoint as iclear shows, logs and audits it: its user, password and
+/// query values masked.
+#[pg_extern(immutable, parallel_safe)]
+fn shown_endpoint(endpoint: &str) -> String {
+    iclear_services::egress::shown(endpoint)
+}
+
+/// Internal (confirm_sms): may a code be tried for `phone` of `product`?
+/// False once `iclear.sms_max_failed` wrong codes were tried in the window.
+#[pg_extern(volatile, parallel_unsafe)]
+fn sms_locked_out(product: &str, phone: &str) -> bool {
+    use crate::store::{cap_limits, caps};
+    let cap = cap_limits::phone_cap(product, phone, caps::Period::SmsFailed);
+    caps::held(&cap) >= cap.limit
+}
+
+/// Internal (confirm_sms): count a wrong code tried for `phone` of
+/// `product`. It stays counted even when the caller rolls back (SECURITY.md
+/// "SMS codes").
+#[pg_extern(volatile, parallel_unsafe)]
+fn count_sms_failure(product: &str, phone: &str) {
+    use crate::store::{cap_limits, caps};
+    let cap = cap_limits::phone_cap(product, phone, caps::Period::SmsFailed);
+    let (full, take) = caps::take(&[cap]);
+    if full.is_none() {
+        caps::keep(take);
+        caps::write_unwritten();
+    }
+}

@@ -99,7 +99,7 @@ pub fn backtest(
     };
     let unchanged = changes.as_object().is_some_and(Map::is_empty);
     let cfg = if unchanged {
-        store::config::load(product).map_err(|e| e.to_string())
+        crate::privilege::as_processor(|| store::config::load(product)).map_err(|e| e.to_string())
     } else {
         let export = store::backtest::export(product);
         let doc = merged(export, changes).unwrap_or_else(|e| refuse(e));

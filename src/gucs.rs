@@ -38,6 +38,15 @@ static SMS_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// `iclear.hub_timeout`: read by iclear.use_verification_hub() (SQL).
 static HUB_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 
+/// `iclear.sms_max_sends`, `iclear.sms_max_failed` and `iclear.sms_window`:
+/// per phone and product, the codes sent and the wrong codes tried within a
+/// sliding window (SECURITY.md "SMS codes").
+static SMS_MAX_SENDS: GucSetting<i32> = GucSetting::<i32>::new(3);
+static SMS_MAX_FAILED: GucSetting<i32> = GucSetting::<i32>::new(10);
+static SMS_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+/// `iclear.allowed_endpoints`: the egress policy (src/services/egress.rs).
+static ALLOWED_ENDPOINTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 // the background worker and the job queue (src/worker.rs)
 static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -92,6 +101,44 @@ pub fn define() {
         &SMS_MAX_ATTEMPTS,
         1,
         100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.sms_max_sends",
+        c"SMS codes sent to one phone (per product) within iclear.sms_window",
+        c"Default 3. A pause that would send one more is rejected with a reason naming this setting.",
+        &SMS_MAX_SENDS,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.sms_max_failed",
+        c"Wrong codes iclear.confirm_sms() accepts for one phone (per product) within iclear.sms_window",
+        c"Default 10, whatever code they were meant for; past it the phone cannot be confirmed until the window has passed. A wrong code counts even when the caller rolls back.",
+        &SMS_MAX_FAILED,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.sms_window",
+        c"Seconds of the window of iclear.sms_max_sends and iclear.sms_max_failed",
+        c"Default 3600.",
+        &SMS_WINDOW_S,
+        60,
+        604_800,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"iclear.allowed_endpoints",
+        c"Hosts and networks where a non-public service endpoint may be",
+        c"Comma-separated host names, addresses and CIDR networks (127.0.0.1, 10.0.0.0/8, [::1], vendor.internal). Public addresses are always allowed; a private, loopback or link-local one only when listed here. Checked when an endpoint is saved and at every call. Default empty.",
+        &ALLOWED_ENDPOINTS,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -209,6 +256,36 @@ pub fn counter_lock_wait() -> Duration {
 /// `iclear.sms_code_ttl`, in seconds.
 pub fn sms_code_ttl_s() -> i64 {
     i64::from(SMS_CODE_TTL_S.get())
+}
+
+/// `iclear.sms_max_sends`.
+pub fn sms_max_sends() -> i64 {
+    i64::from(SMS_MAX_SENDS.get())
+}
+
+/// `iclear.sms_max_failed`.
+pub fn sms_max_failed() -> i64 {
+    i64::from(SMS_MAX_FAILED.get())
+}
+
+/// `iclear.sms_window`, in seconds.
+pub fn sms_window_s() -> i64 {
+    i64::from(SMS_WINDOW_S.get())
+}
+
+/// `iclear.allowed_endpoints` ("" when unset).
+pub fn allowed_endpoints() -> String {
+    ALLOWED_ENDPOINTS
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// Make `iclear.allowed_endpoints` the policy of the calls that follow;
+/// Err names the setting when it cannot be read.
+pub fn apply_egress_policy() -> Result<(), String> {
+    iclear_services::egress::set_policy(&allowed_endpoints())
+        .map_err(|e| format!("invalid setting iclear.allowed_endpoints: {e}"))
 }
 
 /// `iclear.database`: the database the worker serves.

@@ -214,7 +214,7 @@ pub fn finish_paused(taken: Vec<store::paused::PausedLead>, end: pipeline::Pause
             let status = decision["status"].as_str().unwrap_or("error");
             let outcome = crate::row::outcome(&decision);
             let written = store::guarded(AssertUnwindSafe(|| {
-                store::paused::update_row(table, id_column, lead_id, status, &outcome)
+                store::paused::update_row(*table, id_column, lead_id, status, &outcome)
             }));
             if let Err(e) = written {
                 pgrx::warning!(

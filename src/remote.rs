@@ -84,6 +84,11 @@ pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
     if n == 0 {
         return Vec::new();
     }
+    // the egress policy the threads' connections are judged by; a setting
+    // that cannot be read leaves public addresses only
+    if let Err(e) = crate::gucs::apply_egress_policy() {
+        pgrx::warning!("iclear: {e}");
+    }
     let queue: Arc<Mutex<VecDeque<(usize, Work)>>> =
         Arc::new(Mutex::new(calls.into_iter().enumerate().collect()));
     let (tx, rx) = mpsc::channel();

@@ -5,13 +5,20 @@
 //! Processing, and turning its outcome into column values, run in a
 //! subtransaction: when either fails, that work is rolled back, an `error`
 //! decision is recorded instead, and the row is inserted all the same
-//! (`on_error: raise` opts out). It replaces a plpgsql trigger that went
-//! through `row_to_json` and `json_populate_record`: converting the row
-//! directly saves the two text round trips on every insert.
+//! (`on_error: raise` opts out). Converting the row directly, rather than
+//! through `row_to_json` and `json_populate_record`, saves two text round
+//! trips on every insert.
+//!
+//! The trigger runs as the inserting role (it is not SECURITY DEFINER):
+//! reading the row and writing the outcome back (the columns' input
+//! functions and domain checks) keep that role's rights, the table's unique
+//! keys are probed with its owner's, and only processing itself switches to
+//! `iclear_processor` (src/privilege.rs).
 
 use crate::api::raise;
 use crate::errors::Error;
 use crate::lead;
+use crate::privilege;
 use crate::row::{self, AttachOptions, OnError, Rejected};
 use crate::store;
 use crate::tuple::{self, Replacement};
@@ -40,11 +47,14 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
     let td = trigger_data(fcinfo);
     let (product, options) = trigger_args(td);
     let tuple = (*td).tg_trigtuple;
-    let tupdesc = (*(*td).tg_relation).rd_att;
+    let rel = (*td).tg_relation;
+    let tupdesc = (*rel).rd_att;
     let (row, unreadable) = tuple::row_values(tuple, tupdesc);
     let unreadable = unreadable.map(|e| format!("iclear: the row cannot be read as a lead: {e}"));
     // a row whose unique key is taken is never inserted: it is not processed
-    if unreadable.is_none() && store::taken_keys::key_taken((*td).tg_relation, &row) {
+    if unreadable.is_none()
+        && privilege::as_owner_of((*rel).rd_id, || store::taken_keys::key_taken(rel, &row))
+    {
         (*fcinfo).isnull = false;
         return pg_sys::Datum::from(tuple);
     }
@@ -132,33 +142,40 @@ fn attach_options(text: &str) -> Result<Rc<AttachOptions>, String> {
     Ok(o)
 }
 
-/// Process the row; its outcome as column values (an ERROR on failure).
+/// Process the row as `iclear_processor`; its outcome as column values,
+/// made with the inserting role's rights (an ERROR on failure).
 unsafe fn process(
     product: &str,
     opts: &AttachOptions,
     row: &Map<String, Value>,
     td: *mut pg_sys::TriggerData,
 ) -> Outcome {
-    let tupdesc = (*(*td).tg_relation).rd_att;
-    let env = row::envelope(product, opts, row);
-    let decision = match lead::process(&env) {
-        Ok(d) => d,
-        Err(e) => raise(e),
-    };
-    // a paused lead's row gets its final decision when the pause ends: it
-    // is found by its id column (a row without an id cannot be found)
-    if decision["status"] == "paused" && env.get("lead_id").is_some() {
-        if let Some(id) = decision["lead_id"].as_str() {
-            store::paused::record_row(id, (*(*td).tg_relation).rd_id, opts.id_column());
+    let rel = (*td).tg_relation;
+    let patch = privilege::as_processor(|| {
+        let env = row::envelope(product, opts, row);
+        let decision = match lead::process(&env) {
+            Ok(d) => d,
+            Err(e) => raise(e),
+        };
+        // a paused lead's row gets its final decision when the pause ends: it
+        // is found by its id column (a row without an id cannot be found)
+        if decision["status"] == "paused" && env.get("lead_id").is_some() {
+            if let Some(id) = decision["lead_id"].as_str() {
+                store::paused::record_row(id, (*rel).rd_id, opts.id_column());
+            }
         }
+        if opts.rejected == Some(Rejected::Skip) && decision["status"] == "rejected" {
+            return None;
+        }
+        match row::patch(opts, row, &env, &decision) {
+            Value::Object(patch) => Some(patch),
+            _ => unreachable!("row::patch returns an object"),
+        }
+    });
+    match patch {
+        Some(patch) => Outcome::Keep(tuple::replacements((*rel).rd_att, &patch)),
+        None => Outcome::Skip,
     }
-    if opts.rejected == Some(Rejected::Skip) && decision["status"] == "rejected" {
-        return Outcome::Skip;
-    }
-    let Value::Object(patch) = row::patch(opts, row, &env, &decision) else {
-        unreachable!("row::patch returns an object")
-    };
-    Outcome::Keep(tuple::replacements(tupdesc, &patch))
 }
 
 /// Processing failed with `message`: record an `error` decision and put it
@@ -173,7 +190,7 @@ unsafe fn failed(
     message: &str,
 ) -> Outcome {
     let recorded = store::guarded(AssertUnwindSafe(|| {
-        record_error(product, opts, row, message)
+        privilege::as_processor(|| record_error(product, opts, row, message))
     }));
     let decision = match recorded {
         Ok(d) => d,

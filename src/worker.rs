@@ -107,6 +107,7 @@ fn complete_sms(job: &Job, cost: f64, result: CallResult) {
     if !settle(job, &result) {
         return;
     }
+    store::verification::forget_sms_code(job.id);
     let (outcome, detail, request, response) = match result {
         CallResult::Response { data, request } => (
             "sent",
@@ -214,9 +215,12 @@ type Ready = Vec<Option<Prep>>;
 fn prepare_sms(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
     let product = job.payload["product"].as_str().unwrap_or("");
     let phone = job.payload["phone"].as_str().unwrap_or("");
-    let (endpoint, cost, code) = match store::verification::sms_to_send(product, phone) {
+    let (endpoint, cost, code) = match store::verification::sms_to_send(job.id, product, phone) {
         Ok(Ok(found)) => found,
-        Ok(Err(nothing)) => return Err((nothing, "done")),
+        Ok(Err(nothing)) => {
+            store::verification::forget_sms_code(job.id);
+            return Err((nothing, "done"));
+        }
         Err(e) => {
             return Err((
                 format!("the verification history cannot be read: {e}"),
@@ -326,17 +330,38 @@ fn tally() {
     store::jobs::fold();
 }
 
+/// Is the background worker running? Read from the backends' status, not
+/// from `pg_stat_activity`, which shows a backend's type only to its own
+/// role and to members of `pg_read_all_stats` (`iclear.health` is read by
+/// the iclear roles).
+#[pg_extern(volatile, parallel_safe)]
+fn worker_alive() -> bool {
+    unsafe {
+        (1..=pg_sys::pgstat_fetch_stat_numbackends()).any(|i| {
+            let local = pg_sys::pgstat_fetch_stat_local_beentry(i);
+            if local.is_null()
+                || (*local).backendStatus.st_backendType != pg_sys::BackendType::B_BG_WORKER
+            {
+                return false;
+            }
+            let kind = pg_sys::GetBackgroundWorkerTypeByPid((*local).backendStatus.st_procpid);
+            !kind.is_null() && std::ffi::CStr::from_ptr(kind) == c"iclear worker"
+        })
+    }
+}
+
 // ------------------------------------------------------------ the bgworker
 
-/// Run `f` in its own transaction; an ERROR aborts it and is logged, and
-/// the worker goes on (None).
+/// Run `f` in its own transaction, as `iclear_processor` (the worker's
+/// session is a superuser's, which iclear's work never needs); an ERROR
+/// aborts it and is logged, and the worker goes on (None).
 fn in_transaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Option<R> {
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
-    let r = PgTryBuilder::new(|| Some(f()))
+    let r = PgTryBuilder::new(|| Some(crate::privilege::as_processor(f)))
         .catch_others(|e| {
             let msg = match &e {
                 pg_sys::panic::CaughtError::PostgresError(r)

@@ -55,13 +55,23 @@ fn confirm_at_once(cl: &Cluster, confirms: &[(String, String)]) -> Vec<bool> {
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
-fn code(c: &mut Client, phone: &str) -> String {
-    c.query_one(
-        "SELECT code FROM iclear.sms_verification WHERE phone = $1 AND status = 'pending'",
-        &[&phone],
-    )
-    .unwrap()
-    .get(0)
+/// The code the SMS to `phone` carried, as the sandbox received it (the
+/// history keeps only its digest), waiting for the worker to send it.
+fn code(sb: &Sandbox, phone: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = sb
+            .sms()
+            .into_iter()
+            .rev()
+            .find(|m| m["to"] == phone)
+            .and_then(|m| m["text"].as_str().map(str::to_string));
+        if let Some(text) = sent {
+            return text.rsplit(' ').next().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < until, "no SMS to {phone}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Sixteen sessions confirm the same code at once: one confirms it and
@@ -70,7 +80,8 @@ fn code(c: &mut Client, phone: &str) -> String {
 #[test]
 fn concurrent_confirms_resume_each_lead_once() {
     let sb = Sandbox::start("127.0.0.1:0").unwrap();
-    let cl = Cluster::start();
+    // the worker sends the codes (the test reads them as the phones do)
+    let cl = Cluster::start_with("-c iclear.database=t_pause -c iclear.worker_naptime=100");
     let mut c = cl.database("t_pause");
     configure(&mut c, &sb);
     let mut app = cl.connect_as("t_pause", "app");
@@ -88,7 +99,7 @@ fn concurrent_confirms_resume_each_lead_once() {
         ),
         9
     );
-    let first = code(&mut c, "5550100900");
+    let first = code(&sb, "5550100900");
     assert_eq!(
         confirm_at_once(&cl, &vec![("5550100900".to_string(), first); 16])
             .iter()
@@ -109,7 +120,7 @@ fn concurrent_confirms_resume_each_lead_once() {
     let phones: Vec<(String, String)> = (1..9)
         .map(|i| {
             let p = format!("55501009{i:02}");
-            let k = code(&mut c, &p);
+            let k = code(&sb, &p);
             (p, k)
         })
         .collect();
@@ -180,4 +191,94 @@ fn the_live_worker_rejects_expired_pauses() {
         ),
         5
     );
+}
+
+/// Review 0.5 finding 3: a code could be guessed by re-posting the lead
+/// (a fresh code and SMS each time, five tries each) and by rolling back
+/// the tries. Now a phone gets at most `iclear.sms_max_sends` codes and
+/// `iclear.sms_max_failed` wrong tries per window, a rolled-back try counts,
+/// and the history keeps only a keyed digest of each code.
+#[test]
+fn guessing_a_code_is_limited_per_phone_even_across_rollbacks() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with(
+        "-c iclear.database=t_guess -c iclear.worker_naptime=100 \
+         -c iclear.sms_max_failed=4 -c iclear.sms_max_sends=2",
+    );
+    let mut c = cl.database("t_guess");
+    configure(&mut c, &sb);
+    let mut app = cl.connect_as("t_guess", "app");
+    let mut desk = cl.connect_as("t_guess", "desk");
+    let phone = "5550102001";
+    app.execute(
+        "INSERT INTO leads (id, \"homePhone\") VALUES ('G1', $1)",
+        &[&phone],
+    )
+    .unwrap();
+    let right = code(&sb, phone);
+    let wrong = if right == "000000" { "000001" } else { "000000" };
+    let confirm = |desk: &mut Client, code: &str| -> bool {
+        desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
+            .unwrap()
+            .get(0)
+    };
+    // four wrong tries, each rolled back by the caller
+    for _ in 0..4 {
+        let mut tx = desk.transaction().unwrap();
+        let ok: bool = tx
+            .query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &wrong])
+            .unwrap()
+            .get(0);
+        assert!(!ok);
+        tx.rollback().unwrap();
+    }
+    assert!(
+        !confirm(&mut desk, &right),
+        "the phone is locked out for the window: the right code no longer confirms"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'paused'"),
+        1
+    );
+    // the history keeps a keyed digest of the code, never the code
+    let kept: String = c
+        .query_one(
+            "SELECT code FROM iclear.sms_verification WHERE phone = $1",
+            &[&phone],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept.len(), 64);
+    assert_ne!(kept, right);
+    // re-posts: a dead code is not replaced past iclear.sms_max_sends
+    c.batch_execute("UPDATE iclear.sms_verification_local SET status = 'expired'")
+        .unwrap();
+    app.execute(
+        "INSERT INTO leads (id, \"homePhone\") VALUES ('G2', $1)",
+        &[&phone],
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while sb.sms().len() < 2 {
+        assert!(Instant::now() < until, "the second code was not sent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.batch_execute("UPDATE iclear.sms_verification_local SET status = 'expired'")
+        .unwrap();
+    app.execute(
+        "INSERT INTO leads (id, \"homePhone\") VALUES ('G3', $1)",
+        &[&phone],
+    )
+    .unwrap();
+    let (status, reason): (String, String) = c
+        .query_one(
+            "SELECT iclear_status, iclear_decision ->> 'reason' FROM leads WHERE id = 'G3'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(status, "rejected");
+    assert!(reason.contains("iclear.sms_max_sends"), "{reason}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sb.sms().len(), 2, "two codes sent, no third");
 }

@@ -310,3 +310,201 @@ fn objects_in_public_are_never_called() {
     su.batch_execute("SELECT 'a'::text = 'a'::text").unwrap();
     assert!(count(&mut c, "SELECT count(*) FROM public.pwned") > 0);
 }
+
+/// What the payloads below record: every role that ran them, and whether
+/// they could read a credential or move an endpoint.
+const PAYLOAD: &str = r#"
+BEGIN
+    INSERT INTO public.seen VALUES (current_user::text, tg);
+    BEGIN
+        INSERT INTO public.loot SELECT credentials::text FROM iclear.global_rule_credential;
+    EXCEPTION WHEN others THEN NULL;
+    END;
+    BEGIN
+        UPDATE iclear.service SET endpoint = 'http://127.0.0.1:9/stolen' WHERE name = 'ip_analysis';
+    EXCEPTION WHEN others THEN NULL;
+    END;
+    RETURN true;
+END"#;
+
+/// Review 0.5 finding 1: a domain CHECK (or a default, a constraint, a
+/// trigger, an index's type) that an operator or an application role
+/// defines on a lead table ran as the extension owner, a superuser. Each
+/// variant now runs as the role that defined it (or that inserts), and
+/// gains nothing: no credential read, no endpoint moved.
+#[test]
+fn code_a_user_defines_on_a_lead_table_gains_no_right() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = setup(&cl, &sb, "t_evil");
+    let endpoint = format!("{}/ip", sb.base_url());
+    c.batch_execute(&format!(
+        r#"CREATE TABLE public.seen (who text, what text);
+           CREATE TABLE public.loot (what text);
+           GRANT INSERT ON public.seen, public.loot TO PUBLIC;
+           CREATE ROLE lead_store LOGIN;
+           CREATE SCHEMA app AUTHORIZATION lead_store;
+           CREATE ROLE desk LOGIN IN ROLE iclear_verifier;
+           UPDATE iclear.service SET subscription = 'enabled', endpoint = '{url}/sms' WHERE name = 'sms';
+           INSERT INTO iclear.product (name) VALUES ('paused');
+           INSERT INTO iclear.rule (product_id, stage, name) SELECT id, 'processing', 'verify'
+             FROM iclear.product WHERE name = 'paused';
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'pause_for_verification', '{{"phone_field": "homePhone"}}' FROM iclear.rule
+            WHERE name = 'verify';"#,
+        url = sb.base_url()
+    ))
+    .unwrap();
+
+    // 1. the operator's temporary domain on the outcome column, as reviewed
+    let mut ops = cl.connect_as("t_evil", "ops");
+    ops.batch_execute(&format!(
+        r#"CREATE FUNCTION pg_temp.evil(v text, tg text DEFAULT 'domain') RETURNS boolean
+           LANGUAGE plpgsql AS $f${PAYLOAD}$f$;
+           CREATE DOMAIN pg_temp.st AS text CHECK (pg_temp.evil(VALUE));
+           CREATE TEMP TABLE tl (id bigserial PRIMARY KEY, email text, iclear_status pg_temp.st);
+           SELECT iclear.attach('pg_temp.tl', 'payday_us');
+           INSERT INTO tl (email) VALUES ('x@example.com');"#
+    ))
+    .unwrap();
+    let status: String = ops
+        .query_one("SELECT iclear_status::text FROM tl", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "accepted", "the lead was processed");
+
+    // 2. an application role that owns its table: a domain, a CHECK, a
+    // default, triggers before and after iclear's, a unique key of a
+    // domain type (probed before processing), and an UPDATE trigger that
+    // the end of a pause fires
+    let mut store = cl.connect_as("t_evil", "lead_store");
+    store
+        .batch_execute(&format!(
+            r#"CREATE FUNCTION app.evil(v text, tg text) RETURNS boolean LANGUAGE plpgsql AS $f${PAYLOAD}$f$;
+               CREATE FUNCTION app.evil_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$
+               BEGIN PERFORM app.evil('', TG_NAME); RETURN NEW; END $f$;
+               CREATE DOMAIN app.st AS text CHECK (app.evil(VALUE, 'domain'));
+               CREATE DOMAIN app.key AS text CHECK (app.evil(VALUE, 'key'));
+               CREATE TABLE app.leads (id bigserial PRIMARY KEY, email text, ext app.key UNIQUE,
+                                       "homePhone" text, note text DEFAULT (app.evil('', 'default'))::text,
+                                       iclear_status text, iclear_decision jsonb,
+                                       CHECK (app.evil(email, 'check')));
+               CREATE TRIGGER aa BEFORE INSERT ON app.leads FOR EACH ROW EXECUTE FUNCTION app.evil_trigger();
+               CREATE TRIGGER zz BEFORE INSERT ON app.leads FOR EACH ROW EXECUTE FUNCTION app.evil_trigger();
+               CREATE TRIGGER upd BEFORE UPDATE ON app.leads FOR EACH ROW EXECUTE FUNCTION app.evil_trigger();"#
+        ))
+        .unwrap();
+    // a table another role owns cannot be attached, whatever the caller may do to it
+    store
+        .batch_execute("GRANT ALL ON app.leads TO ops; GRANT USAGE ON SCHEMA app TO ops")
+        .unwrap();
+    let (code, msg) = refused(&mut ops, "SELECT iclear.attach('app.leads', 'payday_us')");
+    assert_eq!(code, "42501", "{msg}");
+    assert!(msg.contains("app.leads"), "{msg}");
+    // its owner's administrator attaches it; then the owner makes the outcome a domain
+    c.batch_execute("SELECT iclear.attach('app.leads', 'paused')")
+        .unwrap();
+    store
+        .batch_execute(
+            "ALTER TABLE app.leads ALTER COLUMN iclear_status TYPE app.st;
+             INSERT INTO app.leads (id, email, ext, \"homePhone\") VALUES (1, 'y@example.com', 'k1', '3105550101');
+             INSERT INTO app.leads (id, email, ext, \"homePhone\") VALUES (2, 'z@example.com', 'k1', '3105550102')
+             ON CONFLICT DO NOTHING;",
+        )
+        .unwrap();
+    let status: String = store
+        .query_one("SELECT iclear_status::text FROM app.leads WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "paused");
+    // the verification desk confirms the phone: the lead's row gets its outcome
+    let mut desk = cl.connect_as("t_evil", "desk");
+    desk.batch_execute("SELECT iclear.record_sms_verification('paused', '3105550101', '123456')")
+        .unwrap();
+    let status: String = store
+        .query_one("SELECT iclear_status::text FROM app.leads WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "accepted", "{}", cl.log());
+
+    let seen: Vec<(String, String)> = c
+        .query("SELECT DISTINCT who, what FROM public.seen ORDER BY 2, 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for what in ["domain", "check", "default", "aa", "zz", "upd", "key"] {
+        assert!(
+            seen.iter().any(|(_, w)| w == what),
+            "the {what} payload ran: {seen:?}"
+        );
+    }
+    let attackers = ["ops", "lead_store"];
+    assert!(
+        seen.iter().all(|(who, _)| attackers.contains(&who.as_str())),
+        "a payload ran with rights beyond its author's: {seen:?}"
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM public.loot"), 0);
+    let now: String = c
+        .query_one("SELECT endpoint FROM iclear.service WHERE name = 'ip_analysis'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(now, endpoint, "the endpoint was not moved");
+}
+
+/// Review 0.5 finding 6: the audit trail records the role that made each
+/// change, and nobody but iclear's trigger may write it.
+#[test]
+fn the_audit_trail_records_the_real_role_and_cannot_be_forged() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = setup(&cl, &sb, "t_audit");
+    let mut ops = cl.connect_as("t_audit", "ops");
+    ops.batch_execute("UPDATE iclear.rule SET daily_limit = 7").unwrap();
+    let role: String = c
+        .query_one(
+            "SELECT role::text FROM iclear.config_audit WHERE table_name = 'rule' AND op = 'UPDATE'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "ops");
+    // SET ROLE is the role that made the change
+    c.batch_execute("SET ROLE boss; UPDATE iclear.rule SET daily_limit = 8; RESET ROLE")
+        .unwrap();
+    let role: String = c
+        .query_one(
+            "SELECT role::text FROM iclear.config_audit WHERE table_name = 'rule' AND op = 'UPDATE' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "boss");
+    for sql in [
+        "INSERT INTO iclear.config_audit (at, role, table_name, op, row_id) VALUES (now() - interval '3 days', 'boss', 'rule', 'DELETE', '1')",
+        "SELECT iclear.audit_write('boss', 'rule', 'DELETE', '{\"id\": 1}', NULL)",
+        "UPDATE iclear.config_audit SET role = 'boss'",
+        "DELETE FROM iclear.config_audit",
+    ] {
+        denied(&mut ops, sql);
+    }
+    let mut boss = cl.connect_as("t_audit", "boss");
+    denied(
+        &mut boss,
+        "SELECT iclear.audit_write('ops', 'rule', 'DELETE', '{\"id\": 1}', NULL)",
+    );
+    // the audit trigger writes nothing for a table outside iclear
+    c.batch_execute("CREATE TABLE public.mine (id int); ALTER TABLE public.mine OWNER TO boss")
+        .unwrap();
+    let (code, msg) = refused(
+        &mut boss,
+        "CREATE TRIGGER a AFTER DELETE ON public.mine
+           FOR EACH ROW EXECUTE FUNCTION iclear.audit_config();
+         INSERT INTO public.mine VALUES (1); DELETE FROM public.mine",
+    );
+    assert_eq!(code, "39P01", "{msg}");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM iclear.config_audit WHERE op = 'DELETE'"),
+        0
+    );
+}

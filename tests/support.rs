@@ -97,7 +97,8 @@ impl Cluster {
             let port = free_port();
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=/tmp \
-                 -c shared_preload_libraries=iclear -c fsync=off -c max_connections=40 {extra}"
+                 -c shared_preload_libraries=iclear -c fsync=off -c max_connections=40 \
+                 -c iclear.allowed_endpoints=127.0.0.1 {extra}"
             );
             let out = as_postgres("pg_ctl", &["-D", d, "-l", &log, "-o", &opts, "-w", "start"]);
             let server_log = std::fs::read_to_string(&log).unwrap_or_default();

@@ -9,3 +9,23 @@
 \echo Use "ALTER EXTENSION iclear UPDATE TO '0.6.0'" to load this file. \quit
 
 -- Rust functions new in 0.6.0 (a fresh install gets them from pgrx's schema)
+CREATE FUNCTION iclear."worker_alive"() RETURNS bool
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'worker_alive_wrapper';
+CREATE FUNCTION iclear."check_endpoint"("endpoint" TEXT) RETURNS void
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'check_endpoint_wrapper';
+CREATE FUNCTION iclear."shown_endpoint"("endpoint" TEXT) RETURNS TEXT
+STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'shown_endpoint_wrapper';
+CREATE FUNCTION iclear."sms_locked_out"("product" TEXT, "phone" TEXT) RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sms_locked_out_wrapper';
+CREATE FUNCTION iclear."count_sms_failure"("product" TEXT, "phone" TEXT) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'count_sms_failure_wrapper';

@@ -77,6 +77,11 @@ pub trait Facts {
     fn signature_recorded_at(&mut self, signature: &str) -> Result<Option<DateTime<Utc>>, String>;
     /// The latest verified SMS record of a (normalised) phone for a product.
     fn sms_verified(&mut self, product: &str, phone: &str) -> Result<Option<SmsRecord>, String>;
+    /// An SMS code as the history keeps it (`SmsRecord::code`): a store may
+    /// keep a keyed digest rather than the code (SECURITY.md "SMS codes").
+    fn sms_code_digest(&mut self, _product: &str, _phone: &str, code: &str) -> String {
+        code.to_string()
+    }
     /// Start an SMS verification: store a fresh random code as pending and
     /// queue the SMS. Returns the job id of the SMS (None: no SMS service).
     fn start_sms_verification(

@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 use std::time::Duration;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A response of any status (statuses are the adapters' to judge).
 pub struct Reply {
@@ -16,11 +18,37 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The system resolver, then the egress policy (`egress::filter`) on what
+/// it answered: a connection only ever goes to an address the policy
+/// allows, whatever the name pointed to when the endpoint was saved.
+#[derive(Debug, Default)]
+struct Guard(DefaultResolver);
+
+impl Resolver for Guard {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let found = self.0.resolve(uri, config, timeout)?;
+        let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+        let allowed = crate::egress::filter(host, &found).map_err(|e| {
+            ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))
+        })?;
+        let mut out = self.0.empty();
+        for a in allowed {
+            out.push(a);
+        }
+        Ok(out)
+    }
+}
+
 fn agent(timeout_s: u8) -> &'static ureq::Agent {
     static AGENTS: [OnceLock<ureq::Agent>; 6] = [const { OnceLock::new() }; 6];
     let t = timeout_s.clamp(1, 5);
     AGENTS[t as usize].get_or_init(|| {
-        ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(t.into())))
             .http_status_as_error(false)
             // an API answers where it is asked: a redirect is not followed,
@@ -28,8 +56,8 @@ fn agent(timeout_s: u8) -> &'static ureq::Agent {
             // is sent on to a host the admin did not configure
             .max_redirects(0)
             .user_agent("iclear")
-            .build()
-            .into()
+            .build();
+        ureq::Agent::with_parts(config, DefaultConnector::new(), Guard::default())
     })
 }
 

@@ -2,6 +2,7 @@
 //! makes it with a bounded timeout and parses the answer into the engine's
 //! `CallResult`. No Postgres here: the store calls `call` from a thread.
 
+pub mod egress;
 pub mod http;
 pub mod iclaim;
 pub mod ipqs;
@@ -54,7 +55,7 @@ pub fn call(c: &ServiceCall) -> CallResult {
     };
     let mut request = json!({
         "method": if body.is_some() { "POST" } else { "GET" },
-        "url": s.redact(&url),
+        "url": s.redact(&egress::shown_call(endpoint, &url)),
     });
     if let Some(b) = body {
         request["body"] = b;
@@ -86,9 +87,11 @@ pub fn call(c: &ServiceCall) -> CallResult {
 /// POST `body` as JSON to a webhook (SMS, tracking): any 2xx is an answer;
 /// 5xx, 429 and transport errors are no response, retried; other statuses are
 /// no response, not retried. `logged_body` is the body as logged; the URL is
-/// logged without its query string, where webhook URLs often carry a token.
+/// logged as `egress::shown` shows it (webhook URLs carry a user and password
+/// or a token in their query).
 pub fn webhook(endpoint: &str, body: &Value, logged_body: Value) -> CallResult {
-    let shown = endpoint.split('?').next().unwrap_or("");
+    let shown = egress::shown(endpoint);
+    let shown = shown.as_str();
     let request = json!({"method": "POST", "url": shown, "body": logged_body});
     match http::post_json(endpoint, "", &body.to_string(), 5) {
         Ok(r) if (200..300).contains(&r.status) => CallResult::Response {
@@ -157,6 +160,7 @@ mod tests {
     #[test]
     fn ip_protocol_against_the_sandbox() {
         let sb = sandbox::Sandbox::start("127.0.0.1:0").unwrap();
+        egress::set_policy("127.0.0.1").unwrap();
         let r = rule(
             "ip_analysis",
             format!("{}/ip", sb.base_url()),
@@ -212,6 +216,7 @@ mod tests {
     #[test]
     fn phone_and_iclaim_protocols_against_the_sandbox() {
         let sb = sandbox::Sandbox::start("127.0.0.1:0").unwrap();
+        egress::set_policy("127.0.0.1").unwrap();
         let p = rule(
             "phone_analysis",
             format!("{}/phone", sb.base_url()),
@@ -266,6 +271,7 @@ mod tests {
     #[test]
     fn the_vendors_documented_answers() {
         let sb = sandbox::Sandbox::start("127.0.0.1:0").unwrap();
+        egress::set_policy("127.0.0.1").unwrap();
         let ip = |key: &str, settings: Value| {
             let mut s = settings;
             s["api_key"] = json!(key);

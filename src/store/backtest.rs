@@ -140,7 +140,7 @@ pub fn configuration_with(document: &Value) -> Result<Option<ProductConfig>, Str
         )
         .unwrap_or_else(|e| crate::errors::Error::Internal(e.to_string()).raise());
         let name = doc["product"]["name"].as_str().unwrap_or_default();
-        super::config::load(name)
+        crate::privilege::as_processor(|| super::config::load(name))
             .unwrap_or_else(|e| crate::errors::Error::Config(e.to_string()).raise())
     })
 }

@@ -56,6 +56,41 @@ pub fn describe(cap: &Cap, service: &str) -> String {
         Scope::Global => format!("{service} global {period} cap of {limit}"),
         Scope::GlobalRule => format!("global rule {} {period} cap of {limit}", cap.key.ref_id),
         Scope::Rule => format!("rule {} {period} cap of {limit}", cap.key.ref_id),
+        Scope::Phone => match cap.key.period {
+            Period::SmsSent => format!(
+                "iclear.sms_max_sends ({limit} codes per phone in iclear.sms_window)"
+            ),
+            _ => format!("iclear.sms_max_failed ({limit} wrong codes per phone in iclear.sms_window)"),
+        },
+    }
+}
+
+/// The cap of SMS codes sent to (`period` SmsSent) or wrong codes tried
+/// for (SmsFailed) `phone` of `product` in the current window, keyed by a
+/// digest of both (the phone itself is not kept in `cap_use`).
+pub fn phone_cap(product: &str, phone: &str, period: Period) -> Cap {
+    let digest: String = query_value(
+        "SELECT iclear.sms_code_digest($1, $2, '')",
+        &[TEXT, TEXT],
+        &[product.into(), phone.into()],
+    )
+    .unwrap_or_default();
+    let ref_id = i64::from_str_radix(digest.get(..15).unwrap_or("0"), 16).unwrap_or(0);
+    let window = crate::gucs::sms_window_s().max(1);
+    let bucket = Utc::now().timestamp() / window;
+    let limit = match period {
+        Period::SmsSent => crate::gucs::sms_max_sends(),
+        _ => crate::gucs::sms_max_failed(),
+    };
+    Cap {
+        key: CapKey {
+            scope: Scope::Phone,
+            period,
+            ref_id,
+            bucket,
+        },
+        limit,
+        ends: (bucket + 1) * window,
     }
 }
 

@@ -36,6 +36,9 @@ pub enum Scope {
     Rule = 1,
     GlobalRule = 2,
     Global = 3,
+    /// A phone of a product (`ref_id`: a keyed digest of both): the SMS
+    /// codes sent to it and the wrong codes tried for it, per window.
+    Phone = 4,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -44,6 +47,9 @@ pub enum Period {
     Daily = 1,
     Monthly = 2,
     Source = 3,
+    /// `bucket`: the window's number (unix seconds / `iclear.sms_window`).
+    SmsSent = 4,
+    SmsFailed = 5,
 }
 
 /// One cap period: `bucket` is the period's first day (days since
@@ -75,6 +81,7 @@ impl Scope {
             Scope::Rule => "rule",
             Scope::GlobalRule => "global_rule",
             Scope::Global => "global",
+            Scope::Phone => "phone",
         }
     }
     fn of(s: &str) -> Option<Scope> {
@@ -82,6 +89,7 @@ impl Scope {
             "rule" => Scope::Rule,
             "global_rule" => Scope::GlobalRule,
             "global" => Scope::Global,
+            "phone" => Scope::Phone,
             _ => return None,
         })
     }
@@ -93,6 +101,8 @@ impl Period {
             Period::Daily => "daily",
             Period::Monthly => "monthly",
             Period::Source => "source",
+            Period::SmsSent => "sms_sent",
+            Period::SmsFailed => "sms_failed",
         }
     }
     fn of(s: &str) -> Option<Period> {
@@ -100,6 +110,8 @@ impl Period {
             "daily" => Period::Daily,
             "monthly" => Period::Monthly,
             "source" => Period::Source,
+            "sms_sent" => Period::SmsSent,
+            "sms_failed" => Period::SmsFailed,
             _ => return None,
         })
     }
@@ -123,7 +135,7 @@ impl CapKey {
     pub fn bucket_text(&self) -> String {
         match self.period {
             Period::Source if self.bucket == NO_SOURCE => String::new(),
-            Period::Source => self.bucket.to_string(),
+            Period::Source | Period::SmsSent | Period::SmsFailed => self.bucket.to_string(),
             _ => (epoch() + chrono::Duration::days(self.bucket))
                 .format("%Y-%m-%d")
                 .to_string(),
@@ -134,7 +146,7 @@ impl CapKey {
         let period = Period::of(period)?;
         let bucket = match period {
             Period::Source if bucket.is_empty() => NO_SOURCE,
-            Period::Source => bucket.parse().ok()?,
+            Period::Source | Period::SmsSent | Period::SmsFailed => bucket.parse().ok()?,
             _ => day_number(NaiveDate::parse_from_str(bucket, "%Y-%m-%d").ok()?),
         };
         Some(CapKey {
@@ -344,7 +356,9 @@ impl Guard<'_> {
         for i in 0..ENTRIES {
             let e = self.entry(i);
             let ended = e.ends != 0 && e.ends <= now;
-            let source = e.period == Period::Source as u8;
+            // (a phone's window: its sent codes are durable; a wrong code
+            // kept after a rollback is lost only when the table is this full)
+            let source = e.period == Period::Source as u8 || e.scope == Scope::Phone as u8;
             if e.state == LIVE && e.reserved == 0 && (ended || source) {
                 e.state = TOMBSTONE;
                 self.header().live -= 1;
@@ -547,7 +561,7 @@ pub fn take(caps: &[Cap]) -> (Option<Cap>, u64) {
     }
     // a 0.4.0 schema (until ALTER EXTENSION UPDATE) has no cap_use: its
     // slots are counted in shared memory only
-    if super::config::schema_is_current() {
+    if super::config::schema_at_least(5) {
         let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
         UNWRITTEN.with_borrow_mut(|u| u.extend(caps.iter().map(|c| (c.key, subxact))));
     }
@@ -610,11 +624,33 @@ pub fn mark_sent(take_id: u64) -> Vec<CapKey> {
     })
 }
 
+/// The slots of `cap` used or held now (its durable count when no backend
+/// has loaded it).
+pub fn held(cap: &Cap) -> i64 {
+    let t = table();
+    {
+        let g = t.lock();
+        if let Some(i) = g.find(&cap.key) {
+            let e = g.entry(i);
+            return e.used + e.reserved;
+        }
+    }
+    durable_count(&cap.key)
+}
+
+/// The slots of take `take_id` stay counted whatever becomes of the
+/// transaction, without a request to reconcile: a wrong SMS code tried
+/// counts even when the caller rolls back (its `cap_use` row is durable
+/// only if the caller commits; shared memory holds it until a restart).
+pub fn keep(take_id: u64) {
+    mark_sent(take_id);
+}
+
 /// What is durable of a cap period: its committed `cap_use` rows plus the
 /// sent requests of rolled-back leads not yet reconciled, in one snapshot
 /// taken now (whatever the caller's isolation level).
 fn durable_count(k: &CapKey) -> i64 {
-    if !super::config::schema_is_current() {
+    if !super::config::schema_at_least(5) {
         return legacy_count(k);
     }
     let spent = super::spent::ended_for(k);
@@ -665,6 +701,7 @@ fn legacy_count(k: &CapKey) -> i64 {
             &[INT8, TEXT],
             &[k.ref_id.into(), k.bucket_text().as_str().into()],
         ),
+        Scope::Phone => None,
     }
     .unwrap_or(0)
 }

@@ -29,8 +29,8 @@ struct Cache {
     products: HashMap<String, Rc<ProductConfig>>,
     /// source id -> created_at; sources only change through config-versioned edits
     sources: HashMap<i64, DateTime<Utc>>,
-    /// Is the schema this library's (see `schema_is_current`)?
-    current_schema: Option<bool>,
+    /// Which release's tables the schema has (see `schema_at_least`).
+    schema_level: Option<u8>,
 }
 
 thread_local! {
@@ -133,16 +133,24 @@ SELECT jsonb_build_object(
        FROM iclear.list l), '[]'),
   'global_rules', coalesce((
      SELECT jsonb_agg(to_jsonb(g) || jsonb_build_object(
-              'subscription', s.subscription, 'cost', s.cost, 'endpoint', s.endpoint,
+              'subscription', s.subscription, 'cost', s.cost,
+              'endpoint', coalesce(sec.endpoint, s.endpoint),
               'settings', g.settings || coalesce(cr.credentials, '{}'))
             ORDER BY g.position, g.id)
        FROM iclear.global_rule g JOIN iclear.service s ON s.name = g.service
+       LEFT JOIN iclear.service_secret sec ON sec.service = s.name
        LEFT JOIN iclear.global_rule_credential cr ON cr.global_rule_id = g.id
       WHERE g.product_id = p.id), '[]'),
   'fields', coalesce((
      SELECT jsonb_agg(to_jsonb(f) ORDER BY f.id) FROM iclear.product_field f
       WHERE f.product_id = p.id), '[]'))
 FROM iclear.product p WHERE p.name = $1"#;
+
+/// The parts of `LOAD` that read 0.6.0's tables: an endpoint's secret.
+const WITH_SECRETS: [(&str, &str); 2] = [
+    ("coalesce(sec.endpoint, s.endpoint)", "s.endpoint"),
+    ("\n       LEFT JOIN iclear.service_secret sec ON sec.service = s.name", ""),
+];
 
 /// The parts of `LOAD` that read 0.5.0's tables: credentials, product fields.
 const WITH_CREDENTIALS: [&str; 3] = [
@@ -151,35 +159,46 @@ const WITH_CREDENTIALS: [&str; 3] = [
     ",\n  'fields', coalesce((\n     SELECT jsonb_agg(to_jsonb(f) ORDER BY f.id) FROM iclear.product_field f\n      WHERE f.product_id = p.id), '[]')",
 ];
 
-/// `LOAD` for the 0.4.0 schema, which kept credentials in the settings.
-fn load_0_4() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let sql = WITH_CREDENTIALS
+/// `LOAD` for the 0.5.0 schema (level 5), which kept an endpoint whole, and
+/// for the 0.4.0 schema (level 4), which kept credentials in the settings.
+fn load_older(level: u8) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    SQL[usize::from(level >= 5)].get_or_init(|| {
+        let mut sql = WITH_SECRETS
             .iter()
-            .fold(LOAD.to_string(), |sql, part| sql.replace(part, ""));
-        debug_assert!(!sql.contains("credential") && !sql.contains("product_field"));
+            .fold(LOAD.to_string(), |sql, (part, old)| sql.replace(part, old));
+        if level < 5 {
+            sql = WITH_CREDENTIALS
+                .iter()
+                .fold(sql, |sql, part| sql.replace(part, ""));
+        }
+        debug_assert!(!sql.contains("service_secret"));
+        debug_assert!(level >= 5 || !sql.contains("credential") && !sql.contains("product_field"));
         sql
     })
 }
 
-/// Does the installed schema have this version's tables? Between installing
-/// a new library (and restarting) and `ALTER EXTENSION iclear UPDATE`, the
-/// old schema's leads go on through the old tables (src/compat.rs); the
-/// update moves the configuration version, so this is asked again after it.
-pub fn schema_is_current() -> bool {
+/// Does the installed schema have the tables of release 0.`level`.0 (4, 5
+/// or 6)? Between installing a new library (and restarting) and `ALTER
+/// EXTENSION iclear UPDATE`, the old schema's leads go on through the old
+/// tables (src/compat.rs); the update moves the configuration version, so
+/// this is asked again after it.
+pub fn schema_at_least(level: u8) -> bool {
     refresh();
-    if let Some(c) = CACHE.with_borrow(|c| c.current_schema) {
-        return c;
-    }
-    let current = query_value::<bool>(
-        "SELECT pg_catalog.to_regclass('iclear.sent_mark') IS NOT NULL",
-        &[],
-        &[],
-    )
-    .unwrap_or(false);
-    CACHE.with_borrow_mut(|c| c.current_schema = Some(current));
-    current
+    let known = CACHE.with_borrow(|c| c.schema_level);
+    let found = known.unwrap_or_else(|| {
+        let found = query_value::<i32>(
+            "SELECT CASE WHEN pg_catalog.to_regclass('iclear.service_secret') IS NOT NULL THEN 6
+                         WHEN pg_catalog.to_regclass('iclear.sent_mark') IS NOT NULL THEN 5
+                         ELSE 4 END",
+            &[],
+            &[],
+        )
+        .unwrap_or(4) as u8;
+        CACHE.with_borrow_mut(|c| c.schema_level = Some(found));
+        found
+    });
+    found >= level
 }
 
 /// The configuration of `product`, or None when there is no such product.
@@ -204,10 +223,12 @@ pub fn product(name: &str) -> Result<Option<Rc<ProductConfig>>, ConfigError> {
 /// The configuration of `product` as the tables hold it now, bypassing the
 /// cache (a backtest reads a configuration it then rolls back).
 pub fn load(name: &str) -> Result<Option<ProductConfig>, ConfigError> {
-    let sql = if schema_is_current() {
+    let sql = if schema_at_least(6) {
         LOAD
+    } else if schema_at_least(5) {
+        load_older(5)
     } else {
-        load_0_4()
+        load_older(4)
     };
     let Some(doc) = query_value::<JsonB>(sql, &[TEXT], &[name.into()]) else {
         return Ok(None);
@@ -283,10 +304,20 @@ pub fn register_source(
     given.unwrap_or(t)
 }
 
-/// The endpoint of `service` while it is subscribed.
+/// The endpoint of `service` while it is subscribed (the whole URL, its
+/// secret parts included).
 pub fn subscribed_endpoint(service: &str) -> Option<String> {
+    if !schema_at_least(6) {
+        return query_value::<String>(
+            "SELECT endpoint FROM iclear.service WHERE name = $1 AND subscription = 'enabled'",
+            &[TEXT],
+            &[service.into()],
+        );
+    }
     query_value::<String>(
-        "SELECT endpoint FROM iclear.service WHERE name = $1 AND subscription = 'enabled'",
+        "SELECT coalesce(sec.endpoint, s.endpoint) FROM iclear.service s
+           LEFT JOIN iclear.service_secret sec ON sec.service = s.name
+          WHERE s.name = $1 AND s.subscription = 'enabled'",
         &[TEXT],
         &[service.into()],
     )

@@ -171,7 +171,7 @@ impl Facts for PgFacts {
         if super::bulk_writers_open() {
             increments_settled(name, key, wait.saturating_sub(started.elapsed()));
         }
-        if !super::config::schema_is_current() {
+        if !super::config::schema_at_least(5) {
             return query_value::<i64>(
                 "SELECT value FROM iclear.counter WHERE name = $1 AND key = $2",
                 &[TEXT, TEXT],
@@ -267,7 +267,7 @@ impl Facts for PgFacts {
             .map(caps::mark_sent)
             .unwrap_or_default();
         // (a 0.4.0 schema, until ALTER EXTENSION UPDATE, has no sent_mark)
-        let spent = super::config::schema_is_current().then(|| {
+        let spent = super::config::schema_at_least(5).then(|| {
             spent::before_send(call, &paid)
                 .unwrap_or_else(|e| crate::errors::Error::Internal(e).raise())
         });
@@ -306,6 +306,10 @@ impl Facts for PgFacts {
 
     fn sms_verified(&mut self, product: &str, phone: &str) -> Result<Option<SmsRecord>, String> {
         super::verification::sms_verified(product, phone)
+    }
+
+    fn sms_code_digest(&mut self, product: &str, phone: &str, code: &str) -> String {
+        super::verification::sms_code_digest(product, phone, code)
     }
 
     fn start_sms_verification(

@@ -14,7 +14,7 @@ pub struct PausedLead {
     pub lead_id: String,
     /// The attached table the lead's row is in, and its id column (None:
     /// the lead came through `iclear_process`, or its row has no id).
-    pub row: Option<(String, String)>,
+    pub row: Option<(pg_sys::Oid, String)>,
 }
 
 /// Record a lead that just paused on `phone`. It waits as long as the
@@ -61,8 +61,8 @@ fn taken(doc: Option<JsonB>) -> Vec<PausedLead> {
         .flatten()
         .map(|r| PausedLead {
             lead_id: r["lead_id"].as_str().unwrap_or_default().to_string(),
-            row: match (r["lead_table"].as_str(), r["id_column"].as_str()) {
-                (Some(t), Some(c)) => Some((t.to_string(), c.to_string())),
+            row: match (r["lead_table"].as_i64(), r["id_column"].as_str()) {
+                (Some(t), Some(c)) => Some((pg_sys::Oid::from(t as u32), c.to_string())),
                 _ => None,
             },
         })
@@ -75,7 +75,7 @@ pub fn take_verified(product: &str, phone: &str) -> Vec<PausedLead> {
     taken(query_value::<JsonB>(
         "WITH t AS (DELETE FROM iclear.paused_lead l USING iclear.product p
                      WHERE p.name = $1 AND l.product_id = p.id AND l.phone = $2
-                    RETURNING l.lead_id, l.lead_table::text AS lead_table, l.id_column, l.paused_at)
+                    RETURNING l.lead_id, l.lead_table::oid::int8 AS lead_table, l.id_column, l.paused_at)
          SELECT jsonb_agg(to_jsonb(t) ORDER BY t.paused_at) FROM t",
         &[TEXT, TEXT],
         &[product.into(), phone.into()],
@@ -90,7 +90,7 @@ pub fn take_expired(limit: i64) -> Vec<PausedLead> {
                      WHERE l.lead_id IN (SELECT x.lead_id FROM iclear.paused_lead x
                                           WHERE x.expires_at < now()
                                           ORDER BY x.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-                    RETURNING l.lead_id, l.lead_table::text AS lead_table, l.id_column, l.expires_at)
+                    RETURNING l.lead_id, l.lead_table::oid::int8 AS lead_table, l.id_column, l.expires_at)
          SELECT jsonb_agg(to_jsonb(t) ORDER BY t.expires_at) FROM t",
         &[INT8],
         &[limit.into()],
@@ -99,43 +99,49 @@ pub fn take_expired(limit: i64) -> Vec<PausedLead> {
 
 /// Write the final decision into the lead's row of its attached table: its
 /// `iclear_status` and `iclear_decision` columns, those of them it has.
-/// Returns the rows updated.
+/// Returns the rows updated. The UPDATE runs as the table's owner: the
+/// table's triggers, domains and constraints are the owner's code, and run
+/// with the owner's rights, never with iclear's (src/privilege.rs); the
+/// table's schema may be closed to every other role.
 pub fn update_row(
-    table: &str,
+    table: pg_sys::Oid,
     id_column: &str,
     lead_id: &str,
     status: &str,
     outcome: &Value,
 ) -> i64 {
-    let statement: Option<String> = query_value(
-        "SELECT format('UPDATE %s SET %s WHERE %I = $3::%s', t.oid::regclass,
-                       string_agg(format('%I = $%s::%s', a.attname,
-                                         CASE a.attname WHEN 'iclear_status' THEN 1 ELSE 2 END,
-                                         format_type(a.atttypid, a.atttypmod)), ', '),
-                       $2, (SELECT format_type(i.atttypid, i.atttypmod) FROM pg_attribute i
-                             WHERE i.attrelid = t.oid AND i.attname = $2 AND NOT i.attisdropped))
-           FROM pg_class t JOIN pg_attribute a ON a.attrelid = t.oid
-          WHERE t.oid = $1::regclass AND a.attname IN ('iclear_status', 'iclear_decision')
-            AND NOT a.attisdropped
-          GROUP BY t.oid",
-        &[TEXT, TEXT],
-        &[table.into(), id_column.into()],
-    );
-    let Some(statement) = statement else {
-        return 0; // no outcome columns: nothing to write
-    };
-    Spi::connect_mut(|c| {
-        c.update(
-            &statement,
-            None,
-            &[status.into(), JsonB(outcome.clone()).into(), lead_id.into()],
-        )
-        .map(|t| t.len() as i64)
-    })
-    .unwrap_or_else(|e| {
-        crate::errors::Error::Internal(format!(
-            "iclear: the paused lead's row in {table} cannot be updated: {e}"
-        ))
-        .raise()
+    crate::privilege::as_owner_of(table, || {
+        let statement: Option<String> = query_value(
+            "SELECT format('UPDATE %s SET %s WHERE %I = $3::%s', t.oid::regclass,
+                           string_agg(format('%I = $%s::%s', a.attname,
+                                             CASE a.attname WHEN 'iclear_status' THEN 1 ELSE 2 END,
+                                             format_type(a.atttypid, a.atttypmod)), ', '),
+                           $2, (SELECT format_type(i.atttypid, i.atttypmod) FROM pg_attribute i
+                                 WHERE i.attrelid = t.oid AND i.attname = $2 AND NOT i.attisdropped))
+               FROM pg_class t JOIN pg_attribute a ON a.attrelid = t.oid
+              WHERE t.oid = $1::oid AND a.attname IN ('iclear_status', 'iclear_decision')
+                AND NOT a.attisdropped
+              GROUP BY t.oid",
+            &[INT8, TEXT],
+            &[i64::from(table.to_u32()).into(), id_column.into()],
+        );
+        let Some(statement) = statement else {
+            return 0; // no outcome columns: nothing to write
+        };
+        Spi::connect_mut(|c| {
+            c.update(
+                &statement,
+                None,
+                &[status.into(), JsonB(outcome.clone()).into(), lead_id.into()],
+            )
+            .map(|t| t.len() as i64)
+        })
+        .unwrap_or_else(|e| {
+            crate::errors::Error::Internal(format!(
+                "iclear: the paused lead's row in table {} cannot be updated: {e}",
+                table.to_u32()
+            ))
+            .raise()
+        })
     })
 }

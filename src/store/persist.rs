@@ -245,7 +245,7 @@ pub fn save(r: &Record) {
         json_datum(r.envelope.to_string()),
         json_datum(stored_decision(r.decision, r.envelope)),
     ];
-    if !super::config::schema_is_current() {
+    if !super::config::schema_at_least(5) {
         // a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE
         types.extend(LOG_TYPES);
         args.extend(log_columns(r.log));
@@ -362,7 +362,7 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
             }
             // Appended, never updated: concurrent increments of one key never
             // wait on each other (the worker folds them into counter_total).
-            Effect::IncrementCounter { name, key, by } if super::config::schema_is_current() => {
+            Effect::IncrementCounter { name, key, by } if super::config::schema_at_least(5) => {
                 exec(
                     "INSERT INTO iclear.counter_delta (name, key, by) VALUES ($1, $2, $3)",
                     &[TEXT, TEXT, INT8],

@@ -3,6 +3,7 @@
 //! write runs guarded, so an unreachable hub is an answer ("no response"),
 //! not an aborted lead.
 
+use super::caps::Period;
 use super::{exec, guarded, query_value, INT8, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::service::verification_history::SmsRecord;
@@ -59,9 +60,11 @@ const SMS_RESEND_AFTER_S: i64 = 60;
 
 /// A fresh 6-digit code, pending until `iclear.sms_code_ttl` (an older
 /// pending code of the phone is expired), and the SMS queued when its caps
-/// allow; Err when the `sms` service is not subscribed. A code sent in the last minute
-/// is reused (no new SMS). The code itself stays in the history: the worker
-/// reads it when it sends.
+/// allow; Err when the `sms` service is not subscribed, or the phone has
+/// had `iclear.sms_max_sends` codes in this window. A code sent in the last
+/// minute is reused (no new SMS). The history keeps the code's keyed digest
+/// (SECURITY.md "SMS codes"); the code itself waits in `sms_outbox` for the
+/// worker, which deletes it once sent.
 pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64>, String> {
     let code = format!("{:06}", rand::random_range(0..1_000_000));
     let ttl = crate::gucs::sms_code_ttl_s();
@@ -91,6 +94,13 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     if !subscribed {
         return Err("the sms service is not subscribed".into());
     }
+    let hashed = super::config::schema_at_least(6);
+    if hashed {
+        let sends = super::cap_limits::phone_cap(product, phone, Period::SmsSent);
+        if let (Some(full), _) = super::caps::take(&[sends]) {
+            return Err(format!("{} reached", super::cap_limits::describe(&full, "sms")));
+        }
+    }
     if let Some(cap) = super::cap_limits::take_global_caps("sms") {
         return Err(format!("no SMS can be sent: {cap} reached"));
     }
@@ -102,8 +112,14 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
             &[product.into(), phone.into()],
         );
         exec(
-            "INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, expires_at, lead_id)
-             VALUES ($1, $2, $3, 'pending', 0, now(), now() + make_interval(secs => $4), $5)",
+            if hashed {
+                "INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, expires_at, lead_id)
+                 VALUES ($1, $2, iclear.sms_code_digest($1, $2, $3), 'pending', 0, now(),
+                         now() + make_interval(secs => $4), $5)"
+            } else {
+                "INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, expires_at, lead_id)
+                 VALUES ($1, $2, $3, 'pending', 0, now(), now() + make_interval(secs => $4), $5)"
+            },
             &[TEXT, TEXT, TEXT, INT8, TEXT],
             &[
                 product.into(),
@@ -113,7 +129,7 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
                 lead_id.into(),
             ],
         );
-        query_value::<i64>(
+        let job = query_value::<i64>(
             "INSERT INTO iclear.job (kind, product_id, lead_id, payload)
              SELECT 'sms', p.id, $3, jsonb_build_object('product', $1, 'phone', $2)
                FROM iclear.product p
@@ -122,28 +138,49 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
              RETURNING id",
             &[TEXT, TEXT, TEXT],
             &[product.into(), phone.into(), lead_id.into()],
-        )
+        );
+        if let (Some(id), true) = (job, hashed) {
+            exec(
+                "INSERT INTO iclear.sms_outbox (job_id, code) VALUES ($1, $2)",
+                &[INT8, TEXT],
+                &[id.into(), code.as_str().into()],
+            );
+        }
+        job
     })
 }
 
-/// What the worker needs to send a queued SMS: Ok(Ok((endpoint, cost,
-/// code))), Ok(Err(why)) when there is nothing to send any more (confirmed,
-/// expired, replaced, unsubscribed), Err when the history cannot be read.
+/// The keyed digest of an SMS code of `phone` for `product`, as the
+/// history keeps it (the code itself on a schema older than 0.6.0).
+pub fn sms_code_digest(product: &str, phone: &str, code: &str) -> String {
+    if !super::config::schema_at_least(6) {
+        return code.to_string();
+    }
+    query_value::<String>(
+        "SELECT iclear.sms_code_digest($1, $2, $3)",
+        &[TEXT, TEXT, TEXT],
+        &[product.into(), phone.into(), code.into()],
+    )
+    .unwrap_or_default()
+}
+
+/// What the worker needs to send the SMS of job `job_id`: Ok(Ok((endpoint,
+/// cost, code))), Ok(Err(why)) when there is nothing to send any more
+/// (confirmed, expired, replaced, unsubscribed), Err when the history
+/// cannot be read. The code comes from `sms_outbox` (on a 0.5.0 schema,
+/// until ALTER EXTENSION UPDATE, from the history, which kept it).
 #[allow(clippy::type_complexity)]
 pub fn sms_to_send(
+    job_id: i64,
     product: &str,
     phone: &str,
 ) -> Result<Result<(String, f64, String), String>, String> {
+    let outbox = super::config::schema_at_least(6);
     let doc = guarded(|| {
         query_value::<JsonB>(
-            "SELECT jsonb_build_object('endpoint', s.endpoint, 'cost', s.cost::float8,
-                      'code', (SELECT v.code FROM iclear.sms_verification v
-                                WHERE v.product = $1 AND v.phone = $2 AND v.status = 'pending'
-                                  AND (v.expires_at IS NULL OR v.expires_at > now())
-                                ORDER BY v.created_at DESC LIMIT 1))
-               FROM iclear.service s WHERE s.name = 'sms' AND s.subscription = 'enabled'",
-            &[TEXT, TEXT],
-            &[product.into(), phone.into()],
+            if outbox { SMS_TO_SEND } else { SMS_TO_SEND_0_5 },
+            &[TEXT, TEXT, INT8],
+            &[product.into(), phone.into(), job_id.into()],
         )
     })?;
     let Some(d) = doc.map(|d| d.0) else {
@@ -159,4 +196,37 @@ pub fn sms_to_send(
         d["cost"].as_f64().unwrap_or(0.0),
         code.to_string(),
     )))
+}
+
+/// The job's code from the outbox, while the phone's newest code is pending.
+const SMS_TO_SEND: &str = "
+SELECT jsonb_build_object('endpoint', coalesce(sec.endpoint, s.endpoint), 'cost', s.cost::float8,
+         'code', (SELECT o.code FROM iclear.sms_outbox o
+                   WHERE o.job_id = $3
+                     AND EXISTS (SELECT 1 FROM iclear.sms_verification v
+                                  WHERE v.product = $1 AND v.phone = $2 AND v.status = 'pending'
+                                    AND (v.expires_at IS NULL OR v.expires_at > now())
+                                    AND v.code = iclear.sms_code_digest($1, $2, o.code))))
+  FROM iclear.service s LEFT JOIN iclear.service_secret sec ON sec.service = s.name
+ WHERE s.name = 'sms' AND s.subscription = 'enabled'";
+
+/// A 0.5.0 schema kept the code itself in the history.
+const SMS_TO_SEND_0_5: &str = "
+SELECT jsonb_build_object('endpoint', s.endpoint, 'cost', s.cost::float8,
+         'code', (SELECT v.code FROM iclear.sms_verification v
+                   WHERE v.product = $1 AND v.phone = $2 AND v.status = 'pending'
+                     AND (v.expires_at IS NULL OR v.expires_at > now())
+                     AND $3::int8 IS NOT NULL
+                   ORDER BY v.created_at DESC LIMIT 1))
+  FROM iclear.service s WHERE s.name = 'sms' AND s.subscription = 'enabled'";
+
+/// The job's code is sent (or will never be): it leaves the outbox.
+pub fn forget_sms_code(job_id: i64) {
+    if super::config::schema_at_least(6) {
+        exec(
+            "DELETE FROM iclear.sms_outbox WHERE job_id = $1",
+            &[INT8],
+            &[job_id.into()],
+        );
+    }
 }

@@ -560,15 +560,16 @@ fn verify(
         Some(None) => Some(None),
         None => None,
     };
+    let phone = vh
+        .phone_field
+        .as_ref()
+        .filter(|_| vh.sms_enabled)
+        .and_then(|f| lead.fields.get(f))
+        .and_then(value_text)
+        .and_then(|p| normalize_phone(&p));
     let sms_found = if vh.sms_enabled {
-        let phone = vh
-            .phone_field
-            .as_ref()
-            .and_then(|f| lead.fields.get(f))
-            .and_then(value_text)
-            .and_then(|p| normalize_phone(&p));
-        match phone {
-            Some(p) => match facts.sms_verified(&cfg.name, &p) {
+        match &phone {
+            Some(p) => match facts.sms_verified(&cfg.name, p) {
                 Ok(r) => Some(r),
                 Err(e) => return lead.no_response(global_rule, origin, e, None),
             },
@@ -577,12 +578,17 @@ fn verify(
     } else {
         None
     };
+    // compared as the history keeps codes (a digest of the phone's code)
     let posted = vh
         .tpar_code_key
         .as_ref()
         .filter(|_| vh.sms_code_match)
         .and_then(|k| lead.params.get(k))
-        .and_then(value_text);
+        .and_then(value_text)
+        .map(|c| match &phone {
+            Some(p) => facts.sms_code_digest(&cfg.name, p, c.trim()),
+            None => c,
+        });
     let v = evaluate(
         vh,
         facts.now(),
