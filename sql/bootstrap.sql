@@ -687,4 +687,8 @@ CREATE TABLE iclear.sms_outbox (
     job_id bigint PRIMARY KEY,
     code   text NOT NULL
 );
+-- an erasure (iclear.forget) is recorded in the trail, without the data
+ALTER TABLE iclear.config_audit DROP CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE or TRUNCATE";
+ALTER TABLE iclear.config_audit ADD CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE, TRUNCATE or ERASE"
+    CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'ERASE'));
 -- END since-0.5.0

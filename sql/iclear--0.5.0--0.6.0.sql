@@ -29,6 +29,26 @@ CREATE FUNCTION iclear."count_sms_failure"("product" TEXT, "phone" TEXT) RETURNS
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'count_sms_failure_wrapper';
+CREATE FUNCTION iclear."defer_config_version"("on" bool) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'defer_config_version_wrapper';
+CREATE FUNCTION iclear."config_version_deferred"() RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'config_version_deferred_wrapper';
+CREATE FUNCTION iclear."erasure_mentions"("doc" json, "email" TEXT, "phone" TEXT) RETURNS bool
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'erasure_mentions_wrapper';
+CREATE FUNCTION iclear."erasure_erased"("doc" json, "email" TEXT, "phone" TEXT) RETURNS json
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'erasure_erased_wrapper';
+CREATE FUNCTION iclear."lead_signature"("product" TEXT, "envelope" json) RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'lead_signature_wrapper';
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the 0.5.0 ->
 -- 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
 -- A service endpoint with a secret in it (a webhook's user and password, a
@@ -57,6 +77,10 @@ CREATE TABLE iclear.sms_outbox (
     job_id bigint PRIMARY KEY,
     code   text NOT NULL
 );
+-- an erasure (iclear.forget) is recorded in the trail, without the data
+ALTER TABLE iclear.config_audit DROP CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE or TRUNCATE";
+ALTER TABLE iclear.config_audit ADD CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE, TRUNCATE or ERASE"
+    CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'ERASE'));
 -- END since-0.5.0
 
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the tail of the
@@ -367,6 +391,488 @@ COMMENT ON TABLE iclear.sms_outbox IS 'The code of each SMS not sent yet, by job
 COMMENT ON FUNCTION iclear.sms_code_digest(text, text, text) IS 'Internal: the keyed digest of an SMS code of a phone of a product, as the history keeps it.';
 COMMENT ON FUNCTION iclear.sms_locked_out(text, text) IS 'Internal (confirm_sms): true once a phone had iclear.sms_max_failed wrong codes in the window.';
 COMMENT ON FUNCTION iclear.count_sms_failure(text, text) IS 'Internal (confirm_sms): counts a wrong code for a phone; a rollback does not take it back.';
+
+CREATE OR REPLACE FUNCTION iclear.apply_config(doc jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pid     bigint;
+    pname   text;
+    before  jsonb;
+    path    text;
+    it      record;
+    c       record;
+    r       iclear.rule;
+    g       iclear.global_rule;
+    rid     bigint;
+    cat     bigint;
+    gmap    jsonb;
+    rmap    jsonb := '{}';
+    cfg     jsonb;
+    param   text;
+BEGIN
+    PERFORM iclear.config_keys(doc, 'document',
+        ARRAY['format', 'product', 'categories', 'rules', 'global_rules', 'global_caps', 'fields', 'lists'],
+        ARRAY['product']);
+    PERFORM iclear.config_keys(doc -> 'product', 'product', ARRAY['name', 'kind'], ARRAY['name']);
+    pname := doc #>> '{product,name}';
+    IF EXISTS (SELECT 1 FROM iclear.product WHERE name = pname) THEN
+        before := iclear.export_config(pname);
+    END IF;
+    BEGIN
+        INSERT INTO iclear.product (name, kind) VALUES (pname, coalesce(doc #>> '{product,kind}', 'post'))
+        ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind WHERE product.kind IS DISTINCT FROM EXCLUDED.kind;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'iclear.import_config: product: %', SQLERRM USING ERRCODE = SQLSTATE;
+    END;
+    SELECT id INTO pid FROM iclear.product WHERE name = pname;
+
+    -- lists are shared by products: created or updated, never removed here;
+    -- the product's links follow product_level
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'lists') LOOP
+        path := format('lists[%s]', it.i);
+        PERFORM iclear.config_keys(it.o, path, ARRAY['name', 'kind', 'field', 'product_level'], ARRAY['name', 'kind', 'field']);
+        BEGIN
+            INSERT INTO iclear.list (name, kind, field) VALUES (it.o ->> 'name', it.o ->> 'kind', it.o ->> 'field')
+            ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, field = EXCLUDED.field
+             WHERE (list.kind, list.field) IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.field);
+            IF coalesce((it.o ->> 'product_level')::boolean, false) THEN
+                INSERT INTO iclear.list_product (list_id, product_id)
+                SELECT l.id, pid FROM iclear.list l WHERE l.name = it.o ->> 'name' ON CONFLICT DO NOTHING;
+            ELSE
+                DELETE FROM iclear.list_product lp USING iclear.list l
+                 WHERE lp.list_id = l.id AND l.name = it.o ->> 'name' AND lp.product_id = pid;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+    DELETE FROM iclear.list_product lp USING iclear.list l
+     WHERE lp.list_id = l.id AND lp.product_id = pid
+       AND l.name NOT IN (SELECT x.o ->> 'name' FROM iclear.config_items(doc, 'lists') x);
+
+    -- categories by stage and name
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'categories') LOOP
+        path := format('categories[%s]', it.i);
+        PERFORM iclear.config_keys(it.o, path, ARRAY['stage', 'name', 'position'], ARRAY['stage', 'name']);
+        BEGIN
+            UPDATE iclear.rule_category SET position = coalesce((it.o ->> 'position')::int, 0)
+             WHERE product_id = pid AND stage = it.o ->> 'stage' AND name = it.o ->> 'name'
+               AND position IS DISTINCT FROM coalesce((it.o ->> 'position')::int, 0);
+            INSERT INTO iclear.rule_category (product_id, stage, name, position)
+            SELECT pid, it.o ->> 'stage', it.o ->> 'name', coalesce((it.o ->> 'position')::int, 0)
+             WHERE NOT EXISTS (SELECT 1 FROM iclear.rule_category x
+                                WHERE x.product_id = pid AND x.stage = it.o ->> 'stage' AND x.name = it.o ->> 'name');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+
+    -- global rules by key, updated in place: their stored credentials stay
+    SELECT coalesce(jsonb_object_agg(k.key, k.id), '{}') INTO gmap FROM (
+        SELECT x.id, CASE WHEN count(*) OVER (PARTITION BY x.service) = 1 THEN x.service
+                          ELSE x.service || ':' || row_number() OVER (PARTITION BY x.service ORDER BY x.position, x.id)
+                     END AS key
+          FROM iclear.global_rule x WHERE x.product_id = pid) k;
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'global_rules') LOOP
+        path := format('global_rules[%s]', it.i);
+        PERFORM iclear.config_keys(it.o, path,
+            ARRAY['key', 'service', 'status', 'execution', 'lookup_percent', 'position', 'run_time', 'run_on',
+                  'run_on_silent_ping', 'no_response', 'settings', 'daily_limit', 'monthly_limit'], ARRAY['service']);
+        cfg := coalesce(it.o -> 'settings', '{}');
+        IF cfg -> 'add_to_list' ? 'lists' THEN
+            cfg := jsonb_set(cfg, '{add_to_list}', ((cfg -> 'add_to_list') - 'lists') || jsonb_build_object('list_ids',
+                       iclear.config_list_ids(cfg -> 'add_to_list' -> 'lists', path || '.settings.add_to_list.lists')));
+        END IF;
+        BEGIN
+            g := jsonb_populate_record(NULL::iclear.global_rule, it.o - 'settings' - 'key');
+            rid := (gmap ->> coalesce(it.o ->> 'key', it.o ->> 'service'))::bigint;
+            IF rid IS NULL THEN
+                INSERT INTO iclear.global_rule (product_id, service, status, execution, lookup_percent, position, run_time,
+                                                run_on, run_on_silent_ping, no_response, settings, daily_limit, monthly_limit)
+                VALUES (pid, g.service, coalesce(g.status, 'active'), coalesce(g.execution, 'sync'),
+                        coalesce(g.lookup_percent, 100), coalesce(g.position, 0), coalesce(g.run_time, 'before_filtration'),
+                        coalesce(g.run_on, 'ping_and_post'), coalesce(g.run_on_silent_ping, false),
+                        coalesce(g.no_response, 'continue'), cfg, g.daily_limit, g.monthly_limit)
+                RETURNING id INTO rid;
+                gmap := gmap || jsonb_build_object(coalesce(it.o ->> 'key', it.o ->> 'service'), rid);
+            ELSE
+                UPDATE iclear.global_rule x
+                   SET (service, status, execution, lookup_percent, position, run_time, run_on, run_on_silent_ping,
+                        no_response, settings, daily_limit, monthly_limit)
+                     = (g.service, coalesce(g.status, 'active'), coalesce(g.execution, 'sync'),
+                        coalesce(g.lookup_percent, 100), coalesce(g.position, 0), coalesce(g.run_time, 'before_filtration'),
+                        coalesce(g.run_on, 'ping_and_post'), coalesce(g.run_on_silent_ping, false),
+                        coalesce(g.no_response, 'continue'), cfg, g.daily_limit, g.monthly_limit)
+                 WHERE x.id = rid;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+
+    -- rules by name: their columns first, so conditions can name any of them
+    -- (each looked up by the (product_id, name) index: a map grown one rule
+    -- at a time made an import quadratic in its rules)
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'rules') LOOP
+        path := format('rules[%s]', it.i);
+        PERFORM iclear.config_keys(it.o, path,
+            ARRAY['name', 'stage', 'status', 'position', 'category', 'publisher_id', 'channel_id', 'source_id',
+                  'all_new', 'all_new_since', 'publisher_ids', 'exclude_publisher_ids', 'channel_ids',
+                  'exclude_channel_ids', 'source_ids', 'exclude_source_ids', 'logical_operator', 'method',
+                  'daily_limit', 'monthly_limit', 'per_source_limit', 'conditions', 'actions'], ARRAY['name']);
+        BEGIN
+            r := jsonb_populate_record(NULL::iclear.rule, it.o - 'category' - 'conditions' - 'actions');
+            r.stage := coalesce(r.stage, 'processing');
+            cat := NULL;
+            IF it.o ? 'category' THEN
+                SELECT x.id INTO cat FROM iclear.rule_category x
+                 WHERE x.product_id = pid AND x.stage = r.stage AND x.name = it.o ->> 'category';
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION 'no % category is named %', r.stage, quote_literal(it.o ->> 'category');
+                END IF;
+            END IF;
+            SELECT min(x.id) INTO rid FROM iclear.rule x WHERE x.product_id = pid AND x.name = r.name;
+            IF rid IS NULL THEN
+                INSERT INTO iclear.rule (product_id, name, stage) VALUES (pid, r.name, r.stage) RETURNING id INTO rid;
+            END IF;
+            UPDATE iclear.rule x
+               SET (stage, status, position, category_id, publisher_id, channel_id, source_id, all_new, all_new_since,
+                    publisher_ids, exclude_publisher_ids, channel_ids, exclude_channel_ids, source_ids,
+                    exclude_source_ids, logical_operator, method, daily_limit, monthly_limit, per_source_limit)
+                 = (r.stage, coalesce(r.status, 'active'), coalesce(r.position, 0), cat, r.publisher_id, r.channel_id,
+                    r.source_id, coalesce(r.all_new, false), r.all_new_since,
+                    coalesce(r.publisher_ids, '{}'), coalesce(r.exclude_publisher_ids, '{}'),
+                    coalesce(r.channel_ids, '{}'), coalesce(r.exclude_channel_ids, '{}'),
+                    coalesce(r.source_ids, '{}'), coalesce(r.exclude_source_ids, '{}'),
+                    coalesce(r.logical_operator, 'and'), r.method, r.daily_limit, r.monthly_limit, r.per_source_limit)
+             WHERE x.id = rid;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+    DELETE FROM iclear.rule x WHERE x.product_id = pid
+       AND x.name NOT IN (SELECT y.o ->> 'name' FROM iclear.config_items(doc, 'rules') y);
+    DELETE FROM iclear.global_rule x WHERE x.product_id = pid
+       AND x.id NOT IN (SELECT (gmap ->> coalesce(y.o ->> 'key', y.o ->> 'service'))::bigint
+                          FROM iclear.config_items(doc, 'global_rules') y);
+    DELETE FROM iclear.rule_category x WHERE x.product_id = pid
+       AND (x.stage, x.name) NOT IN (SELECT y.o ->> 'stage', y.o ->> 'name' FROM iclear.config_items(doc, 'categories') y);
+
+    -- each rule's conditions and actions, replaced where they differ (the
+    -- rules before, and the ids now, by name: one map each, read per rule)
+    SELECT coalesce(jsonb_object_agg(x.name, x.id), '{}') INTO rmap FROM iclear.rule x WHERE x.product_id = pid;
+    SELECT coalesce(jsonb_object_agg(b ->> 'name', jsonb_build_array(b -> 'conditions', b -> 'actions')), '{}')
+      INTO before FROM jsonb_array_elements(coalesce(before -> 'rules', '[]')) b;
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'rules') LOOP
+        IF before -> (it.o ->> 'name')
+           = jsonb_build_array(coalesce(it.o -> 'conditions', '[]'), coalesce(it.o -> 'actions', '[]')) THEN
+            CONTINUE;
+        END IF;
+        rid := (rmap ->> (it.o ->> 'name'))::bigint;
+        DELETE FROM iclear.rule_condition WHERE rule_id = rid;
+        DELETE FROM iclear.rule_action WHERE rule_id = rid;
+        FOR c IN SELECT * FROM iclear.config_items(it.o, 'conditions') LOOP
+            path := format('rules[%s].conditions[%s]', it.i, c.i);
+            PERFORM iclear.config_keys(c.o, path, ARRAY['category', 'parameter', 'operator', 'value'], ARRAY['category', 'operator']);
+            param := c.o ->> 'parameter';
+            IF c.o ->> 'category' = 'rule' THEN
+                param := rmap ->> param;
+                IF param IS NULL THEN
+                    RAISE EXCEPTION 'iclear.import_config: %.parameter: no rule of % is named %', path,
+                        quote_literal(pname), quote_literal(c.o ->> 'parameter') USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+            END IF;
+            BEGIN
+                INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
+                VALUES (rid, c.o ->> 'category', coalesce(param, ''), c.o ->> 'operator', coalesce(c.o -> 'value', 'null'));
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+            END;
+        END LOOP;
+        FOR c IN SELECT * FROM iclear.config_items(it.o, 'actions') LOOP
+            path := format('rules[%s].actions[%s]', it.i, c.i);
+            PERFORM iclear.config_keys(c.o, path, ARRAY['action', 'config', 'status', 'position'], ARRAY['action']);
+            cfg := coalesce(c.o -> 'config', '{}');
+            IF cfg ? 'lists' THEN
+                cfg := (cfg - 'lists') || jsonb_build_object('list_ids', iclear.config_list_ids(cfg -> 'lists', path || '.config.lists'));
+            END IF;
+            IF cfg ? 'global_rule' THEN
+                IF NOT gmap ? (cfg ->> 'global_rule') THEN
+                    RAISE EXCEPTION 'iclear.import_config: %.config.global_rule: % has no global rule %', path,
+                        quote_literal(pname), quote_literal(cfg ->> 'global_rule') USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                cfg := (cfg - 'global_rule') || jsonb_build_object('global_rule_id', (gmap ->> (cfg ->> 'global_rule'))::bigint);
+            END IF;
+            BEGIN
+                INSERT INTO iclear.rule_action (rule_id, action, config, status, position)
+                VALUES (rid, c.o ->> 'action', cfg, coalesce(c.o ->> 'status', 'active'), coalesce((c.o ->> 'position')::int, 0));
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+            END;
+        END LOOP;
+    END LOOP;
+
+    -- product fields by name
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'fields') LOOP
+        path := format('fields[%s]', it.i);
+        PERFORM iclear.config_keys(it.o, path, ARRAY['name', 'type', 'required', 'min', 'max', 'pattern', 'allowed'],
+                                   ARRAY['name', 'type']);
+        BEGIN
+            INSERT INTO iclear.product_field (product_id, name, type, required, min, max, pattern, allowed)
+            SELECT pid, f.name, f.type, coalesce(f.required, false), f.min, f.max, f.pattern, f.allowed
+              FROM jsonb_populate_record(NULL::iclear.product_field, it.o) f
+            ON CONFLICT (product_id, name) DO UPDATE
+               SET type = EXCLUDED.type, required = EXCLUDED.required, min = EXCLUDED.min, max = EXCLUDED.max,
+                   pattern = EXCLUDED.pattern, allowed = EXCLUDED.allowed
+             WHERE (product_field.type, product_field.required, product_field.min, product_field.max,
+                    product_field.pattern, product_field.allowed)
+                   IS DISTINCT FROM (EXCLUDED.type, EXCLUDED.required, EXCLUDED.min, EXCLUDED.max,
+                                     EXCLUDED.pattern, EXCLUDED.allowed);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+    DELETE FROM iclear.product_field x WHERE x.product_id = pid
+       AND x.name NOT IN (SELECT y.o ->> 'name' FROM iclear.config_items(doc, 'fields') y);
+
+    -- global caps (shared by the products of a service): set, never removed here
+    FOR it IN SELECT * FROM iclear.config_items(doc, 'global_caps') LOOP
+        path := format('global_caps[%s]', it.i);
+        PERFORM iclear.config_keys(it.o, path, ARRAY['service', 'period', 'start_day', 'cap_limit'],
+                                   ARRAY['service', 'period', 'cap_limit']);
+        BEGIN
+            INSERT INTO iclear.global_cap (service, period, start_day, cap_limit)
+            VALUES (it.o ->> 'service', it.o ->> 'period', coalesce((it.o ->> 'start_day')::int, 1), (it.o ->> 'cap_limit')::bigint)
+            ON CONFLICT (service, period) DO UPDATE SET start_day = EXCLUDED.start_day, cap_limit = EXCLUDED.cap_limit
+             WHERE (global_cap.start_day, global_cap.cap_limit) IS DISTINCT FROM (EXCLUDED.start_day, EXCLUDED.cap_limit);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+END $$;
+
+
+-- Import a document of export_config: returns the plan; with dry_run false,
+-- applies it (in the caller's transaction: all of it or, on any error,
+-- none). A dry run applies it in a subtransaction, so every validation of
+-- the configuration tables runs, and rolls it back; it moves no
+-- configuration version, so it holds nothing another operator's edit
+-- waits for. Objects other products share (a list that exists, a service's
+-- global cap) are listed apart in the plan ("shared"), and a real import
+-- changes them only with change_shared => true (SECURITY.md "Configuration
+-- as code").
+DROP FUNCTION iclear.import_config(jsonb, boolean);
+CREATE FUNCTION iclear.import_config(config jsonb, dry_run boolean DEFAULT true, change_shared boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pname  text := config #>> '{product,name}';
+    before jsonb;
+    plan   jsonb;
+    shared jsonb;
+BEGIN
+    IF pname IS NOT NULL AND EXISTS (SELECT 1 FROM iclear.product p WHERE p.name = pname) THEN
+        before := iclear.export_config(pname);
+    END IF;
+    shared := iclear.config_shared_changes(config);
+    IF NOT dry_run AND NOT change_shared AND jsonb_array_length(shared) > 0 THEN
+        RAISE EXCEPTION 'iclear.import_config: the document changes what other products share: %',
+            (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text(shared) x)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass change_shared => true to change them, or leave them out of the document.';
+    END IF;
+    PERFORM iclear.defer_config_version(true);
+    BEGIN
+        PERFORM iclear.apply_config(config);
+        plan := iclear.config_plan(before, iclear.export_config(pname))
+                || jsonb_build_object('shared', shared, 'dry_run', dry_run);
+        IF dry_run THEN
+            RAISE EXCEPTION USING ERRCODE = 'ICDRY', MESSAGE = 'iclear.import_config: dry run';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'ICDRY' THEN
+        NULL; -- rolled back: the plan stays
+    END;
+    PERFORM iclear.defer_config_version(false);
+    RETURN plan;
+END $$;
+
+-- The shared objects a document would add or change: a list that exists
+-- with another kind or field, a service's global cap added or changed, when
+-- another product uses it (links or names the list, has a global rule of
+-- the service). A list no other product uses is the document's own.
+CREATE FUNCTION iclear.config_shared_changes(doc jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    WITH others AS (SELECT p.id FROM iclear.product p WHERE p.name IS DISTINCT FROM doc #>> '{product,name}')
+    SELECT coalesce(jsonb_agg(x ORDER BY x), '[]') FROM (
+        SELECT 'lists ' || (o ->> 'name') AS x
+          FROM jsonb_array_elements(CASE jsonb_typeof(doc -> 'lists') WHEN 'array' THEN doc -> 'lists' ELSE '[]' END) o
+          JOIN iclear.list l ON l.name = o ->> 'name'
+         WHERE (l.kind, l.field) IS DISTINCT FROM (o ->> 'kind', o ->> 'field')
+           AND (EXISTS (SELECT 1 FROM iclear.list_product lp WHERE lp.list_id = l.id AND lp.product_id IN (SELECT id FROM others))
+                OR EXISTS (SELECT 1 FROM iclear.rule_action a JOIN iclear.rule r ON r.id = a.rule_id
+                            WHERE r.product_id IN (SELECT id FROM others) AND a.config -> 'list_ids' @> to_jsonb(l.id))
+                OR EXISTS (SELECT 1 FROM iclear.global_rule g
+                            WHERE g.product_id IN (SELECT id FROM others)
+                              AND g.settings -> 'add_to_list' -> 'list_ids' @> to_jsonb(l.id)))
+        UNION ALL
+        SELECT 'global_caps ' || (o ->> 'service') || '/' || (o ->> 'period')
+          FROM jsonb_array_elements(CASE jsonb_typeof(doc -> 'global_caps') WHEN 'array' THEN doc -> 'global_caps' ELSE '[]' END) o
+         WHERE NOT EXISTS (SELECT 1 FROM iclear.global_cap c
+                            WHERE c.service = o ->> 'service' AND c.period = o ->> 'period'
+                              AND c.cap_limit::text = o ->> 'cap_limit'
+                              AND c.start_day = coalesce((o ->> 'start_day')::int, 1))
+           AND EXISTS (SELECT 1 FROM iclear.global_rule g
+                        WHERE g.service = o ->> 'service' AND g.product_id IN (SELECT id FROM others))) s
+$$;
+
+-- One version bump per import, not one per statement (defer_config_version).
+CREATE OR REPLACE FUNCTION iclear.bump_config_version() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF iclear.config_version_deferred() THEN
+        RETURN NULL;
+    END IF;
+    UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
+    PERFORM iclear.config_changed();
+    RETURN NULL;
+END $$;
+ALTER FUNCTION iclear.bump_config_version() SET search_path = pg_catalog, pg_temp;
+CREATE INDEX rule_product_name ON iclear.rule (product_id, name);
+
+-- A product's configuration changes in order: the product row, its rules
+-- (with their conditions and actions), categories, global rules (and their
+-- masked credentials), product fields and list links, and the shared
+-- objects it uses (its lists, its services' global caps), as audited. Rows
+-- that no longer exist are found through the trail itself.
+CREATE OR REPLACE FUNCTION iclear.config_history(product text)
+RETURNS TABLE (at timestamptz, role name, table_name text, op text, row_id text, old jsonb, new jsonb)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH pid AS (
+        SELECT DISTINCT a.row_id FROM iclear.config_audit a
+         WHERE a.table_name = 'product' AND coalesce(a.new, a.old) ->> 'name' = $1
+        UNION SELECT p.id::text FROM iclear.product p WHERE p.name = $1),
+    owned AS (
+        SELECT DISTINCT a.table_name, a.row_id FROM iclear.config_audit a
+         WHERE a.table_name IN ('rule', 'rule_category', 'global_rule', 'product_field', 'list_product')
+           AND coalesce(a.new, a.old) ->> 'product_id' IN (SELECT row_id FROM pid)),
+    children AS (
+        SELECT DISTINCT a.table_name, a.row_id FROM iclear.config_audit a
+         WHERE (a.table_name IN ('rule_condition', 'rule_action')
+                AND coalesce(a.new, a.old) ->> 'rule_id' IN (SELECT o.row_id FROM owned o WHERE o.table_name = 'rule'))
+            OR (a.table_name = 'global_rule_credential'
+                AND a.row_id IN (SELECT o.row_id FROM owned o WHERE o.table_name = 'global_rule'))),
+    shared AS (
+        SELECT DISTINCT a.table_name, a.row_id FROM iclear.config_audit a
+         WHERE (a.table_name = 'list'
+                AND a.row_id IN (SELECT split_part(o.row_id, ':', 1) FROM owned o WHERE o.table_name = 'list_product'
+                                 UNION SELECT jsonb_array_elements_text(coalesce(x.new, x.old) -> 'config' -> 'list_ids')
+                                         FROM iclear.config_audit x
+                                        WHERE x.table_name = 'rule_action'
+                                          AND x.row_id IN (SELECT c.row_id FROM children c WHERE c.table_name = 'rule_action')))
+            OR (a.table_name = 'global_cap'
+                AND coalesce(a.new, a.old) ->> 'service' IN (
+                    SELECT coalesce(g.new, g.old) ->> 'service' FROM iclear.config_audit g
+                     WHERE g.table_name = 'global_rule'
+                       AND g.row_id IN (SELECT o.row_id FROM owned o WHERE o.table_name = 'global_rule'))))
+    SELECT a.at, a.role, a.table_name, a.op, a.row_id, a.old, a.new
+      FROM iclear.config_audit a
+     WHERE (a.table_name = 'product' AND a.row_id IN (SELECT row_id FROM pid))
+        OR (a.table_name, a.row_id) IN (SELECT * FROM owned UNION SELECT * FROM children UNION SELECT * FROM shared)
+     ORDER BY a.at, a.id
+$$;
+GRANT EXECUTE ON FUNCTION iclear.import_config(jsonb, boolean, boolean), iclear.config_shared_changes(jsonb),
+                          iclear.defer_config_version(boolean), iclear.config_version_deferred()
+    TO iclear_operator;
+GRANT EXECUTE ON FUNCTION iclear.config_version_deferred() TO iclear_processor;
+COMMENT ON FUNCTION iclear.import_config(jsonb, boolean, boolean) IS 'Makes the product equal the document; objects other products share change only with change_shared.';
+COMMENT ON FUNCTION iclear.config_shared_changes(jsonb) IS 'Internal (import_config): the shared objects (lists, global caps) a document would add or change.';
+COMMENT ON FUNCTION iclear.defer_config_version(boolean) IS 'While on, this transaction''s configuration changes move the configuration version once, when it is turned off (import_config).';
+COMMENT ON FUNCTION iclear.config_version_deferred() IS 'Internal (bump_config_version): is the version bump deferred?';
+
+-- Erasure on request (CCPA, GDPR; SECURITY.md "Erasure"): every value that
+-- names one consumer (an email, compared lowercased anywhere in a string; a
+-- phone, compared by normalize_phone) is replaced by "[erased]" in the
+-- decisions, the filter log, jobs, spent requests, consent evidence and
+-- feedback of the leads that name them; what is keyed by them (lookup
+-- cache, counters, list entries, the SMS history, verification signatures,
+-- paused leads, codes to send) is deleted. With keep_suppression, entries of
+-- a do-not-contact list (dnpl) stay: they are what honours the request. The
+-- lead store erases its own lead table. The reports, lead_info and backtest
+-- go on over the anonymised rows. The audit records that an erasure ran,
+-- and what it touched, never whom. It runs as the extension owner (it
+-- rewrites logs no role may write) and touches iclear's tables only.
+CREATE FUNCTION iclear.forget(email text DEFAULT NULL, phone text DEFAULT NULL,
+                              keep_suppression boolean DEFAULT false) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    e       text := email;
+    p       text := phone;
+    leads   text[];
+    n       bigint;
+    touched jsonb := '{}';
+    sigs    text[];
+BEGIN
+    PERFORM iclear.erasure_mentions('null'::json, e, p);  -- refuses a request naming nobody
+    SELECT coalesce(array_agg(DISTINCT d.lead_id), '{}') INTO leads
+      FROM iclear.decision d
+     WHERE iclear.erasure_mentions(d.envelope, e, p) OR iclear.erasure_mentions(d.decision, e, p);
+    touched := touched || jsonb_build_object('leads', cardinality(leads));
+    -- the signatures of the leads, before their envelopes are erased
+    SELECT coalesce(array_agg(DISTINCT s), '{}') INTO sigs
+      FROM (SELECT iclear.lead_signature(pr.name, d.envelope) AS s
+              FROM iclear.decision d JOIN iclear.product pr ON pr.id = d.product_id
+             WHERE d.lead_id = ANY (leads)) x
+     WHERE s IS NOT NULL;
+    UPDATE iclear.decision d SET envelope = iclear.erasure_erased(d.envelope, e, p),
+                                 decision = iclear.erasure_erased(d.decision, e, p)
+     WHERE d.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n);
+    UPDATE iclear.filter_log f SET request = iclear.erasure_erased(f.request, e, p),
+                                   response = iclear.erasure_erased(f.response, e, p),
+                                   detail = iclear.erasure_erased(f.detail, e, p)
+     WHERE f.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n);
+    UPDATE iclear.job j SET payload = iclear.erasure_erased(j.payload::json, e, p)::jsonb
+     WHERE j.lead_id = ANY (leads) OR iclear.erasure_mentions(j.payload::json, e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n);
+    DELETE FROM iclear.sms_outbox o USING iclear.job j WHERE j.id = o.job_id AND j.lead_id = ANY (leads);
+    UPDATE iclear.spent_request s SET request = iclear.erasure_erased(s.request, e, p),
+                                      response = iclear.erasure_erased(s.response, e, p)
+     WHERE s.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n);
+    UPDATE iclear.consent_evidence c SET response = iclear.erasure_erased(c.response, e, p)
+     WHERE c.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n);
+    UPDATE iclear.lead_feedback b SET reason = '[erased]'
+     WHERE b.lead_id = ANY (leads) AND iclear.erasure_mentions(to_json(b.reason), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n);
+    DELETE FROM iclear.lookup_cache c
+     WHERE iclear.erasure_mentions(to_json(c.lookup_key), e, p) OR iclear.erasure_mentions(c.response::json, e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n);
+    DELETE FROM iclear.counter_delta c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n);
+    DELETE FROM iclear.counter_total c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n);
+    DELETE FROM iclear.list_entry le USING iclear.list l
+     WHERE l.id = le.list_id AND iclear.erasure_mentions(to_json(le.value), e, p)
+       AND NOT (keep_suppression AND l.kind = 'dnpl');
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n);
+    DELETE FROM iclear.sms_verification v WHERE v.phone = iclear.normalize_phone(p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
+    DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
+    INSERT INTO iclear.config_audit (table_name, op, new, role)
+    VALUES ('consumer', 'ERASE', touched || jsonb_build_object('keep_suppression', keep_suppression),
+            coalesce(nullif(current_setting('role'), 'none'), session_user));
+    RETURN touched;
+END $$;
+REVOKE ALL ON FUNCTION iclear.forget(text, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION iclear.forget(text, text, boolean) IS 'Erases one consumer (an email, a phone or both) from every iclear table; returns what it touched. iclear_admin.';
+COMMENT ON FUNCTION iclear.erasure_mentions(json, text, text) IS 'Internal (forget): does a JSON value name the consumer?';
+COMMENT ON FUNCTION iclear.erasure_erased(json, text, text) IS 'Internal (forget): a JSON value with every string naming the consumer replaced by [erased].';
+COMMENT ON FUNCTION iclear.lead_signature(text, json) IS 'Internal (forget): the verification signature of a stored lead envelope.';
 
 -- worker_alive for every role that reads health (pg_stat_activity shows a
 -- backend's type only to its own role)

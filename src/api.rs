@@ -279,3 +279,49 @@ fn count_sms_failure(product: &str, phone: &str) {
         caps::write_unwritten();
     }
 }
+
+/// While on, configuration changes of this transaction bump the
+/// configuration version once, when it is turned off (import_config uses
+/// it; a commit with a bump still deferred is refused).
+#[pg_extern(volatile, parallel_unsafe)]
+fn defer_config_version(on: bool) {
+    store::config::defer_version(on);
+}
+
+/// Internal (bump_config_version): is the version bump deferred?
+#[pg_extern(volatile, parallel_unsafe)]
+fn config_version_deferred() -> bool {
+    store::config::version_deferred()
+}
+
+/// The consumer of an erasure request, refused naming the argument.
+fn consumer(email: Option<&str>, phone: Option<&str>) -> iclear_engine::erasure::Consumer {
+    iclear_engine::erasure::Consumer::new(email, phone)
+        .unwrap_or_else(|e| Error::Input(format!("iclear.forget: {e}")).raise())
+}
+
+/// Internal (forget): does `doc` name the consumer in any of its strings?
+#[pg_extern(immutable, parallel_safe)]
+fn erasure_mentions(doc: Option<pgrx::Json>, email: Option<&str>, phone: Option<&str>) -> bool {
+    doc.is_some_and(|d| consumer(email, phone).mentioned_in(&d.0))
+}
+
+/// Internal (forget): `doc` with every string that names the consumer
+/// replaced by "[erased]".
+#[pg_extern(immutable, parallel_safe)]
+fn erasure_erased(
+    doc: Option<pgrx::Json>,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Option<pgrx::Json> {
+    doc.map(|d| pgrx::Json(consumer(email, phone).erase(d.0).0))
+}
+
+/// Internal (forget): the verification signature of a stored lead envelope
+/// under its product's template (NULL: none).
+#[pg_extern(stable, parallel_safe)]
+fn lead_signature(product: &str, envelope: pgrx::Json) -> Option<String> {
+    lead::verification_signature(product, &envelope.0)
+        .ok()
+        .flatten()
+}

@@ -127,6 +127,21 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
 /// `lead` is an envelope (`{"fields": {..}, "params": {..}}`) or a bare
 /// fields object.
 pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadError> {
+    let sig = verification_signature(product, lead)?.ok_or_else(|| {
+        LeadError::Input(InputError::new(
+            "lead",
+            "lacks a value the signature template needs: nothing recorded",
+        ))
+    })?;
+    store::verification::record_signature(product, &sig).map_err(|e| {
+        LeadError::Unavailable(format!("the verification history cannot be written: {e}"))
+    })?;
+    Ok(sig)
+}
+
+/// The signature of `lead` under the product's verification_history rule
+/// (None: the lead lacks a value the template needs).
+pub fn verification_signature(product: &str, lead: &Value) -> Result<Option<String>, LeadError> {
     let input = |k: &str, m: String| LeadError::Input(InputError::new(k, m));
     let cfg = store::config::product(product)
         .map_err(LeadError::Config)?
@@ -162,18 +177,8 @@ pub fn record_verification(product: &str, lead: &Value) -> Result<String, LeadEr
         source_id: env.source_id,
         date: &date,
     };
-    let sig = iclear_engine::service::verification_history::signature(&template, &vars)
-        .map_err(|e| LeadError::Config(ConfigError::new("settings.signature_template", e)))?
-        .ok_or_else(|| {
-            input(
-                "lead",
-                "lacks a value the signature template needs: nothing recorded".into(),
-            )
-        })?;
-    store::verification::record_signature(product, &sig).map_err(|e| {
-        LeadError::Unavailable(format!("the verification history cannot be written: {e}"))
-    })?;
-    Ok(sig)
+    iclear_engine::service::verification_history::signature(&template, &vars)
+        .map_err(|e| LeadError::Config(ConfigError::new("settings.signature_template", e)))
 }
 
 /// The engine's questions about this lead, answered from Postgres.

@@ -80,6 +80,30 @@ impl Work {
 
 /// Run the calls on up to `concurrency` threads; results in input order.
 pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
+    run_until(calls, concurrency, || false)
+        .into_iter()
+        .map(|r| r.unwrap_or_else(never_started))
+        .collect()
+}
+
+fn never_started() -> CallResult {
+    CallResult::NoResponse {
+        reason: "the service thread ended without an answer".into(),
+        timed_out: false,
+        retryable: true,
+        request: Value::Null,
+    }
+}
+
+/// `run_all`, checking `stop` while it waits: once it says so no call is
+/// started any more, the calls in flight are waited for (each bounded by
+/// its timeout), and a call never started comes back as None (the worker
+/// gives its job back to the queue).
+pub fn run_until(
+    calls: Vec<Work>,
+    concurrency: usize,
+    mut stop: impl FnMut() -> bool,
+) -> Vec<Option<CallResult>> {
     let n = calls.len();
     if n == 0 {
         return Vec::new();
@@ -91,14 +115,18 @@ pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
     }
     let queue: Arc<Mutex<VecDeque<(usize, Work)>>> =
         Arc::new(Mutex::new(calls.into_iter().enumerate().collect()));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     // Threads inherit the signal mask: block everything while spawning, so
     // Postgres's handlers (statement_timeout, cancel, latches) only ever run
     // on the backend's own thread.
     let saved = block_signals();
     for _ in 0..concurrency.clamp(1, n) {
-        let (queue, tx) = (queue.clone(), tx.clone());
+        let (queue, tx, stopping) = (queue.clone(), tx.clone(), stopping.clone());
         std::thread::spawn(move || loop {
+            if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
             let Some((i, call)) = next else { break };
             // a panicking adapter is a failed lookup, not a lost one
@@ -126,20 +154,14 @@ pub fn run_all(calls: Vec<Work>, concurrency: usize) -> Vec<CallResult> {
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 pgrx::check_for_interrupts!();
+                if stop() {
+                    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    out.into_iter()
-        .map(|r| {
-            r.unwrap_or(CallResult::NoResponse {
-                reason: "the service thread ended without an answer".into(),
-                timed_out: false,
-                retryable: true,
-                request: Value::Null,
-            })
-        })
-        .collect()
+    out
 }
 
 fn block_signals() -> libc::sigset_t {

@@ -65,7 +65,9 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
         },
         Ok(opts) => match unreadable {
             Some(e) => failed(&product, &opts, &row, tupdesc, &e),
-            None => store::guarded(AssertUnwindSafe(|| process(&product, &opts, &row, td)))
+            // a lead that loses a deadlock is processed again before it is
+            // recorded as an error
+            None => store::guarded_retrying(LEAD_TRIES, || process(&product, &opts, &row, td))
                 .unwrap_or_else(|e| failed(&product, &opts, &row, tupdesc, &e)),
         },
         Err(e) => failed(&product, &AttachOptions::default(), &row, tupdesc, &e),
@@ -77,6 +79,10 @@ pub unsafe extern "C-unwind" fn iclear_lead_trigger(
         Outcome::Keep(repl) => pg_sys::Datum::from(tuple::modified(tuple, tupdesc, &repl)),
     }
 }
+
+/// Tries of a lead whose processing loses a deadlock or a serialization
+/// conflict (store::guarded_retrying).
+const LEAD_TRIES: u32 = 3;
 
 enum Outcome {
     /// Insert NEW with these columns replaced.

@@ -7,7 +7,7 @@
 //! expires; the next claim takes them again, so no job is lost.
 
 use crate::gucs;
-use crate::remote::{run_all, OwnedCall, Work};
+use crate::remote::{run_until, OwnedCall, Work};
 use crate::store;
 use crate::store::jobs::Job;
 use iclear_engine::facts::CallResult;
@@ -147,7 +147,7 @@ fn complete_sms(job: &Job, cost: f64, result: CallResult) {
 fn batch_in_one_transaction(limit: i64) -> usize {
     let jobs = claim(limit);
     let (ready, calls) = split(&jobs);
-    let results = run_all(calls, gucs::http_concurrency());
+    let results = run_until(calls, gucs::http_concurrency(), || false);
     finish(&jobs, ready, results);
     jobs.len()
 }
@@ -275,12 +275,17 @@ fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
 
 /// Complete each job in its own subtransaction: a job whose answer cannot be
 /// written (an ERROR) is failed with the reason, and the rest of the batch is
-/// written all the same.
-fn finish(jobs: &[Job], ready: Ready, results: Vec<CallResult>) {
+/// written all the same. A job whose call was never started (the worker is
+/// stopping) goes back to the queue.
+fn finish(jobs: &[Job], ready: Ready, results: Vec<Option<CallResult>>) {
     let mut results = results.into_iter();
     for (job, prep) in jobs.iter().zip(ready) {
         let Some(prep) = prep else { continue };
         let Some(r) = results.next() else { break };
+        let Some(r) = r else {
+            store::jobs::release(job);
+            continue;
+        };
         let done = std::panic::AssertUnwindSafe((job, prep, r));
         let written = store::guarded(move || {
             let (job, prep, r) = done.0;
@@ -352,6 +357,18 @@ fn worker_alive() -> bool {
 
 // ------------------------------------------------------------ the bgworker
 
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Has the worker been told to stop? (`sigterm_received` clears the flag
+/// when read: the answer is remembered.)
+fn stopping() -> bool {
+    use std::sync::atomic::Ordering;
+    if BackgroundWorker::sigterm_received() {
+        STOPPING.store(true, Ordering::Relaxed);
+    }
+    STOPPING.load(Ordering::Relaxed)
+}
+
 /// Run `f` in its own transaction, as `iclear_processor` (the worker's
 /// session is a superuser's, which iclear's work never needs); an ERROR
 /// aborts it and is logged, and the worker goes on (None).
@@ -401,7 +418,9 @@ fn worker_batch(limit: i64) -> usize {
         return 0;
     };
     let n = jobs.len();
-    let results = run_all(calls, gucs::http_concurrency());
+    // a SIGTERM stops the batch: no call is started after it, and the calls
+    // in flight are waited for (review 0.5 finding 9)
+    let results = run_until(calls, gucs::http_concurrency(), stopping);
     let ready = std::panic::AssertUnwindSafe(ready);
     let results = std::panic::AssertUnwindSafe(results);
     let jobs = std::panic::AssertUnwindSafe(jobs);
@@ -461,7 +480,7 @@ pub extern "C-unwind" fn iclear_worker_main(_arg: pg_sys::Datum) {
         let (busy, stop) = loop {
             let limit = gucs::worker_batch_size();
             let busy = worker_batch(limit as i64) >= limit;
-            let stop = BackgroundWorker::sigterm_received();
+            let stop = stopping();
             if !busy || stop || started.elapsed() >= Duration::from_secs(1) {
                 break (busy, stop);
             }

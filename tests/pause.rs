@@ -216,7 +216,11 @@ fn guessing_a_code_is_limited_per_phone_even_across_rollbacks() {
     )
     .unwrap();
     let right = code(&sb, phone);
-    let wrong = if right == "000000" { "000001" } else { "000000" };
+    let wrong = if right == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
     let confirm = |desk: &mut Client, code: &str| -> bool {
         desk.query_one("SELECT iclear.confirm_sms('p', $1, $2)", &[&phone, &code])
             .unwrap()
@@ -237,7 +241,10 @@ fn guessing_a_code_is_limited_per_phone_even_across_rollbacks() {
         "the phone is locked out for the window: the right code no longer confirms"
     );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM leads WHERE iclear_status = 'paused'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM leads WHERE iclear_status = 'paused'"
+        ),
         1
     );
     // the history keeps a keyed digest of the code, never the code

@@ -413,7 +413,10 @@ fn code_a_user_defines_on_a_lead_table_gains_no_right() {
         )
         .unwrap();
     let status: String = store
-        .query_one("SELECT iclear_status::text FROM app.leads WHERE id = 1", &[])
+        .query_one(
+            "SELECT iclear_status::text FROM app.leads WHERE id = 1",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(status, "paused");
@@ -422,13 +425,19 @@ fn code_a_user_defines_on_a_lead_table_gains_no_right() {
     desk.batch_execute("SELECT iclear.record_sms_verification('paused', '3105550101', '123456')")
         .unwrap();
     let status: String = store
-        .query_one("SELECT iclear_status::text FROM app.leads WHERE id = 1", &[])
+        .query_one(
+            "SELECT iclear_status::text FROM app.leads WHERE id = 1",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(status, "accepted", "{}", cl.log());
 
     let seen: Vec<(String, String)> = c
-        .query("SELECT DISTINCT who, what FROM public.seen ORDER BY 2, 1", &[])
+        .query(
+            "SELECT DISTINCT who, what FROM public.seen ORDER BY 2, 1",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -441,12 +450,16 @@ fn code_a_user_defines_on_a_lead_table_gains_no_right() {
     }
     let attackers = ["ops", "lead_store"];
     assert!(
-        seen.iter().all(|(who, _)| attackers.contains(&who.as_str())),
+        seen.iter()
+            .all(|(who, _)| attackers.contains(&who.as_str())),
         "a payload ran with rights beyond its author's: {seen:?}"
     );
     assert_eq!(count(&mut c, "SELECT count(*) FROM public.loot"), 0);
     let now: String = c
-        .query_one("SELECT endpoint FROM iclear.service WHERE name = 'ip_analysis'", &[])
+        .query_one(
+            "SELECT endpoint FROM iclear.service WHERE name = 'ip_analysis'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(now, endpoint, "the endpoint was not moved");
@@ -460,7 +473,8 @@ fn the_audit_trail_records_the_real_role_and_cannot_be_forged() {
     let cl = Cluster::start();
     let mut c = setup(&cl, &sb, "t_audit");
     let mut ops = cl.connect_as("t_audit", "ops");
-    ops.batch_execute("UPDATE iclear.rule SET daily_limit = 7").unwrap();
+    ops.batch_execute("UPDATE iclear.rule SET daily_limit = 7")
+        .unwrap();
     let role: String = c
         .query_one(
             "SELECT role::text FROM iclear.config_audit WHERE table_name = 'rule' AND op = 'UPDATE'",
@@ -504,7 +518,253 @@ fn the_audit_trail_records_the_real_role_and_cannot_be_forged() {
     );
     assert_eq!(code, "39P01", "{msg}");
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM iclear.config_audit WHERE op = 'DELETE'"),
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.config_audit WHERE op = 'DELETE'"
+        ),
         0
     );
+}
+
+/// Review 0.5 finding 14: a consumer's deletion request could not be served
+/// (only a superuser could delete, and from a dozen tables). iclear_admin
+/// runs `iclear.forget`, and then no iclear table names the consumer, the
+/// reports, lead_info and a backtest still work, and the audit says that an
+/// erasure ran without saying whom.
+#[test]
+fn an_admin_erases_one_consumer_everywhere() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start();
+    let mut c = setup(&cl, &sb, "t_forget");
+    c.batch_execute(
+        r#"ALTER TABLE public.leads ADD COLUMN "homePhone" text;
+           SELECT iclear.detach('public.leads');
+           SELECT iclear.attach('public.leads', 'payday_us');
+           WITH r AS (INSERT INTO iclear.rule (product_id, name, position)
+                      SELECT id, 'count emails', 2 FROM iclear.product RETURNING id)
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'increment_counter', '{"counter": "seen", "key": "{%productField_email%}"}' FROM r;
+           INSERT INTO iclear.list_entry (list_id, value) SELECT id, 'Jo@Example.com' FROM iclear.list;
+           UPDATE iclear.service SET subscription = 'enabled' WHERE name = 'sms';
+           SELECT iclear.record_sms_verification('payday_us', '2015550007', '123456');"#,
+    )
+    .unwrap();
+    let mut app = cl.connect_as("t_forget", "app");
+    for (email, phone) in [
+        ("Jo@Example.com", "(201) 555-0007"),
+        ("jo@example.com", "2015550007"),
+        ("other@example.com", "2015550099"),
+    ] {
+        app.execute(
+            r#"INSERT INTO public.leads (email, "homePhone", "userIp") VALUES ($1, $2, '10.0.0.5')"#,
+            &[&email, &phone],
+        )
+        .unwrap();
+    }
+    c.batch_execute("SELECT iclear.fold_counters()").unwrap();
+    let mut ops = cl.connect_as("t_forget", "ops");
+    denied(&mut ops, "SELECT iclear.forget('jo@example.com')");
+    let mut boss = cl.connect_as("t_forget", "boss");
+    let (code, msg) = refused(&mut boss, "SELECT iclear.forget()");
+    assert_eq!(code, "22023", "{msg}");
+    let touched: Value = boss
+        .query_one(
+            "SELECT iclear.forget(email => 'JO@example.com', phone => '+1 201 555 0007')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(touched["leads"], 2, "{touched}");
+    assert_eq!(touched["list_entry"], 1, "{touched}");
+    assert_eq!(touched["sms_verification"], 1, "{touched}");
+    // no iclear table names the consumer any more
+    let tables: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'iclear' AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for t in &tables {
+        let left = count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM iclear.{t} x WHERE lower(x::text) LIKE '%jo@example.com%'
+                    OR regexp_replace(x::text, '[^0-9]', '', 'g') LIKE '%2015550007%'"
+            ),
+        );
+        assert_eq!(left, 0, "iclear.{t} still names the consumer");
+    }
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.decision WHERE envelope::text LIKE '%other@example.com%'"
+        ) > 0,
+        "another consumer's leads are untouched"
+    );
+    // the reports, lead_info and a backtest go on
+    c.batch_execute(
+        "SELECT * FROM iclear.full_log; SELECT * FROM iclear.lead_log; SELECT iclear.lead_info('1');
+         SELECT iclear.backtest('payday_us', now() - interval '1 hour')",
+    )
+    .unwrap();
+    let audit: Value = c
+        .query_one(
+            "SELECT to_jsonb(a) FROM iclear.config_audit a WHERE op = 'ERASE'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(audit["role"], "boss");
+    assert!(!audit.to_string().contains("example.com"), "{audit}");
+}
+
+/// Review 0.5 findings 2, 9, 10 and 13: a webhook's user, password and
+/// query token reached readers in the log and operators in `service` and
+/// the audit; any address was accepted as an endpoint; worker_alive was
+/// false for the iclear roles; the admin could not run maintain().
+#[test]
+fn endpoints_keep_their_secrets_and_go_only_where_the_policy_allows() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with("-c iclear.database=t_egress -c iclear.worker_naptime=100");
+    let mut c = setup(&cl, &sb, "t_egress");
+    let mut boss = cl.connect_as("t_egress", "boss");
+    let mut ops = cl.connect_as("t_egress", "ops");
+    let mut report = cl.connect_as("t_egress", "report");
+    let port = sb.addr().port();
+    boss.batch_execute(&format!(
+        "UPDATE iclear.service SET subscription = 'enabled',
+                endpoint = 'http://smsuser:SMS-PASS-5@127.0.0.1:{port}/sms?token=SMSQUERYTOKEN'
+          WHERE name = 'sms'"
+    ))
+    .unwrap();
+    let shown: String = ops
+        .query_one(
+            "SELECT endpoint FROM iclear.service WHERE name = 'sms'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, format!("http://***@127.0.0.1:{port}/sms?token=***"));
+    denied(&mut ops, "SELECT * FROM iclear.service_secret");
+    // the SMS goes out with the whole URL; nothing shows its secrets
+    c.batch_execute(
+        r#"WITH r AS (INSERT INTO iclear.rule (product_id, stage, name, position)
+                      SELECT id, 'processing', 'verify', 5 FROM iclear.product RETURNING id)
+           INSERT INTO iclear.rule_action (rule_id, action, config)
+           SELECT id, 'pause_for_verification', '{"phone_field": "homePhone"}' FROM r;
+           SELECT iclear_process('{"product": "payday_us", "fields": {"email": "a@x.com", "homePhone": "3105550103"}}');"#,
+    )
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while sb.count("sms") == 0 {
+        assert!(Instant::now() < until, "the SMS was not sent\n{}", cl.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let secrets = "'(SMS-PASS-5|SMSQUERYTOKEN|smsuser)'";
+    assert_eq!(
+        count(
+            &mut report,
+            &format!("SELECT count(*) FROM iclear.lead_log l WHERE l::text ~ {secrets}")
+        ),
+        0
+    );
+    for sql in [
+        "SELECT count(*) FROM iclear.config_audit a WHERE a::text ~ ",
+        "SELECT count(*) FROM iclear.config_history('payday_us') a WHERE a::text ~ ",
+        "SELECT count(*) FROM iclear.filter_log f WHERE f::text ~ ",
+        "SELECT count(*) FROM iclear.service s WHERE s::text ~ ",
+    ] {
+        assert_eq!(count(&mut ops, &format!("{sql}{secrets}")), 0, "{sql}");
+    }
+    assert!(
+        count(
+            &mut report,
+            "SELECT count(*) FROM iclear.lead_log WHERE service = 'sms'"
+        ) > 0
+    );
+    // re-saving the shown endpoint keeps the secret; a masked one is refused
+    boss.batch_execute(&format!(
+        "UPDATE iclear.service SET endpoint = 'http://***@127.0.0.1:{port}/sms?token=***' WHERE name = 'sms'"
+    ))
+    .unwrap();
+    let kept: String = boss
+        .query_one(
+            "SELECT endpoint FROM iclear.service_secret WHERE service = 'sms'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(kept.contains("SMS-PASS-5"), "{kept}");
+    let (code, msg) = refused(
+        &mut boss,
+        "UPDATE iclear.service SET endpoint = 'http://***@10.9.9.9/sms' WHERE name = 'sms'",
+    );
+    assert_eq!(code, "23514", "{msg}");
+    // egress: non-public addresses only where iclear.allowed_endpoints says
+    for url in [
+        "http://127.0.0.1:5432/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:5432/",
+        "http://0x7f000001:5432/",
+        "http://127.0.0.2/",
+        "http://127.0.0.1:5432@10.0.0.1/ip",
+        "http://localhost/ip",
+    ] {
+        // 127.0.0.1 is listed (for the sandbox), in whatever form it is written
+        let allowed = url.starts_with("http://127.0.0.1:5432/")
+            || url.starts_with("http://0x7f")
+            || url.starts_with("http://localhost");
+        let r = boss.batch_execute(&format!(
+            "UPDATE iclear.service SET endpoint = '{url}' WHERE name = 'tracking'"
+        ));
+        match (allowed, r) {
+            (true, Ok(())) => {}
+            (false, Err(e)) => {
+                let db = e.as_db_error().unwrap();
+                assert_eq!(db.code().code(), "23514", "{url}: {db:?}");
+                assert!(
+                    db.message().contains("iclear.allowed_endpoints"),
+                    "{url}: {}",
+                    db.message()
+                );
+            }
+            (a, r) => panic!("{url}: allowed {a}, got {r:?}"),
+        }
+    }
+    // an endpoint saved while allowed is refused at the call once it is not
+    c.batch_execute("ALTER DATABASE t_egress SET iclear.allowed_endpoints = ''")
+        .unwrap();
+    let before = sb.count("ip");
+    let mut app = cl.connect_as("t_egress", "app");
+    let d: Value = app
+        .query_one(
+            r#"INSERT INTO public.leads (email, "userIp") VALUES ('b@x.com', '10.0.0.7') RETURNING iclear_decision"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sb.count("ip"), before, "no request left: {d}");
+    let reason: String = c
+        .query_one(
+            "SELECT detail ->> 'reason' FROM iclear.filter_log WHERE name = 'ip_analysis' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("iclear.allowed_endpoints"), "{reason}");
+    // every iclear role sees the worker; the admin runs maintain()
+    for role in ["report", "ops", "boss"] {
+        let mut r = cl.connect_as("t_egress", role);
+        let alive: bool = r
+            .query_one("SELECT worker_alive FROM iclear.health", &[])
+            .unwrap()
+            .get(0);
+        assert!(alive, "{role} sees the worker");
+    }
+    boss.batch_execute("SELECT iclear.maintain()").unwrap();
 }

@@ -306,6 +306,65 @@ fn the_worker_stops_promptly_under_a_backlog() {
     );
 }
 
+/// Review 0.5 finding 9: with 400 jobs queued against a vendor that takes
+/// seconds, a stop waited for the worker's whole batch (50 calls, 8 at a
+/// time). Now a SIGTERM starts no more calls: the worker waits for those in
+/// flight, and gives the jobs it never started back to the queue, their
+/// attempt not counted.
+#[test]
+fn a_stopping_worker_waits_only_for_the_calls_in_flight() {
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    let cl = Cluster::start_with(
+        "-c iclear.database=t_sigterm -c iclear.worker_naptime=100 \
+         -c iclear.worker_batch_size=50 -c iclear.http_concurrency=8",
+    );
+    let mut c = cl.database("t_sigterm");
+    configure(&mut c, &sb, "async");
+    // 198.51.100.250 answers after 2.5 s
+    c.batch_execute(
+        "SELECT iclear_process(jsonb_build_object('product', 'p', 'fields',
+                jsonb_build_object('userIp', '198.51.100.250'))) FROM generate_series(1, 400)",
+    )
+    .unwrap();
+    within_15_s(&cl, "the first calls", || sb.count("ip") > 0);
+    let pid: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'iclear worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+    within_15_s(&cl, "the worker to stop", || count(&mut c, &gone) == 0);
+    let sent = sb.count("ip");
+    assert!(
+        sent <= 16,
+        "{sent} calls: the batch of 50 went on after SIGTERM"
+    );
+    // the jobs it never started are queued again, their attempt not counted
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.job WHERE status = 'queued' AND attempts = 0"
+        ) >= 400 - 16,
+        "{}",
+        dump(
+            &mut c,
+            "SELECT status, attempts, count(*) FROM iclear.job GROUP BY 1, 2"
+        )
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM iclear.job WHERE status = 'running'"
+        ),
+        0,
+        "no job is left leased"
+    );
+}
+
 #[test]
 fn a_global_cap_is_never_exceeded_by_concurrent_sessions() {
     let sb = Sandbox::start("127.0.0.1:0").unwrap();

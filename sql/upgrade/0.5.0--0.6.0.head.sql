@@ -29,3 +29,23 @@ CREATE FUNCTION iclear."count_sms_failure"("product" TEXT, "phone" TEXT) RETURNS
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'count_sms_failure_wrapper';
+CREATE FUNCTION iclear."defer_config_version"("on" bool) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'defer_config_version_wrapper';
+CREATE FUNCTION iclear."config_version_deferred"() RETURNS bool
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'config_version_deferred_wrapper';
+CREATE FUNCTION iclear."erasure_mentions"("doc" json, "email" TEXT, "phone" TEXT) RETURNS bool
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'erasure_mentions_wrapper';
+CREATE FUNCTION iclear."erasure_erased"("doc" json, "email" TEXT, "phone" TEXT) RETURNS json
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'erasure_erased_wrapper';
+CREATE FUNCTION iclear."lead_signature"("product" TEXT, "envelope" json) RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'lead_signature_wrapper';

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod config;
 pub mod email;
 pub mod envelope;
+pub mod erasure;
 pub mod error;
 pub mod facts;
 pub mod global;

@@ -34,6 +34,9 @@ pub enum Status {
     Rejected,
     /// Held for SMS verification (`pause_for_verification`).
     Paused,
+    /// Could not be decided: a value or the lead outgrew its limit (the
+    /// decision's `reason` names it).
+    Error,
 }
 
 impl Status {
@@ -42,6 +45,7 @@ impl Status {
             Status::Accepted => "accepted",
             Status::Rejected => "rejected",
             Status::Paused => "paused",
+            Status::Error => "error",
         }
     }
 }
@@ -137,6 +141,8 @@ struct Lead<'e> {
     queued: Vec<i64>,
     /// Set by `pause_for_verification`: what the paused decision reports.
     verification: Option<Value>,
+    /// Why the lead outgrew a limit (`within_bounds`): it is decided `error`.
+    overflow: Option<String>,
 }
 
 enum Flow {
@@ -174,7 +180,48 @@ impl<'e> Lead<'e> {
             services: Vec::new(),
             queued: Vec::new(),
             verification: None,
+            overflow: None,
         }
+    }
+
+    /// Are the lead's values within the limits a posted lead has (each at
+    /// most `limits::VALUE_BYTES`, all together at most `limits::LEAD_BYTES`)
+    /// after an action changed them? If not, the lead is decided `error`
+    /// with the limit named (SECURITY.md "Hostile leads"): no template or
+    /// replacement makes a decision of unbounded size.
+    fn within_bounds(&mut self) -> bool {
+        use crate::envelope::limits::{LEAD_BYTES, VALUE_BYTES};
+        let mut total = 0usize;
+        let redirect = self.redirect.iter();
+        let maps = [
+            ("fields", &self.fields),
+            ("params", &self.params),
+            ("response", &self.response),
+        ]
+        .into_iter()
+        .chain(redirect.map(|r| ("redirect", r)));
+        for (scope, map) in maps {
+            for (k, v) in map {
+                let n = match v {
+                    Value::String(s) => s.len(),
+                    v => v.to_string().len(),
+                };
+                if n > VALUE_BYTES {
+                    self.overflow = Some(format!(
+                        "{scope}.{k} is over the limit of {VALUE_BYTES} bytes per value after the rules' actions"
+                    ));
+                    return false;
+                }
+                total += k.len() + n;
+            }
+        }
+        if total > LEAD_BYTES {
+            self.overflow = Some(format!(
+                "the lead is over the limit of {LEAD_BYTES} bytes after the rules' actions"
+            ));
+            return false;
+        }
+        true
     }
 
     fn vars(&self, product_id: i64) -> Vars<'_> {
@@ -279,6 +326,9 @@ fn run_steps(
     reached: &[i64],
 ) {
     for step in STEPS.into_iter().filter(|s| *s >= from) {
+        if lead.overflow.is_some() {
+            return;
+        }
         let done = if step == from { reached } else { &[] };
         let accepted = lead.status == Status::Accepted;
         match step {
@@ -360,8 +410,22 @@ pub fn error_decision(
     ])
 }
 
-/// The decision of a processed lead (its working state is moved out).
+/// The decision of a processed lead (its working state is moved out). A
+/// lead that outgrew a limit is decided `error`, with the fields and params
+/// it came with, and nothing it would have changed (effects) is written.
 fn decision(cfg: &ProductConfig, lead: &mut Lead) -> Value {
+    if let Some(why) = lead.overflow.take() {
+        lead.status = Status::Error;
+        lead.effects.clear();
+        return error_decision(
+            &lead.lead_id,
+            &cfg.name,
+            lead.env.stage.as_str(),
+            &format!("iclear: {why}"),
+            Value::Object(lead.env.fields.clone()),
+            Value::Object(lead.env.params.clone()),
+        );
+    }
     obj(vec![
         ("lead_id", Value::String(take(&mut lead.lead_id))),
         ("product", Value::String(cfg.name.clone())),

@@ -1654,3 +1654,85 @@ fn every_decision_has_the_documented_keys() {
     error.sort();
     assert_eq!(error, want);
 }
+
+/// Review 0.5 finding 4: two chained placeholder actions on one 64 KiB
+/// field made a 103 MB decision; a regex that matches the empty string
+/// multiplies a value the same way. Each value stays within the posted
+/// limit: past it the lead is decided `error`, naming the limit, and the
+/// decision stays small.
+#[test]
+fn rendered_values_are_bounded_and_an_oversized_lead_is_an_error() {
+    let big = "{%productField_big%}".repeat(40);
+    let c = cfg(
+        vec![
+            rule(
+                1,
+                "processing",
+                json!([]),
+                json!([{"id": 1, "action": "change_lead_body_fields", "config": {"fields": {"f1": big}}},
+                       {"id": 2, "action": "change_lead_body_fields",
+                        "config": {"fields": {"f2": "{%productField_f1%}".repeat(40)}}}]),
+            ),
+            rule(
+                2,
+                "processing",
+                json!([]),
+                json!([{"id": 3, "action": "increment_counter", "config": {"counter": "c", "key": "k"}}]),
+            ),
+        ],
+        json!([]),
+    );
+    let mut facts = Mem::default();
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"big": "x".repeat(60_000)}})),
+        "L",
+        &mut facts,
+    );
+    assert_eq!(out.status, crate::pipeline::Status::Error);
+    assert_eq!(out.decision["status"], "error");
+    let reason = out.decision["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("fields.f1") && reason.contains("65536"),
+        "{reason}"
+    );
+    assert!(
+        out.decision.to_string().len() < 70_000,
+        "the decision stays small"
+    );
+    assert!(
+        out.effects.is_empty(),
+        "nothing of an errored lead is written"
+    );
+    // an empty-matching pattern with a long replacement
+    let c = cfg(
+        vec![rule(
+            1,
+            "processing",
+            json!([]),
+            json!([{"id": 1, "action": "find_and_replace",
+                    "config": {"field": "v", "find": "x*", "replace": "y".repeat(1000), "regex": true}}]),
+        )],
+        json!([]),
+    );
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"v": "ab".repeat(10_000)}})),
+        "L",
+        &mut Mem::default(),
+    );
+    assert_eq!(
+        out.decision["status"], "error",
+        "{}",
+        out.decision["reason"]
+    );
+    assert!(out.decision.to_string().len() < 70_000);
+    // within the limits, the same actions work
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"v": "ab"}})),
+        "L",
+        &mut Mem::default(),
+    );
+    assert_eq!(out.decision["status"], "accepted");
+}

@@ -67,7 +67,43 @@ pub fn check_template(t: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Render a (validated) template.
+/// Is this template a URL? Its placeholders' values are then
+/// percent-encoded, so a value cannot add parameters or a fragment to it.
+fn is_url(t: &str) -> bool {
+    let head = t.get(..8).unwrap_or(t).to_ascii_lowercase();
+    head.starts_with("http://") || head.starts_with("https://")
+}
+
+/// Percent-encode a value for a URL (RFC 3986 unreserved characters kept).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Cut `s` just past `limit` bytes (at a character boundary), so that a
+/// value over the limit stays over it without growing further.
+fn cut_past(s: &mut String, limit: usize) {
+    if s.len() > limit + 1 {
+        let mut at = limit + 1;
+        while !s.is_char_boundary(at) {
+            at += 1;
+        }
+        s.truncate(at);
+    }
+}
+
+/// Render a (validated) template. The result is bounded: past
+/// `limits::VALUE_BYTES` it is cut just beyond the limit, and the lead that
+/// holds it is decided `error` (the pipeline's bound check), so no template
+/// can make a value of unbounded size from a lead's data.
 pub fn render(t: &str, v: &Vars) -> String {
     if !t.contains("{%") {
         return t.to_string();
@@ -75,30 +111,44 @@ pub fn render(t: &str, v: &Vars) -> String {
     let Ok(toks) = tokens(t) else {
         return t.to_string();
     };
+    let limit = crate::envelope::limits::VALUE_BYTES;
+    let url = is_url(t);
     let mut s = String::with_capacity(t.len() + 16);
     let id = |x: Option<i64>| x.map(|n| n.to_string()).unwrap_or_default();
     for tok in toks {
+        if s.len() > limit {
+            cut_past(&mut s, limit);
+            break;
+        }
         match tok {
             Token::Text(x) => s.push_str(x),
-            Token::Var(name) => s.push_str(&match name {
-                "leadId" => v.lead_id.to_string(),
-                "productId" => v.product_id.to_string(),
-                "publisherId" => id(v.publisher_id),
-                "channelId" => id(v.channel_id),
-                "sourceId" => id(v.source_id),
-                "date" => v.date.to_string(),
-                _ => {
-                    if let Some(f) = name.strip_prefix("productField_") {
-                        v.fields.get(f).and_then(value_text).unwrap_or_default()
-                    } else if let Some(k) = name.strip_prefix("tPar_") {
-                        v.params.get(k).and_then(value_text).unwrap_or_default()
-                    } else {
-                        String::new()
+            Token::Var(name) => {
+                let value = match name {
+                    "leadId" => v.lead_id.to_string(),
+                    "productId" => v.product_id.to_string(),
+                    "publisherId" => id(v.publisher_id),
+                    "channelId" => id(v.channel_id),
+                    "sourceId" => id(v.source_id),
+                    "date" => v.date.to_string(),
+                    _ => {
+                        if let Some(f) = name.strip_prefix("productField_") {
+                            v.fields.get(f).and_then(value_text).unwrap_or_default()
+                        } else if let Some(k) = name.strip_prefix("tPar_") {
+                            v.params.get(k).and_then(value_text).unwrap_or_default()
+                        } else {
+                            String::new()
+                        }
                     }
+                };
+                if url {
+                    s.push_str(&url_encode(&value))
+                } else {
+                    s.push_str(&value)
                 }
-            }),
+            }
         }
     }
+    cut_past(&mut s, limit);
     s
 }
 
@@ -132,6 +182,40 @@ mod tests {
             "a@b.com|30|x|L1|7|12||77|2026-11-21|"
         );
         assert_eq!(render("plain", &v), "plain");
+    }
+
+    #[test]
+    fn urls_get_their_values_encoded_and_values_stay_bounded() {
+        let fields = json!({"email": "a@b.com&pub=999&admin=1#frag", "big": "x".repeat(40_000)})
+            .as_object()
+            .unwrap()
+            .clone();
+        let params = Map::new();
+        let v = Vars {
+            fields: &fields,
+            params: &params,
+            lead_id: "L1",
+            product_id: 7,
+            publisher_id: Some(16),
+            channel_id: None,
+            source_id: None,
+            date: "2026-12-07",
+        };
+        assert_eq!(
+            render(
+                "https://buyer.example/thanks?email={%productField_email%}&pub={%publisherId%}",
+                &v
+            ),
+            "https://buyer.example/thanks?email=a%40b.com%26pub%3D999%26admin%3D1%23frag&pub=16"
+        );
+        assert_eq!(
+            render("{%productField_email%}", &v),
+            "a@b.com&pub=999&admin=1#frag"
+        );
+        let limit = crate::envelope::limits::VALUE_BYTES;
+        let many = "{%productField_big%}".repeat(40);
+        let out = render(&many, &v);
+        assert!(out.len() > limit && out.len() <= limit + 4, "{}", out.len());
     }
 
     #[test]

@@ -241,10 +241,11 @@ impl Policy {
                     }
                     p.networks.push((ip, bits));
                 }
-                Err(_) if bits.is_none()
-                    && bare
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') =>
+                Err(_)
+                    if bits.is_none()
+                        && bare
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') =>
                 {
                     p.hosts.push(bare.to_ascii_lowercase())
                 }
@@ -260,7 +261,10 @@ impl Policy {
 
     fn lists(&self, host: &str, ip: IpAddr) -> bool {
         self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
-            || self.networks.iter().any(|&(net, bits)| within(ip, net, bits))
+            || self
+                .networks
+                .iter()
+                .any(|&(net, bits)| within(ip, net, bits))
     }
 
     /// Is `ip`, reached as `host`, allowed? Err says why not.
@@ -282,7 +286,8 @@ impl Policy {
         if let Some(ip) = literal(host) {
             return self.allows(host, ip);
         }
-        if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost")
+        if host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
         {
             return self.allows(host, IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
@@ -293,11 +298,19 @@ impl Policy {
 fn within(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(a) & mask == u128::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V4(_)) => a
@@ -382,7 +395,10 @@ mod tests {
         assert_eq!(ipv4_like_inet_aton("2130706433"), Some(Ipv4Addr::LOCALHOST));
         assert_eq!(ipv4_like_inet_aton("0177.0.0.1"), Some(Ipv4Addr::LOCALHOST));
         assert_eq!(ipv4_like_inet_aton("127.1"), Some(Ipv4Addr::LOCALHOST));
-        assert_eq!(ipv4_like_inet_aton("169.254.169.254"), Some(Ipv4Addr::new(169, 254, 169, 254)));
+        assert_eq!(
+            ipv4_like_inet_aton("169.254.169.254"),
+            Some(Ipv4Addr::new(169, 254, 169, 254))
+        );
         assert_eq!(ipv4_like_inet_aton("api.example.com"), None);
         assert_eq!(ipv4_like_inet_aton("256.1.1.1"), None);
     }
@@ -402,7 +418,9 @@ mod tests {
         ] {
             assert!(none.check_endpoint(url).is_err(), "{url}");
         }
-        assert!(none.check_endpoint("https://ipqualityscore.com/api/json/ip").is_ok());
+        assert!(none
+            .check_endpoint("https://ipqualityscore.com/api/json/ip")
+            .is_ok());
         assert!(none.check_endpoint("https://93.184.216.34/").is_ok());
         let sandbox = Policy::parse("127.0.0.1").unwrap();
         assert!(sandbox.check_endpoint("http://127.0.0.1:56601/ip").is_ok());
@@ -412,8 +430,12 @@ mod tests {
         let nets = Policy::parse("10.0.0.0/8, [::1], vendor.internal").unwrap();
         assert!(nets.allows("x", "10.1.2.3".parse().unwrap()).is_ok());
         assert!(nets.allows("x", "::1".parse().unwrap()).is_ok());
-        assert!(nets.allows("vendor.internal", "192.168.1.1".parse().unwrap()).is_ok());
-        assert!(nets.allows("other", "192.168.1.1".parse().unwrap()).is_err());
+        assert!(nets
+            .allows("vendor.internal", "192.168.1.1".parse().unwrap())
+            .is_ok());
+        assert!(nets
+            .allows("other", "192.168.1.1".parse().unwrap())
+            .is_err());
         assert!(Policy::parse("10.0.0.0/40").is_err());
         assert!(Policy::parse("not a host!").is_err());
         assert!(none.check_endpoint("http://a b/").is_err());

@@ -32,7 +32,11 @@ impl Resolver for Guard {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let found = self.0.resolve(uri, config, timeout)?;
-        let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+        let host = uri
+            .host()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let allowed = crate::egress::filter(host, &found).map_err(|e| {
             ureq::Error::Io(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))
         })?;

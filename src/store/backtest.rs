@@ -133,7 +133,10 @@ pub fn export(product: &str) -> Value {
 /// refused (the message names the path).
 pub fn configuration_with(document: &Value) -> Result<Option<ProductConfig>, String> {
     let doc = document.clone();
-    rolled_back(move || {
+    // the changes are never committed: they move no configuration version
+    // (which would hold the version row for the backtest's while)
+    super::config::defer_version(true);
+    let result = rolled_back(move || {
         Spi::run_with_args(
             "SELECT iclear.apply_config($1)",
             &[JsonB(doc.clone()).into()],
@@ -142,7 +145,9 @@ pub fn configuration_with(document: &Value) -> Result<Option<ProductConfig>, Str
         let name = doc["product"]["name"].as_str().unwrap_or_default();
         crate::privilege::as_processor(|| super::config::load(name))
             .unwrap_or_else(|e| crate::errors::Error::Config(e.to_string()).raise())
-    })
+    });
+    super::config::defer_version(false);
+    result
 }
 
 /// The engine's questions for one replayed lead.

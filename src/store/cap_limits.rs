@@ -57,10 +57,12 @@ pub fn describe(cap: &Cap, service: &str) -> String {
         Scope::GlobalRule => format!("global rule {} {period} cap of {limit}", cap.key.ref_id),
         Scope::Rule => format!("rule {} {period} cap of {limit}", cap.key.ref_id),
         Scope::Phone => match cap.key.period {
-            Period::SmsSent => format!(
-                "iclear.sms_max_sends ({limit} codes per phone in iclear.sms_window)"
+            Period::SmsSent => {
+                format!("iclear.sms_max_sends ({limit} codes per phone in iclear.sms_window)")
+            }
+            _ => format!(
+                "iclear.sms_max_failed ({limit} wrong codes per phone in iclear.sms_window)"
             ),
-            _ => format!("iclear.sms_max_failed ({limit} wrong codes per phone in iclear.sms_window)"),
         },
     }
 }

@@ -149,7 +149,10 @@ FROM iclear.product p WHERE p.name = $1"#;
 /// The parts of `LOAD` that read 0.6.0's tables: an endpoint's secret.
 const WITH_SECRETS: [(&str, &str); 2] = [
     ("coalesce(sec.endpoint, s.endpoint)", "s.endpoint"),
-    ("\n       LEFT JOIN iclear.service_secret sec ON sec.service = s.name", ""),
+    (
+        "\n       LEFT JOIN iclear.service_secret sec ON sec.service = s.name",
+        "",
+    ),
 ];
 
 /// The parts of `LOAD` that read 0.5.0's tables: credentials, product fields.
@@ -321,4 +324,107 @@ pub fn subscribed_endpoint(service: &str) -> Option<String> {
         &[TEXT],
         &[service.into()],
     )
+}
+
+// ------------------------------------------------- deferred version bumps
+
+thread_local! {
+    /// `iclear.defer_config_version(true)` is in force: the configuration
+    /// tables' statements do not bump the version one by one.
+    static DEFERRED: Cell<bool> = const { Cell::new(false) };
+    /// The shallowest (sub)transaction nesting level with a bump deferred
+    /// and not made yet (0: none).
+    static PENDING: Cell<i32> = const { Cell::new(0) };
+    static CALLBACKS: Cell<bool> = const { Cell::new(false) };
+}
+
+fn nest_level() -> i32 {
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() }
+}
+
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT if PENDING.get() > 0 => {
+            DEFERRED.set(false);
+            PENDING.set(0);
+            crate::errors::Error::Internal(
+                "iclear: configuration changes were made while iclear.defer_config_version(true) was in force; call iclear.defer_config_version(false) before committing".into(),
+            )
+            .raise()
+        }
+        XACT_EVENT_COMMIT
+        | XACT_EVENT_ABORT
+        | XACT_EVENT_PARALLEL_COMMIT
+        | XACT_EVENT_PARALLEL_ABORT
+        | XACT_EVENT_PREPARE => {
+            DEFERRED.set(false);
+            PENDING.set(0);
+        }
+        _ => {}
+    }
+}
+
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    let level = nest_level();
+    let pending = PENDING.get();
+    match event {
+        // the changes of a committed subtransaction are its parent's now
+        SUBXACT_EVENT_COMMIT_SUB if pending >= level => PENDING.set(level - 1),
+        // those of a rolled-back one are gone: nothing to announce for them
+        SUBXACT_EVENT_ABORT_SUB if pending >= level => PENDING.set(0),
+        _ => {}
+    }
+}
+
+/// `iclear.defer_config_version(on)`: while on, the configuration tables'
+/// statements leave the version alone (an import of thousands of rules
+/// updated, and held, the version row at every statement); off makes the
+/// one bump they deferred. A transaction that tries to commit with bumps
+/// deferred is refused, so no change goes unannounced, and a rolled-back
+/// subtransaction's changes (a dry run's) need none.
+pub fn defer_version(on: bool) {
+    if !CALLBACKS.get() {
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+        }
+        CALLBACKS.set(true);
+    }
+    DEFERRED.set(on);
+    if !on && PENDING.get() > 0 {
+        PENDING.set(0);
+        // as bump_config_version does it: with the processor's rights
+        crate::privilege::as_processor(|| {
+            super::exec(
+                "UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq')",
+                &[],
+                &[],
+            )
+        });
+        announce_change();
+    }
+}
+
+/// Asked by `iclear.bump_config_version`: is the bump deferred? (It is
+/// then owed, at this nesting level.)
+pub fn version_deferred() -> bool {
+    if !DEFERRED.get() {
+        return false;
+    }
+    let level = nest_level();
+    let pending = PENDING.get();
+    if pending == 0 || level < pending {
+        PENDING.set(level);
+    }
+    true
 }

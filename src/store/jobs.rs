@@ -82,6 +82,18 @@ pub fn mark(job: &Job, status: &str, error: Option<&str>) -> bool {
     .is_some()
 }
 
+/// Give back a job this claim took and never started (the worker is
+/// stopping): queued again, due now, its attempt not counted.
+pub fn release(job: &Job) {
+    exec(
+        "UPDATE iclear.job SET status = 'queued', attempts = attempts - 1, leased_until = NULL,
+                run_after = now(), updated_at = now()
+          WHERE id = $1 AND status = 'running' AND attempts = $2",
+        &[INT8, INT8],
+        &[job.id.into(), i64::from(job.attempts).into()],
+    );
+}
+
 /// Is iclear, at this library's version, created in the worker's database?
 pub fn extension_ready() -> bool {
     // an older version is waiting for ALTER EXTENSION UPDATE: wait with it
@@ -109,6 +121,12 @@ pub fn upkeep() {
     exec("SELECT iclear.maintain()", &[], &[]);
     exec(
         "DELETE FROM iclear.job WHERE status = 'done' AND updated_at < now() - interval '7 days'",
+        &[],
+        &[],
+    );
+    // a phone's SMS windows (iclear.sms_window, at most a week) once past
+    exec(
+        "DELETE FROM iclear.cap_use WHERE scope = 'phone' AND at < now() - interval '8 days'",
         &[],
         &[],
     );

@@ -423,11 +423,42 @@ pub fn rolled_back<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<
     subtransaction(f, false)
 }
 
+/// Run `f` like `guarded`, again (at most `tries` times in all) when its
+/// subtransaction loses a deadlock or a serialization conflict: the other
+/// transaction goes on once this one's locks are released, so the next
+/// try usually passes (review 0.5 finding 7: during `ALTER EXTENSION
+/// UPDATE` under load, leads were recorded `error` "deadlock detected").
+pub fn guarded_retrying<R>(tries: u32, f: impl Fn() -> R) -> Result<R, String> {
+    let mut left = tries.max(1);
+    loop {
+        left -= 1;
+        match subtransaction_coded(std::panic::AssertUnwindSafe(&f), true) {
+            Ok(r) => return Ok(r),
+            Err((code, _))
+                if left > 0
+                    && matches!(
+                        code,
+                        PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED
+                            | PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+                    ) => {}
+            Err((_, message)) => return Err(message),
+        }
+    }
+}
+
 /// Run `f` in a subtransaction, released (`keep`) or rolled back after it.
 fn subtransaction<R>(
     f: impl FnOnce() -> R + std::panic::UnwindSafe,
     keep: bool,
 ) -> Result<R, String> {
+    subtransaction_coded(f, keep).map_err(|(_, m)| m)
+}
+
+/// `subtransaction`, with the SQLSTATE of the error it came back with.
+fn subtransaction_coded<R>(
+    f: impl FnOnce() -> R + std::panic::UnwindSafe,
+    keep: bool,
+) -> Result<R, (PgSqlErrorCode, String)> {
     use pgrx::pg_sys;
     unsafe {
         let ctx = pg_sys::CurrentMemoryContext;
@@ -456,7 +487,7 @@ fn subtransaction<R>(
                 pg_sys::panic::CaughtError::PostgresError(r)
                 | pg_sys::panic::CaughtError::ErrorReport(r)
                 | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
-                    r.message().to_string()
+                    (r.sql_error_code(), r.message().to_string())
                 }
             })
         })

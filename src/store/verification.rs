@@ -98,7 +98,10 @@ pub fn start_sms(product: &str, phone: &str, lead_id: &str) -> Result<Option<i64
     if hashed {
         let sends = super::cap_limits::phone_cap(product, phone, Period::SmsSent);
         if let (Some(full), _) = super::caps::take(&[sends]) {
-            return Err(format!("{} reached", super::cap_limits::describe(&full, "sms")));
+            return Err(format!(
+                "{} reached",
+                super::cap_limits::describe(&full, "sms")
+            ));
         }
     }
     if let Some(cap) = super::cap_limits::take_global_caps("sms") {

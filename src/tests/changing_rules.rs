@@ -519,3 +519,55 @@ fn backtest_replays_stored_leads_without_side_effects() {
         "{e}"
     );
 }
+
+/// Review 0.5 finding 5: importing product `evil` redefined `p1`'s shared
+/// DNPL and the global cap, with `"changed": []` in the plan, and nothing
+/// in `config_history('p1')`. Shared objects are listed apart in the plan,
+/// change only with `change_shared => true`, and show in the history of
+/// the products that use them.
+#[pg_test]
+fn an_import_changes_what_other_products_share_only_when_told_to() {
+    run("INSERT INTO iclear.product (name) VALUES ('p1')");
+    run("INSERT INTO iclear.global_rule (product_id, service, settings)
+         SELECT id, 'ip_analysis', '{\"api_key\": \"k\"}' FROM iclear.product WHERE name = 'p1'");
+    run("INSERT INTO iclear.list (name, kind, field) VALUES ('p1 complainers', 'dnpl', 'email')");
+    run("INSERT INTO iclear.list_product SELECT l.id, p.id FROM iclear.list l, iclear.product p WHERE p.name = 'p1'");
+    let evil = json!({"product": {"name": "evil"},
+        "lists": [{"name": "p1 complainers", "kind": "pl", "field": "phone"}],
+        "global_caps": [{"service": "ip_analysis", "period": "daily", "cap_limit": 1}]});
+    let plan = import(&evil, true);
+    assert_eq!(
+        plan["shared"],
+        json!(["global_caps ip_analysis/daily", "lists p1 complainers"]),
+        "{plan}"
+    );
+    let unchanged = "SELECT (SELECT kind || '/' || field FROM iclear.list WHERE name = 'p1 complainers')
+                        || ' ' || (SELECT count(*) FROM iclear.global_cap)";
+    assert_eq!(text(unchanged).unwrap(), "dnpl/email 0", "a dry run changes nothing");
+    let e = err(&format!(
+        "SELECT iclear.import_config('{}', false)",
+        evil.to_string().replace('\'', "''")
+    ))
+    .expect("refused without change_shared");
+    assert!(
+        e.contains("lists p1 complainers") && e.contains("global_caps ip_analysis/daily"),
+        "{e}"
+    );
+    assert_eq!(text(unchanged).unwrap(), "dnpl/email 0");
+    // told to, it changes them, and p1's history shows it
+    Spi::run_with_args(
+        "SELECT iclear.import_config($1, false, change_shared => true)",
+        &[JsonB(evil.clone()).into()],
+    )
+    .unwrap();
+    assert_eq!(text(unchanged).unwrap(), "pl/phone 1");
+    assert_eq!(
+        int("SELECT count(*) FROM iclear.config_history('p1') WHERE table_name = 'list' AND op = 'UPDATE'"),
+        1
+    );
+    // a document that adds its own list shares nothing
+    let own = json!({"product": {"name": "evil"},
+        "lists": [{"name": "evil's own", "kind": "dnpl", "field": "email"}],
+        "global_caps": [{"service": "ip_analysis", "period": "daily", "cap_limit": 1}]});
+    assert_eq!(import(&own, false)["shared"], json!([]));
+}

@@ -178,10 +178,7 @@ pub(super) fn apply(
                 None => &mut lead.fields,
             };
             if let Some(cur) = target.get(&f.field).and_then(value_text) {
-                let new = match re {
-                    Some(re) => re.replace_all(&cur, f.replace.as_str()).into_owned(),
-                    None => cur.replace(&f.find, &f.replace),
-                };
+                let new = replace_bounded(&cur, &f.find, re.as_ref(), &f.replace);
                 target.insert(f.field.clone(), Value::String(new));
             }
         }
@@ -216,7 +213,60 @@ pub(super) fn apply(
             lead.response.insert(r.name.clone(), Value::String(v));
         }
     }
+    if changes_values(kind) && !lead.within_bounds() {
+        return Flow::EndAll;
+    }
     Flow::Continue
+}
+
+/// Does this action change a value of the lead (which `within_bounds` then
+/// checks)?
+fn changes_values(kind: &ActionKind) -> bool {
+    matches!(
+        kind,
+        ActionKind::ChangeLeadBodyFields(_)
+            | ActionKind::ChangeInputData(_)
+            | ActionKind::FindAndReplace(..)
+            | ActionKind::SetFieldsFromService(_)
+            | ActionKind::ChangeResponseParameter(_)
+            | ActionKind::EmailDomainCorrector(_)
+    )
+}
+
+/// Find and Replace with a bounded result: it stops growing just past
+/// `limits::VALUE_BYTES` (a pattern that matches the empty string, or a long
+/// replacement, would otherwise multiply a value), and the lead is then
+/// decided `error` by the bound check.
+fn replace_bounded(cur: &str, find: &str, re: Option<&regex::Regex>, rep: &str) -> String {
+    let limit = crate::envelope::limits::VALUE_BYTES;
+    let mut out = String::with_capacity(cur.len());
+    let mut last = 0;
+    match re {
+        Some(re) => {
+            for caps in re.captures_iter(cur) {
+                let m = caps.get(0).expect("group 0 is the match");
+                out.push_str(&cur[last..m.start()]);
+                caps.expand(rep, &mut out);
+                last = m.end();
+                if out.len() > limit {
+                    return out;
+                }
+            }
+        }
+        None if find.is_empty() => return cur.to_string(),
+        None => {
+            for (at, m) in cur.match_indices(find) {
+                out.push_str(&cur[last..at]);
+                out.push_str(rep);
+                last = at + m.len();
+                if out.len() > limit {
+                    return out;
+                }
+            }
+        }
+    }
+    out.push_str(&cur[last..]);
+    out
 }
 
 /// "Pause Lead for Verification": a phone verified within the lifetime

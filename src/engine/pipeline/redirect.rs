@@ -27,7 +27,15 @@ pub fn process_redirect(
     lead.tags = processed.tags.clone();
     lead.matched.extend(processed.matched.iter().copied());
     lead.results = processed.results.clone();
+    let given = lead.redirect.clone().unwrap_or_default();
     run_stage(cfg, RuleStage::Redirect, &mut lead, facts, &[]);
+    // a redirect parameter that outgrew its limit: the redirect as it came,
+    // nothing written, and the reason
+    let overflow = lead.overflow.take();
+    if overflow.is_some() {
+        lead.redirect = Some(given);
+        lead.effects.clear();
+    }
     // the redirect rules that matched (rule ids are unique across stages)
     let mut matched: Vec<i64> = lead
         .matched
@@ -36,7 +44,7 @@ pub fn process_redirect(
         .filter(|id| !processed.matched.contains(id))
         .collect();
     matched.sort_unstable();
-    let decision = obj(vec![
+    let mut decision = obj(vec![
         ("lead_id", Value::String(take(&mut lead.lead_id))),
         ("product", Value::String(cfg.name.clone())),
         ("stage", "redirect".into()),
@@ -50,6 +58,10 @@ pub fn process_redirect(
         ),
         ("trace", Value::Array(take(&mut lead.trace))),
     ]);
+    if let Some(why) = overflow {
+        decision["status"] = "error".into();
+        decision["reason"] = format!("iclear: {why}").into();
+    }
     lead.finish(decision)
 }
 

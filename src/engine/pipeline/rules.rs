@@ -212,6 +212,7 @@ pub(super) fn run_stage(
             lead.trace.push(e);
         }
         let outcome = match flow {
+            Flow::EndAll if lead.overflow.is_some() => "error",
             Flow::EndAll if lead.status == Status::Paused => "paused",
             Flow::EndAll => "reject",
             _ => "matched",
