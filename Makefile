@@ -36,9 +36,12 @@ test-pg: setup
 test-it: install
 	cargo test -p iclear-it -- --test-threads=2
 
-# golden SQL tests (tests/pg_regress): the README's walk-through, every kind
-# of error with its SQLSTATE, each view's columns
+# golden SQL tests (tests/pg_regress): the README's walk-through, one file
+# per feature (rules, lists, services against the sandbox, caps,
+# verification, backtest and shadow, configuration as code, attach, roles),
+# every kind of error with its SQLSTATE, each view's columns
 test-regress: install
+	cargo build -p iclear-services --features sandbox --bin iclear-sandbox
 	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/pg-tests.sh regress
 
 # isolation specs (tests/isolation) with pg_isolation_regress on a temporary
@@ -47,7 +50,12 @@ test-isolation: install
 	PATH=$(dir $(PG_CONFIG)):$$PATH scripts/pg-tests.sh isolation
 
 lint:
+	python3 scripts/gen-finalize.py --check
 	scripts/gen-upgrade.sh --check
+	@# no import circles in the engine, the glue or the store
+	python3 scripts/check-cycles.py
+	@# every relative link of the README and docs/ resolves
+	python3 scripts/check-links.py
 	@# released scripts are frozen: an edit fails here (sql/released.sha256)
 	scripts/check-released.sh
 	cargo fmt --all -- --check

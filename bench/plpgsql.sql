@@ -1,14 +1,15 @@
--- The hand-written PL/pgSQL baseline (shared/bench/plpgsql_baseline.sql:
--- a DNPL probe, data-driven field rules evaluated in a loop with a trace
--- entry per rule, a caps UPDATE and a decision row), installed on
--- leads_plpgsql, a table of the same shape as the attached `leads`, so that
--- bench/insert.sql's INSERT goes unchanged into either.
---
--- Adapted from the baseline, and why:
+-- The hand-written PL/pgSQL trigger that iclear is compared with: a DNPL
+-- probe, data-driven field rules evaluated in a loop with a trace entry per
+-- rule, a caps UPDATE and a decision row, installed on leads_plpgsql (and,
+-- without the caps UPDATE, on leads_plpgsql_nocap), tables of the same shape
+-- as the attached `leads`, so that bench/insert.sql's INSERT goes unchanged
+-- into each. It is the classic shape of such a trigger (a generic rules
+-- table, 20 rules on state/loanAmount/email/userAgent, one DNPL of emails),
+-- adapted to iclear's rules, and why:
 -- - Fields: the baseline reads NEW.fields->>field from one jsonb column.
 --   Here the row has real columns, so the trigger builds that object once per
 --   lead, to_jsonb(NEW) with `extra` merged under it (columns win), as the
---   iclear trigger reads a row into the envelope's fields (README "Attaching").
+--   iclear trigger reads a row into the envelope's fields (docs/reference/configuration.md "Attaching a lead table").
 -- - Rules: the baseline's 20 generic rules (state/loanAmount/email/userAgent)
 --   become the conditions of iclear's active rules for `leads` (payday_us,
 --   examples/payday_us.sql, plus bench/setup.sql's 6 "bench rule"s: 25
@@ -201,7 +202,10 @@ BEGIN
                 response := jsonb_build_object(r.arg, NEW.tpar ->> 'pub_ref');
         END CASE;
     END LOOP;
-    UPDATE plpgsql_bench.caps SET cur = cur + 1 WHERE name = 'ip' AND cur < lim;
+    -- (the nocap twin has no hot row: no cap on either side)
+    IF TG_NARGS = 0 THEN
+        UPDATE plpgsql_bench.caps SET cur = cur + 1 WHERE name = 'ip' AND cur < lim;
+    END IF;
     INSERT INTO plpgsql_bench.decisions VALUES (NEW.id, status, trace);
     NEW.iclear_status := status;
     NEW.iclear_decision := jsonb_strip_nulls(jsonb_build_object(
@@ -213,4 +217,9 @@ CREATE TABLE leads_plpgsql (LIKE leads INCLUDING DEFAULTS);
 ALTER TABLE leads_plpgsql ADD PRIMARY KEY (id);
 CREATE TRIGGER evaluate BEFORE INSERT ON leads_plpgsql
     FOR EACH ROW EXECUTE FUNCTION plpgsql_bench.evaluate();
+-- the same trigger with no cap (an argument skips the caps UPDATE)
+CREATE TABLE leads_plpgsql_nocap (LIKE leads INCLUDING DEFAULTS);
+ALTER TABLE leads_plpgsql_nocap ADD PRIMARY KEY (id);
+CREATE TRIGGER evaluate BEFORE INSERT ON leads_plpgsql_nocap
+    FOR EACH ROW EXECUTE FUNCTION plpgsql_bench.evaluate('nocap');
 ANALYZE plpgsql_bench.rules, plpgsql_bench.dnpl, plpgsql_bench.caps;

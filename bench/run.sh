@@ -2,12 +2,11 @@
 # make bench: pgbench on loopback, in one run, against one throwaway cluster,
 # the same one-lead INSERT (bench/insert.sql) into tables of one shape:
 #   plain     leads_plain: no trigger
-#   baseline  baseline.leads: shared/bench/plpgsql_baseline.sql exactly as
-#             given (its own rules, DNPL and table of one jsonb column;
-#             bench/insert_fields.sql sends the same lead as jsonb)
-#   plpgsql   leads_plpgsql: the hand-written PL/pgSQL baseline trigger
+#   plpgsql   leads_plpgsql: the hand-written PL/pgSQL trigger
 #             (bench/plpgsql.sql: the same rules and DNPL as `leads`, a caps
 #             UPDATE, a decision row with a trace)
+#   plpgsqlnocap leads_plpgsql_nocap: the same trigger with no caps UPDATE
+#             (no hot row: compare with `attached`, which has no cap either)
 #   attached  leads: attached to iclear (payday_us: 25 active rules, a DNPL of
 #             100,000 entries), default settings (configuration cache on,
 #             iclear.trace = matched)
@@ -32,7 +31,7 @@
 # BENCH_VARIANTS (all of the above, in that order; e.g. "plain attached" for
 # a quick run), BENCH_SANDBOX_DELAY_MS (100, or MIN-MAX), BENCH_SANDBOX_PORT
 # (28818), BENCH_SANDBOX_BIN (default: build target/release/iclear-sandbox),
-# BENCH_PLPGSQL_CAP (1; 0 drops the baseline's caps row), BENCH_CPU_LEADS (2000
+# BENCH_PLPGSQL_CAP (1; 0 drops the PL/pgSQL trigger's caps row), BENCH_CPU_LEADS (2000
 # leads per timed INSERT of "CPU per lead"), BENCH_PORT (28816),
 # BENCH_KEEP_CLUSTER (0; 1 leaves the cluster running at the end),
 # BENCH_LOAD_CLIENTS (8: the rounds again for plain, plpgsql, attached, tag
@@ -51,7 +50,7 @@ WARMUP=${BENCH_WARMUP:-5}
 CPU_LEADS=${BENCH_CPU_LEADS:-2000}
 CLIENTS=${BENCH_CLIENTS:-2}
 SERVICE_CLIENTS=${BENCH_SERVICE_CLIENTS:-8}
-ALL_VARIANTS="plain baseline plpgsql attached full nocache tag tagcap ip ipcap"
+ALL_VARIANTS="plain plpgsql plpgsqlnocap attached full nocache tag tagcap ip ipcap"
 VARIANTS=${BENCH_VARIANTS:-$ALL_VARIANTS}
 SANDBOX_PORT=${BENCH_SANDBOX_PORT:-28818}
 SANDBOX_DELAY_MS=${BENCH_SANDBOX_DELAY_MS:-100}
@@ -68,7 +67,7 @@ table_of() {
     case $1 in
         plain) echo leads_plain ;;
         plpgsql) echo leads_plpgsql ;;
-        baseline) echo baseline.leads ;;
+        plpgsqlnocap) echo leads_plpgsql_nocap ;;
         attached | full | nocache) echo leads ;;
         *) echo "leads_$1" ;;
     esac
@@ -127,13 +126,6 @@ PGOPTIONS='-c client_min_messages=warning' \
 q -f examples/payday_us.sql >/dev/null 2>"$OUT/setup.log" || { cat "$OUT/setup.log" >&2; exit 1; }
 q -f bench/setup.sql >/dev/null
 q -f bench/plpgsql.sql >/dev/null
-BASELINE_SQL=${BENCH_BASELINE_SQL:-../shared/bench/plpgsql_baseline.sql}
-if wants baseline; then
-    [ -f "$BASELINE_SQL" ] || { echo "bench: $BASELINE_SQL is missing (BENCH_BASELINE_SQL)" >&2; exit 1; }
-    q -c "CREATE SCHEMA baseline" \
-      -c "CREATE TABLE baseline.leads (id bigserial PRIMARY KEY, fields jsonb)" >/dev/null
-    PGOPTIONS='-c search_path=baseline' q -f "$BASELINE_SQL" >/dev/null
-fi
 [ "${BENCH_PLPGSQL_CAP:-1}" = 1 ] || q -c "DELETE FROM plpgsql_bench.caps" >/dev/null
 q -v sandbox="http://127.0.0.1:$SANDBOX_PORT" -f bench/products.sql >/dev/null
 rules=$(q -c "SELECT count(*) FROM iclear.rule r JOIN iclear.product p ON p.id = r.product_id
@@ -163,7 +155,6 @@ measure() { # variant
     local t
     case $1 in
         full) tps leads "$CLIENTS" "-c iclear.trace=full" ;;
-        baseline) tps baseline.leads "$CLIENTS" "-c search_path=baseline" bench/insert_fields.sql ;;
         nocache) tps leads "$CLIENTS" "-c iclear.config_cache=off" ;;
         ipcap)
             cap_on
@@ -230,8 +221,8 @@ summary() {
         END {
             printf "\n  %-44s %3s  %8s  %10s   %s\n", "variant", "cl", "tps", "WAL B/lead", "vs plain"
             row("plain", "plain INSERT", clients)
-            row("baseline", "PL/pgSQL baseline, verbatim", clients)
-            row("plpgsql", "PL/pgSQL trigger, same rules as iclear", clients)
+            row("plpgsql", "PL/pgSQL trigger, same rules, caps row", clients)
+            row("plpgsqlnocap", "PL/pgSQL trigger, same rules, no cap", clients)
             row("attached", "attached (defaults)", clients)
             row("full", "attached, trace=full", clients)
             row("nocache", "attached, config_cache=off", clients)
@@ -240,9 +231,9 @@ summary() {
             row("ip", "attached + sync IP lookup", sclients)
             row("ipcap", "attached + sync IP lookup, global_cap 1e8", sclients)
             printf "\n"
-            ratio("attached", "plpgsql", "attached vs PL/pgSQL trigger (same rules)")
-            ratio("attached", "baseline", "attached vs the verbatim baseline (its own 20 rules)")
-            ratio("tagcap", "plpgsql", "attached + rule cap vs PL/pgSQL (both take a cap per lead)")
+            ratio("attached", "plpgsqlnocap", "no cap: attached vs PL/pgSQL trigger (same rules)")
+            ratio("tagcap", "plpgsql", "with a cap: attached + rule cap vs PL/pgSQL + caps row")
+            ratio("attached", "plpgsql", "attached vs PL/pgSQL with its caps row (unfair to it)")
             ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
             ratio("nocache", "attached", "config_cache=off vs on")
             ratio("tagcap", "tag", "rule cap vs its uncapped twin")
@@ -264,7 +255,7 @@ summary "$CLIENTS"
 # BENCH_CLIENTS skips them).
 LOAD_CLIENTS=${BENCH_LOAD_CLIENTS:-8}
 load_variants=""
-for v in plain plpgsql attached tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
+for v in plain plpgsql plpgsqlnocap attached tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
 if [ "$LOAD_CLIENTS" -gt 0 ] && [ "$LOAD_CLIENTS" != "$CLIENTS" ] && [ -n "$load_variants" ]; then
     printf '\n'
     CLIENTS=$LOAD_CLIENTS rounds "$load_variants"
@@ -300,7 +291,6 @@ fi
 printf '\n  rows by iclear_status (warm-ups included):\n'
 for t in $(for v in $VARIANTS; do table_of "$v"; done | awk '!seen[$0]++'); do
     case $t in
-        baseline.leads) col=status src=baseline.decisions ;;  # the verbatim trigger's own decisions
         *) col=iclear_status src=$t ;;
     esac
     printf '    %-14s %s\n' "$t" "$(q -c "SELECT string_agg(s || '=' || n, ', ' ORDER BY s)

@@ -1,5 +1,5 @@
 -- Changing rules safely, on the demo's stored leads (scripts/demo.sh prints
--- it; README "Changing rules safely").
+-- it; docs/guide/changing-rules.md).
 -- 1. Buyers report back: some low-income leads come back as returns, some
 --    high-income ones convert (made up for the demo).
 SELECT count(iclear.feedback(d.lead_id, CASE WHEN income < 2000 THEN 'return' ELSE 'conversion' END))

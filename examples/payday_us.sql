@@ -173,7 +173,7 @@ INSERT INTO iclear.global_rule (product_id, service, position, execution, run_ti
 SELECT id, 'iclaim', 3, 'sync', 'after_filtration', 'continue',
        '{"account_id": "demo-account", "api_token": "demo-token"}'
   FROM iclear.product WHERE name = 'payday_us';
--- 4. SMS verification (docs/settings.md "Verification History"): leads of publisher 16, channel 7 are paused
+-- 4. SMS verification (docs/reference/settings.md "Verification History"): leads of publisher 16, channel 7 are paused
 --    until their phone confirms a code; the SMS goes through the sms webhook.
 UPDATE iclear.service SET subscription = 'enabled', cost = 0.0075, endpoint = :'sandbox' || '/sms'
  WHERE name = 'sms';

@@ -58,7 +58,7 @@ $CLUSTER psql -d $DB -At -c "SELECT iclear.maintain()" >/dev/null   # daily job:
 $CLUSTER psql -d $DB -f examples/summary.sql
 
 # Changing rules safely: a draft rule backtested on the leads just stored
-# (nothing written, nothing sent; README "Changing rules safely").
+# (nothing written, nothing sent; docs/guide/changing-rules.md).
 echo
 echo "buyers' feedback recorded, then a draft rule (reject incomes under 1,500) backtested:"
 $CLUSTER psql -d $DB -At -f examples/backtest.sql

@@ -14,6 +14,14 @@ case "${1:-}" in
     *) echo "usage: $0 regress|isolation" >&2; exit 2 ;;
 esac
 PGXS=$(dirname "$(pg_config --pgxs)")/..
+# the golden tests of services run against the sandbox provider on a fixed
+# loopback port (tests/pg_regress/sql/services.sql names it)
+SANDBOX=${ICLEAR_SANDBOX_BIN:-target/debug/iclear-sandbox}
+if [ "$1" = regress ]; then
+    "$SANDBOX" 127.0.0.1:28819 >/dev/null 2>&1 &
+    SANDBOX_PID=$!
+    trap 'kill $SANDBOX_PID 2>/dev/null || true' EXIT
+fi
 OUT=$(mktemp -d "/tmp/iclear-$1.XXXXXX")
 cp -r "$DIR/." "$OUT/"
 chown -R postgres "$OUT" 2>/dev/null || true

@@ -73,7 +73,7 @@ CREATE TABLE iclear.global_rule (
                        CONSTRAINT "global_rule.no_response must be continue or reject"
                        CHECK (no_response IN ('continue', 'reject')),
     settings           jsonb NOT NULL DEFAULT '{}',
-    -- docs/settings.md: On-Demand runs "when the % of leads to lookup is set as 0"
+    -- docs/reference/settings.md: On-Demand runs "when the % of leads to lookup is set as 0"
     CONSTRAINT "global_rule.lookup_percent must be 0 for on_demand execution"
         CHECK (execution <> 'on_demand' OR lookup_percent = 0)
 );
@@ -340,7 +340,7 @@ END $$;
 -- BEGIN since-0.2.0 (objects new or changed since 0.2.0; also the 0.2.0 ->
 -- 0.3.0 upgrade, made by scripts/gen-upgrade.sh: a fresh install and an
 -- upgrade run the same statements)
--- The per-rule cap of a global rule (docs/settings.md: "a cap on the number of leads
+-- The per-rule cap of a global rule (docs/reference/settings.md: "a cap on the number of leads
 -- processed per global rule"); counts paid lookups like the global caps.
 ALTER TABLE iclear.global_rule
     ADD COLUMN daily_limit bigint
@@ -363,7 +363,7 @@ ALTER TABLE iclear.service
     ADD CONSTRAINT "service.name must be an iclear service or sms"
         CHECK (name IN ('ip_analysis', 'phone_analysis', 'iclaim', 'verification_history', 'sms'));
 
--- Verification History (docs/settings.md "Verification History", docs/architecture.md "Verification"). The history is stored in
+-- Verification History (docs/reference/settings.md "Verification History", docs/architecture.md "Verification"). The history is stored in
 -- *_local tables and read and written through the views verification_history
 -- and sms_verification, which iclear.use_verification_hub() points at a
 -- shared hub database (postgres_fdw) instead.
@@ -539,7 +539,7 @@ END $$;
 ALTER TABLE iclear.rule
     ADD COLUMN all_new    boolean NOT NULL DEFAULT false,
     ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
--- Every service is listed from the start, disabled (docs/settings.md shows every
+-- Every service is listed from the start, disabled (docs/reference/settings.md shows every
 -- available service with its subscription status); subscribing is an UPDATE.
 -- An INSERT of a listed service (a script written for 0.4.0, a pg_dump
 -- restore) updates its row instead. Endpoints default to the vendor's real

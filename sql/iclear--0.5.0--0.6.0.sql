@@ -49,6 +49,10 @@ CREATE FUNCTION iclear."lead_signature"("product" TEXT, "envelope" json) RETURNS
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'lead_signature_wrapper';
+CREATE FUNCTION iclear."missing_credential"("service" TEXT, "settings" jsonb) RETURNS TEXT
+STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'missing_credential_wrapper';
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the 0.5.0 ->
 -- 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
 -- A service endpoint with a secret in it (a webhook's user and password, a
@@ -83,121 +87,7 @@ ALTER TABLE iclear.config_audit ADD CONSTRAINT "config_audit.op must be INSERT, 
     CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'ERASE'));
 -- END since-0.5.0
 
--- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the tail of the
--- 0.5.0 -> 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
--- ------------------------------------------------------------ whose rights
--- Processing runs as iclear_processor, a role that is not a superuser and
--- holds only what processing needs (SECURITY.md "Whose rights"): the entry
--- points are SECURITY DEFINER functions it owns, and the attach trigger
--- and the worker switch to it (src/privilege.rs). What a user can define on
--- a lead table (types, domains, defaults, constraints, triggers) runs with
--- the inserting role's rights, or the table owner's where iclear writes to
--- or probes the table; never with iclear's. Nobody is granted the role.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_processor') THEN
-        CREATE ROLE iclear_processor NOLOGIN NOINHERIT;
-    ELSIF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_processor'
-                     AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN
-        RAISE EXCEPTION 'role iclear_processor has attributes beyond what processing needs'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'ALTER ROLE iclear_processor NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS';
-    END IF;
-END $$;
-GRANT USAGE ON SCHEMA iclear TO iclear_processor;
--- the configuration, credentials and endpoints, read
-GRANT SELECT ON iclear.product, iclear.service, iclear.global_rule, iclear.global_rule_credential,
-                iclear.global_cap, iclear.rule_category, iclear.rule, iclear.rule_condition,
-                iclear.rule_action, iclear.list, iclear.list_product, iclear.product_field,
-                iclear.attachment, iclear.config_version
-    TO iclear_processor;
--- what a lead, a job or the worker's bookkeeping writes
-GRANT SELECT, INSERT ON iclear.decision, iclear.filter_log TO iclear_processor;
-GRANT SELECT, INSERT, UPDATE ON iclear.source, iclear.list_entry TO iclear_processor;
-GRANT SELECT, INSERT, UPDATE, DELETE
-    ON iclear.job, iclear.lookup_cache, iclear.counter_delta, iclear.counter_total, iclear.cap_use,
-       iclear.spent_request, iclear.sent_mark, iclear.paused_lead, iclear.consent_evidence,
-       iclear.sms_verification_local, iclear.verification_history_local,
-       iclear.sms_verification, iclear.verification_history
-    TO iclear_processor;
-GRANT SELECT ON iclear.counter, iclear.lead_feedback TO iclear_processor;
-GRANT UPDATE ON iclear.config_version TO iclear_processor;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA iclear TO iclear_processor;
-GRANT EXECUTE ON FUNCTION iclear.process(jsonb), iclear.process_redirect(text, jsonb),
-                          iclear.maintain(integer, integer, integer), iclear.fold_counters(),
-                          iclear.fold_cap_uses(), iclear.normalize_phone(text), iclear.config_changed(),
-                          iclear.cap_period_start(text, integer, timestamptz),
-                          iclear.next_cap_reset(text, integer, timestamptz), iclear.version(),
-                          iclear.check_global_rule_settings(text, jsonb), iclear.resume_paused_leads(text, text)
-    TO iclear_processor;
--- the entry points: SECURITY DEFINER, owned by the processor
-ALTER FUNCTION iclear.process(jsonb) OWNER TO iclear_processor;
-ALTER FUNCTION iclear.process_redirect(text, jsonb) OWNER TO iclear_processor;
-ALTER FUNCTION public.iclear_process(jsonb) OWNER TO iclear_processor;
-ALTER FUNCTION iclear.bump_config_version() OWNER TO iclear_processor;
-ALTER FUNCTION iclear.retry_failed_jobs() OWNER TO iclear_processor;
-ALTER FUNCTION iclear.run_worker_once(integer) OWNER TO iclear_processor;
-ALTER FUNCTION iclear.record_verification(text, jsonb) OWNER TO iclear_processor;
-ALTER FUNCTION iclear.record_sms_verification(text, text, text) OWNER TO iclear_processor;
-ALTER FUNCTION iclear.confirm_sms(text, text, text) OWNER TO iclear_processor;
-ALTER FUNCTION iclear.check_global_rule(bigint, text, jsonb) OWNER TO iclear_processor;
--- (resuming leads without a code: only the processor, through confirm_sms
--- and record_sms_verification, calls it)
-ALTER FUNCTION iclear.resume_paused_leads(text, text) OWNER TO iclear_processor;
--- the attach trigger runs as the inserting role and switches to the
--- processor for processing alone
-ALTER FUNCTION iclear.lead_trigger() SECURITY INVOKER;
--- a backtest applies the changes with the caller's rights, and reads the
--- configuration (credentials included) as the processor
-ALTER FUNCTION iclear.backtest(text, timestamptz, timestamptz, jsonb) SECURITY INVOKER;
--- the roles that read the trail read it with their own rights
-ALTER FUNCTION iclear.config_history(text) SECURITY INVOKER;
--- Partitions are DDL on iclear's own tables, which only their owner may
--- run; maintain() touches nothing a user can define (iclear_admin runs it,
--- README "Retention and partitions").
-ALTER FUNCTION iclear.maintain(integer, integer, integer) SECURITY DEFINER;
-
--- Attaching a table is its owner's decision: a table another role owns is
--- refused, whatever privileges on it the caller holds.
-CREATE OR REPLACE FUNCTION iclear.attach(lead_table regclass, product text, options jsonb DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    col text;
-BEGIN
-    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = lead_table), 'USAGE') THEN
-        RAISE EXCEPTION 'iclear.attach: permission denied: % belongs to another role', lead_table
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'A table is attached by its owner (or a member of the owning role).';
-    END IF;
-    PERFORM iclear.check_attach_options(options);
-    IF NOT EXISTS (SELECT 1 FROM iclear.product p WHERE p.name = product) THEN
-        RAISE EXCEPTION 'iclear.attach: unknown product "%"', product USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOREACH col IN ARRAY ARRAY[options ->> 'fields_column', options ->> 'params_column'] LOOP
-        IF col IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM pg_attribute
-             WHERE attrelid = lead_table AND attname = col AND NOT attisdropped
-               AND atttypid = 'jsonb'::regtype) THEN
-            RAISE EXCEPTION 'iclear.attach: option names column "%", which % has not as a jsonb column', col, lead_table
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END LOOP;
-    col := coalesce(options ->> 'id_column', 'id');
-    IF options ? 'id_column' AND NOT EXISTS (
-        SELECT 1 FROM pg_attribute WHERE attrelid = lead_table AND attname = col AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'iclear.attach: id_column "%" is not a column of %', col, lead_table
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = lead_table AND tgname = 'iclear_process') THEN
-        EXECUTE format('DROP TRIGGER iclear_process ON %s', lead_table);
-    END IF;
-    EXECUTE format('CREATE TRIGGER iclear_process BEFORE INSERT ON %s FOR EACH ROW
-                    EXECUTE FUNCTION iclear.lead_trigger(%L, %L)', lead_table, product, options::text);
-    INSERT INTO iclear.attachment (lead_table, product, options) VALUES (lead_table, product, options)
-    ON CONFLICT ON CONSTRAINT attachment_pkey
-    DO UPDATE SET product = EXCLUDED.product, options = EXCLUDED.options, created_at = now();
-END $$;
-
+-- BEGIN since-0.5.0 (objects new or changed since 0.5.0; made by scripts/gen-finalize.py)
 -- The audit trail is written by iclear alone (SECURITY.md "The audit
 -- trail"): the trigger (in Rust) takes the role that made the change and
 -- writes through audit_write, which only the trail's owner may call.
@@ -233,12 +123,9 @@ BEGIN
     INSERT INTO iclear.config_audit (table_name, op, row_id, old, new, role)
     VALUES (audit_write.table_name, op, k, o, n, actor);
 END $$;
-REVOKE ALL ON FUNCTION iclear.audit_write(text, text, text, jsonb, jsonb) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION iclear.audit_config() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_audit_trigger';
-REVOKE ALL ON FUNCTION iclear.audit_config() FROM PUBLIC;
--- operators read the trail; only iclear writes it
-REVOKE INSERT ON iclear.config_audit FROM iclear_operator;
 
 -- Secrets never sit in a shown endpoint (SECURITY.md "Secrets"): an endpoint
 -- saved with a user and password or query values keeps the whole URL in
@@ -286,12 +173,120 @@ CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON iclear.service_secret
     FOR EACH ROW EXECUTE FUNCTION iclear.audit_config();
 CREATE TRIGGER audit_truncate AFTER TRUNCATE ON iclear.service_secret
     FOR EACH STATEMENT EXECUTE FUNCTION iclear.audit_config();
-GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service_secret TO iclear_admin;
-GRANT SELECT ON iclear.service_secret TO iclear_processor;
-COMMENT ON TABLE iclear.service_secret IS 'The whole endpoint of a service whose URL carries a secret (a user and password, query values); readable by iclear_admin alone. service.endpoint shows it masked.';
-COMMENT ON FUNCTION iclear.service_endpoint() IS 'Trigger: checks a service endpoint against the egress policy and keeps its secret parts in service_secret.';
-COMMENT ON FUNCTION iclear.check_endpoint(text) IS 'Refuses an endpoint that is not an http(s) URL or that iclear.allowed_endpoints does not allow, naming the setting.';
-COMMENT ON FUNCTION iclear.shown_endpoint(text) IS 'An endpoint as iclear shows, logs and audits it: user, password and query values masked.';
+
+-- One version bump per import, not one per statement (defer_config_version).
+CREATE OR REPLACE FUNCTION iclear.bump_config_version() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF iclear.config_version_deferred() THEN
+        RETURN NULL;
+    END IF;
+    UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
+    PERFORM iclear.config_changed();
+    RETURN NULL;
+END $$;
+ALTER FUNCTION iclear.bump_config_version() SET search_path = pg_catalog, pg_temp;
+-- A tracking event needs somewhere to go: a tracking action is refused
+-- while the tracking service is unsubscribed or has no endpoint (as a pause
+-- is without sms); a lead that meets one anyway (the service unsubscribed
+-- since) logs it `skipped`, never `queued`.
+CREATE FUNCTION iclear.validate_tracking_action() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM iclear.service
+                    WHERE name = 'tracking' AND subscription = 'enabled' AND endpoint IS NOT NULL) THEN
+        RAISE EXCEPTION 'invalid setting rule_action.action: run_tracking_action needs the tracking service subscribed, with an endpoint'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'UPDATE iclear.service SET subscription = ''enabled'' WHERE name = ''tracking'' (an admin sets its endpoint)';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER validate_tracking BEFORE INSERT OR UPDATE ON iclear.rule_action
+    FOR EACH ROW WHEN (NEW.action = 'run_tracking_action')
+    EXECUTE FUNCTION iclear.validate_tracking_action();
+
+-- An active global rule needs its credential (issue 25 item 5): without
+-- it every lead would be "no response". The check runs at commit, so an
+-- admin may add the rule and then its credential in one transaction; an
+-- operator prepares a rule as `paused`, and an admin sets its key and
+-- activates it. It runs as iclear_processor (50_roles.sql), which reads
+-- the credentials an operator may not. A restore loads global_rule before
+-- global_rule_credential, each table in its own transaction: like
+-- PostgreSQL's own function-body check, the check is off while
+-- check_function_bodies is (pg_dump and pg_restore turn it off).
+CREATE FUNCTION iclear.check_global_rule_credential() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g       iclear.global_rule;
+    rid     bigint;
+    missing text;
+BEGIN
+    IF NOT pg_catalog.current_setting('check_function_bodies')::boolean THEN
+        RETURN NULL;
+    END IF;
+    IF TG_TABLE_NAME = 'global_rule' THEN
+        rid := NEW.id;
+    ELSE
+        rid := OLD.global_rule_id;
+    END IF;
+    SELECT * INTO g FROM iclear.global_rule x WHERE x.id = rid;
+    IF NOT FOUND OR g.status <> 'active' THEN
+        RETURN NULL;
+    END IF;
+    SELECT iclear.missing_credential(g.service, g.settings || coalesce(c.credentials, '{}')) INTO missing
+      FROM (SELECT NULL) x LEFT JOIN iclear.global_rule_credential c ON c.global_rule_id = g.id;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid setting global_rule.settings.%: global rule % (%) is active without it', missing, g.id, g.service
+            USING ERRCODE = 'check_violation',
+                  HINT = 'A member of iclear_admin sets it (in the same transaction, or first save the rule as paused).';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER credential AFTER INSERT OR UPDATE ON iclear.global_rule
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION iclear.check_global_rule_credential();
+CREATE CONSTRAINT TRIGGER credential AFTER UPDATE OR DELETE ON iclear.global_rule_credential
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION iclear.check_global_rule_credential();
+
+-- Attaching a table is its owner's decision: a table another role owns is
+-- refused, whatever privileges on it the caller holds.
+CREATE OR REPLACE FUNCTION iclear.attach(lead_table regclass, product text, options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    col text;
+BEGIN
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = lead_table), 'USAGE') THEN
+        RAISE EXCEPTION 'iclear.attach: permission denied: % belongs to another role', lead_table
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A table is attached by its owner (or a member of the owning role).';
+    END IF;
+    PERFORM iclear.check_attach_options(options);
+    IF NOT EXISTS (SELECT 1 FROM iclear.product p WHERE p.name = product) THEN
+        RAISE EXCEPTION 'iclear.attach: unknown product "%"', product USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY ARRAY[options ->> 'fields_column', options ->> 'params_column'] LOOP
+        IF col IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+             WHERE attrelid = lead_table AND attname = col AND NOT attisdropped
+               AND atttypid = 'jsonb'::regtype) THEN
+            RAISE EXCEPTION 'iclear.attach: option names column "%", which % has not as a jsonb column', col, lead_table
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    col := coalesce(options ->> 'id_column', 'id');
+    IF options ? 'id_column' AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = lead_table AND attname = col AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'iclear.attach: id_column "%" is not a column of %', col, lead_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = lead_table AND tgname = 'iclear_process') THEN
+        EXECUTE format('DROP TRIGGER iclear_process ON %s', lead_table);
+    END IF;
+    EXECUTE format('CREATE TRIGGER iclear_process BEFORE INSERT ON %s FOR EACH ROW
+                    EXECUTE FUNCTION iclear.lead_trigger(%L, %L)', lead_table, product, options::text);
+    INSERT INTO iclear.attachment (lead_table, product, options) VALUES (lead_table, product, options)
+    ON CONFLICT ON CONSTRAINT attachment_pkey
+    DO UPDATE SET product = EXCLUDED.product, options = EXCLUDED.options, created_at = now();
+END $$;
 
 -- SMS codes (SECURITY.md "SMS codes"): the history keeps a keyed digest of
 -- each code; a phone gets at most iclear.sms_max_sends codes and
@@ -380,17 +375,116 @@ BEGIN
      WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
     RETURN false;
 END $$;
-GRANT SELECT ON iclear.sms_key TO iclear_processor;
-GRANT SELECT, INSERT, DELETE ON iclear.sms_outbox TO iclear_processor;
-GRANT EXECUTE ON FUNCTION iclear.sms_code_digest(text, text, text), iclear.sms_locked_out(text, text),
-                          iclear.count_sms_failure(text, text), iclear.check_endpoint(text),
-                          iclear.shown_endpoint(text)
-    TO iclear_processor;
-COMMENT ON TABLE iclear.sms_key IS 'The key of the SMS code digests (32 random bytes made at install); readable by the processor alone.';
-COMMENT ON TABLE iclear.sms_outbox IS 'The code of each SMS not sent yet, by job; the worker deletes it once sent. Readable by the processor alone.';
-COMMENT ON FUNCTION iclear.sms_code_digest(text, text, text) IS 'Internal: the keyed digest of an SMS code of a phone of a product, as the history keeps it.';
-COMMENT ON FUNCTION iclear.sms_locked_out(text, text) IS 'Internal (confirm_sms): true once a phone had iclear.sms_max_failed wrong codes in the window.';
-COMMENT ON FUNCTION iclear.count_sms_failure(text, text) IS 'Internal (confirm_sms): counts a wrong code for a phone; a rollback does not take it back.';
+
+-- Erasure on request (CCPA, GDPR; SECURITY.md "Erasure"): every value that
+-- names one consumer (an email, compared lowercased anywhere in a string; a
+-- phone, compared by normalize_phone) is replaced by "[erased]" in the
+-- decisions, the filter log, jobs, spent requests, consent evidence and
+-- feedback of the leads that name them; what is keyed by them (lookup
+-- cache, counters, list entries, the SMS history, verification signatures,
+-- paused leads, codes to send) is deleted. With keep_suppression, entries of
+-- a do-not-contact list (dnpl) stay: they are what honours the request. The
+-- lead store erases its own lead table. The reports, lead_info and backtest
+-- go on over the anonymised rows. The audit records that an erasure ran,
+-- and what it touched, never whom. It runs as the extension owner (it
+-- rewrites logs no role may write) and touches iclear's tables only.
+CREATE FUNCTION iclear.forget(email text DEFAULT NULL, phone text DEFAULT NULL,
+                              keep_suppression boolean DEFAULT false) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    e       text := email;
+    p       text := phone;
+    leads   text[];
+    n       bigint;
+    touched jsonb := '{}';
+    sigs    text[];
+BEGIN
+    PERFORM iclear.erasure_mentions('null'::json, e, p);  -- refuses a request naming nobody
+    SELECT coalesce(array_agg(DISTINCT d.lead_id), '{}') INTO leads
+      FROM iclear.decision d
+     WHERE iclear.erasure_mentions(d.envelope, e, p) OR iclear.erasure_mentions(d.decision, e, p);
+    touched := touched || jsonb_build_object('leads', cardinality(leads));
+    -- the signatures of the leads, before their envelopes are erased
+    SELECT coalesce(array_agg(DISTINCT s), '{}') INTO sigs
+      FROM (SELECT iclear.lead_signature(pr.name, d.envelope) AS s
+              FROM iclear.decision d JOIN iclear.product pr ON pr.id = d.product_id
+             WHERE d.lead_id = ANY (leads)) x
+     WHERE s IS NOT NULL;
+    UPDATE iclear.decision d SET envelope = iclear.erasure_erased(d.envelope, e, p),
+                                 decision = iclear.erasure_erased(d.decision, e, p)
+     WHERE d.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n);
+    UPDATE iclear.filter_log f SET request = iclear.erasure_erased(f.request, e, p),
+                                   response = iclear.erasure_erased(f.response, e, p),
+                                   detail = iclear.erasure_erased(f.detail, e, p)
+     WHERE f.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n);
+    UPDATE iclear.job j SET payload = iclear.erasure_erased(j.payload::json, e, p)::jsonb
+     WHERE j.lead_id = ANY (leads) OR iclear.erasure_mentions(j.payload::json, e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n);
+    DELETE FROM iclear.sms_outbox o USING iclear.job j WHERE j.id = o.job_id AND j.lead_id = ANY (leads);
+    UPDATE iclear.spent_request s SET request = iclear.erasure_erased(s.request, e, p),
+                                      response = iclear.erasure_erased(s.response, e, p)
+     WHERE s.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n);
+    UPDATE iclear.consent_evidence c SET response = iclear.erasure_erased(c.response, e, p)
+     WHERE c.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n);
+    UPDATE iclear.lead_feedback b SET reason = '[erased]'
+     WHERE b.lead_id = ANY (leads) AND iclear.erasure_mentions(to_json(b.reason), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n);
+    DELETE FROM iclear.lookup_cache c
+     WHERE iclear.erasure_mentions(to_json(c.lookup_key), e, p) OR iclear.erasure_mentions(c.response::json, e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n);
+    DELETE FROM iclear.counter_delta c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n);
+    DELETE FROM iclear.counter_total c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n);
+    DELETE FROM iclear.list_entry le USING iclear.list l
+     WHERE l.id = le.list_id AND iclear.erasure_mentions(to_json(le.value), e, p)
+       AND NOT (keep_suppression AND l.kind = 'dnpl');
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n);
+    DELETE FROM iclear.sms_verification v WHERE v.phone = iclear.normalize_phone(p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
+    DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
+    INSERT INTO iclear.config_audit (table_name, op, new, role)
+    VALUES ('consumer', 'ERASE', touched || jsonb_build_object('keep_suppression', keep_suppression),
+            coalesce(nullif(current_setting('role'), 'none'), session_user));
+    RETURN touched;
+END $$;
+-- Since 0.5.0 a phone rule's flags (reject_voip, ...) add to its overall
+-- score, which rejects only past reject_fraud_score_gte: with a threshold
+-- of 0 a flag rejects nothing (docs/upgrading.md). An upgrade names the
+-- rules that have a flag on and no threshold.
+DO $$
+DECLARE
+    ids text;
+BEGIN
+    SELECT string_agg(g.id::text, ', ' ORDER BY g.id) INTO ids
+      FROM iclear.global_rule g
+     WHERE g.service = 'phone_analysis'
+       AND coalesce((g.settings ->> 'reject_fraud_score_gte')::int, 0) = 0
+       AND EXISTS (SELECT 1 FROM jsonb_each(g.settings) e
+                    WHERE e.key IN ('reject_invalid', 'reject_inactive', 'reject_prepaid', 'reject_voip', 'reject_spammer')
+                      AND e.value = 'true');
+    IF ids IS NOT NULL THEN
+        RAISE NOTICE 'iclear: phone_analysis global rules % have a reject_ flag on and reject_fraud_score_gte 0: they reject no lead on a flag (set a threshold, docs/upgrading.md)', ids;
+    END IF;
+END $$;
+
+-- worker_alive for every role that reads health (pg_stat_activity shows a
+-- backend's type only to its own role)
+CREATE OR REPLACE VIEW iclear.health AS
+SELECT iclear.version() AS version,
+       iclear.worker_alive() AS worker_alive,
+       (SELECT count(*) FROM iclear.job WHERE status IN ('queued', 'running')) AS queue_depth,
+       (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
+       (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
+       (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
+       (SELECT version FROM iclear.config_version) AS config_version;
 
 CREATE OR REPLACE FUNCTION iclear.apply_config(doc jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -651,7 +745,6 @@ BEGIN
     END LOOP;
 END $$;
 
-
 -- Import a document of export_config: returns the plan; with dry_run false,
 -- applies it (in the caller's transaction: all of it or, on any error,
 -- none). A dry run applies it in a subtransaction, so every validation of
@@ -725,18 +818,6 @@ LANGUAGE sql STABLE AS $$
                         WHERE g.service = o ->> 'service' AND g.product_id IN (SELECT id FROM others))) s
 $$;
 
--- One version bump per import, not one per statement (defer_config_version).
-CREATE OR REPLACE FUNCTION iclear.bump_config_version() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
-BEGIN
-    IF iclear.config_version_deferred() THEN
-        RETURN NULL;
-    END IF;
-    UPDATE iclear.config_version SET version = nextval('iclear.config_version_seq');
-    PERFORM iclear.config_changed();
-    RETURN NULL;
-END $$;
-ALTER FUNCTION iclear.bump_config_version() SET search_path = pg_catalog, pg_temp;
 CREATE INDEX rule_product_name ON iclear.rule (product_id, name);
 
 -- A product's configuration changes in order: the product row, its rules
@@ -780,113 +861,107 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         OR (a.table_name, a.row_id) IN (SELECT * FROM owned UNION SELECT * FROM children UNION SELECT * FROM shared)
      ORDER BY a.at, a.id
 $$;
+
+-- ------------------------------------------------------------ whose rights
+-- Processing runs as iclear_processor, a role that is not a superuser and
+-- holds only what processing needs (SECURITY.md "Whose rights"): the entry
+-- points are SECURITY DEFINER functions it owns, and the attach trigger
+-- and the worker switch to it (src/privilege.rs). What a user can define on
+-- a lead table (types, domains, defaults, constraints, triggers) runs with
+-- the inserting role's rights, or the table owner's where iclear writes to
+-- or probes the table; never with iclear's. Nobody is granted the role.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_processor') THEN
+        CREATE ROLE iclear_processor NOLOGIN NOINHERIT;
+    ELSIF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iclear_processor'
+                     AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role iclear_processor has attributes beyond what processing needs'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'ALTER ROLE iclear_processor NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS';
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA iclear TO iclear_processor;
+-- the configuration, credentials and endpoints, read
+GRANT SELECT ON iclear.product, iclear.service, iclear.global_rule, iclear.global_rule_credential,
+                iclear.global_cap, iclear.rule_category, iclear.rule, iclear.rule_condition,
+                iclear.rule_action, iclear.list, iclear.list_product, iclear.product_field,
+                iclear.attachment, iclear.config_version
+    TO iclear_processor;
+-- what a lead, a job or the worker's bookkeeping writes
+GRANT SELECT, INSERT ON iclear.decision, iclear.filter_log TO iclear_processor;
+GRANT SELECT, INSERT, UPDATE ON iclear.source, iclear.list_entry TO iclear_processor;
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON iclear.job, iclear.lookup_cache, iclear.counter_delta, iclear.counter_total, iclear.cap_use,
+       iclear.spent_request, iclear.sent_mark, iclear.paused_lead, iclear.consent_evidence,
+       iclear.sms_verification_local, iclear.verification_history_local,
+       iclear.sms_verification, iclear.verification_history
+    TO iclear_processor;
+GRANT SELECT ON iclear.counter, iclear.lead_feedback TO iclear_processor;
+GRANT UPDATE ON iclear.config_version TO iclear_processor;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA iclear TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.process(jsonb), iclear.process_redirect(text, jsonb),
+                          iclear.maintain(integer, integer, integer), iclear.fold_counters(),
+                          iclear.fold_cap_uses(), iclear.normalize_phone(text), iclear.config_changed(),
+                          iclear.cap_period_start(text, integer, timestamptz),
+                          iclear.next_cap_reset(text, integer, timestamptz), iclear.version(),
+                          iclear.check_global_rule_settings(text, jsonb), iclear.resume_paused_leads(text, text),
+                          iclear.missing_credential(text, jsonb)
+    TO iclear_processor;
+-- the entry points: SECURITY DEFINER, owned by the processor
+ALTER FUNCTION iclear.process(jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.process_redirect(text, jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION public.iclear_process(jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.bump_config_version() OWNER TO iclear_processor;
+ALTER FUNCTION iclear.retry_failed_jobs() OWNER TO iclear_processor;
+ALTER FUNCTION iclear.run_worker_once(integer) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.record_verification(text, jsonb) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.record_sms_verification(text, text, text) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.confirm_sms(text, text, text) OWNER TO iclear_processor;
+ALTER FUNCTION iclear.check_global_rule(bigint, text, jsonb) OWNER TO iclear_processor;
+-- (resuming leads without a code: only the processor, through confirm_sms
+-- and record_sms_verification, calls it)
+ALTER FUNCTION iclear.resume_paused_leads(text, text) OWNER TO iclear_processor;
+-- (an operator's rule is checked against a credential it may not read)
+ALTER FUNCTION iclear.check_global_rule_credential() OWNER TO iclear_processor;
+-- the attach trigger runs as the inserting role and switches to the
+-- processor for processing alone
+ALTER FUNCTION iclear.lead_trigger() SECURITY INVOKER;
+-- a backtest applies the changes with the caller's rights, and reads the
+-- configuration (credentials included) as the processor
+ALTER FUNCTION iclear.backtest(text, timestamptz, timestamptz, jsonb) SECURITY INVOKER;
+-- the roles that read the trail read it with their own rights
+ALTER FUNCTION iclear.config_history(text) SECURITY INVOKER;
+-- Partitions are DDL on iclear's own tables, which only their owner may
+-- run; maintain() touches nothing a user can define (iclear_admin runs it,
+-- docs/guide/retention.md).
+ALTER FUNCTION iclear.maintain(integer, integer, integer) SECURITY DEFINER;
+
+REVOKE ALL ON FUNCTION iclear.audit_write(text, text, text, jsonb, jsonb) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION iclear.audit_config() FROM PUBLIC;
+-- operators read the trail; only iclear writes it
+REVOKE INSERT ON iclear.config_audit FROM iclear_operator;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON iclear.service_secret TO iclear_admin;
+GRANT SELECT ON iclear.service_secret TO iclear_processor;
+
+GRANT SELECT ON iclear.sms_key TO iclear_processor;
+GRANT SELECT, INSERT, DELETE ON iclear.sms_outbox TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.sms_code_digest(text, text, text), iclear.sms_locked_out(text, text),
+                          iclear.count_sms_failure(text, text), iclear.check_endpoint(text),
+                          iclear.shown_endpoint(text)
+    TO iclear_processor;
+
 GRANT EXECUTE ON FUNCTION iclear.import_config(jsonb, boolean, boolean), iclear.config_shared_changes(jsonb),
                           iclear.defer_config_version(boolean), iclear.config_version_deferred()
     TO iclear_operator;
 GRANT EXECUTE ON FUNCTION iclear.config_version_deferred() TO iclear_processor;
-COMMENT ON FUNCTION iclear.import_config(jsonb, boolean, boolean) IS 'Makes the product equal the document; objects other products share change only with change_shared.';
-COMMENT ON FUNCTION iclear.config_shared_changes(jsonb) IS 'Internal (import_config): the shared objects (lists, global caps) a document would add or change.';
-COMMENT ON FUNCTION iclear.defer_config_version(boolean) IS 'While on, this transaction''s configuration changes move the configuration version once, when it is turned off (import_config).';
-COMMENT ON FUNCTION iclear.config_version_deferred() IS 'Internal (bump_config_version): is the version bump deferred?';
 
--- Erasure on request (CCPA, GDPR; SECURITY.md "Erasure"): every value that
--- names one consumer (an email, compared lowercased anywhere in a string; a
--- phone, compared by normalize_phone) is replaced by "[erased]" in the
--- decisions, the filter log, jobs, spent requests, consent evidence and
--- feedback of the leads that name them; what is keyed by them (lookup
--- cache, counters, list entries, the SMS history, verification signatures,
--- paused leads, codes to send) is deleted. With keep_suppression, entries of
--- a do-not-contact list (dnpl) stay: they are what honours the request. The
--- lead store erases its own lead table. The reports, lead_info and backtest
--- go on over the anonymised rows. The audit records that an erasure ran,
--- and what it touched, never whom. It runs as the extension owner (it
--- rewrites logs no role may write) and touches iclear's tables only.
-CREATE FUNCTION iclear.forget(email text DEFAULT NULL, phone text DEFAULT NULL,
-                              keep_suppression boolean DEFAULT false) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER AS $$
-DECLARE
-    e       text := email;
-    p       text := phone;
-    leads   text[];
-    n       bigint;
-    touched jsonb := '{}';
-    sigs    text[];
-BEGIN
-    PERFORM iclear.erasure_mentions('null'::json, e, p);  -- refuses a request naming nobody
-    SELECT coalesce(array_agg(DISTINCT d.lead_id), '{}') INTO leads
-      FROM iclear.decision d
-     WHERE iclear.erasure_mentions(d.envelope, e, p) OR iclear.erasure_mentions(d.decision, e, p);
-    touched := touched || jsonb_build_object('leads', cardinality(leads));
-    -- the signatures of the leads, before their envelopes are erased
-    SELECT coalesce(array_agg(DISTINCT s), '{}') INTO sigs
-      FROM (SELECT iclear.lead_signature(pr.name, d.envelope) AS s
-              FROM iclear.decision d JOIN iclear.product pr ON pr.id = d.product_id
-             WHERE d.lead_id = ANY (leads)) x
-     WHERE s IS NOT NULL;
-    UPDATE iclear.decision d SET envelope = iclear.erasure_erased(d.envelope, e, p),
-                                 decision = iclear.erasure_erased(d.decision, e, p)
-     WHERE d.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n);
-    UPDATE iclear.filter_log f SET request = iclear.erasure_erased(f.request, e, p),
-                                   response = iclear.erasure_erased(f.response, e, p),
-                                   detail = iclear.erasure_erased(f.detail, e, p)
-     WHERE f.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n);
-    UPDATE iclear.job j SET payload = iclear.erasure_erased(j.payload::json, e, p)::jsonb
-     WHERE j.lead_id = ANY (leads) OR iclear.erasure_mentions(j.payload::json, e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n);
-    DELETE FROM iclear.sms_outbox o USING iclear.job j WHERE j.id = o.job_id AND j.lead_id = ANY (leads);
-    UPDATE iclear.spent_request s SET request = iclear.erasure_erased(s.request, e, p),
-                                      response = iclear.erasure_erased(s.response, e, p)
-     WHERE s.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n);
-    UPDATE iclear.consent_evidence c SET response = iclear.erasure_erased(c.response, e, p)
-     WHERE c.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n);
-    UPDATE iclear.lead_feedback b SET reason = '[erased]'
-     WHERE b.lead_id = ANY (leads) AND iclear.erasure_mentions(to_json(b.reason), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n);
-    DELETE FROM iclear.lookup_cache c
-     WHERE iclear.erasure_mentions(to_json(c.lookup_key), e, p) OR iclear.erasure_mentions(c.response::json, e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n);
-    DELETE FROM iclear.counter_delta c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n);
-    DELETE FROM iclear.counter_total c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n);
-    DELETE FROM iclear.list_entry le USING iclear.list l
-     WHERE l.id = le.list_id AND iclear.erasure_mentions(to_json(le.value), e, p)
-       AND NOT (keep_suppression AND l.kind = 'dnpl');
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n);
-    DELETE FROM iclear.sms_verification v WHERE v.phone = iclear.normalize_phone(p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
-    DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
-    DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
-    INSERT INTO iclear.config_audit (table_name, op, new, role)
-    VALUES ('consumer', 'ERASE', touched || jsonb_build_object('keep_suppression', keep_suppression),
-            coalesce(nullif(current_setting('role'), 'none'), session_user));
-    RETURN touched;
-END $$;
 REVOKE ALL ON FUNCTION iclear.forget(text, text, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION iclear.forget(text, text, boolean) IS 'Erases one consumer (an email, a phone or both) from every iclear table; returns what it touched. iclear_admin.';
-COMMENT ON FUNCTION iclear.erasure_mentions(json, text, text) IS 'Internal (forget): does a JSON value name the consumer?';
-COMMENT ON FUNCTION iclear.erasure_erased(json, text, text) IS 'Internal (forget): a JSON value with every string naming the consumer replaced by [erased].';
-COMMENT ON FUNCTION iclear.lead_signature(text, json) IS 'Internal (forget): the verification signature of a stored lead envelope.';
 
--- worker_alive for every role that reads health (pg_stat_activity shows a
--- backend's type only to its own role)
-CREATE OR REPLACE VIEW iclear.health AS
-SELECT iclear.version() AS version,
-       iclear.worker_alive() AS worker_alive,
-       (SELECT count(*) FROM iclear.job WHERE status IN ('queued', 'running')) AS queue_depth,
-       (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
-       (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
-       (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
-       (SELECT version FROM iclear.config_version) AS config_version;
 GRANT EXECUTE ON FUNCTION iclear.worker_alive() TO iclear_reader, iclear_processor;
-COMMENT ON FUNCTION iclear.audit_write(text, text, text, jsonb, jsonb) IS 'Internal: writes one row of config_audit (credentials masked); callable by its owner alone, through the audit trigger.';
-COMMENT ON FUNCTION iclear.worker_alive() IS 'Is the background worker running (whoever asks).';
+
 -- The tail of every release: the admin may call every function but the
 -- internal ones, nothing is PUBLIC, and every function pins its
 -- search_path (the functions above included).
@@ -913,4 +988,31 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END $$;
+
+COMMENT ON TABLE iclear.service_secret IS 'The whole endpoint of a service whose URL carries a secret (a user and password, query values); readable by iclear_admin alone. service.endpoint shows it masked.';
+COMMENT ON FUNCTION iclear.service_endpoint() IS 'Trigger: checks a service endpoint against the egress policy and keeps its secret parts in service_secret.';
+COMMENT ON FUNCTION iclear.check_endpoint(text) IS 'Refuses an endpoint that is not an http(s) URL or that iclear.allowed_endpoints does not allow, naming the setting.';
+COMMENT ON FUNCTION iclear.shown_endpoint(text) IS 'An endpoint as iclear shows, logs and audits it: user, password and query values masked.';
+
+COMMENT ON TABLE iclear.sms_key IS 'The key of the SMS code digests (32 random bytes made at install); readable by the processor alone.';
+COMMENT ON TABLE iclear.sms_outbox IS 'The code of each SMS not sent yet, by job; the worker deletes it once sent. Readable by the processor alone.';
+COMMENT ON FUNCTION iclear.sms_code_digest(text, text, text) IS 'Internal: the keyed digest of an SMS code of a phone of a product, as the history keeps it.';
+COMMENT ON FUNCTION iclear.sms_locked_out(text, text) IS 'Internal (confirm_sms): true once a phone had iclear.sms_max_failed wrong codes in the window.';
+COMMENT ON FUNCTION iclear.count_sms_failure(text, text) IS 'Internal (confirm_sms): counts a wrong code for a phone; a rollback does not take it back.';
+
+COMMENT ON FUNCTION iclear.import_config(jsonb, boolean, boolean) IS 'Makes the product equal the document; objects other products share change only with change_shared.';
+COMMENT ON FUNCTION iclear.config_shared_changes(jsonb) IS 'Internal (import_config): the shared objects (lists, global caps) a document would add or change.';
+COMMENT ON FUNCTION iclear.defer_config_version(boolean) IS 'While on, this transaction''s configuration changes move the configuration version once, when it is turned off (import_config).';
+COMMENT ON FUNCTION iclear.config_version_deferred() IS 'Internal (bump_config_version): is the version bump deferred?';
+
+COMMENT ON FUNCTION iclear.forget(text, text, boolean) IS 'Erases one consumer (an email, a phone or both) from every iclear table; returns what it touched. iclear_admin.';
+COMMENT ON FUNCTION iclear.erasure_mentions(json, text, text) IS 'Internal (forget): does a JSON value name the consumer?';
+COMMENT ON FUNCTION iclear.erasure_erased(json, text, text) IS 'Internal (forget): a JSON value with every string naming the consumer replaced by [erased].';
+COMMENT ON FUNCTION iclear.lead_signature(text, json) IS 'Internal (forget): the verification signature of a stored lead envelope.';
+
+COMMENT ON FUNCTION iclear.audit_write(text, text, text, jsonb, jsonb) IS 'Internal: writes one row of config_audit (credentials masked); callable by its owner alone, through the audit trigger.';
+COMMENT ON FUNCTION iclear.worker_alive() IS 'Is the background worker running (whoever asks).';
+COMMENT ON FUNCTION iclear.validate_tracking_action() IS 'Trigger: a run_tracking_action action needs the tracking service subscribed, with an endpoint.';
+COMMENT ON FUNCTION iclear.check_global_rule_credential() IS 'Trigger (at commit): an active global rule has the credential its service needs.';
+COMMENT ON FUNCTION iclear.missing_credential(text, jsonb) IS 'Internal: the credential a global rule''s settings (with its stored credentials) lack, if any.';
 -- END since-0.5.0

@@ -109,7 +109,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LeadJson {
 /// Process one lead envelope; returns the decision (docs/contract.md).
 #[pg_extern(volatile, parallel_unsafe)]
 fn process(lead: LeadJson) -> JsonB {
-    match lead::process(&lead.0) {
+    match lead::process_posted(&lead.0) {
         Ok(d) => JsonB(d),
         Err(e) => raise(e),
     }
@@ -246,7 +246,7 @@ fn check_endpoint(endpoint: &str) {
         refused(e)
     }
     if let Err(e) = iclear_services::egress::policy().check_endpoint(endpoint) {
-        refused(format!("{} {e}", iclear_services::egress::shown(endpoint)))
+        refused(format!("{}: {e}", iclear_services::egress::shown(endpoint)))
     }
 }
 
@@ -324,4 +324,13 @@ fn lead_signature(product: &str, envelope: pgrx::Json) -> Option<String> {
     lead::verification_signature(product, &envelope.0)
         .ok()
         .flatten()
+}
+
+/// Internal (the credential check of global_rule): the credential the
+/// settings (with the stored credentials merged in) lack, if any.
+#[pg_extern(immutable, parallel_safe)]
+fn missing_credential(service: &str, settings: JsonB) -> Option<&'static str> {
+    Settings::parse(service, &settings.0)
+        .ok()
+        .and_then(|s| s.missing_credential())
 }

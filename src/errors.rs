@@ -1,6 +1,6 @@
 //! One error type for what iclear's SQL functions refuse, and the one place
 //! that turns it into a PostgreSQL error report. Each kind has one SQLSTATE
-//! (README "Errors"):
+//! (docs/reference/errors.md):
 //!
 //! | kind | SQLSTATE | when |
 //! |---|---|---|

@@ -1,6 +1,7 @@
 //! One lead from envelope to persisted decision: parse, load the product's
 //! configuration, let the engine decide, persist.
 
+use crate::lead_id::new_lead_id;
 use crate::store;
 use iclear_engine::config::ProductConfig;
 use iclear_engine::envelope::Envelope;
@@ -34,22 +35,6 @@ fn product_config(product: &str) -> Result<std::rc::Rc<ProductConfig>, LeadError
                 format!("names unknown product {product:?}"),
             ))
         })
-}
-
-/// A random (v4) UUID for leads that come without an id.
-pub fn new_lead_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 /// Advanced Rules on Redirect for an already processed lead (docs/contract.md).
@@ -98,6 +83,49 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
 
 fn trace_level() -> pipeline::TraceLevel {
     crate::gucs::trace()
+}
+
+/// A lead posted to `iclear_process`: a re-post of a lead (its `lead_id`)
+/// that already has a final decision for its product returns that decision
+/// and runs nothing again (no paid lookup, counter, list addition or
+/// tracking event twice), unless it says `"reprocess": true`. A paused lead
+/// is processed again (a re-post after its code is confirmed finds it
+/// verified). An attached table relies on its own unique key instead
+/// (src/store/taken_keys.rs): a re-inserted row is never processed again.
+pub fn process_posted(lead: &Value) -> Result<Value, LeadError> {
+    let env = Envelope::parse(lead).map_err(LeadError::Input)?;
+    if let (Some(id), false) = (env.lead_id.as_deref(), env.reprocess) {
+        if let Some(decision) = final_decision(id, &env.product) {
+            return Ok(decision);
+        }
+    }
+    process(lead)
+}
+
+/// The lead's latest decision for `product`, whole, when it is final.
+fn final_decision(lead_id: &str, product: &str) -> Option<Value> {
+    let (envelope, mut decision) = store::persist::last_decision_of(lead_id, product)?;
+    if !matches!(decision["status"].as_str(), Some("accepted" | "rejected")) {
+        return None;
+    }
+    // the stored decision leaves out what the envelope holds, and empty values
+    for k in pipeline::DECISION_KEYS {
+        if decision.get(*k).is_none() {
+            decision[*k] = match *k {
+                "fields" | "params" => envelope
+                    .get(*k)
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                "tags" | "silent_campaigns" | "queued" | "services" | "trace" => {
+                    Value::Array(Vec::new())
+                }
+                "response" => Value::Object(Default::default()),
+                "block_monetization" => Value::Bool(false),
+                _ => Value::Null,
+            };
+        }
+    }
+    Some(decision)
 }
 
 /// Process a lead envelope and persist the outcome; returns the decision.

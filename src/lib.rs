@@ -16,6 +16,7 @@ mod errors;
 mod gucs;
 mod jsonb;
 mod lead;
+mod lead_id;
 mod privilege;
 mod remote;
 mod row;
@@ -25,7 +26,7 @@ mod tuple;
 mod worker;
 
 /// Rust's allocations stay out of the backend's glibc heap (measured in
-/// the 0.5.0 commit that adds it; README "Performance").
+/// the 0.5.0 commit that adds it; docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

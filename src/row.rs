@@ -1,7 +1,7 @@
 //! The attached-table path (docs/architecture.md "Attaching"): a row becomes a lead envelope, and the
 //! decision becomes a patch the trigger applies to NEW.
 
-use crate::lead::new_lead_id;
+use crate::lead_id::new_lead_id;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

@@ -1,7 +1,7 @@
 //! A lead table's row as JSON values and back, for the attach trigger.
 //!
-//! Reading follows `row_to_json` (what the trigger used to call), so a lead's
-//! fields are the same either way: numbers stay numbers, dates and
+//! Reading follows `row_to_json`, so a lead's fields are the same whether a
+//! table is attached or the row is sent as JSON: numbers stay numbers, dates and
 //! timestamps are ISO 8601 strings, json/jsonb are nested values. Common
 //! column types are converted directly; a row with any other type asks
 //! `row_to_json` once for those columns. Writing follows

@@ -240,8 +240,8 @@ fn prepare_sms(job: &Job) -> Result<(Prep, Work), (String, &'static str)> {
 
 /// Prepare each job in its own subtransaction: a job whose preparation
 /// raises an ERROR (a configuration that cannot be loaded, say) is failed
-/// with the reason, and the rest of the batch goes on (review finding 7:
-/// it used to abort the claim, so the same batch was claimed forever).
+/// with the reason, and the rest of the batch goes on (an error that aborted
+/// the claim would have the same batch claimed again forever).
 fn split(jobs: &[Job]) -> (Ready, Vec<Work>) {
     let mut ready = Vec::with_capacity(jobs.len());
     let mut calls = Vec::new();

@@ -49,3 +49,7 @@ CREATE FUNCTION iclear."lead_signature"("product" TEXT, "envelope" json) RETURNS
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'lead_signature_wrapper';
+CREATE FUNCTION iclear."missing_credential"("service" TEXT, "settings" jsonb) RETURNS TEXT
+STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'missing_credential_wrapper';

@@ -32,7 +32,7 @@ pub const ALL: &[&str] = &[
     "pause_for_verification",
 ];
 
-/// Which actions a stage allows (docs/settings.md: each rules tab lists its actions).
+/// Which actions a stage allows (docs/reference/settings.md: each rules tab lists its actions).
 pub fn allowed(stage: RuleStage, action: &str) -> bool {
     match stage {
         RuleStage::PreValidation => matches!(
@@ -103,7 +103,7 @@ pub struct SetFields {
 pub struct SetParams {
     #[serde(default)]
     pub params: BTreeMap<String, String>,
-    /// Pre-validation may repair the lead body too (docs/settings.md: "change the
+    /// Pre-validation may repair the lead body too (docs/reference/settings.md: "change the
     /// input data"), before it is validated.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
@@ -397,6 +397,9 @@ impl Action {
                         "must be a non-empty list of non-empty tags",
                     ));
                 }
+                for (i, tag) in t.tags.iter().enumerate() {
+                    template(&format!("config.tags[{i}]"), tag)?;
+                }
                 ActionKind::LeadTags(t)
             }
             "stop_processing_rules" => {
@@ -434,6 +437,8 @@ impl Action {
                 if f.find.is_empty() {
                     return Err(ConfigError::new("config.find", "must not be empty"));
                 }
+                // the replacement is a template; the pattern is not
+                template("config.replace", &f.replace)?;
                 let re = if f.regex {
                     Some(
                         regex::RegexBuilder::new(&f.find)
@@ -460,6 +465,8 @@ impl Action {
                 if t.event.trim().is_empty() {
                     return Err(ConfigError::new("config.event", "must not be empty"));
                 }
+                crate::placeholders::check_json("config.payload", &t.payload)
+                    .map_err(|(at, e)| ConfigError::new(&at, e))?;
                 ActionKind::RunTrackingAction(t)
             }
             "change_response_parameter" => {

@@ -83,6 +83,12 @@ pub struct ProductConfig {
     pub global_rules: Vec<GlobalRule>,
     /// Field definitions, validated after pre-validation (`product_field`).
     pub fields: Vec<crate::validation::FieldRule>,
+    /// Is the `tracking` service subscribed, with an endpoint? A tracking
+    /// action of a lead is otherwise logged `skipped`, not queued.
+    pub tracking: bool,
+    /// The configuration version it was loaded at: every decision names it
+    /// (`config_history` then says what the rules were).
+    pub version: i64,
 }
 
 impl ProductConfig {
@@ -110,6 +116,10 @@ struct ProductDoc {
     global_rules: Vec<GlobalRuleDoc>,
     #[serde(default)]
     fields: Vec<crate::validation::FieldDoc>,
+    #[serde(default)]
+    tracking: bool,
+    #[serde(default)]
+    config_version: i64,
 }
 
 /// One `iclear.rule` row plus its conditions and active actions.
@@ -368,6 +378,8 @@ impl ProductConfig {
             lists,
             global_rules,
             fields,
+            tracking: doc.tracking,
+            version: doc.config_version,
         })
     }
 }

@@ -57,6 +57,9 @@ pub struct Envelope {
     pub campaigns_remaining: Option<i64>,
     /// When the lead store created the lead's source ("All New" targeting).
     pub source_created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Process a lead that already has a final decision again, rather than
+    /// return that decision (a re-post is otherwise idempotent).
+    pub reprocess: bool,
 }
 
 /// The limits of a lead (review finding 10). A lead past one is refused
@@ -88,6 +91,7 @@ pub(crate) const KEYS: &[&str] = &[
     "params",
     "campaigns_remaining",
     "source_created_at",
+    "reprocess",
 ];
 
 impl Envelope {
@@ -134,6 +138,11 @@ impl Envelope {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(InputError::new("silent", "must be a boolean")),
+        };
+        let reprocess = match obj.get("reprocess") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(InputError::new("reprocess", "must be a boolean")),
         };
         let method = match obj.get("method") {
             None | Some(Value::Null) => Method::Post,
@@ -210,6 +219,7 @@ impl Envelope {
             lead_id,
             stage,
             silent,
+            reprocess,
             method,
             publisher_id: id(obj, "publisher_id")?,
             channel_id: id(obj, "channel_id")?,

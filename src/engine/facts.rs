@@ -92,30 +92,4 @@ pub trait Facts {
     ) -> Result<Option<i64>, String>;
 }
 
-/// List values are compared trimmed (of the ASCII whitespace that SQL's
-/// trigger strips too: space, tab, newlines, form feed, vertical tab) and
-/// lowercased, and kept as a `stored_key` (the store normalises
-/// `list_entry.value` the same way on insert).
-pub fn normalize_list_value(s: &str) -> String {
-    stored_key(
-        s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0B' | '\x0C'))
-            .to_lowercase(),
-    )
-}
-
-/// The longest key stored as it is: list values, counter keys and lookup
-/// cache keys. A longer one is stored as `sha256:` and its hex digest, so no
-/// key meets btree's row-size limit (review finding 10); list_entry's
-/// trigger does the same in SQL.
-pub const STORED_KEY_BYTES: usize = 512;
-
-pub fn stored_key(s: String) -> String {
-    if s.len() <= STORED_KEY_BYTES {
-        return s;
-    }
-    use sha2::{Digest, Sha256};
-    format!(
-        "sha256:{}",
-        crate::service::verification_history::hex(&Sha256::digest(s.as_bytes()))
-    )
-}
+pub use crate::keys::{normalize_list_value, stored_key, STORED_KEY_BYTES};

@@ -1,4 +1,4 @@
-//! A Global Rule (docs/settings.md "Global Rules"): when and how its service
+//! A Global Rule (docs/reference/settings.md "Global Rules"): when and how its service
 //! runs, and its caps. What the service itself knows (settings, keys,
 //! verdicts) is in `crate::service`.
 

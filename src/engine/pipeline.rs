@@ -360,6 +360,7 @@ pub const DECISION_KEYS: &[&str] = &[
     "lead_id",
     "product",
     "stage",
+    "config_version",
     "status",
     "reason",
     "rejected_by",
@@ -392,6 +393,7 @@ pub fn error_decision(
         ("lead_id", lead_id.into()),
         ("product", product.into()),
         ("stage", stage.into()),
+        ("config_version", Value::Null),
         ("status", "error".into()),
         ("reason", reason.into()),
         ("rejected_by", Value::Null),
@@ -417,7 +419,7 @@ fn decision(cfg: &ProductConfig, lead: &mut Lead) -> Value {
     if let Some(why) = lead.overflow.take() {
         lead.status = Status::Error;
         lead.effects.clear();
-        return error_decision(
+        let mut d = error_decision(
             &lead.lead_id,
             &cfg.name,
             lead.env.stage.as_str(),
@@ -425,11 +427,14 @@ fn decision(cfg: &ProductConfig, lead: &mut Lead) -> Value {
             Value::Object(lead.env.fields.clone()),
             Value::Object(lead.env.params.clone()),
         );
+        d["config_version"] = cfg.version.into();
+        return d;
     }
     obj(vec![
         ("lead_id", Value::String(take(&mut lead.lead_id))),
         ("product", Value::String(cfg.name.clone())),
         ("stage", lead.env.stage.as_str().into()),
+        ("config_version", cfg.version.into()),
         ("status", lead.status.as_str().into()),
         (
             "reason",

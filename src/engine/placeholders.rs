@@ -53,6 +53,37 @@ fn known(name: &str) -> bool {
         .is_some_and(|k| !k.is_empty())
 }
 
+/// Render every string of a JSON value (a tracking payload): its strings
+/// are templates; keys and other values are kept as they are.
+pub fn render_json(j: &Value, v: &Vars) -> Value {
+    match j {
+        Value::String(t) => Value::String(render(t, v)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| render_json(x, v)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), render_json(x, v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Refuse a JSON value any of whose strings is a bad template, naming the
+/// path of the first (`setting.key[2]`).
+pub fn check_json(setting: &str, j: &Value) -> Result<(), (String, String)> {
+    match j {
+        Value::String(t) => check_template(t).map_err(|e| (setting.to_string(), e)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_json(&format!("{setting}[{i}]"), x)),
+        Value::Object(o) => o
+            .iter()
+            .try_for_each(|(k, x)| check_json(&format!("{setting}.{k}"), x)),
+        _ => Ok(()),
+    }
+}
+
 /// Refuse templates with unknown or unclosed placeholders at configuration time.
 pub fn check_template(t: &str) -> Result<(), String> {
     for tok in tokens(t)? {
@@ -105,6 +136,13 @@ fn cut_past(s: &mut String, limit: usize) {
 /// holds it is decided `error` (the pipeline's bound check), so no template
 /// can make a value of unbounded size from a lead's data.
 pub fn render(t: &str, v: &Vars) -> String {
+    render_with(t, v, |s| s.to_string())
+}
+
+/// `render`, each placeholder's value passed through `value` first (a
+/// regex replacement escapes `$` in them, so a lead's data is never read
+/// as a capture group).
+pub fn render_with(t: &str, v: &Vars, value: impl Fn(&str) -> String) -> String {
     if !t.contains("{%") {
         return t.to_string();
     }
@@ -123,7 +161,7 @@ pub fn render(t: &str, v: &Vars) -> String {
         match tok {
             Token::Text(x) => s.push_str(x),
             Token::Var(name) => {
-                let value = match name {
+                let found = match name {
                     "leadId" => v.lead_id.to_string(),
                     "productId" => v.product_id.to_string(),
                     "publisherId" => id(v.publisher_id),
@@ -140,10 +178,11 @@ pub fn render(t: &str, v: &Vars) -> String {
                         }
                     }
                 };
+                let rendered = value(&found);
                 if url {
-                    s.push_str(&url_encode(&value))
+                    s.push_str(&url_encode(&rendered))
                 } else {
-                    s.push_str(&value)
+                    s.push_str(&rendered)
                 }
             }
         }

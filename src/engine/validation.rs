@@ -1,5 +1,5 @@
 //! Product field definitions (`iclear.product_field`): the validation a
-//! lead's fields meet after pre-validation and before the lists (docs/settings.md:
+//! lead's fields meet after pre-validation and before the lists (docs/reference/settings.md:
 //! pre-validation rules run "before the validation process"). Each type is
 //! checked as a lead business expects: a well-formed email, a 10-digit US
 //! phone, a US state code, a real date, ...

@@ -270,9 +270,16 @@ impl Policy {
     /// Is `ip`, reached as `host`, allowed? Err says why not.
     pub fn allows(&self, host: &str, ip: IpAddr) -> Result<(), String> {
         match non_public(ip) {
-            Some(why) if !self.lists(host, ip) => Err(format!(
-                "{host} is {why} ({ip}) that iclear.allowed_endpoints does not list"
-            )),
+            Some(why) if !self.lists(host, ip) => {
+                let seen = if host == ip.to_string() {
+                    String::new()
+                } else {
+                    format!(" ({ip})")
+                };
+                Err(format!(
+                    "{host} is {why}{seen} that iclear.allowed_endpoints does not list"
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -7,7 +7,15 @@ use crate::http::{encode, Reply};
 use iclear_engine::service::{IpAnalysis, PhoneAnalysis};
 use serde_json::{Map, Value};
 
-pub fn ip_url(endpoint: &str, s: &IpAnalysis, ip: &str, fields: &Map<String, Value>) -> String {
+/// The request of an IP lookup. `shown`: as logged, with the lead's email
+/// and phone masked (the key is masked by the settings' `redact`).
+pub fn ip_url(
+    endpoint: &str,
+    s: &IpAnalysis,
+    ip: &str,
+    fields: &Map<String, Value>,
+    shown: bool,
+) -> String {
     let mut url = format!(
         "{}/{}/{}?strictness={}",
         endpoint.trim_end_matches('/'),
@@ -24,6 +32,26 @@ pub fn ip_url(endpoint: &str, s: &IpAnalysis, ip: &str, fields: &Map<String, Val
     if let Some(ua) = ua {
         url.push_str("&user_agent=");
         url.push_str(&encode(ua));
+    }
+    // IPQS's transaction scoring: the lead's email and phone
+    for (param, field) in [
+        ("billing_email", &s.email_field),
+        ("billing_phone", &s.phone_field),
+    ] {
+        let v = fields
+            .get(field.as_str())
+            .and_then(iclear_engine::envelope::value_text)
+            .filter(|v| !field.is_empty() && !v.trim().is_empty());
+        if let Some(v) = v {
+            url.push('&');
+            url.push_str(param);
+            url.push('=');
+            url.push_str(&if shown {
+                "***".to_string()
+            } else {
+                encode(v.trim())
+            });
+        }
     }
     url
 }
@@ -62,5 +90,44 @@ pub fn parse(r: Reply) -> Result<Value, (String, bool)> {
             ),
             false,
         )),
+    }
+}
+
+#[cfg(test)]
+mod sends {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(extra: Value) -> IpAnalysis {
+        let mut v = json!({"api_key": "K"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        match iclear_engine::service::Settings::parse("ip_analysis", &v).unwrap() {
+            iclear_engine::service::Settings::IpAnalysis(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Seed 003: the score uses the IP, the email and the phone. Both go as
+    /// IPQS's transaction-scoring parameters, and the log masks them.
+    #[test]
+    fn the_email_and_phone_are_sent_and_masked_in_the_log() {
+        let fields = json!({"email": "Jo@x.com", "homePhone": "201 555 0007", "mail2": "o@x.com"});
+        let fields = fields.as_object().unwrap();
+        let s = settings(json!({}));
+        assert_eq!(
+            ip_url("http://h/ip", &s, "1.2.3.4", fields, false),
+            "http://h/ip/K/1.2.3.4?strictness=0&billing_email=Jo%40x.com&billing_phone=201%20555%200007"
+        );
+        assert_eq!(
+            ip_url("http://h/ip", &s, "1.2.3.4", fields, true),
+            "http://h/ip/K/1.2.3.4?strictness=0&billing_email=***&billing_phone=***"
+        );
+        let s = settings(json!({"email_field": "mail2", "phone_field": ""}));
+        assert_eq!(
+            ip_url("http://h/ip", &s, "1.2.3.4", fields, false),
+            "http://h/ip/K/1.2.3.4?strictness=0&billing_email=o%40x.com"
+        );
     }
 }

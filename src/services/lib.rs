@@ -24,9 +24,13 @@ pub fn call(c: &ServiceCall) -> CallResult {
     let endpoint = c.rule.endpoint.as_str();
     let (url, result, body) = match s {
         Settings::IpAnalysis(ip) => {
-            let url = ipqs::ip_url(endpoint, ip, c.value, c.fields);
+            let url = ipqs::ip_url(endpoint, ip, c.value, c.fields, false);
             let r = http::get(&url, c.timeout_s);
-            (url, r.map(ipqs::parse), None)
+            (
+                ipqs::ip_url(endpoint, ip, c.value, c.fields, true),
+                r.map(ipqs::parse),
+                None,
+            )
         }
         Settings::PhoneAnalysis(p) => {
             let url = ipqs::phone_url(endpoint, p, c.value);

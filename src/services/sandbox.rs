@@ -3,7 +3,7 @@
 //! tests run the real HTTP path with no internet (docs/architecture.md "Services and the worker"). It refuses to
 //! listen on anything but a loopback address.
 //!
-//! Answers (README "Sandbox provider" lists them for users):
+//! Answers (docs/reference/configuration.md "Sandbox provider" lists them for users):
 //! - `GET /ip/{key}/{a.b.c.d}`: fraud_score = d mod 101, country_code by c mod 8
 //!   (US, US, US, CA, GB, MX, DE, IN), mobile when b is odd, proxy from 75,
 //!   vpn from 85, tor from 95, recent_abuse from 90. Key "invalid" or a

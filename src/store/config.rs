@@ -143,7 +143,10 @@ SELECT jsonb_build_object(
       WHERE g.product_id = p.id), '[]'),
   'fields', coalesce((
      SELECT jsonb_agg(to_jsonb(f) ORDER BY f.id) FROM iclear.product_field f
-      WHERE f.product_id = p.id), '[]'))
+      WHERE f.product_id = p.id), '[]'),
+  'tracking', EXISTS (SELECT 1 FROM iclear.service t
+                       WHERE t.name = 'tracking' AND t.subscription = 'enabled' AND t.endpoint IS NOT NULL),
+  'config_version', (SELECT v.version FROM iclear.config_version v))
 FROM iclear.product p WHERE p.name = $1"#;
 
 /// The parts of `LOAD` that read 0.6.0's tables: an endpoint's secret.

@@ -9,7 +9,9 @@
 //! and always looks cheaper).
 
 pub mod backtest;
+pub mod cap_key;
 pub mod cap_limits;
+pub mod cap_table;
 pub mod caps;
 pub mod config;
 pub mod facts;
@@ -245,14 +247,14 @@ const SHARE: pg_sys::LOCKMODE = pg_sys::ShareLock as pg_sys::LOCKMODE;
 ///
 /// Every lead of a multi-row INSERT or COPY takes its own key locks, and
 /// each lives in PostgreSQL's shared lock table until the transaction ends:
-/// 20,000 leads in one statement used to fill it, and the rest of the rows
-/// ended `error` ("out of shared memory"). So a transaction keeps at most
+/// 20,000 leads in one statement would fill it, and the rest of the rows
+/// would end `error` ("out of shared memory"). So a transaction keeps at most
 /// `max_locks_per_transaction` of them until it ends. Past that budget a
 /// key is held by the lead that takes it, until that lead ends
 /// (`end_lead`), and the transaction holds the bulk lock in share mode:
 /// a reader of a counter that finds it taken waits for the increments of
 /// open transactions that hold no lock any more (`bulk_writers_open`,
-/// README "Bulk loads").
+/// docs/guide/caps-and-counters.md "Bulk loads").
 pub fn try_xact_lock(class: i32, parts: &[&str]) -> bool {
     unsafe {
         let lxid = (*pg_sys::MyProc).lxid;

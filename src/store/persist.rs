@@ -103,6 +103,27 @@ pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
     }
 }
 
+/// The latest decision (with its envelope) of `lead_id` for `product` as it
+/// exists now (a product dropped and made again under its name is another),
+/// errors left out.
+pub fn last_decision_of(lead_id: &str, product: &str) -> Option<(Value, Value)> {
+    let doc: pgrx::JsonB = super::query_value(
+        "SELECT jsonb_build_array(d.envelope, d.decision) FROM iclear.decision d
+           JOIN iclear.product p ON p.id = d.product_id
+          WHERE d.lead_id = $1 AND p.name = $2 AND d.status <> 'error'
+          ORDER BY d.id DESC LIMIT 1",
+        &[TEXT, TEXT],
+        &[lead_id.into(), product.into()],
+    )?;
+    match doc.0 {
+        Value::Array(mut a) if a.len() == 2 => {
+            let d = a.pop()?;
+            Some((a.pop()?, d))
+        }
+        _ => None,
+    }
+}
+
 /// What processing logged of a lead, for redirect rules: the rules that
 /// matched (`{"matched": [ids]}`) and the latest answer of each service
 /// (`{"services": {name: response}}`).

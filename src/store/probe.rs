@@ -1,7 +1,7 @@
 //! Reads by index equality without SPI, for the lookups every lead makes:
 //! list membership and a counter's value. A prepared statement pays SPI's
 //! connect, a plan check and an executor start-up on every run, which cost
-//! more than the index probe itself (`make bench`, README "Performance").
+//! more than the index probe itself (`make bench`, docs/performance.md).
 //! A probe reads what the statement it replaces read: the same index, the
 //! same snapshot, and only when the current user may read the table (else
 //! the caller runs the statement, which raises PostgreSQL's own error).

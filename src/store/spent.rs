@@ -16,7 +16,7 @@
 //! Until then a cap period loaded from disk counts the file
 //! (`ended_for`), so a restart never hands its slot out again.
 
-use super::caps::CapKey;
+use super::cap_key::CapKey;
 use super::{exec, query_value, INT8, JSON, TEXT};
 use iclear_engine::facts::ServiceCall;
 use pgrx::pg_sys;
@@ -73,7 +73,7 @@ fn write_file(path: &Path, record: &Value, durable: bool) -> std::io::Result<()>
 pub fn before_send(call: &ServiceCall, caps: &[CapKey]) -> Result<Spent, String> {
     let xid = unsafe { pg_sys::GetCurrentFullTransactionId() }.value;
     let top = unsafe { pg_sys::GetTopFullTransactionId() }.value;
-    let lifetime = super::caps::lifetime();
+    let lifetime = super::cap_table::lifetime();
     let n = SEQ.get() + 1;
     SEQ.set(n);
     let pid = std::process::id();
@@ -165,7 +165,7 @@ fn read(f: &Named) -> Option<Value> {
 /// INSERT showed it: one lead in flight was recorded as rolled back.)
 /// `asked` keeps each top-level id's answer for one pass.
 fn ended(f: &Named, asked: &mut HashMap<u64, bool>) -> bool {
-    if f.lifetime != super::caps::lifetime() {
+    if f.lifetime != super::cap_table::lifetime() {
         return true;
     }
     *asked.entry(f.top).or_insert_with(|| {
@@ -226,7 +226,7 @@ pub fn ended_for(k: &CapKey) -> Vec<String> {
 /// Files of committed leads are removed (and their marks); files of
 /// transactions still open are left for a later round.
 pub fn reconcile() -> i64 {
-    super::caps::register_callbacks();
+    register_callback();
     let mut n = 0;
     let mut asked = HashMap::new();
     for f in listing() {
@@ -334,14 +334,39 @@ fn record(r: &Value) -> bool {
     true
 }
 
+thread_local! {
+    static CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The end of a transaction that reconciled files settles them.
+fn register_callback() {
+    if CALLBACK.get() {
+        return;
+    }
+    unsafe { pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut()) };
+    CALLBACK.set(true);
+}
+
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => on_commit(),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => on_abort(),
+        _ => {}
+    }
+}
+
 /// The transaction that reconciled files committed: remove them.
-pub fn on_commit() {
+fn on_commit() {
     for p in RECONCILED.with_borrow_mut(std::mem::take) {
         let _ = fs::remove_file(p);
     }
 }
 
 /// It rolled back: the files stay for the next round.
-pub fn on_abort() {
+fn on_abort() {
     RECONCILED.with_borrow_mut(Vec::clear);
 }

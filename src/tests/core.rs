@@ -24,6 +24,11 @@ fn accepts_and_persists_a_lead() {
         int("SELECT publisher_id FROM iclear.source WHERE id = 77"),
         12
     );
+    // the decision names the configuration it was made with (issue 25 item 10)
+    assert_eq!(
+        d["config_version"].as_i64(),
+        Some(int("SELECT version FROM iclear.config_version"))
+    );
     // iclear.process is the same function
     let d2 = json("SELECT iclear.process('{\"product\": \"payday_us\"}')");
     assert_eq!(

@@ -203,6 +203,8 @@ fn redirect_rules_run_for_a_processed_lead() {
     let seen = rule("redirect", "lowercase ran", 2);
     condition(seen, "rule", &fix.to_string(), "equals", json!(true));
     condition(seen, "lead_param", "status", "equals", json!("accepted"));
+    // (a tracking action needs the tracking service subscribed, with an endpoint)
+    run("UPDATE iclear.service SET subscription = 'enabled', endpoint = 'http://127.0.0.1:9/tracking' WHERE name = 'tracking'");
     action(seen, "run_tracking_action", json!({"event": "seen"}));
     let out = json("SELECT iclear.process_redirect('R-1', '{\"aff_id\": \"12\", \"url\": \"u\"}')");
     assert_eq!(out["matched_rules"], json!([seen]), "{out}");
@@ -306,6 +308,16 @@ fn tracking_events_are_delivered_by_the_worker() {
     setup();
     let sb = Sandbox::start("127.0.0.1:0").unwrap();
     let r = rule("processing", "track", 1);
+    // refused while the tracking service is unsubscribed (issue 25 item 3)
+    let e = err(&format!(
+        "INSERT INTO iclear.rule_action (rule_id, action, config) VALUES ({r}, 'run_tracking_action', '{{\"event\": \"x\"}}')"
+    ))
+    .unwrap();
+    assert!(e.contains("needs the tracking service subscribed"), "{e}");
+    run(&format!(
+        "UPDATE iclear.service SET subscription = 'enabled', endpoint = '{}/tracking' WHERE name = 'tracking'",
+        sb.base_url()
+    ));
     action(
         r,
         "run_tracking_action",
@@ -316,16 +328,19 @@ fn tracking_events_are_delivered_by_the_worker() {
         "run_tracking_action",
         json!({"event": "fail-once", "payload": {}}),
     );
+    // unsubscribed since: nothing queued, and the log says skipped, not queued
+    run("UPDATE iclear.service SET subscription = 'disabled' WHERE name = 'tracking'");
     process(json!({"product": "payday_us", "lead_id": "T0"}));
     assert_eq!(
         int("SELECT count(*) FROM iclear.job WHERE kind = 'tracking'"),
         0,
         "the tracking service is not subscribed"
     );
-    run(&format!(
-        "UPDATE iclear.service SET subscription = 'enabled', endpoint = '{}/tracking' WHERE name = 'tracking'",
-        sb.base_url()
-    ));
+    assert_eq!(
+        text("SELECT string_agg(DISTINCT outcome, ',') FROM iclear.filter_log WHERE lead_id = 'T0' AND kind = 'tracking'").unwrap(),
+        "skipped"
+    );
+    run("UPDATE iclear.service SET subscription = 'enabled' WHERE name = 'tracking'");
     process(json!({"product": "payday_us", "lead_id": "T1"}));
     assert_eq!(
         int("SELECT count(*) FROM iclear.job WHERE kind = 'tracking'"),

@@ -153,7 +153,7 @@ fn phone_analysis_settings_over_http() {
         (json!({"reject_fraud_score_gte": 10}), "5552321410", true),
         (json!({"reject_fraud_score_gte": 11}), "5552321410", false),
         (json!({"reject_fraud_score_gte": 0}), "5552321499", false),
-        // docs/settings.md "Phone Number Analysis": threshold 0 never rejects, whatever flags are on
+        // docs/reference/settings.md "Phone Number Analysis": threshold 0 never rejects, whatever flags are on
         (
             json!({"reject_voip": true, "reject_fraud_score_gte": 0}),
             "5552321410",
@@ -700,3 +700,38 @@ fn ordering_local_db_on_demand_and_validation() {
 }
 
 // ------------------------------------------------- verification history
+
+/// Issue 25 item 5: an active global rule without its credential treated
+/// every lead as "no response" (with no-response = reject, rejected them
+/// all). It is refused when the transaction commits, naming the setting;
+/// a paused rule may wait for an admin to set its key. (The check is
+/// deferred to the commit, which a pg_test never reaches: SET CONSTRAINTS
+/// makes it run at once here.)
+#[pg_test]
+fn an_active_global_rule_needs_its_credential() {
+    setup();
+    run("SET CONSTRAINTS iclear.credential IMMEDIATE");
+    let insert = |status: &str, settings: &str| {
+        format!(
+            "INSERT INTO iclear.global_rule (product_id, service, status, settings)
+             SELECT id, 'ip_analysis', '{status}', '{settings}' FROM iclear.product"
+        )
+    };
+    let e = err(&insert("active", r#"{"reject_fraud_score_gte": 90}"#)).unwrap();
+    assert!(e.contains("global_rule.settings.api_key"), "{e}");
+    run(&insert("paused", r#"{"reject_fraud_score_gte": 90}"#));
+    let e = err("UPDATE iclear.global_rule SET status = 'active'").unwrap();
+    assert!(e.contains("global_rule.settings.api_key"), "{e}");
+    run(r#"UPDATE iclear.global_rule SET status = 'active', settings = settings || '{"api_key": "K"}'"#);
+    let e = err("UPDATE iclear.global_rule_credential SET credentials = '{}'").unwrap();
+    assert!(e.contains("global_rule.settings.api_key"), "{e}");
+    // iClaim needs both of its credentials
+    let e = err(r#"INSERT INTO iclear.global_rule (product_id, service, settings)
+                   SELECT id, 'iclaim', '{"account_id": "A"}' FROM iclear.product"#)
+    .unwrap();
+    assert!(e.contains("global_rule.settings.api_token"), "{e}");
+    // a restore (check_function_bodies off, as pg_dump sets it) loads the
+    // rule before its credential
+    run("SET LOCAL check_function_bodies = off");
+    run(&insert("active", r#"{"reject_fraud_score_gte": 90}"#));
+}

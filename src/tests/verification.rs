@@ -201,9 +201,18 @@ fn pause_confirm_and_repost() {
         text("SELECT status FROM iclear.sms_verification").unwrap(),
         "verified"
     );
-    // the re-posted lead passes
+    // the re-posted lead gets the decision the confirmation gave it, and
+    // nothing runs again (issue 25 item 6: it was processed twice)
+    let decisions = int("SELECT count(*) FROM iclear.decision WHERE lead_id = 'P1'");
+    let logged = int("SELECT count(*) FROM iclear.filter_log WHERE lead_id = 'P1'");
     let d = process(lead.clone());
     assert_eq!(d["status"], "accepted");
+    assert_eq!(int("SELECT count(*) FROM iclear.decision WHERE lead_id = 'P1'"), decisions);
+    assert_eq!(int("SELECT count(*) FROM iclear.filter_log WHERE lead_id = 'P1'"), logged);
+    // asked to, it is processed again, and the verified phone passes
+    let mut again = lead.clone();
+    again["reprocess"] = json!(true);
+    assert_eq!(process(again)["status"], "accepted");
     assert_eq!(text("SELECT outcome FROM iclear.filter_log WHERE kind = 'verification' ORDER BY at DESC LIMIT 1").unwrap(), "already_verified");
     // codes expire, and wrong codes are limited
     let other = json!({"product": "payday_us", "fields": {"homePhone": "5550100200"}});

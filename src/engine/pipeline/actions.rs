@@ -51,22 +51,24 @@ pub(super) fn apply(
                     ..LogEntry::default()
                 }),
             }
+            // after processing, the answer is for reporting: the decision's
+            // status, reason and rejected_by stay as processing left them
+            // (a rejected lead's too), and the rules after it run
             if let Some((status, reason, by, (logged, listed))) = decided {
-                if lead.status != status {
-                    (lead.status, lead.reason, lead.rejected_by) = (status, reason, by);
-                    for entry in lead.log[logged..]
-                        .iter_mut()
-                        .filter(|e| e.outcome == "reject")
-                    {
-                        entry.outcome = "flagged".into();
-                        entry.detail["after_processing"] = "the decision stands".into();
-                    }
-                    for s in lead.services[listed..].iter_mut() {
-                        if s["outcome"] == "reject" {
-                            s["outcome"] = "flagged".into();
-                        }
+                (lead.status, lead.reason, lead.rejected_by) = (status, reason, by);
+                for entry in lead.log[logged..]
+                    .iter_mut()
+                    .filter(|e| e.outcome == "reject")
+                {
+                    entry.outcome = "flagged".into();
+                    entry.detail["after_processing"] = "the decision stands".into();
+                }
+                for s in lead.services[listed..].iter_mut() {
+                    if s["outcome"] == "reject" {
+                        s["outcome"] = "flagged".into();
                     }
                 }
+                return Flow::Continue;
             }
             if lead.status == Status::Rejected {
                 return Flow::EndAll;
@@ -129,10 +131,17 @@ pub(super) fn apply(
             }
         }
         ActionKind::LeadTags(t) => {
-            for tag in &t.tags {
+            let vars = lead.vars(cfg.id);
+            let tags: Vec<String> = t
+                .tags
+                .iter()
+                .map(|tag| render(tag, &vars))
+                .filter(|tag| !tag.is_empty())
+                .collect();
+            for tag in tags {
                 match t.mode {
-                    TagMode::Add if !lead.tags.contains(tag) => lead.tags.push(tag.clone()),
-                    TagMode::Remove => lead.tags.retain(|x| x != tag),
+                    TagMode::Add if !lead.tags.contains(&tag) => lead.tags.push(tag),
+                    TagMode::Remove => lead.tags.retain(|x| *x != tag),
                     _ => {}
                 }
             }
@@ -172,13 +181,26 @@ pub(super) fn apply(
             });
         }
         ActionKind::FindAndReplace(f, re) => {
+            // The replacement's placeholders first (in a regex replacement a
+            // `$` of the lead's data is literal, not a capture group).
+            let vars = lead.vars(cfg.id);
+            let replacement = match re {
+                Some(_) => {
+                    crate::placeholders::render_with(&f.replace, &vars, |v| v.replace('$', "$$"))
+                }
+                None => render(&f.replace, &vars),
+            };
             // On redirect the field is a redirect parameter, else a lead field.
-            let target = match lead.redirect.as_mut() {
+            let target = match lead.redirect.as_ref() {
                 Some(r) => r,
-                None => &mut lead.fields,
+                None => &lead.fields,
             };
             if let Some(cur) = target.get(&f.field).and_then(value_text) {
-                let new = replace_bounded(&cur, &f.find, re.as_ref(), &f.replace);
+                let new = replace_bounded(&cur, &f.find, re.as_ref(), &replacement);
+                let target = match lead.redirect.as_mut() {
+                    Some(r) => r,
+                    None => &mut lead.fields,
+                };
                 target.insert(f.field.clone(), Value::String(new));
             }
         }
@@ -193,20 +215,33 @@ pub(super) fn apply(
             }
         }
         ActionKind::RunTrackingAction(t) => {
+            let payload = crate::placeholders::render_json(&t.payload, &lead.vars(cfg.id));
+            // an event with nowhere to go is said so, never logged as queued
+            let (outcome, detail) = if cfg.tracking {
+                (Value::from("queued"), payload.clone())
+            } else {
+                (
+                    Value::from("skipped"),
+                    json!({"why": "the tracking service is not subscribed or has no endpoint",
+                           "payload": payload}),
+                )
+            };
             lead.log.push(LogEntry {
                 stage: rule.stage.as_str(),
                 origin: lead.origin,
                 kind: "tracking",
                 ref_id: Some(rule.id),
                 name: Some(t.event.clone()),
-                outcome: "queued".into(),
-                detail: t.payload.clone(),
+                outcome: outcome.as_str().unwrap_or("queued").into(),
+                detail,
                 ..LogEntry::default()
             });
-            lead.effects.push(Effect::Track {
-                event: t.event.clone(),
-                payload: t.payload.clone(),
-            });
+            if cfg.tracking {
+                lead.effects.push(Effect::Track {
+                    event: t.event.clone(),
+                    payload,
+                });
+            }
         }
         ActionKind::ChangeResponseParameter(r) => {
             let v = render(&r.value, &lead.vars(cfg.id));

@@ -1,4 +1,4 @@
-//! Global Rules in the pipeline (docs/architecture.md "The pipeline" steps 4 and 6, docs/settings.md): which
+//! Global Rules in the pipeline (docs/architecture.md "The pipeline" steps 4 and 6, docs/reference/settings.md): which
 //! rules run for this lead, cache → local DB → paid lookup → async, and what
 //! the answer does to the lead.
 
@@ -15,7 +15,7 @@ pub(super) enum Trigger {
 }
 
 /// The global rules of one run time, in position order. A reject stops the
-/// services after it (docs/settings.md).
+/// services after it (docs/reference/settings.md).
 pub(super) fn run_global_rules(
     cfg: &ProductConfig,
     run_time: RunTime,
@@ -40,13 +40,12 @@ fn not_for_this_lead(
     if !global_rule.subscribed {
         return Some("subscription disabled");
     }
-    if trigger == Trigger::Action {
-        return None;
-    }
-    if !global_rule.active {
+    // an action runs a paused or on-demand rule, in its stage and silent-ping
+    // settings (seed 002: the target rule's settings apply)
+    if trigger == Trigger::Scheduled && !global_rule.active {
         return Some("paused");
     }
-    if global_rule.execution == Execution::OnDemand {
+    if trigger == Trigger::Scheduled && global_rule.execution == Execution::OnDemand {
         return Some("on demand only");
     }
     // "Run service on" applies to PingPost products only.
@@ -217,7 +216,7 @@ impl Lead<'_> {
             json!({"source": "none", "cost": 0, "reason": reason}),
             request,
         );
-        // async services "do not impact the lead processing flow" (docs/settings.md)
+        // async services "do not impact the lead processing flow" (docs/reference/settings.md)
         if global_rule.reject_on_no_response && origin != "async" {
             self.reject(
                 format!("{} did not respond: {reason}", global_rule.service),
@@ -282,6 +281,16 @@ pub(super) fn run_global(
     facts: &mut dyn Facts,
 ) {
     if let Some(why) = not_for_this_lead(cfg, global_rule, trigger, lead.env) {
+        // a Run-third-party-service action asked for it: the log says why not
+        if trigger == Trigger::Action {
+            return lead.service_log(
+                global_rule,
+                "on_demand",
+                "skipped",
+                json!({"why": why, "cost": 0}),
+                None,
+            );
+        }
         if lead.trace_level == TraceLevel::Full {
             lead.trace
                 .push(json!({"global_rule_id": global_rule.id, "service": global_rule.service, "skipped": why}));
@@ -316,7 +325,7 @@ pub(super) fn run_global(
             None,
         );
     }
-    // After filtration with no campaign left: skipped, at no charge (docs/settings.md "IP Analysis").
+    // After filtration with no campaign left: skipped, at no charge (docs/reference/settings.md "IP Analysis").
     let skip_after =
         global_rule.run_time == RunTime::AfterFiltration && lead.env.campaigns_remaining == Some(0);
     if let (Settings::VerificationHistory(vh), false) = (&global_rule.settings, skip_after) {

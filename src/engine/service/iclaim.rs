@@ -1,4 +1,4 @@
-//! iClaim (docs/settings.md "iClaim"): its settings, the session id it
+//! iClaim (docs/reference/settings.md "iClaim"): its settings, the session id it
 //! claims, the lead fields it sends to match, and the consent evidence an
 //! answer carries.
 

@@ -1,4 +1,4 @@
-//! IP Analysis (docs/settings.md "IP Analysis"): its settings, its lookup
+//! IP Analysis (docs/reference/settings.md "IP Analysis"): its settings, its lookup
 //! key, the fields it sends, and what an answer means under the settings.
 
 use super::answer::{flag, num, one_of, text};
@@ -34,6 +34,13 @@ pub struct IpAnalysis {
     pub ip_field: String,
     #[serde(default)]
     pub user_agent_field: Option<String>,
+    /// The lead's email and phone, sent as IPQS's transaction-scoring
+    /// `billing_email` and `billing_phone` (seed 003: the score uses "IP
+    /// address or device, email address, and phone number"); "" sends none.
+    #[serde(default = "email_field")]
+    pub email_field: String,
+    #[serde(default = "phone_field")]
+    pub phone_field: String,
     #[serde(default)]
     pub strictness: u8,
     #[serde(default)]
@@ -54,10 +61,20 @@ fn ip_field() -> String {
     "userIp".into()
 }
 
+fn email_field() -> String {
+    "email".into()
+}
+
+fn phone_field() -> String {
+    "homePhone".into()
+}
+
 const KEYS: &[&str] = &[
     "api_key",
     "ip_field",
     "user_agent_field",
+    "email_field",
+    "phone_field",
     "strictness",
     "cache_days",
     "reject_fraud_score_gte",
@@ -106,6 +123,9 @@ impl Service for IpAnalysis {
         ip: String,
         text: &dyn Fn(&str) -> Option<String>,
     ) -> Option<(String, String)> {
+        // (the email and phone sent are not: a cached answer of an IP serves
+        // the leads of other people behind it, as the seed's cache means to;
+        // docs/reference/settings.md "IP Analysis")
         let ua = self.user_agent_field.as_deref().and_then(text).map(|ua| {
             let h = sha2::Sha256::digest(ua.as_bytes());
             format!("|ua{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
@@ -115,7 +135,12 @@ impl Service for IpAnalysis {
     }
 
     fn call_fields(&self) -> Vec<&str> {
-        self.user_agent_field.iter().map(String::as_str).collect()
+        self.user_agent_field
+            .iter()
+            .map(String::as_str)
+            .chain([self.email_field.as_str(), self.phone_field.as_str()])
+            .filter(|f| !f.is_empty())
+            .collect()
     }
 
     fn verdict(&self, d: &Value) -> Verdict {

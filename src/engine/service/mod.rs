@@ -151,7 +151,7 @@ impl Settings {
         let value = text(service.lookup_field()?)?;
         service
             .lookup_key(value, &text)
-            .map(|(value, key)| (value, crate::facts::stored_key(key)))
+            .map(|(value, key)| (value, crate::keys::stored_key(key)))
     }
 
     /// The cache key of an already extracted lookup value (an async job

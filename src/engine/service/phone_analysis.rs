@@ -1,4 +1,4 @@
-//! Phone Number Analysis (docs/settings.md "Phone Number Analysis"): its
+//! Phone Number Analysis (docs/reference/settings.md "Phone Number Analysis"): its
 //! settings, its lookup key, and seed 004's overall fraud score and
 //! criteria applied to an answer.
 
@@ -69,7 +69,7 @@ pub struct PhoneAnalysis {
     #[serde(default)]
     pub add_to_list: Option<PhoneCriteria>,
     /// What each enabled variable adds to the overall fraud score when it
-    /// holds (docs/settings.md "Phone Number Analysis": the score "is accumulated based on the enabled
+    /// holds (docs/reference/settings.md "Phone Number Analysis": the score "is accumulated based on the enabled
     /// variables"). 100 each by default: an enabled variable that holds
     /// reaches any threshold.
     #[serde(default)]

@@ -1,10 +1,11 @@
-//! The Verification History Service (docs/settings.md "Verification History"):
+//! The Verification History Service (docs/reference/settings.md "Verification History"):
 //! its settings, signature validation, the local SMS verification history
 //! and their combined rejection logic. Pure: the store answers what was
 //! recorded when, this module decides.
 
 use super::{non_empty, parse, Service};
 use crate::error::ConfigError;
+use crate::keys::hex;
 use crate::placeholders::{render, Vars};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -154,10 +155,6 @@ fn render_strings(v: &Value, vars: &Vars, complete: &mut bool) -> Value {
             .collect(),
         other => other.clone(),
     }
-}
-
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A verified phone in the SMS history.

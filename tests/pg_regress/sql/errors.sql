@@ -1,4 +1,4 @@
--- Every documented kind of error, with its SQLSTATE (README "Errors").
+-- Every documented kind of error, with its SQLSTATE (docs/reference/errors.md).
 \set SHOW_CONTEXT never
 -- 23514: a configuration row refused by its check; the expected list is the HINT
 INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)

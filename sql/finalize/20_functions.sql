@@ -1,0 +1,650 @@
+-- iclear finalize, functions: The functions iclear runs and offers: entry points, attach, maintenance, the worker's bookkeeping, the verification desk, erasure.
+-- One part of sql/finalize.sql, which scripts/gen-finalize.py assembles:
+-- release by release (the statements outside any region first, then each
+-- since-X region), and within a release these files in their order.
+
+-- When a cap of `period` (daily, or monthly from `start_day`) next resets
+-- after `at`. Caps count in UTC; a start day past the month's end resets on
+-- its last day.
+CREATE FUNCTION iclear.next_cap_reset(period text, start_day integer DEFAULT 1, at timestamptz DEFAULT now())
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN (date_trunc('day', at AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+        WHEN 'monthly' THEN (
+            SELECT min(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE 'UTC' AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE 'UTC') + k * interval '1 month' AS m
+                          FROM generate_series(-1, 1) AS k) AS months) AS resets
+             WHERE d > at)
+    END
+$$;
+
+-- ------------------------------------------------------------ public entry
+CREATE FUNCTION public.iclear_process(lead jsonb) RETURNS jsonb
+LANGUAGE sql VOLATILE STRICT
+AS $$ SELECT iclear.process(lead) $$;
+
+-- -------------------------------------------------------- attach / detach
+CREATE FUNCTION iclear.attach(lead_table regclass, product text, options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    col text;
+BEGIN
+    PERFORM iclear.check_attach_options(options);
+    IF NOT EXISTS (SELECT 1 FROM iclear.product p WHERE p.name = product) THEN
+        RAISE EXCEPTION 'iclear.attach: unknown product "%"', product USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY ARRAY[options ->> 'fields_column', options ->> 'params_column'] LOOP
+        IF col IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+             WHERE attrelid = lead_table AND attname = col AND NOT attisdropped
+               AND atttypid = 'jsonb'::regtype) THEN
+            RAISE EXCEPTION 'iclear.attach: option names column "%", which % has not as a jsonb column', col, lead_table
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    col := coalesce(options ->> 'id_column', 'id');
+    IF options ? 'id_column' AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = lead_table AND attname = col AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'iclear.attach: id_column "%" is not a column of %', col, lead_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = lead_table AND tgname = 'iclear_process') THEN
+        EXECUTE format('DROP TRIGGER iclear_process ON %s', lead_table);
+    END IF;
+    EXECUTE format('CREATE TRIGGER iclear_process BEFORE INSERT ON %s FOR EACH ROW
+                    EXECUTE FUNCTION iclear.lead_trigger(%L, %L)', lead_table, product, options::text);
+    INSERT INTO iclear.attachment (lead_table, product, options) VALUES (lead_table, product, options)
+    ON CONFLICT ON CONSTRAINT attachment_pkey
+    DO UPDATE SET product = EXCLUDED.product, options = EXCLUDED.options, created_at = now();
+END $$;
+
+CREATE FUNCTION iclear.detach(lead_table regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS iclear_process ON %s', lead_table);
+    DELETE FROM iclear.attachment a WHERE a.lead_table = detach.lead_table;
+END $$;
+
+-- BEGIN since-0.2.0
+-- When the current period of a cap began (the last reset at or before `at`);
+-- the counterpart of next_cap_reset().
+CREATE FUNCTION iclear.cap_period_start(period text, start_day integer DEFAULT 1, at timestamptz DEFAULT now())
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        WHEN 'monthly' THEN (
+            SELECT max(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE 'UTC' AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE 'UTC') + k * interval '1 month' AS m
+                          FROM generate_series(-1, 0) AS k) AS months) AS resets
+             WHERE d <= at)
+    END
+$$;
+
+-- Failed async jobs stay visible (iclear.health.failed_jobs); this queues
+-- them again once the cause is fixed.
+CREATE FUNCTION iclear.retry_failed_jobs() RETURNS bigint
+LANGUAGE sql AS $$
+    WITH r AS (UPDATE iclear.job SET status = 'queued', attempts = 0, run_after = now(),
+                                    leased_until = NULL, updated_at = now()
+                WHERE status = 'failed' RETURNING 1)
+    SELECT count(*) FROM r
+$$;
+
+-- ------------------------------------------------- verification history
+-- Phones are matched by their digits; an 11-digit number with the North
+-- American country code 1 is its 10 digits (engine: verification::normalize_phone).
+CREATE FUNCTION iclear.normalize_phone(phone text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT nullif(CASE WHEN length(d) = 11 AND left(d, 1) = '1' THEN substr(d, 2) ELSE d END, '')
+      FROM (SELECT regexp_replace(phone, '[^0-9]', '', 'g') AS d) AS x
+$$;
+-- END since-0.2.0
+
+-- BEGIN since-0.3.0
+-- The attach trigger (docs/architecture.md "Attaching"), in Rust (src/trigger.rs): it processes the
+-- row in a subtransaction, so an error keeps the inserted row with status
+-- error; on_error 'raise' opts out.
+CREATE OR REPLACE FUNCTION iclear.lead_trigger() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_lead_trigger';
+-- Partitions and retention; run daily (cron, pg_cron; the async worker will).
+-- Creates the monthly partitions of decision and filter_log from the oldest
+-- row waiting in a DEFAULT partition up to `months_ahead` months ahead
+-- (moving those rows in), drops partitions wholly older than retention, and
+-- deletes consent evidence older than the evidence retention.
+CREATE OR REPLACE FUNCTION iclear.maintain(retention_days integer DEFAULT NULL,
+                                evidence_retention_days integer DEFAULT NULL,
+                                months_ahead integer DEFAULT 2)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    keep_days     integer;
+    keep_evidence integer;
+    t             text;
+    col           text;
+    m             timestamp;
+    lo            timestamptz;
+    hi            timestamptz;
+    part          text;
+    oldest        timestamptz;
+    n             bigint;
+    moved         bigint := 0;
+    evidence      bigint;
+    created       text[] := '{}';
+    dropped       text[] := '{}';
+    r             record;
+    locked        boolean := false;
+    old_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
+    keep_evidence := coalesce(evidence_retention_days,
+                              nullif(current_setting('iclear.evidence_retention_days', true), '')::int, 1827);
+    IF keep_days < 1 OR keep_evidence < 1 OR months_ahead < 0 THEN
+        RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Writers wait (readers do not) until the new months are attached: an
+    -- insert that had already routed its row to a DEFAULT partition would
+    -- otherwise fail its new partition constraint; a writer that waited sees
+    -- the new partitions when it goes on. Writers lock the two tables in
+    -- either order, so each attempt gives up after 200 ms instead of waiting
+    -- into a deadlock (where a writer could be the one cancelled), and retries.
+    -- While rows wait in a DEFAULT partition, readers wait too: a query
+    -- planned against the old partitions that ran after the move would find
+    -- them neither in DEFAULT nor in the month it does not know of.
+    FOR attempt IN 1 .. 100 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            LOCK TABLE iclear.filter_log, iclear.decision IN EXCLUSIVE MODE;
+            IF EXISTS (SELECT 1 FROM iclear.decision_default) OR EXISTS (SELECT 1 FROM iclear.filter_log_default) THEN
+                LOCK TABLE iclear.filter_log, iclear.decision IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.05 * random());
+        END;
+    END LOOP;
+    -- the DDL below (ATTACH, DROP) waits for readers of single partitions
+    -- while writers wait for it: bound that too
+    PERFORM set_config('lock_timeout', '5s', true);
+    IF NOT locked THEN
+        RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
+            USING ERRCODE = 'lock_not_available';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
+        EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
+        FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
+                                        date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
+                                        interval '1 month') LOOP
+            part := format('%s_%s', t, to_char(m, 'YYYYMM'));
+            lo := m AT TIME ZONE 'UTC';
+            hi := (m + interval '1 month') AT TIME ZONE 'UTC';
+            CONTINUE WHEN to_regclass(format('iclear.%I', part)) IS NOT NULL;
+            CONTINUE WHEN hi <= now() - make_interval(days => keep_days);  -- would be dropped at once
+            EXECUTE format('CREATE TABLE iclear.%I (LIKE iclear.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMPRESSION)', part, t);
+            EXECUTE format('WITH moved AS (DELETE FROM iclear.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
+                            INSERT INTO iclear.%I SELECT * FROM moved', t || '_default', col, col, part)
+                USING lo, hi;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+            EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
+            EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
+            EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
+            created := created || part;
+        END LOOP;
+        FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = format('iclear.%I', t)::regclass AND c.relname ~ '_\d{6}$' LOOP
+            hi := (to_date(right(r.relname, 6), 'YYYYMM')::timestamp + interval '1 month') AT TIME ZONE 'UTC';
+            IF hi <= now() - make_interval(days => keep_days) THEN
+                EXECUTE format('DROP TABLE iclear.%I', r.relname);
+                dropped := dropped || r.relname::text;
+            END IF;
+        END LOOP;
+        EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
+            USING now() - make_interval(days => keep_days);
+    END LOOP;
+    DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
+    GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
+                              'evidence_deleted', evidence, 'retention_days', keep_days,
+                              'evidence_retention_days', keep_evidence);
+END $$;
+-- END since-0.3.0
+
+-- BEGIN since-0.4.0
+-- The worker folds the append-only rows every round (and run_worker_once,
+-- maintain): counter increments into counter_total, a cap period's slots
+-- into one row. Each is one statement, so a reader sees the rows before or
+-- after, never both or neither.
+CREATE FUNCTION iclear.fold_counters() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH d AS (DELETE FROM iclear.counter_delta RETURNING name, key, by, at),
+         s AS (SELECT name, key, sum(by)::bigint AS by, max(at) AS at FROM d GROUP BY name, key),
+         u AS (INSERT INTO iclear.counter_total AS t (name, key, value, updated_at)
+               SELECT name, key, by, at FROM s
+               ON CONFLICT (name, key) DO UPDATE
+               SET value = t.value OPERATOR(pg_catalog.+) EXCLUDED.value,
+                   updated_at = greatest(t.updated_at, EXCLUDED.updated_at)
+               RETURNING 1)
+    SELECT count(*) FROM u
+$$;
+
+CREATE FUNCTION iclear.fold_cap_uses() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH many AS (SELECT scope, ref_id, period, bucket FROM iclear.cap_use
+                   GROUP BY 1, 2, 3, 4 HAVING count(*) > 1),
+         d AS (DELETE FROM iclear.cap_use c USING many m
+                WHERE c.scope = m.scope AND c.ref_id = m.ref_id AND c.period = m.period AND c.bucket = m.bucket
+                RETURNING c.scope, c.ref_id, c.period, c.bucket, c.used, c.at),
+         s AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket, used, at)
+               SELECT scope, ref_id, period, bucket, sum(used)::bigint, max(at) FROM d GROUP BY 1, 2, 3, 4
+               RETURNING 1)
+    SELECT count(*) FROM s
+$$;
+
+-- Point the history views at a hub database through a postgres_fdw server
+-- (NULL: back to this database's own tables). See docs/guide/verification.md.
+CREATE OR REPLACE FUNCTION iclear.use_verification_hub(server text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- in seconds, whatever unit it was set in (5 before the library is loaded)
+    timeout text := coalesce((SELECT setting FROM pg_settings WHERE name = 'iclear.hub_timeout'), '5');
+    opts text[];
+    remote text;
+BEGIN
+    -- back to the local tables first: the views may depend on a previous hub
+    CREATE OR REPLACE VIEW iclear.verification_history AS
+    SELECT id, product, signature, recorded_at FROM iclear.verification_history_local;
+    CREATE OR REPLACE VIEW iclear.sms_verification AS
+    SELECT id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+      FROM iclear.sms_verification_local;
+    IF server IS NULL THEN
+        DROP SCHEMA IF EXISTS iclear_hub CASCADE;
+        RETURN 'local';
+    END IF;
+    -- An unreachable hub costs a lead at most iclear.hub_timeout (review
+    -- finding 12): libpq's connect_timeout bounds the connection (which
+    -- PostgreSQL 15 cannot cancel), the hub's statement_timeout each read.
+    SELECT s.srvoptions INTO opts FROM pg_foreign_server s WHERE s.srvname = server;
+    SELECT o.option_value INTO remote FROM pg_options_to_table(opts) o WHERE o.option_name = 'options';
+    remote := btrim(regexp_replace(coalesce(remote, ''), '-c\s*statement_timeout=\S+', '', 'g')
+                    || ' -c statement_timeout=' || timeout || 's');
+    EXECUTE format('ALTER SERVER %I OPTIONS (%s connect_timeout %L, %s options %L)', server,
+                   CASE WHEN 'connect_timeout' IN (SELECT option_name FROM pg_options_to_table(opts)) THEN 'SET' ELSE 'ADD' END,
+                   greatest(timeout::int, 2),
+                   CASE WHEN 'options' IN (SELECT option_name FROM pg_options_to_table(opts)) THEN 'SET' ELSE 'ADD' END,
+                   remote);
+    CREATE SCHEMA IF NOT EXISTS iclear_hub;
+    DROP FOREIGN TABLE IF EXISTS iclear_hub.verification_history, iclear_hub.sms_verification;
+    -- no id column: the hub assigns its own
+    EXECUTE format('CREATE FOREIGN TABLE iclear_hub.verification_history
+                        (product text, signature text, recorded_at timestamptz)
+                    SERVER %I OPTIONS (schema_name %L, table_name %L)',
+                   server, 'iclear', 'verification_history_local');
+    EXECUTE format('CREATE FOREIGN TABLE iclear_hub.sms_verification
+                        (product text, phone text, code text, status text, attempts integer,
+                         created_at timestamptz, verified_at timestamptz, expires_at timestamptz, lead_id text)
+                    SERVER %I OPTIONS (schema_name %L, table_name %L)',
+                   server, 'iclear', 'sms_verification_local');
+    CREATE OR REPLACE VIEW iclear.verification_history AS
+    SELECT NULL::bigint AS id, product, signature, recorded_at FROM iclear_hub.verification_history;
+    CREATE OR REPLACE VIEW iclear.sms_verification AS
+    SELECT NULL::bigint AS id, product, phone, code, status, attempts, created_at, verified_at, expires_at, lead_id
+      FROM iclear_hub.sms_verification;
+    RETURN server;
+END $$;
+
+-- One lead: its decisions (envelope and full decision), every step of its log,
+-- its iClear Log (each service call's request, credentials masked, and the
+-- vendor's response: the seeds' "iClear Log" block), its consent evidence and
+-- the latest trace.
+CREATE OR REPLACE FUNCTION iclear.lead_info(lead_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'lead_id', $1,
+        'decisions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   'at', d.created_at, 'stage', d.stage, 'status', d.status,
+                                   'envelope', d.envelope::jsonb, 'decision', d.decision::jsonb) ORDER BY d.id)
+                                 FROM iclear.decision d WHERE d.lead_id = $1), '[]'),
+        'log', coalesce((SELECT jsonb_agg(to_jsonb(f) - 'lead_id' ORDER BY f.at, f.id)
+                           FROM iclear.full_log f WHERE f.lead_id = $1), '[]'),
+        'iclear_log', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                    'at', f.at, 'service', f.name, 'global_rule_id', f.ref_id,
+                                    'origin', f.origin, 'outcome', f.outcome, 'source', f.detail -> 'source',
+                                    'request', f.request::jsonb, 'response', f.response::jsonb)
+                                  ORDER BY f.at, f.id)
+                                  FROM iclear.filter_log f
+                                 WHERE f.lead_id = $1 AND f.kind = 'service'), '[]'),
+        'consent_evidence', coalesce((SELECT jsonb_agg(to_jsonb(e) - 'lead_id' ORDER BY e.id)
+                                        FROM iclear.consent_evidence e WHERE e.lead_id = $1), '[]'),
+        'feedback', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                  'kind', b.kind, 'reason', b.reason, 'reported_at', b.reported_at,
+                                  'reported_by', b.reported_by) ORDER BY b.id)
+                                FROM iclear.lead_feedback b WHERE b.lead_id = $1), '[]'),
+        'trace', (SELECT d.decision::jsonb -> 'trace' FROM iclear.decision d
+                   WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
+$$;
+
+-- A phone verified outside iclear (or by another instance of the flow): the
+-- leads of the product paused on it are resumed.
+CREATE OR REPLACE FUNCTION iclear.record_sms_verification(product text, phone text, code text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text := iclear.normalize_phone(phone);
+BEGIN
+    IF p IS NULL THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: phone % has no digits', phone
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(btrim(code), '') = '' THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: code must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, verified_at)
+    VALUES (record_sms_verification.product, p, btrim(record_sms_verification.code), 'verified', 0, now(), now());
+    PERFORM iclear.resume_paused_leads(record_sms_verification.product, p);
+END $$;
+
+-- Complete a pending SMS verification (pause_for_verification). A wrong code
+-- counts an attempt; at iclear.sms_max_attempts, or past its expiry, the
+-- code is dead and a new pause sends a new one. A confirmed code resumes the
+-- leads of the product paused on the phone (iclear.paused_lead).
+CREATE OR REPLACE FUNCTION iclear.confirm_sms(product text, phone text, code text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p        text := iclear.normalize_phone(confirm_sms.phone);
+    max_try  integer;
+    r        record;
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    max_try := coalesce(nullif(current_setting('iclear.sms_max_attempts', true), '')::int, 5);
+    SELECT s.code, s.attempts, s.expires_at INTO r FROM iclear.sms_verification s
+     WHERE s.product = confirm_sms.product AND s.phone = p AND s.status = 'pending'
+     ORDER BY s.created_at DESC LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF r.expires_at IS NOT NULL AND r.expires_at < now() THEN
+        UPDATE iclear.sms_verification SET status = 'expired'
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        RETURN false;
+    END IF;
+    IF r.code = btrim(confirm_sms.code) THEN
+        UPDATE iclear.sms_verification SET status = 'verified', verified_at = now()
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        PERFORM iclear.resume_paused_leads(confirm_sms.product, p);
+        RETURN true;
+    END IF;
+    UPDATE iclear.sms_verification
+       SET attempts = attempts + 1,
+           status = CASE WHEN attempts + 1 >= max_try THEN 'expired' ELSE 'pending' END
+     WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+    RETURN false;
+END $$;
+
+-- Outcome feedback: a buyer's return, conversion, chargeback or complaint
+-- about a processed lead. Returns the feedback's id. Runs as its caller,
+-- recorded as `reported_by`.
+CREATE FUNCTION iclear.feedback(lead_id text, kind text, reason text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    product bigint;
+    id      bigint;
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('return', 'conversion', 'chargeback', 'complaint') THEN
+        RAISE EXCEPTION 'iclear.feedback: kind % is not a feedback kind', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'expected one of: return, conversion, chargeback, complaint';
+    END IF;
+    SELECT d.product_id INTO product FROM iclear.decision d
+     WHERE d.lead_id = feedback.lead_id ORDER BY d.id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'iclear.feedback: lead_id % names no processed lead', quote_literal(feedback.lead_id)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.lead_feedback (lead_id, product_id, kind, reason, reported_by)
+    VALUES (feedback.lead_id, product, feedback.kind, feedback.reason, current_user)
+    RETURNING lead_feedback.id INTO id;
+    RETURN id;
+END $$;
+-- END since-0.4.0
+
+-- BEGIN since-0.5.0
+-- Attaching a table is its owner's decision: a table another role owns is
+-- refused, whatever privileges on it the caller holds.
+CREATE OR REPLACE FUNCTION iclear.attach(lead_table regclass, product text, options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    col text;
+BEGIN
+    IF NOT pg_has_role((SELECT c.relowner FROM pg_class c WHERE c.oid = lead_table), 'USAGE') THEN
+        RAISE EXCEPTION 'iclear.attach: permission denied: % belongs to another role', lead_table
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A table is attached by its owner (or a member of the owning role).';
+    END IF;
+    PERFORM iclear.check_attach_options(options);
+    IF NOT EXISTS (SELECT 1 FROM iclear.product p WHERE p.name = product) THEN
+        RAISE EXCEPTION 'iclear.attach: unknown product "%"', product USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY ARRAY[options ->> 'fields_column', options ->> 'params_column'] LOOP
+        IF col IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+             WHERE attrelid = lead_table AND attname = col AND NOT attisdropped
+               AND atttypid = 'jsonb'::regtype) THEN
+            RAISE EXCEPTION 'iclear.attach: option names column "%", which % has not as a jsonb column', col, lead_table
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    col := coalesce(options ->> 'id_column', 'id');
+    IF options ? 'id_column' AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = lead_table AND attname = col AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'iclear.attach: id_column "%" is not a column of %', col, lead_table
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = lead_table AND tgname = 'iclear_process') THEN
+        EXECUTE format('DROP TRIGGER iclear_process ON %s', lead_table);
+    END IF;
+    EXECUTE format('CREATE TRIGGER iclear_process BEFORE INSERT ON %s FOR EACH ROW
+                    EXECUTE FUNCTION iclear.lead_trigger(%L, %L)', lead_table, product, options::text);
+    INSERT INTO iclear.attachment (lead_table, product, options) VALUES (lead_table, product, options)
+    ON CONFLICT ON CONSTRAINT attachment_pkey
+    DO UPDATE SET product = EXCLUDED.product, options = EXCLUDED.options, created_at = now();
+END $$;
+
+-- SMS codes (SECURITY.md "SMS codes"): the history keeps a keyed digest of
+-- each code; a phone gets at most iclear.sms_max_sends codes and
+-- iclear.sms_max_failed wrong tries per iclear.sms_window (counted in shared
+-- memory, so a wrong try counts even when the caller rolls back).
+CREATE FUNCTION iclear.sms_code_digest(product text, phone text, code text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT encode(sha256(k.key || convert_to($1 || ':' || $2 || ':' || $3, 'UTF8')), 'hex')
+      FROM iclear.sms_key k ORDER BY k.made_at, k.key LIMIT 1
+$$;
+-- codes kept before 0.6.0: the history's become digests; a code whose SMS is
+-- still to be sent waits in the outbox
+INSERT INTO iclear.sms_outbox (job_id, code)
+SELECT DISTINCT ON (j.id) j.id, v.code
+  FROM iclear.job j
+  JOIN iclear.sms_verification_local v
+    ON v.product = j.payload ->> 'product' AND v.phone = j.payload ->> 'phone' AND v.status = 'pending'
+ WHERE j.kind = 'sms' AND j.status IN ('queued', 'running')
+ ORDER BY j.id, v.created_at DESC
+ON CONFLICT (job_id) DO NOTHING;
+UPDATE iclear.sms_verification_local
+   SET code = iclear.sms_code_digest(product, phone, code)
+ WHERE code !~ '^[0-9a-f]{64}$';
+
+CREATE OR REPLACE FUNCTION iclear.record_sms_verification(product text, phone text, code text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p text := iclear.normalize_phone(phone);
+BEGIN
+    IF p IS NULL THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: phone % has no digits', phone
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(btrim(code), '') = '' THEN
+        RAISE EXCEPTION 'iclear.record_sms_verification: code must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.sms_verification (product, phone, code, status, attempts, created_at, verified_at)
+    VALUES (record_sms_verification.product, p,
+            iclear.sms_code_digest(record_sms_verification.product, p, btrim(record_sms_verification.code)),
+            'verified', 0, now(), now());
+    PERFORM iclear.resume_paused_leads(record_sms_verification.product, p);
+END $$;
+
+-- Complete a pending SMS verification (pause_for_verification). A wrong code
+-- counts an attempt of the code, and of the phone's window (which a
+-- rollback does not take back); at iclear.sms_max_attempts the code is dead,
+-- at iclear.sms_max_failed the phone cannot be confirmed until the window
+-- has passed. A confirmed code resumes the leads of the product paused on
+-- the phone (iclear.paused_lead).
+CREATE OR REPLACE FUNCTION iclear.confirm_sms(product text, phone text, code text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p        text := iclear.normalize_phone(confirm_sms.phone);
+    max_try  integer;
+    r        record;
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    max_try := coalesce(nullif(current_setting('iclear.sms_max_attempts', true), '')::int, 5);
+    IF p IS NULL OR iclear.sms_locked_out(confirm_sms.product, p) THEN
+        RETURN false;
+    END IF;
+    SELECT s.code, s.attempts, s.expires_at INTO r FROM iclear.sms_verification s
+     WHERE s.product = confirm_sms.product AND s.phone = p AND s.status = 'pending'
+     ORDER BY s.created_at DESC LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM iclear.count_sms_failure(confirm_sms.product, p);
+        RETURN false;
+    END IF;
+    IF r.expires_at IS NOT NULL AND r.expires_at < now() THEN
+        UPDATE iclear.sms_verification SET status = 'expired'
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        RETURN false;
+    END IF;
+    IF r.code = iclear.sms_code_digest(confirm_sms.product, p, btrim(confirm_sms.code)) THEN
+        UPDATE iclear.sms_verification SET status = 'verified', verified_at = now()
+         WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+        PERFORM iclear.resume_paused_leads(confirm_sms.product, p);
+        RETURN true;
+    END IF;
+    PERFORM iclear.count_sms_failure(confirm_sms.product, p);
+    UPDATE iclear.sms_verification
+       SET attempts = attempts + 1,
+           status = CASE WHEN attempts + 1 >= max_try THEN 'expired' ELSE 'pending' END
+     WHERE product = confirm_sms.product AND phone = p AND status = 'pending';
+    RETURN false;
+END $$;
+
+-- Erasure on request (CCPA, GDPR; SECURITY.md "Erasure"): every value that
+-- names one consumer (an email, compared lowercased anywhere in a string; a
+-- phone, compared by normalize_phone) is replaced by "[erased]" in the
+-- decisions, the filter log, jobs, spent requests, consent evidence and
+-- feedback of the leads that name them; what is keyed by them (lookup
+-- cache, counters, list entries, the SMS history, verification signatures,
+-- paused leads, codes to send) is deleted. With keep_suppression, entries of
+-- a do-not-contact list (dnpl) stay: they are what honours the request. The
+-- lead store erases its own lead table. The reports, lead_info and backtest
+-- go on over the anonymised rows. The audit records that an erasure ran,
+-- and what it touched, never whom. It runs as the extension owner (it
+-- rewrites logs no role may write) and touches iclear's tables only.
+CREATE FUNCTION iclear.forget(email text DEFAULT NULL, phone text DEFAULT NULL,
+                              keep_suppression boolean DEFAULT false) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    e       text := email;
+    p       text := phone;
+    leads   text[];
+    n       bigint;
+    touched jsonb := '{}';
+    sigs    text[];
+BEGIN
+    PERFORM iclear.erasure_mentions('null'::json, e, p);  -- refuses a request naming nobody
+    SELECT coalesce(array_agg(DISTINCT d.lead_id), '{}') INTO leads
+      FROM iclear.decision d
+     WHERE iclear.erasure_mentions(d.envelope, e, p) OR iclear.erasure_mentions(d.decision, e, p);
+    touched := touched || jsonb_build_object('leads', cardinality(leads));
+    -- the signatures of the leads, before their envelopes are erased
+    SELECT coalesce(array_agg(DISTINCT s), '{}') INTO sigs
+      FROM (SELECT iclear.lead_signature(pr.name, d.envelope) AS s
+              FROM iclear.decision d JOIN iclear.product pr ON pr.id = d.product_id
+             WHERE d.lead_id = ANY (leads)) x
+     WHERE s IS NOT NULL;
+    UPDATE iclear.decision d SET envelope = iclear.erasure_erased(d.envelope, e, p),
+                                 decision = iclear.erasure_erased(d.decision, e, p)
+     WHERE d.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n);
+    UPDATE iclear.filter_log f SET request = iclear.erasure_erased(f.request, e, p),
+                                   response = iclear.erasure_erased(f.response, e, p),
+                                   detail = iclear.erasure_erased(f.detail, e, p)
+     WHERE f.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n);
+    UPDATE iclear.job j SET payload = iclear.erasure_erased(j.payload::json, e, p)::jsonb
+     WHERE j.lead_id = ANY (leads) OR iclear.erasure_mentions(j.payload::json, e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n);
+    DELETE FROM iclear.sms_outbox o USING iclear.job j WHERE j.id = o.job_id AND j.lead_id = ANY (leads);
+    UPDATE iclear.spent_request s SET request = iclear.erasure_erased(s.request, e, p),
+                                      response = iclear.erasure_erased(s.response, e, p)
+     WHERE s.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n);
+    UPDATE iclear.consent_evidence c SET response = iclear.erasure_erased(c.response, e, p)
+     WHERE c.lead_id = ANY (leads);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n);
+    UPDATE iclear.lead_feedback b SET reason = '[erased]'
+     WHERE b.lead_id = ANY (leads) AND iclear.erasure_mentions(to_json(b.reason), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n);
+    DELETE FROM iclear.lookup_cache c
+     WHERE iclear.erasure_mentions(to_json(c.lookup_key), e, p) OR iclear.erasure_mentions(c.response::json, e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n);
+    DELETE FROM iclear.counter_delta c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n);
+    DELETE FROM iclear.counter_total c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n);
+    DELETE FROM iclear.list_entry le USING iclear.list l
+     WHERE l.id = le.list_id AND iclear.erasure_mentions(to_json(le.value), e, p)
+       AND NOT (keep_suppression AND l.kind = 'dnpl');
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n);
+    DELETE FROM iclear.sms_verification v WHERE v.phone = iclear.normalize_phone(p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
+    DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
+    INSERT INTO iclear.config_audit (table_name, op, new, role)
+    VALUES ('consumer', 'ERASE', touched || jsonb_build_object('keep_suppression', keep_suppression),
+            coalesce(nullif(current_setting('role'), 'none'), session_user));
+    RETURN touched;
+END $$;
+-- Since 0.5.0 a phone rule's flags (reject_voip, ...) add to its overall
+-- score, which rejects only past reject_fraud_score_gte: with a threshold
+-- of 0 a flag rejects nothing (docs/upgrading.md). An upgrade names the
+-- rules that have a flag on and no threshold.
+DO $$
+DECLARE
+    ids text;
+BEGIN
+    SELECT string_agg(g.id::text, ', ' ORDER BY g.id) INTO ids
+      FROM iclear.global_rule g
+     WHERE g.service = 'phone_analysis'
+       AND coalesce((g.settings ->> 'reject_fraud_score_gte')::int, 0) = 0
+       AND EXISTS (SELECT 1 FROM jsonb_each(g.settings) e
+                    WHERE e.key IN ('reject_invalid', 'reject_inactive', 'reject_prepaid', 'reject_voip', 'reject_spammer')
+                      AND e.value = 'true');
+    IF ids IS NOT NULL THEN
+        RAISE NOTICE 'iclear: phone_analysis global rules % have a reject_ flag on and reject_fraud_score_gte 0: they reject no lead on a flag (set a threshold, docs/upgrading.md)', ids;
+    END IF;
+END $$;
+
+-- END since-0.5.0

@@ -1,0 +1,207 @@
+-- iclear finalize, views: The reporting views.
+-- One part of sql/finalize.sql, which scripts/gen-finalize.py assembles:
+-- release by release (the statements outside any region first, then each
+-- since-X region), and within a release these files in their order.
+
+-- -------------------------------------------------------------------- views
+-- Every step of every lead: the filter log plus each lead's final decision
+-- (kept once, in iclear.decision, rather than copied into the log).
+CREATE VIEW iclear.full_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.stage, f.origin, f.kind, f.ref_id, f.name,
+       f.outcome, f.detail
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+UNION ALL
+SELECT NULL, d.lead_id, p.name, d.created_at, 'decision', 'sync', 'decision', NULL, NULL,
+       d.status, json_build_object('reason', d.decision -> 'reason', 'rejected_by', d.decision -> 'rejected_by')
+  FROM iclear.decision d
+  LEFT JOIN iclear.product p ON p.id = d.product_id;
+
+-- The iClear Log: each third-party service response per lead, with the
+-- origin of the request (sync, async, on_demand, redirect).
+CREATE VIEW iclear.lead_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.name AS service, f.origin, f.outcome,
+       f.detail ->> 'source' AS source, f.request, f.response, f.detail
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+ WHERE f.kind = 'service';
+
+CREATE VIEW iclear.pre_screen_reject_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
+       d.decision ->> 'reason' AS reason, d.envelope
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN LATERAL (SELECT * FROM iclear.decision d WHERE d.lead_id = f.lead_id
+                      ORDER BY d.id DESC LIMIT 1) d ON true
+ WHERE f.stage = 'pre_validation' AND f.outcome = 'reject';
+
+CREATE VIEW iclear.redirect_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
+       f.origin, f.kind, f.outcome, f.detail
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+ WHERE f.stage = 'redirect';
+
+-- Operations at a glance. The async worker registers as "iclear worker".
+CREATE VIEW iclear.health AS
+SELECT iclear.version() AS version,
+       EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'iclear worker') AS worker_alive,
+       (SELECT count(*) FROM iclear.job WHERE status IN ('queued', 'running')) AS queue_depth,
+       (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
+       (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
+       (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
+       (SELECT version FROM iclear.config_version) AS config_version;
+
+-- BEGIN since-0.2.0
+-- Lookups and cost per UTC day, product and service. `requests` counts the
+-- times a service was asked for a lead (answers from the API, the cache or
+-- the local DB, no response, cap reached); a queued async lookup counts once,
+-- by its answer. Only API answers are charged, at the cost logged with each.
+CREATE OR REPLACE VIEW iclear.service_usage AS
+SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.name AS service,
+       count(*) FILTER (WHERE f.outcome NOT IN ('queued', 'not_sampled', 'skipped')) AS requests,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'api') AS lookups,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'cache') AS cache_hits,
+       count(*) FILTER (WHERE f.detail ->> 'source' = 'local') AS local_hits,
+       count(*) FILTER (WHERE f.outcome = 'no_response') AS no_response,
+       count(*) FILTER (WHERE f.outcome = 'reject') AS rejects,
+       coalesce(sum((f.detail ->> 'cost')::numeric) FILTER (WHERE f.detail ->> 'source' = 'api'), 0) AS cost
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+ WHERE f.kind = 'service'
+ GROUP BY 1, 2, 3;
+-- END since-0.2.0
+
+-- BEGIN since-0.4.0
+-- Every global, global-rule and rule cap: period, limit, the slots committed
+-- in the current period (or per source), next reset; the service's
+-- subscription and the rule's status (docs/reference/settings.md's caps list). The count is what is
+-- durable (iclear.cap_use); slots of leads still open are not in it.
+CREATE VIEW iclear.cap_status AS
+WITH used AS (
+    SELECT scope, ref_id, period, bucket, sum(used)::bigint AS used
+      FROM iclear.cap_use GROUP BY 1, 2, 3, 4)
+SELECT 'global'::text AS scope, c.service AS subject, c.id AS rule_id, c.period, c.start_day,
+       c.cap_limit, coalesce(u.used, 0) AS current_value,
+       iclear.next_cap_reset(c.period, c.start_day) AS next_reset,
+       c.service, s.subscription, NULL::text AS status
+  FROM iclear.global_cap c
+  JOIN iclear.service s ON s.name = c.service
+  LEFT JOIN used u ON u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period
+       AND u.bucket = to_char(iclear.cap_period_start(c.period, c.start_day) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+UNION ALL
+SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
+       iclear.next_cap_reset(x.period, 1), NULL, NULL, r.status
+  FROM iclear.rule r
+ CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit), ('monthly', r.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL
+UNION ALL
+SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.bucket, ''), 'none'), r.id, 'source', NULL,
+       r.per_source_limit, u.used, NULL, NULL, NULL, r.status
+  FROM iclear.rule r
+  JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = 'source'
+ WHERE r.per_source_limit IS NOT NULL
+UNION ALL
+SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1), g.service, s.subscription, g.status
+  FROM iclear.global_rule g
+  JOIN iclear.service s ON s.name = g.service
+ CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit), ('monthly', g.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL;
+
+-- a lead rejected by validation shows here too (kind 'validation')
+CREATE OR REPLACE VIEW iclear.pre_screen_reject_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
+       d.decision ->> 'reason' AS reason, d.envelope, f.kind
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN LATERAL (SELECT * FROM iclear.decision d WHERE d.lead_id = f.lead_id
+                      ORDER BY d.id DESC LIMIT 1) d ON true
+ WHERE f.stage = 'pre_validation' AND f.outcome = 'reject';
+
+-- Shadow rules per UTC day: the leads each matched, and how many of them it
+-- would have rejected, paused or changed had it been active (its actions'
+-- kinds, src/engine/actions.rs ActionKind::effect). would_reject_accepted:
+-- the leads it would have rejected that the live rules accepted, i.e. the
+-- decisions promoting it changes.
+CREATE VIEW iclear.shadow_report AS
+SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.ref_id AS rule_id, f.name AS rule,
+       r.status,
+       count(DISTINCT f.lead_id) AS matched,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'reject') AS would_reject,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'pause') AS would_pause,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'change') AS would_change,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'reject'
+                                           AND d.status = 'accepted') AS would_reject_accepted
+  FROM iclear.filter_log f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN iclear.rule r ON r.id = f.ref_id
+  LEFT JOIN LATERAL (SELECT x.status FROM iclear.decision x WHERE x.lead_id = f.lead_id
+                      ORDER BY x.id DESC LIMIT 1) d ON true
+ WHERE f.kind = 'rule' AND f.outcome = 'shadow'
+ GROUP BY 1, 2, 3, 4, 5;
+
+-- Rule quality per product, rule and UTC month (the month the lead was
+-- first processed): the leads a rule matched (shadow matches included) and
+-- rejected, their feedback, and the rates against the product's baseline
+-- for that month. A rule whose return_rate is well above
+-- baseline_return_rate catches returns; one whose conversion_rate is well
+-- above its baseline rejects good leads. A report over the whole log:
+-- filter it by product and month.
+CREATE VIEW iclear.rule_quality AS
+WITH fb AS (
+    SELECT b.lead_id, bool_or(b.kind = 'return') AS returned, bool_or(b.kind = 'conversion') AS converted,
+           bool_or(b.kind = 'chargeback') AS charged_back, bool_or(b.kind = 'complaint') AS complained
+      FROM iclear.lead_feedback b GROUP BY b.lead_id),
+leads AS (
+    SELECT DISTINCT ON (d.lead_id) d.lead_id, d.product_id,
+           date_trunc('month', d.created_at AT TIME ZONE 'UTC')::date AS month
+      FROM iclear.decision d ORDER BY d.lead_id, d.id),
+base AS (
+    SELECT l.product_id, l.month, count(*) AS leads,
+           count(*) FILTER (WHERE fb.returned) AS returns,
+           count(*) FILTER (WHERE fb.converted) AS conversions
+      FROM leads l LEFT JOIN fb USING (lead_id) GROUP BY 1, 2),
+hits AS (
+    SELECT f.lead_id, f.ref_id AS rule_id,
+           bool_or(f.outcome = 'reject' OR (f.outcome = 'shadow' AND f.detail ->> 'would' = 'reject')) AS rejected,
+           bool_or(f.outcome = 'shadow') AS shadow
+      FROM iclear.filter_log f
+     WHERE f.kind = 'rule' AND f.outcome IN ('matched', 'reject', 'paused', 'shadow')
+     GROUP BY 1, 2)
+SELECT p.name AS product, h.rule_id, r.name AS rule, l.month, bool_or(h.shadow) AS shadow,
+       count(*) AS matched,
+       count(*) FILTER (WHERE h.rejected) AS rejected,
+       count(*) FILTER (WHERE fb.returned) AS returns,
+       count(*) FILTER (WHERE fb.converted) AS conversions,
+       count(*) FILTER (WHERE fb.charged_back) AS chargebacks,
+       count(*) FILTER (WHERE fb.complained) AS complaints,
+       round(count(*) FILTER (WHERE fb.returned)::numeric / count(*), 4) AS return_rate,
+       round(b.returns::numeric / nullif(b.leads, 0), 4) AS baseline_return_rate,
+       round(count(*) FILTER (WHERE fb.converted)::numeric / count(*), 4) AS conversion_rate,
+       round(b.conversions::numeric / nullif(b.leads, 0), 4) AS baseline_conversion_rate
+  FROM hits h
+  JOIN leads l USING (lead_id)
+  LEFT JOIN fb USING (lead_id)
+  JOIN base b ON b.product_id = l.product_id AND b.month = l.month
+  LEFT JOIN iclear.product p ON p.id = l.product_id
+  LEFT JOIN iclear.rule r ON r.id = h.rule_id
+ GROUP BY p.name, h.rule_id, r.name, l.month, b.leads, b.returns, b.conversions;
+-- END since-0.4.0
+
+-- BEGIN since-0.5.0
+-- worker_alive for every role that reads health (pg_stat_activity shows a
+-- backend's type only to its own role)
+CREATE OR REPLACE VIEW iclear.health AS
+SELECT iclear.version() AS version,
+       iclear.worker_alive() AS worker_alive,
+       (SELECT count(*) FROM iclear.job WHERE status IN ('queued', 'running')) AS queue_depth,
+       (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
+       (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
+       (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
+       (SELECT version FROM iclear.config_version) AS config_version;
+-- END since-0.5.0
