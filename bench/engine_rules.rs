@@ -3,9 +3,9 @@
 //! Run: make bench-engine (cargo bench -p iclear-engine --bench rules).
 
 use chrono::{DateTime, Utc};
-use iclear_engine::config::{ProductConfig, Rule};
+use iclear_engine::config::ProductConfig;
 use iclear_engine::envelope::Envelope;
-use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use iclear_engine::facts::{CallResult, Facts, HistoryQuery, JobSpec, RuleSlot, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::pipeline::{process_traced, TraceLevel};
 use iclear_engine::service::verification_history::SmsRecord;
@@ -31,7 +31,10 @@ impl Facts for NoDb {
     fn random_0_1000(&mut self) -> i64 {
         500
     }
-    fn take_rule_cap(&mut self, _: &Rule, _: Option<i64>) -> bool {
+    fn history_count(&mut self, _: &HistoryQuery) -> i64 {
+        0
+    }
+    fn take_rule_cap(&mut self, _: &RuleSlot) -> bool {
         true
     }
     fn roll_percent(&mut self) -> u32 {
@@ -40,7 +43,7 @@ impl Facts for NoDb {
     fn cached(&mut self, _: &str, _: &str, _: Option<u32>) -> Option<Value> {
         None
     }
-    fn take_service_cap(&mut self, _: &GlobalRule) -> Option<String> {
+    fn take_service_cap(&mut self, _: &GlobalRule, _: Option<&RuleSlot>) -> Option<String> {
         None
     }
     fn call_service(&mut self, _: &ServiceCall) -> CallResult {

@@ -1,7 +1,7 @@
 -- The iclear variants beyond `leads`, each its own product and table so that
 -- none shares rules, caps or rows with another (bench/run.sh, after
 -- examples/payday_us.sql and bench/setup.sql). Every product is a copy of
--- payday_us as bench/setup.sql leaves it (25 active rules, its DNPLs), and
+-- payday_us as bench/setup.sql leaves it (24 active rules, its DNPLs), and
 -- every table is `LIKE leads` (so ids come from one sequence and lead ids
 -- never repeat across products), attached with the options of `leads`:
 --   leads_tag     payday_us_tag:    + "Tag every lead", an uncategorised
@@ -9,6 +9,9 @@
 --                                    with no condition and a lead_tags action
 --   leads_tagcap  payday_us_tagcap: + the same rule with daily_limit 100,000,000
 --                                    (never reached: every lead takes a slot)
+--   leads_nodup   payday_us_nodup:  - the 30-day duplicate check on email (the
+--                                    cost of a history condition: attached vs
+--                                    this)
 --   leads_ip      payday_us_ip:     + a sync IP Analysis global rule against the
 --                                    sandbox provider (psql variable :sandbox),
 --                                    no cache_days, so every lead is a paid lookup
@@ -96,9 +99,9 @@ END $$;
 -- ------------------------------------------ a never-reached rule cap (tag)
 SELECT pg_temp.copy_product('payday_us', 'payday_us_tag');
 SELECT pg_temp.copy_product('payday_us', 'payday_us_tagcap');
-INSERT INTO iclear.rule (product_id, stage, name, position, daily_limit)
+INSERT INTO iclear.rule (product_id, stage, name, position, daily_limit, cap_counts)
 SELECT id, 'processing', 'Tag every lead', 0,
-       CASE name WHEN 'payday_us_tagcap' THEN 100000000 END
+       CASE name WHEN 'payday_us_tagcap' THEN 100000000 END, 'matches'
   FROM iclear.product WHERE name IN ('payday_us_tag', 'payday_us_tagcap');
 INSERT INTO iclear.rule_action (rule_id, action, config)
 SELECT r.id, 'lead_tags', '{"mode": "add", "tags": ["every_lead"]}'
@@ -106,6 +109,12 @@ SELECT r.id, 'lead_tags', '{"mode": "add", "tags": ["every_lead"]}'
  WHERE r.name = 'Tag every lead' AND p.name IN ('payday_us_tag', 'payday_us_tagcap');
 SELECT pg_temp.bench_table('leads_tag', 'payday_us_tag');
 SELECT pg_temp.bench_table('leads_tagcap', 'payday_us_tagcap');
+
+-- ---------------------------------- without the 30-day duplicate check
+SELECT pg_temp.copy_product('payday_us', 'payday_us_nodup');
+DELETE FROM iclear.rule r USING iclear.product p
+ WHERE p.id = r.product_id AND p.name = 'payday_us_nodup' AND r.name = 'Duplicate email (30 days)';
+SELECT pg_temp.bench_table('leads_nodup', 'payday_us_nodup');
 
 -- ------------------------------------- a sync IP lookup per lead (sandbox)
 UPDATE iclear.service SET subscription = 'enabled', cost = 0.004, endpoint = :'sandbox' || '/ip'

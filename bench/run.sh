@@ -7,7 +7,7 @@
 #             UPDATE, a decision row with a trace)
 #   plpgsqlnocap leads_plpgsql_nocap: the same trigger with no caps UPDATE
 #             (no hot row: compare with `attached`, which has no cap either)
-#   attached  leads: attached to iclear (payday_us: 25 active rules, a DNPL of
+#   attached  leads: attached to iclear (payday_us: 24 active rules, a DNPL of
 #             100,000 entries), default settings (configuration cache on,
 #             iclear.trace = matched)
 #   full      leads, with iclear.trace = full (trace every rule)
@@ -15,6 +15,8 @@
 #             configuration tables)
 #   tag       leads_tag: payday_us + a rule that tags every lead
 #   tagcap    leads_tagcap: the same rule with a never-reached daily_limit
+#   nodup     leads_nodup: payday_us without its 30-day duplicate check on
+#             email (a history condition): what the check costs
 #   ip        leads_ip: payday_us + a sync IP Analysis global rule (no cache)
 #             against the sandbox provider answering in BENCH_SANDBOX_DELAY_MS
 #   ipcap     leads_ipcap: the same, with a never-reached global_cap
@@ -34,7 +36,7 @@
 # BENCH_PLPGSQL_CAP (1; 0 drops the PL/pgSQL trigger's caps row), BENCH_CPU_LEADS (2000
 # leads per timed INSERT of "CPU per lead"), BENCH_PORT (28816),
 # BENCH_KEEP_CLUSTER (0; 1 leaves the cluster running at the end),
-# BENCH_LOAD_CLIENTS (8: the rounds again for plain, plpgsql, attached, tag
+# BENCH_LOAD_CLIENTS (8: the rounds again for plain, plpgsql, plpgsqlnocap, attached, nodup, tag
 # and tagcap with that many clients; 0 skips them).
 # Each round also reports the WAL written per lead (pg_current_wal_insert_lsn
 # before and after; background work during the round included).
@@ -50,7 +52,7 @@ WARMUP=${BENCH_WARMUP:-5}
 CPU_LEADS=${BENCH_CPU_LEADS:-2000}
 CLIENTS=${BENCH_CLIENTS:-2}
 SERVICE_CLIENTS=${BENCH_SERVICE_CLIENTS:-8}
-ALL_VARIANTS="plain plpgsql plpgsqlnocap attached full nocache tag tagcap ip ipcap"
+ALL_VARIANTS="plain plpgsql plpgsqlnocap attached nodup full nocache tag tagcap ip ipcap"
 VARIANTS=${BENCH_VARIANTS:-$ALL_VARIANTS}
 SANDBOX_PORT=${BENCH_SANDBOX_PORT:-28818}
 SANDBOX_DELAY_MS=${BENCH_SANDBOX_DELAY_MS:-100}
@@ -224,6 +226,7 @@ summary() {
             row("plpgsql", "PL/pgSQL trigger, same rules, caps row", clients)
             row("plpgsqlnocap", "PL/pgSQL trigger, same rules, no cap", clients)
             row("attached", "attached (defaults)", clients)
+            row("nodup", "attached, without the duplicate check", clients)
             row("full", "attached, trace=full", clients)
             row("nocache", "attached, config_cache=off", clients)
             row("tag", "attached + tag rule", clients)
@@ -236,6 +239,7 @@ summary() {
             ratio("attached", "plpgsql", "attached vs PL/pgSQL with its caps row (unfair to it)")
             ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
             ratio("nocache", "attached", "config_cache=off vs on")
+            ratio("attached", "nodup", "30-day duplicate check vs without it")
             ratio("tagcap", "tag", "rule cap vs its uncapped twin")
             ratio("ipcap", "ip", "global_cap vs its uncapped twin")
         }'
@@ -255,7 +259,7 @@ summary "$CLIENTS"
 # BENCH_CLIENTS skips them).
 LOAD_CLIENTS=${BENCH_LOAD_CLIENTS:-8}
 load_variants=""
-for v in plain plpgsql plpgsqlnocap attached tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
+for v in plain plpgsql plpgsqlnocap attached nodup tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
 if [ "$LOAD_CLIENTS" -gt 0 ] && [ "$LOAD_CLIENTS" != "$CLIENTS" ] && [ -n "$load_variants" ]; then
     printf '\n'
     CLIENTS=$LOAD_CLIENTS rounds "$load_variants"

@@ -79,10 +79,14 @@ SELECT pg_temp.add_rule('processing', 'Fraud', 'Test lead', 2,
 SELECT pg_temp.add_rule('processing', 'Fraud', 'Fictional 555 phone', 3,
     '[{"category": "lead_body", "parameter": "homePhone", "operator": "regex", "value": "^\\d{3}555\\d{4}$"}]',
     '[{"action": "stop_processing", "config": {"message": "fictional phone number"}}]');
-SELECT pg_temp.add_rule('processing', 'Fraud', 'Duplicate email today', 4,
-    '[{"category": "counter", "parameter": "email_seen:{%productField_email%}-{%date%}",
-       "operator": "greater_or_equal", "value": 1}]',
-    '[{"action": "stop_processing", "config": {"message": "duplicate email today"}}]');
+-- A duplicate: an email accepted in the last 30 days (a history condition:
+-- docs/guide/duplicates.md). Until 0.6.0 this was a counter keyed by email
+-- and date read here and incremented by a later rule ("Remember the
+-- email"): a calendar day, and two rules to keep in step.
+SELECT pg_temp.add_rule('processing', 'Fraud', 'Duplicate email (30 days)', 4,
+    '[{"category": "history", "parameter": "email", "operator": "greater_or_equal",
+       "value": {"count": 1, "seconds": 2592000, "statuses": ["accepted"]}}]',
+    '[{"action": "stop_processing", "config": {"message": "duplicate email (accepted in the last 30 days)"}}]');
 SELECT pg_temp.add_rule('processing', 'Fraud', 'Known bad publisher channel', 5,
     '[{"category": "lead_param", "parameter": "channel_id", "operator": "equals", "value": 7}]',
     '[{"action": "stop_processing", "config": {"message": "blocked channel"}}]');
@@ -106,9 +110,6 @@ SELECT pg_temp.add_rule('processing', 'Quality', 'Loan amount out of range', 2,
     '[{"category": "lead_body", "parameter": "loanAmount", "operator": "greater", "value": 5000},
       {"category": "lead_body", "parameter": "loanAmount", "operator": "less", "value": 100}]',
     '[{"action": "stop_processing", "config": {"message": "loan amount out of range"}}]', 'or');
-SELECT pg_temp.add_rule('processing', 'Quality', 'Remember the email', 9,
-    '[]',
-    '[{"action": "increment_counter", "config": {"counter": "email_seen", "key": "{%productField_email%}-{%date%}"}}]');
 
 SELECT pg_temp.add_rule('processing', 'Routing', 'High earners to the premium tree', 1,
     '[{"category": "lead_body", "parameter": "monthlyIncome", "operator": "greater_or_equal", "value": 6000}]',

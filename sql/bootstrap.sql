@@ -691,4 +691,40 @@ CREATE TABLE iclear.sms_outbox (
 ALTER TABLE iclear.config_audit DROP CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE or TRUNCATE";
 ALTER TABLE iclear.config_audit ADD CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE, TRUNCATE or ERASE"
     CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'ERASE'));
+-- A rule's caps count what seed 002 counts: the times the rule's service is
+-- processed (a paid lookup of its Run third-party service action), and the
+-- per-source limit applies to sources new to the rule. 0.5.0 counted every
+-- match and every source: the upgrade keeps that for the rules it finds
+-- capped (sql/finalize/10_tables.sql), new rules get the seed's meaning.
+ALTER TABLE iclear.rule
+    ADD COLUMN cap_counts text NOT NULL DEFAULT 'service_runs'
+        CONSTRAINT "rule.cap_counts must be service_runs or matches"
+        CHECK (cap_counts IN ('service_runs', 'matches')),
+    ADD COLUMN per_source_scope text NOT NULL DEFAULT 'new_sources'
+        CONSTRAINT "rule.per_source_scope must be new_sources or all_sources"
+        CHECK (per_source_scope IN ('new_sources', 'all_sources'));
+-- A product's days are local days in its time zone (rule and global-rule
+-- caps, {%date%}); a global cap counts the vendor's billing days, in its
+-- own. Checked against pg_timezone_names (validate_time_zone).
+ALTER TABLE iclear.product ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
+ALTER TABLE iclear.global_cap ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
+-- The lead history that `history` conditions count (duplicates, velocity):
+-- one row per decided lead and key (a key: the sorted fields of a history
+-- condition's parameter), written in the lead's transaction. `key` is a
+-- keyed digest of the lead's normalised values (src/store/history.rs),
+-- never the values themselves. Kept as long as the longest window of any
+-- condition needs (iclear.prune_history); dumped with the install's secret
+-- (sms_key), which its digests need; iclear.rebuild_history fills it from
+-- the decisions for a new, longer window.
+CREATE TABLE iclear.lead_history (
+    key        text NOT NULL,
+    at         timestamptz NOT NULL,
+    product_id bigint NOT NULL,
+    status     text NOT NULL
+);
+CREATE INDEX lead_history_key ON iclear.lead_history (key, at);
+-- pruning reads by time: a block range index costs the insert path nothing
+-- measurable where a second btree would
+CREATE INDEX lead_history_at ON iclear.lead_history USING brin (at);
+SELECT pg_catalog.pg_extension_config_dump('iclear.lead_history', '');
 -- END since-0.5.0

@@ -53,6 +53,14 @@ CREATE FUNCTION iclear."missing_credential"("service" TEXT, "settings" jsonb) RE
 STRICT IMMUTABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'missing_credential_wrapper';
+CREATE FUNCTION iclear."rebuild_history"("product" TEXT, "since" timestamp with time zone) RETURNS bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rebuild_history_wrapper';
+CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RETURNS TEXT[]
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'erasure_history_digests_wrapper';
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; also the 0.5.0 ->
 -- 0.6.0 upgrade, made by scripts/gen-upgrade.sh)
 -- A service endpoint with a secret in it (a webhook's user and password, a
@@ -85,6 +93,42 @@ CREATE TABLE iclear.sms_outbox (
 ALTER TABLE iclear.config_audit DROP CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE or TRUNCATE";
 ALTER TABLE iclear.config_audit ADD CONSTRAINT "config_audit.op must be INSERT, UPDATE, DELETE, TRUNCATE or ERASE"
     CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'ERASE'));
+-- A rule's caps count what seed 002 counts: the times the rule's service is
+-- processed (a paid lookup of its Run third-party service action), and the
+-- per-source limit applies to sources new to the rule. 0.5.0 counted every
+-- match and every source: the upgrade keeps that for the rules it finds
+-- capped (sql/finalize/10_tables.sql), new rules get the seed's meaning.
+ALTER TABLE iclear.rule
+    ADD COLUMN cap_counts text NOT NULL DEFAULT 'service_runs'
+        CONSTRAINT "rule.cap_counts must be service_runs or matches"
+        CHECK (cap_counts IN ('service_runs', 'matches')),
+    ADD COLUMN per_source_scope text NOT NULL DEFAULT 'new_sources'
+        CONSTRAINT "rule.per_source_scope must be new_sources or all_sources"
+        CHECK (per_source_scope IN ('new_sources', 'all_sources'));
+-- A product's days are local days in its time zone (rule and global-rule
+-- caps, {%date%}); a global cap counts the vendor's billing days, in its
+-- own. Checked against pg_timezone_names (validate_time_zone).
+ALTER TABLE iclear.product ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
+ALTER TABLE iclear.global_cap ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
+-- The lead history that `history` conditions count (duplicates, velocity):
+-- one row per decided lead and key (a key: the sorted fields of a history
+-- condition's parameter), written in the lead's transaction. `key` is a
+-- keyed digest of the lead's normalised values (src/store/history.rs),
+-- never the values themselves. Kept as long as the longest window of any
+-- condition needs (iclear.prune_history); dumped with the install's secret
+-- (sms_key), which its digests need; iclear.rebuild_history fills it from
+-- the decisions for a new, longer window.
+CREATE TABLE iclear.lead_history (
+    key        text NOT NULL,
+    at         timestamptz NOT NULL,
+    product_id bigint NOT NULL,
+    status     text NOT NULL
+);
+CREATE INDEX lead_history_key ON iclear.lead_history (key, at);
+-- pruning reads by time: a block range index costs the insert path nothing
+-- measurable where a second btree would
+CREATE INDEX lead_history_at ON iclear.lead_history USING brin (at);
+SELECT pg_catalog.pg_extension_config_dump('iclear.lead_history', '');
 -- END since-0.5.0
 
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; made by scripts/gen-finalize.py)
@@ -246,6 +290,40 @@ CREATE CONSTRAINT TRIGGER credential AFTER INSERT OR UPDATE ON iclear.global_rul
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION iclear.check_global_rule_credential();
 CREATE CONSTRAINT TRIGGER credential AFTER UPDATE OR DELETE ON iclear.global_rule_credential
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION iclear.check_global_rule_credential();
+
+-- A time zone is a name PostgreSQL knows (pg_timezone_names): the Rust
+-- side resolves it with PostgreSQL's own zone data (src/store/local_time.rs),
+-- so the caps and the views agree. Abbreviations and offsets ('PST',
+-- '+05') are refused: they do not follow daylight-saving time.
+CREATE FUNCTION iclear.validate_time_zone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = NEW.time_zone) THEN
+        RAISE EXCEPTION 'invalid setting %.time_zone: unknown time zone %', TG_TABLE_NAME, quote_literal(NEW.time_zone)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a name of pg_timezone_names, such as America/New_York or UTC';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear.product
+    FOR EACH ROW WHEN (NEW.time_zone <> 'UTC') EXECUTE FUNCTION iclear.validate_time_zone();
+CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear.global_cap
+    FOR EACH ROW WHEN (NEW.time_zone <> 'UTC') EXECUTE FUNCTION iclear.validate_time_zone();
+
+-- Rules capped under 0.5.0 keep counting as they did (every match, every
+-- source) until an operator chooses the seed's meaning (docs/upgrading.md).
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE iclear.rule SET cap_counts = 'matches'
+     WHERE daily_limit IS NOT NULL OR monthly_limit IS NOT NULL OR per_source_limit IS NOT NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE iclear.rule SET per_source_scope = 'all_sources' WHERE per_source_limit IS NOT NULL;
+    IF n > 0 THEN
+        RAISE NOTICE 'iclear: % capped rules keep counting every match (cap_counts = matches); the seed counts the runs of a rule''s service (cap_counts = service_runs): docs/upgrading.md', n;
+    END IF;
+END $$;
 
 -- Attaching a table is its owner's decision: a table another role owns is
 -- refused, whatever privileges on it the caller holds.
@@ -448,6 +526,10 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
     DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
     GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    -- the history's rows under the keys the email and phone make (a key with
+    -- another field goes when its window ends)
+    DELETE FROM iclear.lead_history h WHERE h.key = ANY (iclear.erasure_history_digests(e, p));
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_history', n);
     DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
     GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
     INSERT INTO iclear.config_audit (table_name, op, new, role)
@@ -475,6 +557,154 @@ BEGIN
     END IF;
 END $$;
 
+-- The periods of a cap in local days of a time zone (a product's, or a
+-- global cap's own): when the current one began and when it next resets,
+-- as src/store/cap_key.rs counts them. A day is local midnight to local
+-- midnight, 23 or 25 hours long across a daylight-saving change. (The
+-- three-argument forms above count UTC days.)
+CREATE FUNCTION iclear.cap_period_start(period text, start_day integer, at timestamptz, time_zone text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN date_trunc('day', at AT TIME ZONE time_zone) AT TIME ZONE time_zone
+        WHEN 'monthly' THEN (
+            SELECT max(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE time_zone AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE time_zone) + k * interval '1 month' AS m
+                          FROM generate_series(-1, 0) AS k) AS months) AS resets
+             WHERE d <= at)
+    END
+$$;
+
+CREATE FUNCTION iclear.next_cap_reset(period text, start_day integer, at timestamptz, time_zone text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN (date_trunc('day', at AT TIME ZONE time_zone) + interval '1 day') AT TIME ZONE time_zone
+        WHEN 'monthly' THEN (
+            SELECT min(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE time_zone AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE time_zone) + k * interval '1 month' AS m
+                          FROM generate_series(-1, 1) AS k) AS months) AS resets
+             WHERE d > at)
+    END
+$$;
+-- The lead history keeps what the longest window of any history condition
+-- (of an active, shadow or paused rule: a paused rule may come back) needs,
+-- and no more. The worker runs it about once a minute, and maintain() too.
+CREATE FUNCTION iclear.prune_history() RETURNS bigint
+LANGUAGE sql AS $$
+    WITH w AS (SELECT max((c.value ->> 'seconds')::bigint) AS s
+                 FROM iclear.rule_condition c WHERE c.category = 'history'),
+         d AS (DELETE FROM iclear.lead_history h USING w
+                WHERE h.at < now() - make_interval(secs => coalesce(w.s, 0)) RETURNING 1)
+    SELECT count(*) FROM d
+$$;
+-- (0.6.0: maintain() prunes the lead history too)
+CREATE OR REPLACE FUNCTION iclear.maintain(retention_days integer DEFAULT NULL,
+                                evidence_retention_days integer DEFAULT NULL,
+                                months_ahead integer DEFAULT 2)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    keep_days     integer;
+    keep_evidence integer;
+    t             text;
+    col           text;
+    m             timestamp;
+    lo            timestamptz;
+    hi            timestamptz;
+    part          text;
+    oldest        timestamptz;
+    n             bigint;
+    moved         bigint := 0;
+    evidence      bigint;
+    created       text[] := '{}';
+    dropped       text[] := '{}';
+    r             record;
+    locked        boolean := false;
+    old_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
+    keep_evidence := coalesce(evidence_retention_days,
+                              nullif(current_setting('iclear.evidence_retention_days', true), '')::int, 1827);
+    IF keep_days < 1 OR keep_evidence < 1 OR months_ahead < 0 THEN
+        RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Writers wait (readers do not) until the new months are attached: an
+    -- insert that had already routed its row to a DEFAULT partition would
+    -- otherwise fail its new partition constraint; a writer that waited sees
+    -- the new partitions when it goes on. Writers lock the two tables in
+    -- either order, so each attempt gives up after 200 ms instead of waiting
+    -- into a deadlock (where a writer could be the one cancelled), and retries.
+    -- While rows wait in a DEFAULT partition, readers wait too: a query
+    -- planned against the old partitions that ran after the move would find
+    -- them neither in DEFAULT nor in the month it does not know of.
+    FOR attempt IN 1 .. 100 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            LOCK TABLE iclear.filter_log, iclear.decision IN EXCLUSIVE MODE;
+            IF EXISTS (SELECT 1 FROM iclear.decision_default) OR EXISTS (SELECT 1 FROM iclear.filter_log_default) THEN
+                LOCK TABLE iclear.filter_log, iclear.decision IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.05 * random());
+        END;
+    END LOOP;
+    -- the DDL below (ATTACH, DROP) waits for readers of single partitions
+    -- while writers wait for it: bound that too
+    PERFORM set_config('lock_timeout', '5s', true);
+    IF NOT locked THEN
+        RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
+            USING ERRCODE = 'lock_not_available';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
+        EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
+        FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
+                                        date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
+                                        interval '1 month') LOOP
+            part := format('%s_%s', t, to_char(m, 'YYYYMM'));
+            lo := m AT TIME ZONE 'UTC';
+            hi := (m + interval '1 month') AT TIME ZONE 'UTC';
+            CONTINUE WHEN to_regclass(format('iclear.%I', part)) IS NOT NULL;
+            CONTINUE WHEN hi <= now() - make_interval(days => keep_days);  -- would be dropped at once
+            EXECUTE format('CREATE TABLE iclear.%I (LIKE iclear.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMPRESSION)', part, t);
+            EXECUTE format('WITH moved AS (DELETE FROM iclear.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
+                            INSERT INTO iclear.%I SELECT * FROM moved', t || '_default', col, col, part)
+                USING lo, hi;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+            EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
+            EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
+            EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
+            created := created || part;
+        END LOOP;
+        FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = format('iclear.%I', t)::regclass AND c.relname ~ '_\d{6}$' LOOP
+            hi := (to_date(right(r.relname, 6), 'YYYYMM')::timestamp + interval '1 month') AT TIME ZONE 'UTC';
+            IF hi <= now() - make_interval(days => keep_days) THEN
+                EXECUTE format('DROP TABLE iclear.%I', r.relname);
+                dropped := dropped || r.relname::text;
+            END IF;
+        END LOOP;
+        EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
+            USING now() - make_interval(days => keep_days);
+    END LOOP;
+    DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
+    GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
+                              'evidence_deleted', evidence, 'retention_days', keep_days,
+                              'evidence_retention_days', keep_evidence,
+                              'history_pruned', iclear.prune_history());
+END $$;
+
 -- worker_alive for every role that reads health (pg_stat_activity shows a
 -- backend's type only to its own role)
 CREATE OR REPLACE VIEW iclear.health AS
@@ -485,6 +715,133 @@ SELECT iclear.version() AS version,
        (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
        (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
        (SELECT version FROM iclear.config_version) AS config_version;
+-- Caps count local days: a product's rule and global-rule caps in its
+-- time zone, a global cap in its own (the last column says which).
+CREATE OR REPLACE VIEW iclear.cap_status AS
+WITH used AS (
+    SELECT scope, ref_id, period, bucket, sum(used)::bigint AS used
+      FROM iclear.cap_use GROUP BY 1, 2, 3, 4)
+SELECT 'global'::text AS scope, c.service AS subject, c.id AS rule_id, c.period, c.start_day,
+       c.cap_limit, coalesce(u.used, 0) AS current_value,
+       iclear.next_cap_reset(c.period, c.start_day, now(), c.time_zone) AS next_reset,
+       c.service, s.subscription, NULL::text AS status, c.time_zone
+  FROM iclear.global_cap c
+  JOIN iclear.service s ON s.name = c.service
+  LEFT JOIN used u ON u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period
+       AND u.bucket = to_char(iclear.cap_period_start(c.period, c.start_day, now(), c.time_zone) AT TIME ZONE c.time_zone,
+                              'YYYY-MM-DD')
+UNION ALL
+SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
+       iclear.next_cap_reset(x.period, 1, now(), p.time_zone), NULL, NULL, r.status, p.time_zone
+  FROM iclear.rule r
+  JOIN iclear.product p ON p.id = r.product_id
+ CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit), ('monthly', r.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1, now(), p.time_zone) AT TIME ZONE p.time_zone, 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL
+UNION ALL
+SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.bucket, ''), 'none'), r.id, 'source', NULL,
+       r.per_source_limit, u.used, NULL, NULL, NULL, r.status, NULL
+  FROM iclear.rule r
+  JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = 'source'
+ WHERE r.per_source_limit IS NOT NULL
+UNION ALL
+SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1, now(), p.time_zone), g.service, s.subscription,
+       g.status, p.time_zone
+  FROM iclear.global_rule g
+  JOIN iclear.product p ON p.id = g.product_id
+  JOIN iclear.service s ON s.name = g.service
+ CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit), ('monthly', g.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1, now(), p.time_zone) AT TIME ZONE p.time_zone, 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL;
+
+-- (0.6.0: a product's and a global cap's time zone)
+CREATE OR REPLACE FUNCTION iclear.export_config(product text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p   iclear.product;
+    dup text;
+BEGIN
+    SELECT * INTO p FROM iclear.product x WHERE x.name = export_config.product;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'iclear.export_config: product % does not exist', quote_literal(export_config.product)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT r.name INTO dup FROM iclear.rule r WHERE r.product_id = p.id GROUP BY r.name HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'iclear.export_config: two rules of % are named %', quote_literal(p.name), quote_literal(dup)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the document references rules by name: rename one of them';
+    END IF;
+    RETURN (
+    WITH g AS (
+        SELECT x.*, CASE WHEN count(*) OVER (PARTITION BY x.service) = 1 THEN x.service
+                         ELSE x.service || ':' || row_number() OVER (PARTITION BY x.service ORDER BY x.position, x.id)
+                    END AS key
+          FROM iclear.global_rule x WHERE x.product_id = p.id),
+    lists AS (SELECT l.id, l.name FROM iclear.list l)
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+      'format', 1,
+      'product', jsonb_build_object('name', p.name, 'kind', p.kind, 'time_zone', p.time_zone),
+      'categories', coalesce((SELECT jsonb_agg(jsonb_build_object('stage', c.stage, 'name', c.name, 'position', c.position)
+                                               ORDER BY c.stage, c.position, c.name)
+                                FROM iclear.rule_category c WHERE c.product_id = p.id), '[]'),
+      'rules', coalesce((SELECT jsonb_agg(
+              (to_jsonb(r) - ARRAY['id', 'product_id', 'category_id', 'created_at', 'all_new_since'])
+              || jsonb_build_object(
+                   'category', (SELECT c.name FROM iclear.rule_category c WHERE c.id = r.category_id),
+                   -- All New counts from coalesce(all_new_since, created_at): kept as one date
+                   'all_new_since', CASE WHEN r.all_new THEN coalesce(r.all_new_since, r.created_at)
+                                         ELSE r.all_new_since END,
+                   'conditions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'category', c.category, 'operator', c.operator, 'value', c.value,
+                        'parameter', CASE WHEN c.category = 'rule'
+                                          THEN (SELECT o.name FROM iclear.rule o WHERE o.id::text = c.parameter)
+                                          ELSE c.parameter END) ORDER BY c.id)
+                      FROM iclear.rule_condition c WHERE c.rule_id = r.id), '[]'),
+                   'actions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'action', a.action, 'status', a.status, 'position', a.position,
+                        'config', CASE
+                            WHEN a.config ? 'list_ids' THEN (a.config - 'list_ids') || jsonb_build_object('lists',
+                                (SELECT jsonb_agg(l.name ORDER BY l.name) FROM lists l
+                                  WHERE l.id::text IN (SELECT jsonb_array_elements_text(a.config -> 'list_ids'))))
+                            WHEN a.config ? 'global_rule_id' THEN (a.config - 'global_rule_id') || jsonb_build_object(
+                                'global_rule', (SELECT g.key FROM g WHERE g.id::text = a.config ->> 'global_rule_id'))
+                            ELSE a.config END) ORDER BY a.position, a.id)
+                      FROM iclear.rule_action a WHERE a.rule_id = r.id), '[]'))
+              ORDER BY r.stage, r.position, r.name)
+            FROM iclear.rule r WHERE r.product_id = p.id), '[]'),
+      'global_rules', coalesce((SELECT jsonb_agg(
+              (to_jsonb(g) - ARRAY['id', 'product_id'])
+              || jsonb_build_object('settings', CASE
+                   WHEN g.settings -> 'add_to_list' ? 'list_ids' THEN jsonb_set(g.settings, '{add_to_list}',
+                        ((g.settings -> 'add_to_list') - 'list_ids') || jsonb_build_object('lists',
+                        (SELECT coalesce(jsonb_agg(l.name ORDER BY l.name), '[]') FROM lists l
+                          WHERE l.id::text IN (SELECT jsonb_array_elements_text(g.settings -> 'add_to_list' -> 'list_ids')))))
+                   ELSE g.settings END)
+              ORDER BY g.position, g.id)
+            FROM g), '[]'),
+      'global_caps', coalesce((SELECT jsonb_agg(jsonb_build_object('service', c.service, 'period', c.period,
+                                 'start_day', c.start_day, 'cap_limit', c.cap_limit, 'time_zone', c.time_zone)
+                                 ORDER BY c.service, c.period)
+                                 FROM iclear.global_cap c
+                                WHERE c.service IN (SELECT g.service FROM g)), '[]'),
+      'fields', coalesce((SELECT jsonb_agg(to_jsonb(f) - ARRAY['id', 'product_id'] ORDER BY f.name)
+                            FROM iclear.product_field f WHERE f.product_id = p.id), '[]'),
+      'lists', coalesce((SELECT jsonb_agg(jsonb_build_object('name', l.name, 'kind', l.kind, 'field', l.field,
+                              'product_level', EXISTS (SELECT 1 FROM iclear.list_product lp
+                                                        WHERE lp.list_id = l.id AND lp.product_id = p.id))
+                              ORDER BY l.name)
+                           FROM iclear.list l
+                          WHERE EXISTS (SELECT 1 FROM iclear.list_product lp WHERE lp.list_id = l.id AND lp.product_id = p.id)
+                             OR EXISTS (SELECT 1 FROM iclear.rule_action a JOIN iclear.rule r ON r.id = a.rule_id
+                                         WHERE r.product_id = p.id AND a.config -> 'list_ids' @> to_jsonb(l.id))
+                             OR EXISTS (SELECT 1 FROM g WHERE g.settings -> 'add_to_list' -> 'list_ids' @> to_jsonb(l.id))),
+                        '[]')
+    )));
+END $$;
 
 CREATE OR REPLACE FUNCTION iclear.apply_config(doc jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -507,14 +864,16 @@ BEGIN
     PERFORM iclear.config_keys(doc, 'document',
         ARRAY['format', 'product', 'categories', 'rules', 'global_rules', 'global_caps', 'fields', 'lists'],
         ARRAY['product']);
-    PERFORM iclear.config_keys(doc -> 'product', 'product', ARRAY['name', 'kind'], ARRAY['name']);
+    PERFORM iclear.config_keys(doc -> 'product', 'product', ARRAY['name', 'kind', 'time_zone'], ARRAY['name']);
     pname := doc #>> '{product,name}';
     IF EXISTS (SELECT 1 FROM iclear.product WHERE name = pname) THEN
         before := iclear.export_config(pname);
     END IF;
     BEGIN
-        INSERT INTO iclear.product (name, kind) VALUES (pname, coalesce(doc #>> '{product,kind}', 'post'))
-        ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind WHERE product.kind IS DISTINCT FROM EXCLUDED.kind;
+        INSERT INTO iclear.product (name, kind, time_zone)
+        VALUES (pname, coalesce(doc #>> '{product,kind}', 'post'), coalesce(doc #>> '{product,time_zone}', 'UTC'))
+        ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, time_zone = EXCLUDED.time_zone
+         WHERE (product.kind, product.time_zone) IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.time_zone);
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'iclear.import_config: product: %', SQLERRM USING ERRCODE = SQLSTATE;
     END;
@@ -613,7 +972,8 @@ BEGIN
             ARRAY['name', 'stage', 'status', 'position', 'category', 'publisher_id', 'channel_id', 'source_id',
                   'all_new', 'all_new_since', 'publisher_ids', 'exclude_publisher_ids', 'channel_ids',
                   'exclude_channel_ids', 'source_ids', 'exclude_source_ids', 'logical_operator', 'method',
-                  'daily_limit', 'monthly_limit', 'per_source_limit', 'conditions', 'actions'], ARRAY['name']);
+                  'daily_limit', 'monthly_limit', 'per_source_limit', 'cap_counts', 'per_source_scope',
+                  'conditions', 'actions'], ARRAY['name']);
         BEGIN
             r := jsonb_populate_record(NULL::iclear.rule, it.o - 'category' - 'conditions' - 'actions');
             r.stage := coalesce(r.stage, 'processing');
@@ -632,13 +992,15 @@ BEGIN
             UPDATE iclear.rule x
                SET (stage, status, position, category_id, publisher_id, channel_id, source_id, all_new, all_new_since,
                     publisher_ids, exclude_publisher_ids, channel_ids, exclude_channel_ids, source_ids,
-                    exclude_source_ids, logical_operator, method, daily_limit, monthly_limit, per_source_limit)
+                    exclude_source_ids, logical_operator, method, daily_limit, monthly_limit, per_source_limit,
+                    cap_counts, per_source_scope)
                  = (r.stage, coalesce(r.status, 'active'), coalesce(r.position, 0), cat, r.publisher_id, r.channel_id,
                     r.source_id, coalesce(r.all_new, false), r.all_new_since,
                     coalesce(r.publisher_ids, '{}'), coalesce(r.exclude_publisher_ids, '{}'),
                     coalesce(r.channel_ids, '{}'), coalesce(r.exclude_channel_ids, '{}'),
                     coalesce(r.source_ids, '{}'), coalesce(r.exclude_source_ids, '{}'),
-                    coalesce(r.logical_operator, 'and'), r.method, r.daily_limit, r.monthly_limit, r.per_source_limit)
+                    coalesce(r.logical_operator, 'and'), r.method, r.daily_limit, r.monthly_limit, r.per_source_limit,
+                    coalesce(r.cap_counts, 'service_runs'), coalesce(r.per_source_scope, 'new_sources'))
              WHERE x.id = rid;
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
@@ -732,13 +1094,16 @@ BEGIN
     -- global caps (shared by the products of a service): set, never removed here
     FOR it IN SELECT * FROM iclear.config_items(doc, 'global_caps') LOOP
         path := format('global_caps[%s]', it.i);
-        PERFORM iclear.config_keys(it.o, path, ARRAY['service', 'period', 'start_day', 'cap_limit'],
+        PERFORM iclear.config_keys(it.o, path, ARRAY['service', 'period', 'start_day', 'cap_limit', 'time_zone'],
                                    ARRAY['service', 'period', 'cap_limit']);
         BEGIN
-            INSERT INTO iclear.global_cap (service, period, start_day, cap_limit)
-            VALUES (it.o ->> 'service', it.o ->> 'period', coalesce((it.o ->> 'start_day')::int, 1), (it.o ->> 'cap_limit')::bigint)
-            ON CONFLICT (service, period) DO UPDATE SET start_day = EXCLUDED.start_day, cap_limit = EXCLUDED.cap_limit
-             WHERE (global_cap.start_day, global_cap.cap_limit) IS DISTINCT FROM (EXCLUDED.start_day, EXCLUDED.cap_limit);
+            INSERT INTO iclear.global_cap (service, period, start_day, cap_limit, time_zone)
+            VALUES (it.o ->> 'service', it.o ->> 'period', coalesce((it.o ->> 'start_day')::int, 1), (it.o ->> 'cap_limit')::bigint,
+                    coalesce(it.o ->> 'time_zone', 'UTC'))
+            ON CONFLICT (service, period) DO UPDATE
+               SET start_day = EXCLUDED.start_day, cap_limit = EXCLUDED.cap_limit, time_zone = EXCLUDED.time_zone
+             WHERE (global_cap.start_day, global_cap.cap_limit, global_cap.time_zone)
+                   IS DISTINCT FROM (EXCLUDED.start_day, EXCLUDED.cap_limit, EXCLUDED.time_zone);
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
         END;
@@ -813,7 +1178,8 @@ LANGUAGE sql STABLE AS $$
          WHERE NOT EXISTS (SELECT 1 FROM iclear.global_cap c
                             WHERE c.service = o ->> 'service' AND c.period = o ->> 'period'
                               AND c.cap_limit::text = o ->> 'cap_limit'
-                              AND c.start_day = coalesce((o ->> 'start_day')::int, 1))
+                              AND c.start_day = coalesce((o ->> 'start_day')::int, 1)
+                              AND c.time_zone = coalesce(o ->> 'time_zone', 'UTC'))
            AND EXISTS (SELECT 1 FROM iclear.global_rule g
                         WHERE g.service = o ->> 'service' AND g.product_id IN (SELECT id FROM others))) s
 $$;
@@ -961,6 +1327,14 @@ GRANT EXECUTE ON FUNCTION iclear.config_version_deferred() TO iclear_processor;
 REVOKE ALL ON FUNCTION iclear.forget(text, text, boolean) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION iclear.worker_alive() TO iclear_reader, iclear_processor;
+-- the lead history: the processor's alone (digests of personal data)
+GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.rebuild_history(text, timestamptz) TO iclear_operator;
+REVOKE ALL ON FUNCTION iclear.erasure_history_digests(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iclear.cap_period_start(text, integer, timestamptz, text),
+                          iclear.next_cap_reset(text, integer, timestamptz, text)
+    TO iclear_reader, iclear_processor;
 
 -- The tail of every release: the admin may call every function but the
 -- internal ones, nothing is PUBLIC, and every function pins its
@@ -969,10 +1343,11 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iclear TO iclear_admin;
 REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text), iclear.resume_paused_leads(text, text),
                            iclear.audit_write(text, text, text, jsonb, jsonb),
                            iclear.sms_code_digest(text, text, text), iclear.sms_locked_out(text, text),
-                           iclear.count_sms_failure(text, text)
+                           iclear.count_sms_failure(text, text), iclear.erasure_history_digests(text, text)
     FROM iclear_admin;
 -- the digests' key and the codes to send: the processor's alone
-REVOKE ALL ON iclear.sms_key, iclear.sms_outbox FROM iclear_admin, iclear_operator, iclear_reader;
+REVOKE ALL ON iclear.sms_key, iclear.sms_outbox, iclear.lead_history
+    FROM iclear_admin, iclear_operator, iclear_reader;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;
@@ -1015,4 +1390,12 @@ COMMENT ON FUNCTION iclear.worker_alive() IS 'Is the background worker running (
 COMMENT ON FUNCTION iclear.validate_tracking_action() IS 'Trigger: a run_tracking_action action needs the tracking service subscribed, with an endpoint.';
 COMMENT ON FUNCTION iclear.check_global_rule_credential() IS 'Trigger (at commit): an active global rule has the credential its service needs.';
 COMMENT ON FUNCTION iclear.missing_credential(text, jsonb) IS 'Internal: the credential a global rule''s settings (with its stored credentials) lack, if any.';
+COMMENT ON FUNCTION iclear.cap_period_start(text,integer,timestamp with time zone,text) IS 'When the current period of such a cap began, in local days of time_zone.';
+COMMENT ON FUNCTION iclear.next_cap_reset(text,integer,timestamp with time zone,text) IS 'When such a cap next resets, in local days of time_zone.';
+COMMENT ON FUNCTION iclear.validate_time_zone() IS 'Trigger: a product''s or global cap''s time_zone is a name of pg_timezone_names.';
+COMMENT ON VIEW iclear.cap_status IS 'Every global cap, global-rule cap and rule cap (daily, monthly, per source): scope (global, global_rule, rule), subject, rule_id, period, start_day, cap_limit, current_value, next_reset, service, subscription, status and the time_zone whose local days it counts (docs/reference/views.md).';
+COMMENT ON TABLE iclear.lead_history IS 'The lead history history conditions count: one row per decided lead and key, a keyed digest of its normalised values (never the values), its product, status and time.';
+COMMENT ON FUNCTION iclear.prune_history() IS 'Drop the lead history older than the longest window of any history condition; returns the rows dropped.';
+COMMENT ON FUNCTION iclear.rebuild_history(text,timestamp with time zone) IS 'Fill the lead history of a product from its decisions since a time (its rows from then are replaced); returns the rows written.';
+COMMENT ON FUNCTION iclear.erasure_history_digests(text,text) IS 'Internal (forget): the lead-history digests a consumer''s email and phone make.';
 -- END since-0.5.0

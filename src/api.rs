@@ -334,3 +334,25 @@ fn missing_credential(service: &str, settings: JsonB) -> Option<&'static str> {
         .ok()
         .and_then(|s| s.missing_credential())
 }
+
+/// Fill the lead history of `product` from its decisions since `since`
+/// (a new `history` condition with a longer window than was kept). Its
+/// rows from `since` are replaced. Returns the rows written. Runs as
+/// iclear_processor, whose table the history is.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rebuild_history(product: &str, since: pgrx::datum::TimestampWithTimeZone) -> i64 {
+    let id = crate::privilege::as_processor(|| store::backtest::product_id(product))
+        .unwrap_or_else(|| {
+            Error::Input(format!(
+                "iclear.rebuild_history: product {product:?} does not exist"
+            ))
+            .raise()
+        });
+    crate::privilege::as_processor(|| store::history::rebuild(id, since))
+}
+
+/// Internal (forget): the history digests a consumer's email and phone make.
+#[pg_extern(stable, parallel_safe)]
+fn erasure_history_digests(email: Option<&str>, phone: Option<&str>) -> Vec<String> {
+    store::history::erasure_digests(email, phone)
+}

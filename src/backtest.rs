@@ -120,6 +120,7 @@ pub fn backtest(
     };
     let mut by_rule: BTreeMap<i64, RuleCount> = BTreeMap::new();
     let mut counters: HashMap<(String, String), i64> = HashMap::new();
+    let mut history = store::backtest::ReplayHistory::new();
     let (mut leads, mut changed, mut to_rejected, mut to_accepted) = (0u64, 0u64, 0u64, 0u64);
     let (mut unanswered, mut unreadable) = (0u64, 0u64);
     let (mut returns, mut conversions, mut returns_caught, mut conversions_lost) =
@@ -139,6 +140,7 @@ pub fn backtest(
             lead_id: &lead.lead_id,
             answers: &lead.answers,
             counters: &counters,
+            history: &history,
             source_created_at,
             draws: 0,
             unanswered: 0,
@@ -171,8 +173,19 @@ pub fn backtest(
             }
         }
         for e in &out.effects {
-            if let Effect::IncrementCounter { name, key, by } = e {
-                *counters.entry((name.clone(), key.clone())).or_default() += by;
+            match e {
+                Effect::IncrementCounter { name, key, by } => {
+                    *counters.entry((name.clone(), key.clone())).or_default() += by
+                }
+                Effect::RecordHistory {
+                    key,
+                    values,
+                    status,
+                } => history
+                    .entry((key.clone(), values.clone()))
+                    .or_default()
+                    .push((lead.at, status)),
+                _ => {}
             }
         }
         let now = out.status.as_str();

@@ -64,7 +64,7 @@ pub fn process_redirect(lead_id: &str, redirect: &Value) -> Result<Value, LeadEr
         env.params = p.clone();
     }
     let cfg = product_config(&env.product)?;
-    let mut facts = facts_for(&env);
+    let mut facts = facts_for(&env, &cfg.time_zone);
     let processed =
         pipeline::Processed::from_json(&decision, &store::persist::processed_log(lead_id));
     let out = pipeline::process_redirect(
@@ -133,7 +133,7 @@ pub fn process(lead: &Value) -> Result<Value, LeadError> {
     let env = Envelope::parse(lead).map_err(LeadError::Input)?;
     let cfg = product_config(&env.product)?;
     let lead_id = env.lead_id.clone().unwrap_or_else(new_lead_id);
-    let mut facts = facts_for(&env);
+    let mut facts = facts_for(&env, &cfg.time_zone);
     let out = pipeline::process_traced(&cfg, &env, &lead_id, &mut facts, trace_level());
     let mut envelope = lead.clone();
     envelope["lead_id"] = Value::String(lead_id.clone());
@@ -194,7 +194,10 @@ pub fn verification_signature(product: &str, lead: &Value) -> Result<Option<Stri
     envelope["product"] = Value::String(product.to_string());
     let env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
     let lead_id = env.lead_id.clone().unwrap_or_default();
-    let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let date = store::local_time::Zone::or_utc(&cfg.time_zone)
+        .date_of(chrono::Utc::now())
+        .format("%Y-%m-%d")
+        .to_string();
     let vars = iclear_engine::placeholders::Vars {
         fields: &env.fields,
         params: &env.params,
@@ -210,9 +213,10 @@ pub fn verification_signature(product: &str, lead: &Value) -> Result<Option<Stri
 }
 
 /// The engine's questions about this lead, answered from Postgres.
-fn facts_for(env: &Envelope) -> store::facts::PgFacts {
+fn facts_for(env: &Envelope, time_zone: &str) -> store::facts::PgFacts {
     store::facts::PgFacts {
         source_created_at: source_created_at(env),
+        zone: store::local_time::Zone::or_utc(time_zone),
         takes: Default::default(),
     }
 }
@@ -279,7 +283,7 @@ fn resume(lead_id: &str, end: pipeline::PauseEnd) -> Result<Option<Value>, LeadE
     }
     let env = Envelope::parse(&envelope).map_err(LeadError::Input)?;
     let cfg = product_config(&env.product)?;
-    let mut facts = facts_for(&env);
+    let mut facts = facts_for(&env, &cfg.time_zone);
     let processed =
         pipeline::Processed::from_json(&paused, &store::persist::processed_log(lead_id));
     let out = pipeline::resume(

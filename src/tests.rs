@@ -82,4 +82,5 @@ mod tests {
     include!("tests/changing_rules.rs");
     include!("tests/schema.rs");
     include!("tests/errors.rs");
+    include!("tests/history.rs");
 }

@@ -98,8 +98,8 @@ fn mixed_capped_services_and_rules_never_deadlock() {
            -- an on-demand IP lookup, run by a capped processing rule
            INSERT INTO iclear.global_rule (product_id, service, execution, lookup_percent, settings)
            SELECT id, 'ip_analysis', 'on_demand', 0, '{{"api_key": "k"}}' FROM iclear.product WHERE name = 'p';
-           INSERT INTO iclear.rule (product_id, name, position, daily_limit, per_source_limit)
-           SELECT p.id, p.name || ' capped ' || g, g, 100000000, 100000000
+           INSERT INTO iclear.rule (product_id, name, position, daily_limit, per_source_limit, cap_counts, per_source_scope)
+           SELECT p.id, p.name || ' capped ' || g, g, 100000000, 100000000, 'matches', 'all_sources'
              FROM iclear.product p, generate_series(1, 2) g;
            INSERT INTO iclear.rule_action (rule_id, action, config)
            SELECT id, 'lead_tags', '{{"mode": "add", "tags": ["capped"]}}' FROM iclear.rule;
@@ -179,8 +179,8 @@ fn an_open_lead_makes_no_other_lead_wait() {
            INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'daily', 1000);
            INSERT INTO iclear.global_rule (product_id, service, execution, daily_limit, settings)
            SELECT id, 'ip_analysis', 'sync', 1000, '{{"api_key": "k"}}' FROM iclear.product;
-           INSERT INTO iclear.rule (product_id, name, daily_limit, monthly_limit, per_source_limit)
-           SELECT id, 'capped', 1000, 1000, 1000 FROM iclear.product;
+           INSERT INTO iclear.rule (product_id, name, daily_limit, monthly_limit, per_source_limit, cap_counts, per_source_scope)
+           SELECT id, 'capped', 1000, 1000, 1000, 'matches', 'all_sources' FROM iclear.product;
            INSERT INTO iclear.rule_action (rule_id, action, config) SELECT id, 'increment_counter',
                   '{{"counter": "hot", "key": "all"}}' FROM iclear.rule;"#,
         sb.base_url()
@@ -224,9 +224,12 @@ fn every_cap_kind_is_exact_at_its_limit() {
     .unwrap();
     // (product, configuration, what counts a slot)
     let kinds = [
-        ("rule_daily", "UPDATE iclear.rule SET daily_limit = 5 WHERE product_id = $p"),
-        ("rule_monthly", "UPDATE iclear.rule SET monthly_limit = 5 WHERE product_id = $p"),
-        ("rule_source", "UPDATE iclear.rule SET per_source_limit = 5 WHERE product_id = $p"),
+        ("rule_daily", "UPDATE iclear.rule SET daily_limit = 5, cap_counts = 'matches' WHERE product_id = $p"),
+        ("rule_monthly", "UPDATE iclear.rule SET monthly_limit = 5, cap_counts = 'matches' WHERE product_id = $p"),
+        (
+            "rule_source",
+            "UPDATE iclear.rule SET per_source_limit = 5, cap_counts = 'matches', per_source_scope = 'all_sources' WHERE product_id = $p",
+        ),
         ("gr_daily", "UPDATE iclear.global_rule SET daily_limit = 5 WHERE product_id = $p"),
         ("gr_monthly", "UPDATE iclear.global_rule SET monthly_limit = 5 WHERE product_id = $p"),
         ("global_daily", "INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'daily', 5)"),
@@ -298,7 +301,7 @@ fn a_rolled_back_lead_returns_unspent_slots_and_keeps_what_it_sent() {
            INSERT INTO iclear.service (name, cost, endpoint) VALUES
                ('ip_analysis', 0.004, '{url}/ip'), ('iclaim', 0.02, '{url}/iclaim');
            INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'daily', 1);
-           INSERT INTO iclear.rule (product_id, name, daily_limit) SELECT id, 'once', 1 FROM iclear.product;
+           INSERT INTO iclear.rule (product_id, name, daily_limit, cap_counts) SELECT id, 'once', 1, 'matches' FROM iclear.product;
            INSERT INTO iclear.rule_action (rule_id, action, config)
            SELECT id, 'lead_tags', '{{"mode": "add", "tags": ["slot"]}}' FROM iclear.rule;"#,
         url = sb.base_url()
@@ -587,7 +590,7 @@ fn a_long_insert_with_sent_lookups_records_each_once() {
 fn databases_count_their_own_caps() {
     let cl = Cluster::start();
     let setup = r#"INSERT INTO iclear.product (name) VALUES ('p');
-        INSERT INTO iclear.rule (product_id, name, daily_limit) SELECT id, 'once', 1 FROM iclear.product;
+        INSERT INTO iclear.rule (product_id, name, daily_limit, cap_counts) SELECT id, 'once', 1, 'matches' FROM iclear.product;
         INSERT INTO iclear.rule_action (rule_id, action, config)
         SELECT id, 'lead_tags', '{"mode": "add", "tags": ["slot"]}' FROM iclear.rule;"#;
     let mut a = cl.database("t_db_a");

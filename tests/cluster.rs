@@ -329,8 +329,8 @@ fn rule_caps_and_counters_hold_under_concurrent_sessions() {
     let mut c = cl.database("t_conc");
     c.batch_execute(
         r#"INSERT INTO iclear.product (name) VALUES ('payday_us');
-           INSERT INTO iclear.rule (product_id, name, daily_limit, per_source_limit)
-                SELECT id, 'capped', 40, 1000 FROM iclear.product;
+           INSERT INTO iclear.rule (product_id, name, daily_limit, per_source_limit, cap_counts, per_source_scope)
+                SELECT id, 'capped', 40, 1000, 'matches', 'all_sources' FROM iclear.product;
            INSERT INTO iclear.rule_action (rule_id, action, config)
                 SELECT id, 'lead_tags', '{"mode": "add", "tags": ["capped"]}' FROM iclear.rule;
            INSERT INTO iclear.rule (product_id, name, position) SELECT id, 'count', 2 FROM iclear.product;
@@ -469,9 +469,23 @@ fn upgrades_from_every_released_version_match_a_fresh_install() {
                INSERT INTO leads (email) VALUES ('ok@x.com');"#,
         )
         .unwrap();
+        c.batch_execute(
+            "INSERT INTO iclear.rule (product_id, name, position, daily_limit, per_source_limit)
+             SELECT id, 'capped before', 99, 1000000, 1000000 FROM iclear.product",
+        )
+        .unwrap();
         c.batch_execute("ALTER EXTENSION iclear UPDATE").unwrap();
         let (lib, v) = versions(&mut c);
         assert_eq!(v, lib, "from {version}");
+        // a rule capped before 0.6.0 keeps counting its matches, every source
+        let kept: String = c
+            .query_one(
+                "SELECT cap_counts || ' ' || per_source_scope FROM iclear.rule WHERE name = 'capped before'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, "matches all_sources", "from {version}");
         c.batch_execute(
             "INSERT INTO leads (email) VALUES ('test2@x.com'); SELECT iclear.maintain()",
         )

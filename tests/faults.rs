@@ -65,8 +65,8 @@ fn configure(c: &mut Client, ip_endpoint: &str, phone_endpoint: &str, caps: &Cap
                       SELECT id, 'remember email', 2 FROM iclear.product RETURNING id)
            INSERT INTO iclear.rule_action (rule_id, action, config)
            SELECT id, 'increment_counter', '{{"counter": "per_email", "key": "{{%productField_email%}}"}}' FROM r;
-           WITH r AS (INSERT INTO iclear.rule (product_id, name, position, daily_limit)
-                      SELECT id, 'tag capped', 3, {tag} FROM iclear.product RETURNING id),
+           WITH r AS (INSERT INTO iclear.rule (product_id, name, position, daily_limit, cap_counts)
+                      SELECT id, 'tag capped', 3, {tag}, 'matches' FROM iclear.product RETURNING id),
                 c AS (INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
                       SELECT id, 'lead_body', 'email', 'contains', '"@"' FROM r)
            INSERT INTO iclear.rule_action (rule_id, action, config)

@@ -431,4 +431,38 @@ CREATE CONSTRAINT TRIGGER credential AFTER INSERT OR UPDATE ON iclear.global_rul
 CREATE CONSTRAINT TRIGGER credential AFTER UPDATE OR DELETE ON iclear.global_rule_credential
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION iclear.check_global_rule_credential();
 
+-- A time zone is a name PostgreSQL knows (pg_timezone_names): the Rust
+-- side resolves it with PostgreSQL's own zone data (src/store/local_time.rs),
+-- so the caps and the views agree. Abbreviations and offsets ('PST',
+-- '+05') are refused: they do not follow daylight-saving time.
+CREATE FUNCTION iclear.validate_time_zone() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = NEW.time_zone) THEN
+        RAISE EXCEPTION 'invalid setting %.time_zone: unknown time zone %', TG_TABLE_NAME, quote_literal(NEW.time_zone)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a name of pg_timezone_names, such as America/New_York or UTC';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear.product
+    FOR EACH ROW WHEN (NEW.time_zone <> 'UTC') EXECUTE FUNCTION iclear.validate_time_zone();
+CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear.global_cap
+    FOR EACH ROW WHEN (NEW.time_zone <> 'UTC') EXECUTE FUNCTION iclear.validate_time_zone();
+
+-- Rules capped under 0.5.0 keep counting as they did (every match, every
+-- source) until an operator chooses the seed's meaning (docs/upgrading.md).
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE iclear.rule SET cap_counts = 'matches'
+     WHERE daily_limit IS NOT NULL OR monthly_limit IS NOT NULL OR per_source_limit IS NOT NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE iclear.rule SET per_source_scope = 'all_sources' WHERE per_source_limit IS NOT NULL;
+    IF n > 0 THEN
+        RAISE NOTICE 'iclear: % capped rules keep counting every match (cap_counts = matches); the seed counts the runs of a rule''s service (cap_counts = service_runs): docs/upgrading.md', n;
+    END IF;
+END $$;
+
 -- END since-0.5.0

@@ -121,101 +121,9 @@ CREATE OR REPLACE FUNCTION iclear.maintain(retention_days integer DEFAULT NULL,
                                 evidence_retention_days integer DEFAULT NULL,
                                 months_ahead integer DEFAULT 2)
 RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    keep_days     integer;
-    keep_evidence integer;
-    t             text;
-    col           text;
-    m             timestamp;
-    lo            timestamptz;
-    hi            timestamptz;
-    part          text;
-    oldest        timestamptz;
-    n             bigint;
-    moved         bigint := 0;
-    evidence      bigint;
-    created       text[] := '{}';
-    dropped       text[] := '{}';
-    r             record;
-    locked        boolean := false;
-    old_lock_timeout text := current_setting('lock_timeout');
 BEGIN
-    PERFORM iclear.version();  -- loads the library, which defines the GUCs
-    keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
-    keep_evidence := coalesce(evidence_retention_days,
-                              nullif(current_setting('iclear.evidence_retention_days', true), '')::int, 1827);
-    IF keep_days < 1 OR keep_evidence < 1 OR months_ahead < 0 THEN
-        RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- Writers wait (readers do not) until the new months are attached: an
-    -- insert that had already routed its row to a DEFAULT partition would
-    -- otherwise fail its new partition constraint; a writer that waited sees
-    -- the new partitions when it goes on. Writers lock the two tables in
-    -- either order, so each attempt gives up after 200 ms instead of waiting
-    -- into a deadlock (where a writer could be the one cancelled), and retries.
-    -- While rows wait in a DEFAULT partition, readers wait too: a query
-    -- planned against the old partitions that ran after the move would find
-    -- them neither in DEFAULT nor in the month it does not know of.
-    FOR attempt IN 1 .. 100 LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', '200ms', true);
-            LOCK TABLE iclear.filter_log, iclear.decision IN EXCLUSIVE MODE;
-            IF EXISTS (SELECT 1 FROM iclear.decision_default) OR EXISTS (SELECT 1 FROM iclear.filter_log_default) THEN
-                LOCK TABLE iclear.filter_log, iclear.decision IN ACCESS EXCLUSIVE MODE;
-            END IF;
-            locked := true;
-            EXIT;
-        EXCEPTION WHEN lock_not_available THEN
-            PERFORM pg_sleep(0.05 * random());
-        END;
-    END LOOP;
-    -- the DDL below (ATTACH, DROP) waits for readers of single partitions
-    -- while writers wait for it: bound that too
-    PERFORM set_config('lock_timeout', '5s', true);
-    IF NOT locked THEN
-        RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
-            USING ERRCODE = 'lock_not_available';
-    END IF;
-    FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
-        col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
-        EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
-        FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
-                                        date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
-                                        interval '1 month') LOOP
-            part := format('%s_%s', t, to_char(m, 'YYYYMM'));
-            lo := m AT TIME ZONE 'UTC';
-            hi := (m + interval '1 month') AT TIME ZONE 'UTC';
-            CONTINUE WHEN to_regclass(format('iclear.%I', part)) IS NOT NULL;
-            CONTINUE WHEN hi <= now() - make_interval(days => keep_days);  -- would be dropped at once
-            EXECUTE format('CREATE TABLE iclear.%I (LIKE iclear.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMPRESSION)', part, t);
-            EXECUTE format('WITH moved AS (DELETE FROM iclear.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
-                            INSERT INTO iclear.%I SELECT * FROM moved', t || '_default', col, col, part)
-                USING lo, hi;
-            GET DIAGNOSTICS n = ROW_COUNT;
-            moved := moved + n;
-            EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
-            EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
-            EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
-            created := created || part;
-        END LOOP;
-        FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                  WHERE i.inhparent = format('iclear.%I', t)::regclass AND c.relname ~ '_\d{6}$' LOOP
-            hi := (to_date(right(r.relname, 6), 'YYYYMM')::timestamp + interval '1 month') AT TIME ZONE 'UTC';
-            IF hi <= now() - make_interval(days => keep_days) THEN
-                EXECUTE format('DROP TABLE iclear.%I', r.relname);
-                dropped := dropped || r.relname::text;
-            END IF;
-        END LOOP;
-        EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
-            USING now() - make_interval(days => keep_days);
-    END LOOP;
-    DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
-    GET DIAGNOSTICS evidence = ROW_COUNT;
-    PERFORM set_config('lock_timeout', old_lock_timeout, true);
-    RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
-                              'evidence_deleted', evidence, 'retention_days', keep_days,
-                              'evidence_retention_days', keep_evidence);
+    -- (0.6.0 replaces it: since-0.5.0 below)
+    RETURN NULL;
 END $$;
 -- END since-0.3.0
 
@@ -620,6 +528,10 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
     DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
     GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    -- the history's rows under the keys the email and phone make (a key with
+    -- another field goes when its window ends)
+    DELETE FROM iclear.lead_history h WHERE h.key = ANY (iclear.erasure_history_digests(e, p));
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_history', n);
     DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
     GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
     INSERT INTO iclear.config_audit (table_name, op, new, role)
@@ -647,4 +559,151 @@ BEGIN
     END IF;
 END $$;
 
+-- The periods of a cap in local days of a time zone (a product's, or a
+-- global cap's own): when the current one began and when it next resets,
+-- as src/store/cap_key.rs counts them. A day is local midnight to local
+-- midnight, 23 or 25 hours long across a daylight-saving change. (The
+-- three-argument forms above count UTC days.)
+CREATE FUNCTION iclear.cap_period_start(period text, start_day integer, at timestamptz, time_zone text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN date_trunc('day', at AT TIME ZONE time_zone) AT TIME ZONE time_zone
+        WHEN 'monthly' THEN (
+            SELECT max(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE time_zone AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE time_zone) + k * interval '1 month' AS m
+                          FROM generate_series(-1, 0) AS k) AS months) AS resets
+             WHERE d <= at)
+    END
+$$;
+
+CREATE FUNCTION iclear.next_cap_reset(period text, start_day integer, at timestamptz, time_zone text)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+        WHEN 'daily' THEN (date_trunc('day', at AT TIME ZONE time_zone) + interval '1 day') AT TIME ZONE time_zone
+        WHEN 'monthly' THEN (
+            SELECT min(d) FROM (
+                SELECT (m + make_interval(days => least(start_day,
+                            extract(day FROM m + interval '1 month' - interval '1 day')::int) - 1))
+                       AT TIME ZONE time_zone AS d
+                  FROM (SELECT date_trunc('month', at AT TIME ZONE time_zone) + k * interval '1 month' AS m
+                          FROM generate_series(-1, 1) AS k) AS months) AS resets
+             WHERE d > at)
+    END
+$$;
+-- The lead history keeps what the longest window of any history condition
+-- (of an active, shadow or paused rule: a paused rule may come back) needs,
+-- and no more. The worker runs it about once a minute, and maintain() too.
+CREATE FUNCTION iclear.prune_history() RETURNS bigint
+LANGUAGE sql AS $$
+    WITH w AS (SELECT max((c.value ->> 'seconds')::bigint) AS s
+                 FROM iclear.rule_condition c WHERE c.category = 'history'),
+         d AS (DELETE FROM iclear.lead_history h USING w
+                WHERE h.at < now() - make_interval(secs => coalesce(w.s, 0)) RETURNING 1)
+    SELECT count(*) FROM d
+$$;
+-- (0.6.0: maintain() prunes the lead history too)
+CREATE OR REPLACE FUNCTION iclear.maintain(retention_days integer DEFAULT NULL,
+                                evidence_retention_days integer DEFAULT NULL,
+                                months_ahead integer DEFAULT 2)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    keep_days     integer;
+    keep_evidence integer;
+    t             text;
+    col           text;
+    m             timestamp;
+    lo            timestamptz;
+    hi            timestamptz;
+    part          text;
+    oldest        timestamptz;
+    n             bigint;
+    moved         bigint := 0;
+    evidence      bigint;
+    created       text[] := '{}';
+    dropped       text[] := '{}';
+    r             record;
+    locked        boolean := false;
+    old_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM iclear.version();  -- loads the library, which defines the GUCs
+    keep_days := coalesce(retention_days, nullif(current_setting('iclear.retention_days', true), '')::int, 180);
+    keep_evidence := coalesce(evidence_retention_days,
+                              nullif(current_setting('iclear.evidence_retention_days', true), '')::int, 1827);
+    IF keep_days < 1 OR keep_evidence < 1 OR months_ahead < 0 THEN
+        RAISE EXCEPTION 'iclear.maintain: retention_days and evidence_retention_days must be at least 1, months_ahead at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Writers wait (readers do not) until the new months are attached: an
+    -- insert that had already routed its row to a DEFAULT partition would
+    -- otherwise fail its new partition constraint; a writer that waited sees
+    -- the new partitions when it goes on. Writers lock the two tables in
+    -- either order, so each attempt gives up after 200 ms instead of waiting
+    -- into a deadlock (where a writer could be the one cancelled), and retries.
+    -- While rows wait in a DEFAULT partition, readers wait too: a query
+    -- planned against the old partitions that ran after the move would find
+    -- them neither in DEFAULT nor in the month it does not know of.
+    FOR attempt IN 1 .. 100 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '200ms', true);
+            LOCK TABLE iclear.filter_log, iclear.decision IN EXCLUSIVE MODE;
+            IF EXISTS (SELECT 1 FROM iclear.decision_default) OR EXISTS (SELECT 1 FROM iclear.filter_log_default) THEN
+                LOCK TABLE iclear.filter_log, iclear.decision IN ACCESS EXCLUSIVE MODE;
+            END IF;
+            locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.05 * random());
+        END;
+    END LOOP;
+    -- the DDL below (ATTACH, DROP) waits for readers of single partitions
+    -- while writers wait for it: bound that too
+    PERFORM set_config('lock_timeout', '5s', true);
+    IF NOT locked THEN
+        RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
+            USING ERRCODE = 'lock_not_available';
+    END IF;
+    FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
+        EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
+        FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
+                                        date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => months_ahead),
+                                        interval '1 month') LOOP
+            part := format('%s_%s', t, to_char(m, 'YYYYMM'));
+            lo := m AT TIME ZONE 'UTC';
+            hi := (m + interval '1 month') AT TIME ZONE 'UTC';
+            CONTINUE WHEN to_regclass(format('iclear.%I', part)) IS NOT NULL;
+            CONTINUE WHEN hi <= now() - make_interval(days => keep_days);  -- would be dropped at once
+            EXECUTE format('CREATE TABLE iclear.%I (LIKE iclear.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMPRESSION)', part, t);
+            EXECUTE format('WITH moved AS (DELETE FROM iclear.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
+                            INSERT INTO iclear.%I SELECT * FROM moved', t || '_default', col, col, part)
+                USING lo, hi;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+            EXECUTE format('CREATE INDEX ON iclear.%I (lead_id)', part);
+            EXECUTE format('CREATE INDEX ON iclear.%I USING brin (%I)', part, col);
+            EXECUTE format('ALTER TABLE iclear.%I ATTACH PARTITION iclear.%I FOR VALUES FROM (%L) TO (%L)', t, part, lo, hi);
+            created := created || part;
+        END LOOP;
+        FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = format('iclear.%I', t)::regclass AND c.relname ~ '_\d{6}$' LOOP
+            hi := (to_date(right(r.relname, 6), 'YYYYMM')::timestamp + interval '1 month') AT TIME ZONE 'UTC';
+            IF hi <= now() - make_interval(days => keep_days) THEN
+                EXECUTE format('DROP TABLE iclear.%I', r.relname);
+                dropped := dropped || r.relname::text;
+            END IF;
+        END LOOP;
+        EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
+            USING now() - make_interval(days => keep_days);
+    END LOOP;
+    DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
+    GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
+                              'evidence_deleted', evidence, 'retention_days', keep_days,
+                              'evidence_retention_days', keep_evidence,
+                              'history_pruned', iclear.prune_history());
+END $$;
 -- END since-0.5.0

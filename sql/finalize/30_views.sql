@@ -204,4 +204,45 @@ SELECT iclear.version() AS version,
        (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
        (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
        (SELECT version FROM iclear.config_version) AS config_version;
+-- Caps count local days: a product's rule and global-rule caps in its
+-- time zone, a global cap in its own (the last column says which).
+CREATE OR REPLACE VIEW iclear.cap_status AS
+WITH used AS (
+    SELECT scope, ref_id, period, bucket, sum(used)::bigint AS used
+      FROM iclear.cap_use GROUP BY 1, 2, 3, 4)
+SELECT 'global'::text AS scope, c.service AS subject, c.id AS rule_id, c.period, c.start_day,
+       c.cap_limit, coalesce(u.used, 0) AS current_value,
+       iclear.next_cap_reset(c.period, c.start_day, now(), c.time_zone) AS next_reset,
+       c.service, s.subscription, NULL::text AS status, c.time_zone
+  FROM iclear.global_cap c
+  JOIN iclear.service s ON s.name = c.service
+  LEFT JOIN used u ON u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period
+       AND u.bucket = to_char(iclear.cap_period_start(c.period, c.start_day, now(), c.time_zone) AT TIME ZONE c.time_zone,
+                              'YYYY-MM-DD')
+UNION ALL
+SELECT 'rule', r.name, r.id, x.period, NULL, x.cap_limit, coalesce(u.used, 0),
+       iclear.next_cap_reset(x.period, 1, now(), p.time_zone), NULL, NULL, r.status, p.time_zone
+  FROM iclear.rule r
+  JOIN iclear.product p ON p.id = r.product_id
+ CROSS JOIN LATERAL (VALUES ('daily', r.daily_limit), ('monthly', r.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1, now(), p.time_zone) AT TIME ZONE p.time_zone, 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL
+UNION ALL
+SELECT 'rule', r.name || ' / source ' || coalesce(nullif(u.bucket, ''), 'none'), r.id, 'source', NULL,
+       r.per_source_limit, u.used, NULL, NULL, NULL, r.status, NULL
+  FROM iclear.rule r
+  JOIN used u ON u.scope = 'rule' AND u.ref_id = r.id AND u.period = 'source'
+ WHERE r.per_source_limit IS NOT NULL
+UNION ALL
+SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.period, NULL, x.cap_limit,
+       coalesce(u.used, 0), iclear.next_cap_reset(x.period, 1, now(), p.time_zone), g.service, s.subscription,
+       g.status, p.time_zone
+  FROM iclear.global_rule g
+  JOIN iclear.product p ON p.id = g.product_id
+  JOIN iclear.service s ON s.name = g.service
+ CROSS JOIN LATERAL (VALUES ('daily', g.daily_limit), ('monthly', g.monthly_limit)) AS x(period, cap_limit)
+  LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
+       AND u.bucket = to_char(iclear.cap_period_start(x.period, 1, now(), p.time_zone) AT TIME ZONE p.time_zone, 'YYYY-MM-DD')
+ WHERE x.cap_limit IS NOT NULL;
 -- END since-0.5.0

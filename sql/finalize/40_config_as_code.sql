@@ -40,86 +40,9 @@ $$;
 -- the changes that make the product equal the document.
 CREATE FUNCTION iclear.export_config(product text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    p   iclear.product;
-    dup text;
 BEGIN
-    SELECT * INTO p FROM iclear.product x WHERE x.name = export_config.product;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'iclear.export_config: product % does not exist', quote_literal(export_config.product)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT r.name INTO dup FROM iclear.rule r WHERE r.product_id = p.id GROUP BY r.name HAVING count(*) > 1 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'iclear.export_config: two rules of % are named %', quote_literal(p.name), quote_literal(dup)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'the document references rules by name: rename one of them';
-    END IF;
-    RETURN (
-    WITH g AS (
-        SELECT x.*, CASE WHEN count(*) OVER (PARTITION BY x.service) = 1 THEN x.service
-                         ELSE x.service || ':' || row_number() OVER (PARTITION BY x.service ORDER BY x.position, x.id)
-                    END AS key
-          FROM iclear.global_rule x WHERE x.product_id = p.id),
-    lists AS (SELECT l.id, l.name FROM iclear.list l)
-    SELECT jsonb_strip_nulls(jsonb_build_object(
-      'format', 1,
-      'product', jsonb_build_object('name', p.name, 'kind', p.kind),
-      'categories', coalesce((SELECT jsonb_agg(jsonb_build_object('stage', c.stage, 'name', c.name, 'position', c.position)
-                                               ORDER BY c.stage, c.position, c.name)
-                                FROM iclear.rule_category c WHERE c.product_id = p.id), '[]'),
-      'rules', coalesce((SELECT jsonb_agg(
-              (to_jsonb(r) - ARRAY['id', 'product_id', 'category_id', 'created_at', 'all_new_since'])
-              || jsonb_build_object(
-                   'category', (SELECT c.name FROM iclear.rule_category c WHERE c.id = r.category_id),
-                   -- All New counts from coalesce(all_new_since, created_at): kept as one date
-                   'all_new_since', CASE WHEN r.all_new THEN coalesce(r.all_new_since, r.created_at)
-                                         ELSE r.all_new_since END,
-                   'conditions', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                        'category', c.category, 'operator', c.operator, 'value', c.value,
-                        'parameter', CASE WHEN c.category = 'rule'
-                                          THEN (SELECT o.name FROM iclear.rule o WHERE o.id::text = c.parameter)
-                                          ELSE c.parameter END) ORDER BY c.id)
-                      FROM iclear.rule_condition c WHERE c.rule_id = r.id), '[]'),
-                   'actions', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                        'action', a.action, 'status', a.status, 'position', a.position,
-                        'config', CASE
-                            WHEN a.config ? 'list_ids' THEN (a.config - 'list_ids') || jsonb_build_object('lists',
-                                (SELECT jsonb_agg(l.name ORDER BY l.name) FROM lists l
-                                  WHERE l.id::text IN (SELECT jsonb_array_elements_text(a.config -> 'list_ids'))))
-                            WHEN a.config ? 'global_rule_id' THEN (a.config - 'global_rule_id') || jsonb_build_object(
-                                'global_rule', (SELECT g.key FROM g WHERE g.id::text = a.config ->> 'global_rule_id'))
-                            ELSE a.config END) ORDER BY a.position, a.id)
-                      FROM iclear.rule_action a WHERE a.rule_id = r.id), '[]'))
-              ORDER BY r.stage, r.position, r.name)
-            FROM iclear.rule r WHERE r.product_id = p.id), '[]'),
-      'global_rules', coalesce((SELECT jsonb_agg(
-              (to_jsonb(g) - ARRAY['id', 'product_id'])
-              || jsonb_build_object('settings', CASE
-                   WHEN g.settings -> 'add_to_list' ? 'list_ids' THEN jsonb_set(g.settings, '{add_to_list}',
-                        ((g.settings -> 'add_to_list') - 'list_ids') || jsonb_build_object('lists',
-                        (SELECT coalesce(jsonb_agg(l.name ORDER BY l.name), '[]') FROM lists l
-                          WHERE l.id::text IN (SELECT jsonb_array_elements_text(g.settings -> 'add_to_list' -> 'list_ids')))))
-                   ELSE g.settings END)
-              ORDER BY g.position, g.id)
-            FROM g), '[]'),
-      'global_caps', coalesce((SELECT jsonb_agg(jsonb_build_object('service', c.service, 'period', c.period,
-                                 'start_day', c.start_day, 'cap_limit', c.cap_limit) ORDER BY c.service, c.period)
-                                 FROM iclear.global_cap c
-                                WHERE c.service IN (SELECT g.service FROM g)), '[]'),
-      'fields', coalesce((SELECT jsonb_agg(to_jsonb(f) - ARRAY['id', 'product_id'] ORDER BY f.name)
-                            FROM iclear.product_field f WHERE f.product_id = p.id), '[]'),
-      'lists', coalesce((SELECT jsonb_agg(jsonb_build_object('name', l.name, 'kind', l.kind, 'field', l.field,
-                              'product_level', EXISTS (SELECT 1 FROM iclear.list_product lp
-                                                        WHERE lp.list_id = l.id AND lp.product_id = p.id))
-                              ORDER BY l.name)
-                           FROM iclear.list l
-                          WHERE EXISTS (SELECT 1 FROM iclear.list_product lp WHERE lp.list_id = l.id AND lp.product_id = p.id)
-                             OR EXISTS (SELECT 1 FROM iclear.rule_action a JOIN iclear.rule r ON r.id = a.rule_id
-                                         WHERE r.product_id = p.id AND a.config -> 'list_ids' @> to_jsonb(l.id))
-                             OR EXISTS (SELECT 1 FROM g WHERE g.settings -> 'add_to_list' -> 'list_ids' @> to_jsonb(l.id))),
-                        '[]')
-    )));
+    -- (0.6.0 replaces it: sql/finalize/40_config_as_code.sql since-0.5.0)
+    RETURN NULL;
 END $$;
 
 -- Refuse a document object with a key outside `allowed`, naming its path.
@@ -229,6 +152,92 @@ END $$;
 -- END since-0.4.0
 
 -- BEGIN since-0.5.0
+-- (0.6.0: a product's and a global cap's time zone)
+CREATE OR REPLACE FUNCTION iclear.export_config(product text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p   iclear.product;
+    dup text;
+BEGIN
+    SELECT * INTO p FROM iclear.product x WHERE x.name = export_config.product;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'iclear.export_config: product % does not exist', quote_literal(export_config.product)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT r.name INTO dup FROM iclear.rule r WHERE r.product_id = p.id GROUP BY r.name HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'iclear.export_config: two rules of % are named %', quote_literal(p.name), quote_literal(dup)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the document references rules by name: rename one of them';
+    END IF;
+    RETURN (
+    WITH g AS (
+        SELECT x.*, CASE WHEN count(*) OVER (PARTITION BY x.service) = 1 THEN x.service
+                         ELSE x.service || ':' || row_number() OVER (PARTITION BY x.service ORDER BY x.position, x.id)
+                    END AS key
+          FROM iclear.global_rule x WHERE x.product_id = p.id),
+    lists AS (SELECT l.id, l.name FROM iclear.list l)
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+      'format', 1,
+      'product', jsonb_build_object('name', p.name, 'kind', p.kind, 'time_zone', p.time_zone),
+      'categories', coalesce((SELECT jsonb_agg(jsonb_build_object('stage', c.stage, 'name', c.name, 'position', c.position)
+                                               ORDER BY c.stage, c.position, c.name)
+                                FROM iclear.rule_category c WHERE c.product_id = p.id), '[]'),
+      'rules', coalesce((SELECT jsonb_agg(
+              (to_jsonb(r) - ARRAY['id', 'product_id', 'category_id', 'created_at', 'all_new_since'])
+              || jsonb_build_object(
+                   'category', (SELECT c.name FROM iclear.rule_category c WHERE c.id = r.category_id),
+                   -- All New counts from coalesce(all_new_since, created_at): kept as one date
+                   'all_new_since', CASE WHEN r.all_new THEN coalesce(r.all_new_since, r.created_at)
+                                         ELSE r.all_new_since END,
+                   'conditions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'category', c.category, 'operator', c.operator, 'value', c.value,
+                        'parameter', CASE WHEN c.category = 'rule'
+                                          THEN (SELECT o.name FROM iclear.rule o WHERE o.id::text = c.parameter)
+                                          ELSE c.parameter END) ORDER BY c.id)
+                      FROM iclear.rule_condition c WHERE c.rule_id = r.id), '[]'),
+                   'actions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'action', a.action, 'status', a.status, 'position', a.position,
+                        'config', CASE
+                            WHEN a.config ? 'list_ids' THEN (a.config - 'list_ids') || jsonb_build_object('lists',
+                                (SELECT jsonb_agg(l.name ORDER BY l.name) FROM lists l
+                                  WHERE l.id::text IN (SELECT jsonb_array_elements_text(a.config -> 'list_ids'))))
+                            WHEN a.config ? 'global_rule_id' THEN (a.config - 'global_rule_id') || jsonb_build_object(
+                                'global_rule', (SELECT g.key FROM g WHERE g.id::text = a.config ->> 'global_rule_id'))
+                            ELSE a.config END) ORDER BY a.position, a.id)
+                      FROM iclear.rule_action a WHERE a.rule_id = r.id), '[]'))
+              ORDER BY r.stage, r.position, r.name)
+            FROM iclear.rule r WHERE r.product_id = p.id), '[]'),
+      'global_rules', coalesce((SELECT jsonb_agg(
+              (to_jsonb(g) - ARRAY['id', 'product_id'])
+              || jsonb_build_object('settings', CASE
+                   WHEN g.settings -> 'add_to_list' ? 'list_ids' THEN jsonb_set(g.settings, '{add_to_list}',
+                        ((g.settings -> 'add_to_list') - 'list_ids') || jsonb_build_object('lists',
+                        (SELECT coalesce(jsonb_agg(l.name ORDER BY l.name), '[]') FROM lists l
+                          WHERE l.id::text IN (SELECT jsonb_array_elements_text(g.settings -> 'add_to_list' -> 'list_ids')))))
+                   ELSE g.settings END)
+              ORDER BY g.position, g.id)
+            FROM g), '[]'),
+      'global_caps', coalesce((SELECT jsonb_agg(jsonb_build_object('service', c.service, 'period', c.period,
+                                 'start_day', c.start_day, 'cap_limit', c.cap_limit, 'time_zone', c.time_zone)
+                                 ORDER BY c.service, c.period)
+                                 FROM iclear.global_cap c
+                                WHERE c.service IN (SELECT g.service FROM g)), '[]'),
+      'fields', coalesce((SELECT jsonb_agg(to_jsonb(f) - ARRAY['id', 'product_id'] ORDER BY f.name)
+                            FROM iclear.product_field f WHERE f.product_id = p.id), '[]'),
+      'lists', coalesce((SELECT jsonb_agg(jsonb_build_object('name', l.name, 'kind', l.kind, 'field', l.field,
+                              'product_level', EXISTS (SELECT 1 FROM iclear.list_product lp
+                                                        WHERE lp.list_id = l.id AND lp.product_id = p.id))
+                              ORDER BY l.name)
+                           FROM iclear.list l
+                          WHERE EXISTS (SELECT 1 FROM iclear.list_product lp WHERE lp.list_id = l.id AND lp.product_id = p.id)
+                             OR EXISTS (SELECT 1 FROM iclear.rule_action a JOIN iclear.rule r ON r.id = a.rule_id
+                                         WHERE r.product_id = p.id AND a.config -> 'list_ids' @> to_jsonb(l.id))
+                             OR EXISTS (SELECT 1 FROM g WHERE g.settings -> 'add_to_list' -> 'list_ids' @> to_jsonb(l.id))),
+                        '[]')
+    )));
+END $$;
+
 CREATE OR REPLACE FUNCTION iclear.apply_config(doc jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -250,14 +259,16 @@ BEGIN
     PERFORM iclear.config_keys(doc, 'document',
         ARRAY['format', 'product', 'categories', 'rules', 'global_rules', 'global_caps', 'fields', 'lists'],
         ARRAY['product']);
-    PERFORM iclear.config_keys(doc -> 'product', 'product', ARRAY['name', 'kind'], ARRAY['name']);
+    PERFORM iclear.config_keys(doc -> 'product', 'product', ARRAY['name', 'kind', 'time_zone'], ARRAY['name']);
     pname := doc #>> '{product,name}';
     IF EXISTS (SELECT 1 FROM iclear.product WHERE name = pname) THEN
         before := iclear.export_config(pname);
     END IF;
     BEGIN
-        INSERT INTO iclear.product (name, kind) VALUES (pname, coalesce(doc #>> '{product,kind}', 'post'))
-        ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind WHERE product.kind IS DISTINCT FROM EXCLUDED.kind;
+        INSERT INTO iclear.product (name, kind, time_zone)
+        VALUES (pname, coalesce(doc #>> '{product,kind}', 'post'), coalesce(doc #>> '{product,time_zone}', 'UTC'))
+        ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, time_zone = EXCLUDED.time_zone
+         WHERE (product.kind, product.time_zone) IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.time_zone);
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'iclear.import_config: product: %', SQLERRM USING ERRCODE = SQLSTATE;
     END;
@@ -356,7 +367,8 @@ BEGIN
             ARRAY['name', 'stage', 'status', 'position', 'category', 'publisher_id', 'channel_id', 'source_id',
                   'all_new', 'all_new_since', 'publisher_ids', 'exclude_publisher_ids', 'channel_ids',
                   'exclude_channel_ids', 'source_ids', 'exclude_source_ids', 'logical_operator', 'method',
-                  'daily_limit', 'monthly_limit', 'per_source_limit', 'conditions', 'actions'], ARRAY['name']);
+                  'daily_limit', 'monthly_limit', 'per_source_limit', 'cap_counts', 'per_source_scope',
+                  'conditions', 'actions'], ARRAY['name']);
         BEGIN
             r := jsonb_populate_record(NULL::iclear.rule, it.o - 'category' - 'conditions' - 'actions');
             r.stage := coalesce(r.stage, 'processing');
@@ -375,13 +387,15 @@ BEGIN
             UPDATE iclear.rule x
                SET (stage, status, position, category_id, publisher_id, channel_id, source_id, all_new, all_new_since,
                     publisher_ids, exclude_publisher_ids, channel_ids, exclude_channel_ids, source_ids,
-                    exclude_source_ids, logical_operator, method, daily_limit, monthly_limit, per_source_limit)
+                    exclude_source_ids, logical_operator, method, daily_limit, monthly_limit, per_source_limit,
+                    cap_counts, per_source_scope)
                  = (r.stage, coalesce(r.status, 'active'), coalesce(r.position, 0), cat, r.publisher_id, r.channel_id,
                     r.source_id, coalesce(r.all_new, false), r.all_new_since,
                     coalesce(r.publisher_ids, '{}'), coalesce(r.exclude_publisher_ids, '{}'),
                     coalesce(r.channel_ids, '{}'), coalesce(r.exclude_channel_ids, '{}'),
                     coalesce(r.source_ids, '{}'), coalesce(r.exclude_source_ids, '{}'),
-                    coalesce(r.logical_operator, 'and'), r.method, r.daily_limit, r.monthly_limit, r.per_source_limit)
+                    coalesce(r.logical_operator, 'and'), r.method, r.daily_limit, r.monthly_limit, r.per_source_limit,
+                    coalesce(r.cap_counts, 'service_runs'), coalesce(r.per_source_scope, 'new_sources'))
              WHERE x.id = rid;
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
@@ -475,13 +489,16 @@ BEGIN
     -- global caps (shared by the products of a service): set, never removed here
     FOR it IN SELECT * FROM iclear.config_items(doc, 'global_caps') LOOP
         path := format('global_caps[%s]', it.i);
-        PERFORM iclear.config_keys(it.o, path, ARRAY['service', 'period', 'start_day', 'cap_limit'],
+        PERFORM iclear.config_keys(it.o, path, ARRAY['service', 'period', 'start_day', 'cap_limit', 'time_zone'],
                                    ARRAY['service', 'period', 'cap_limit']);
         BEGIN
-            INSERT INTO iclear.global_cap (service, period, start_day, cap_limit)
-            VALUES (it.o ->> 'service', it.o ->> 'period', coalesce((it.o ->> 'start_day')::int, 1), (it.o ->> 'cap_limit')::bigint)
-            ON CONFLICT (service, period) DO UPDATE SET start_day = EXCLUDED.start_day, cap_limit = EXCLUDED.cap_limit
-             WHERE (global_cap.start_day, global_cap.cap_limit) IS DISTINCT FROM (EXCLUDED.start_day, EXCLUDED.cap_limit);
+            INSERT INTO iclear.global_cap (service, period, start_day, cap_limit, time_zone)
+            VALUES (it.o ->> 'service', it.o ->> 'period', coalesce((it.o ->> 'start_day')::int, 1), (it.o ->> 'cap_limit')::bigint,
+                    coalesce(it.o ->> 'time_zone', 'UTC'))
+            ON CONFLICT (service, period) DO UPDATE
+               SET start_day = EXCLUDED.start_day, cap_limit = EXCLUDED.cap_limit, time_zone = EXCLUDED.time_zone
+             WHERE (global_cap.start_day, global_cap.cap_limit, global_cap.time_zone)
+                   IS DISTINCT FROM (EXCLUDED.start_day, EXCLUDED.cap_limit, EXCLUDED.time_zone);
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'iclear.import_config: %: %', path, SQLERRM USING ERRCODE = SQLSTATE;
         END;
@@ -556,7 +573,8 @@ LANGUAGE sql STABLE AS $$
          WHERE NOT EXISTS (SELECT 1 FROM iclear.global_cap c
                             WHERE c.service = o ->> 'service' AND c.period = o ->> 'period'
                               AND c.cap_limit::text = o ->> 'cap_limit'
-                              AND c.start_day = coalesce((o ->> 'start_day')::int, 1))
+                              AND c.start_day = coalesce((o ->> 'start_day')::int, 1)
+                              AND c.time_zone = coalesce(o ->> 'time_zone', 'UTC'))
            AND EXISTS (SELECT 1 FROM iclear.global_rule g
                         WHERE g.service = o ->> 'service' AND g.product_id IN (SELECT id FROM others))) s
 $$;

@@ -210,6 +210,14 @@ GRANT EXECUTE ON FUNCTION iclear.config_version_deferred() TO iclear_processor;
 REVOKE ALL ON FUNCTION iclear.forget(text, text, boolean) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION iclear.worker_alive() TO iclear_reader, iclear_processor;
+-- the lead history: the processor's alone (digests of personal data)
+GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.rebuild_history(text, timestamptz) TO iclear_operator;
+REVOKE ALL ON FUNCTION iclear.erasure_history_digests(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iclear.cap_period_start(text, integer, timestamptz, text),
+                          iclear.next_cap_reset(text, integer, timestamptz, text)
+    TO iclear_reader, iclear_processor;
 
 -- The tail of every release: the admin may call every function but the
 -- internal ones, nothing is PUBLIC, and every function pins its
@@ -218,10 +226,11 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iclear TO iclear_admin;
 REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text), iclear.resume_paused_leads(text, text),
                            iclear.audit_write(text, text, text, jsonb, jsonb),
                            iclear.sms_code_digest(text, text, text), iclear.sms_locked_out(text, text),
-                           iclear.count_sms_failure(text, text)
+                           iclear.count_sms_failure(text, text), iclear.erasure_history_digests(text, text)
     FROM iclear_admin;
 -- the digests' key and the codes to send: the processor's alone
-REVOKE ALL ON iclear.sms_key, iclear.sms_outbox FROM iclear_admin, iclear_operator, iclear_reader;
+REVOKE ALL ON iclear.sms_key, iclear.sms_outbox, iclear.lead_history
+    FROM iclear_admin, iclear_operator, iclear_reader;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;

@@ -130,4 +130,12 @@ COMMENT ON FUNCTION iclear.worker_alive() IS 'Is the background worker running (
 COMMENT ON FUNCTION iclear.validate_tracking_action() IS 'Trigger: a run_tracking_action action needs the tracking service subscribed, with an endpoint.';
 COMMENT ON FUNCTION iclear.check_global_rule_credential() IS 'Trigger (at commit): an active global rule has the credential its service needs.';
 COMMENT ON FUNCTION iclear.missing_credential(text, jsonb) IS 'Internal: the credential a global rule''s settings (with its stored credentials) lack, if any.';
+COMMENT ON FUNCTION iclear.cap_period_start(text,integer,timestamp with time zone,text) IS 'When the current period of such a cap began, in local days of time_zone.';
+COMMENT ON FUNCTION iclear.next_cap_reset(text,integer,timestamp with time zone,text) IS 'When such a cap next resets, in local days of time_zone.';
+COMMENT ON FUNCTION iclear.validate_time_zone() IS 'Trigger: a product''s or global cap''s time_zone is a name of pg_timezone_names.';
+COMMENT ON VIEW iclear.cap_status IS 'Every global cap, global-rule cap and rule cap (daily, monthly, per source): scope (global, global_rule, rule), subject, rule_id, period, start_day, cap_limit, current_value, next_reset, service, subscription, status and the time_zone whose local days it counts (docs/reference/views.md).';
+COMMENT ON TABLE iclear.lead_history IS 'The lead history history conditions count: one row per decided lead and key, a keyed digest of its normalised values (never the values), its product, status and time.';
+COMMENT ON FUNCTION iclear.prune_history() IS 'Drop the lead history older than the longest window of any history condition; returns the rows dropped.';
+COMMENT ON FUNCTION iclear.rebuild_history(text,timestamp with time zone) IS 'Fill the lead history of a product from its decisions since a time (its rows from then are replaced); returns the rows written.';
+COMMENT ON FUNCTION iclear.erasure_history_digests(text,text) IS 'Internal (forget): the lead-history digests a consumer''s email and phone make.';
 -- END since-0.5.0

@@ -53,3 +53,11 @@ CREATE FUNCTION iclear."missing_credential"("service" TEXT, "settings" jsonb) RE
 STRICT IMMUTABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'missing_credential_wrapper';
+CREATE FUNCTION iclear."rebuild_history"("product" TEXT, "since" timestamp with time zone) RETURNS bigint
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rebuild_history_wrapper';
+CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RETURNS TEXT[]
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'erasure_history_digests_wrapper';

@@ -16,6 +16,9 @@ pub enum Category {
     Rule,
     Counter,
     Redirect,
+    /// Earlier leads with the same values (`history.rs`): duplicates and
+    /// velocity.
+    History,
 }
 
 impl Category {
@@ -27,6 +30,7 @@ impl Category {
         "rule",
         "counter",
         "redirect",
+        "history",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Category {
             "rule" => Category::Rule,
             "counter" => Category::Counter,
             "redirect" => Category::Redirect,
+            "history" => Category::History,
             _ => {
                 return Err(ConfigError::new(
                     "category",
@@ -158,6 +163,9 @@ pub struct Condition {
     /// The value holds placeholders (`{%publisherId%}`, ...), rendered for
     /// each lead before comparing (seeds: "Show available placeholders").
     pub templated: bool,
+    /// A `history` condition's window; its `value` is then the count the
+    /// operator compares the number of earlier leads with.
+    pub history: Option<crate::history::HistoryWindow>,
 }
 
 /// The template strings of a condition value: the value, or an in/not_in
@@ -194,6 +202,19 @@ impl Condition {
         let category = Category::parse(category)?;
         let operator = Operator::parse(operator)?;
         let parameter = parameter.trim().to_string();
+        let mut value = value;
+        let mut history = None;
+        if category == Category::History {
+            let window = crate::history::HistoryWindow::parse(&parameter, &value)?;
+            if !operator.is_numeric() {
+                return Err(ConfigError::new(
+                    "operator",
+                    "must be a numeric operator for a history condition (greater_or_equal, ...)",
+                ));
+            }
+            value = Value::from(window.count);
+            history = Some(window);
+        }
         match category {
             Category::Random if !parameter.is_empty() => {
                 return Err(ConfigError::new(
@@ -252,7 +273,7 @@ impl Condition {
                     ))
                 }
             },
-            Category::LeadBody | Category::Redirect => {}
+            Category::LeadBody | Category::Redirect | Category::History => {}
         }
         let mut regex = None;
         // a regex is a pattern, not a template
@@ -310,6 +331,7 @@ impl Condition {
             value,
             regex,
             templated,
+            history,
         })
     }
 

@@ -7,7 +7,7 @@ use crate::conditions::Condition;
 use crate::envelope::Method;
 use crate::error::ConfigError;
 use crate::global::{GlobalRule, GlobalRuleDoc};
-pub use crate::rule_parts::{RuleCaps, RuleStage};
+pub use crate::rule_parts::{CapCounts, RuleCaps, RuleStage};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -89,6 +89,12 @@ pub struct ProductConfig {
     /// The configuration version it was loaded at: every decision names it
     /// (`config_history` then says what the rules were).
     pub version: i64,
+    /// `product.time_zone`: its days (rule and global-rule caps, counters
+    /// keyed by `{%date%}`) are local days there. The store resolves it.
+    pub time_zone: String,
+    /// Every `history` key of the database (sorted fields each): the keys a
+    /// decided lead is recorded under.
+    pub history_keys: Vec<Vec<String>>,
 }
 
 impl ProductConfig {
@@ -120,6 +126,16 @@ struct ProductDoc {
     tracking: bool,
     #[serde(default)]
     config_version: i64,
+    #[serde(default = "utc")]
+    time_zone: String,
+    /// The key of every `history` condition of any product: each lead is
+    /// recorded under each, so a condition of another product finds it.
+    #[serde(default)]
+    history_keys: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 /// One `iclear.rule` row plus its conditions and active actions.
@@ -164,6 +180,13 @@ pub struct RuleDoc {
     pub monthly_limit: Option<i64>,
     #[serde(default)]
     pub per_source_limit: Option<i64>,
+    /// `service_runs` (default) or `matches`: see `CapCounts`.
+    #[serde(default)]
+    pub cap_counts: Option<String>,
+    /// `new_sources` (default: the seed's "for each new source") or
+    /// `all_sources`.
+    #[serde(default)]
+    pub per_source_scope: Option<String>,
     /// `active` or `shadow` (paused rules are not loaded).
     #[serde(default)]
     pub status: Option<String>,
@@ -252,6 +275,32 @@ impl RuleDoc {
                 return Err(ConfigError::new(name, "must not be negative"));
             }
         }
+        let created_at = self
+            .created_at
+            .as_deref()
+            .map(|s| parse_time("created_at", s))
+            .transpose()?;
+        let all_new_since = self
+            .all_new_since
+            .as_deref()
+            .map(|s| parse_time("all_new_since", s))
+            .transpose()?;
+        let counts = CapCounts::parse(self.cap_counts.as_deref().unwrap_or("service_runs"))?;
+        let per_source_since = match self.per_source_scope.as_deref().unwrap_or("new_sources") {
+            // a rule not saved yet (a backtest's draft) is new from now
+            "new_sources" => Some(
+                all_new_since
+                    .or(created_at)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            ),
+            "all_sources" => None,
+            o => {
+                return Err(ConfigError::new(
+                    "per_source_scope",
+                    format!("unknown value {o:?} (expected new_sources or all_sources)"),
+                ))
+            }
+        };
         let conditions = self
             .conditions
             .iter()
@@ -276,13 +325,9 @@ impl RuleDoc {
                 publisher_id: self.publisher_id,
                 channel_id: self.channel_id,
                 source_id: self.source_id,
-                all_new_since: match (&self.all_new_since, self.all_new) {
-                    (Some(s), _) => Some(parse_time("all_new_since", s)?),
-                    (None, true) => self
-                        .created_at
-                        .as_deref()
-                        .map(|s| parse_time("created_at", s))
-                        .transpose()?,
+                all_new_since: match (all_new_since, self.all_new) {
+                    (Some(t), _) => Some(t),
+                    (None, true) => created_at,
                     (None, false) => None,
                 },
                 publisher_ids: self.publisher_ids.unwrap_or_default(),
@@ -298,6 +343,8 @@ impl RuleDoc {
                 daily: self.daily_limit,
                 monthly: self.monthly_limit,
                 per_source: self.per_source_limit,
+                counts,
+                per_source_since,
             },
             conditions,
             actions,
@@ -380,6 +427,18 @@ impl ProductConfig {
             fields,
             tracking: doc.tracking,
             version: doc.config_version,
+            time_zone: doc.time_zone,
+            history_keys: {
+                let mut keys = doc
+                    .history_keys
+                    .iter()
+                    .map(|k| crate::history::key_fields(k).map_err(|e| e.within("history_keys")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // `email+homePhone` and `homePhone+email` are one key
+                keys.sort();
+                keys.dedup();
+                keys
+            },
         })
     }
 }

@@ -126,6 +126,7 @@ impl GlobalRuleDoc {
                 daily: self.daily_limit,
                 monthly: self.monthly_limit,
                 per_source: None,
+                ..RuleCaps::default()
             },
             service: self.service,
         })

@@ -31,3 +31,15 @@ pub fn stored_key(s: String) -> String {
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Phone numbers are matched by their digits; an 11-digit number with the
+/// North American country code 1 is the same as its 10 digits.
+/// `+1 (555) 010-0199`, `15550100199` and `555.010.0199` are one phone.
+pub fn normalize_phone(s: &str) -> Option<String> {
+    let d: String = s.chars().filter(char::is_ascii_digit).collect();
+    let d = match d.strip_prefix('1') {
+        Some(rest) if d.len() == 11 => rest.to_string(),
+        _ => d,
+    };
+    (!d.is_empty()).then_some(d)
+}

@@ -11,6 +11,7 @@ pub mod erasure;
 pub mod error;
 pub mod facts;
 pub mod global;
+pub mod history;
 pub mod keys;
 pub mod pipeline;
 pub mod placeholders;

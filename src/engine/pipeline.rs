@@ -4,9 +4,12 @@
 
 use crate::actions::{ActionKind, TagMode};
 use crate::conditions::{Category, Condition};
-use crate::config::{ListKind, Logical, ProductConfig, ProductKind, Rule, RuleStage};
+use crate::config::{CapCounts, ListKind, Logical, ProductConfig, ProductKind, Rule, RuleStage};
 use crate::envelope::{value_text, Envelope};
-use crate::facts::{normalize_list_value, stored_key, CallResult, Facts, JobSpec, ServiceCall};
+use crate::facts::{
+    normalize_list_value, stored_key, CallResult, Facts, HistoryQuery, JobSpec, PerSource,
+    RuleSlot, ServiceCall,
+};
 use crate::global::{Execution, GlobalRule, RunOn, RunTime};
 use crate::placeholders::{render, Vars};
 use crate::service::Settings;
@@ -16,16 +19,18 @@ use std::mem::take;
 
 mod actions;
 mod global_rules;
+mod history;
 mod redirect;
 mod resume;
 mod rules;
 mod screening;
 use actions::apply;
 pub use global_rules::complete_async;
-use global_rules::{run_global, run_global_rules, Trigger};
+use global_rules::{run_global, run_global_rules, store_signatures, Trigger};
+use history::record_history;
 pub use redirect::{process_redirect, Processed};
 pub use resume::{resume, PauseEnd};
-use rules::run_stage;
+use rules::{rule_slot, run_stage};
 use screening::{check_lists, validate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +94,17 @@ pub enum Effect {
         event: String,
         payload: Value,
     },
+    /// The lead, for the history `history` conditions read: its normalised
+    /// values of one key's fields, recorded with its final status.
+    RecordHistory {
+        key: String,
+        values: Vec<String>,
+        status: &'static str,
+    },
+    /// A signature for the verification history (`store_signature_on_accept`).
+    RecordSignature {
+        signature: String,
+    },
     /// An iClaim answer for `iclear.consent_evidence`.
     ConsentEvidence {
         session_id: String,
@@ -143,6 +159,10 @@ struct Lead<'e> {
     verification: Option<Value>,
     /// Why the lead outgrew a limit (`within_bounds`): it is decided `error`.
     overflow: Option<String>,
+    /// While a "Run third-party service" action runs: the slot of its
+    /// rule's caps that a paid lookup takes too (`cap_counts =
+    /// 'service_runs'`).
+    paying: Option<RuleSlot>,
 }
 
 enum Flow {
@@ -152,11 +172,17 @@ enum Flow {
 }
 
 impl<'e> Lead<'e> {
-    fn new(env: &'e Envelope, lead_id: &str, facts: &dyn Facts, trace: TraceLevel) -> Lead<'e> {
+    fn new(
+        cfg: &ProductConfig,
+        env: &'e Envelope,
+        lead_id: &str,
+        facts: &dyn Facts,
+        trace: TraceLevel,
+    ) -> Lead<'e> {
         Lead {
             env,
             lead_id: lead_id.to_string(),
-            date: facts.now().format("%Y-%m-%d").to_string(),
+            date: facts.local_date(&cfg.time_zone),
             fields: env.fields.clone(),
             params: env.params.clone(),
             status: Status::Accepted,
@@ -181,6 +207,7 @@ impl<'e> Lead<'e> {
             queued: Vec::new(),
             verification: None,
             overflow: None,
+            paying: None,
         }
     }
 
@@ -288,8 +315,10 @@ pub fn process_traced(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut lead = Lead::new(env, lead_id, facts, trace);
+    let mut lead = Lead::new(cfg, env, lead_id, facts, trace);
     run_steps(cfg, &mut lead, facts, Step::PreValidation, &[]);
+    store_signatures(cfg, &mut lead);
+    record_history(cfg, &mut lead);
     let decision = decision(cfg, &mut lead);
     lead.finish(decision)
 }

@@ -43,6 +43,37 @@ pub struct RuleCaps {
     pub daily: Option<i64>,
     pub monthly: Option<i64>,
     pub per_source: Option<i64>,
+    /// What takes a slot (an Advanced Rule's caps; a global rule's caps
+    /// always count its paid lookups).
+    pub counts: CapCounts,
+    /// `per_source_scope = 'new_sources'`: the per-source limit applies to
+    /// the sources created at or after this time (the rule's
+    /// `all_new_since`, else its `created_at`); None: to every source.
+    pub per_source_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `rule.cap_counts`: what the seed counts, "the max number of times the
+/// selected service can be processed within the rule" (`service_runs`, the
+/// default), or every match of the rule (`matches`, 0.5.0's meaning, kept
+/// for the rules an upgrade found capped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CapCounts {
+    #[default]
+    ServiceRuns,
+    Matches,
+}
+
+impl CapCounts {
+    pub fn parse(s: &str) -> Result<CapCounts, ConfigError> {
+        match s {
+            "service_runs" => Ok(CapCounts::ServiceRuns),
+            "matches" => Ok(CapCounts::Matches),
+            _ => Err(ConfigError::new(
+                "cap_counts",
+                format!("unknown value {s:?} (expected service_runs or matches)"),
+            )),
+        }
+    }
 }
 
 impl RuleCaps {

@@ -8,8 +8,8 @@
 
 use super::{query_value, rolled_back, INT8, TEXT};
 use chrono::{DateTime, Utc};
-use iclear_engine::config::{ProductConfig, Rule};
-use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use iclear_engine::config::ProductConfig;
+use iclear_engine::facts::{CallResult, Facts, HistoryQuery, JobSpec, RuleSlot, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::service::verification_history::SmsRecord;
 use pgrx::datum::TimestampWithTimeZone;
@@ -150,6 +150,10 @@ pub fn configuration_with(document: &Value) -> Result<Option<ProductConfig>, Str
     result
 }
 
+/// A replay's history: by (key, values), when each replayed lead was
+/// decided and how.
+pub type ReplayHistory = HashMap<(String, Vec<String>), Vec<(DateTime<Utc>, &'static str)>>;
+
 /// The engine's questions for one replayed lead.
 pub struct ReplayFacts<'a> {
     /// When the lead was processed: periods, dates and ages are as of then.
@@ -158,6 +162,9 @@ pub struct ReplayFacts<'a> {
     pub answers: &'a HashMap<String, Value>,
     /// Counters of the replay, from zero at the window's start.
     pub counters: &'a HashMap<(String, String), i64>,
+    /// The history of the replay (this product's replayed leads, from the
+    /// window's start): when and how each was decided, by key and values.
+    pub history: &'a ReplayHistory,
     pub source_created_at: Option<DateTime<Utc>>,
     /// Draws of the deterministic random numbers so far.
     pub draws: u64,
@@ -184,6 +191,14 @@ impl ReplayFacts<'_> {
 impl Facts for ReplayFacts<'_> {
     fn now(&self) -> DateTime<Utc> {
         self.at
+    }
+
+    /// The product's local date when the lead came.
+    fn local_date(&self, time_zone: &str) -> String {
+        super::local_time::Zone::or_utc(time_zone)
+            .date_of(self.at)
+            .format("%Y-%m-%d")
+            .to_string()
     }
 
     /// The lists as they were when the lead came: an entry added since (by
@@ -222,8 +237,23 @@ impl Facts for ReplayFacts<'_> {
         self.draw(1001) as i64
     }
 
+    /// The replayed leads before this one, whatever the scope: a backtest
+    /// replays one product's leads from `since` (docs/guide/duplicates.md).
+    fn history_count(&mut self, q: &HistoryQuery) -> i64 {
+        let from = self.at - chrono::Duration::seconds(q.window.seconds);
+        self.history
+            .get(&(q.key.to_string(), q.values.to_vec()))
+            .map_or(0, |rows| {
+                rows.iter()
+                    .filter(|(at, status)| {
+                        *at > from && q.window.statuses.iter().any(|s| s == status)
+                    })
+                    .count() as i64
+            })
+    }
+
     /// Caps are not replayed: every capped rule has room.
-    fn take_rule_cap(&mut self, _rule: &Rule, _source_id: Option<i64>) -> bool {
+    fn take_rule_cap(&mut self, _slot: &RuleSlot) -> bool {
         true
     }
 
@@ -236,7 +266,7 @@ impl Facts for ReplayFacts<'_> {
         self.answers.get(service).cloned()
     }
 
-    fn take_service_cap(&mut self, _rule: &GlobalRule) -> Option<String> {
+    fn take_service_cap(&mut self, _rule: &GlobalRule, _also: Option<&RuleSlot>) -> Option<String> {
         None
     }
 

@@ -1,8 +1,10 @@
 //! What a cap counts: its scope, its period and the period's bucket (a
 //! day, a month, a source, a phone's SMS window), the limit, and the period
-//! arithmetic of daily and monthly caps. Plain values: no shared memory, no
-//! SQL (the shared table is `cap_table.rs`, the slots `caps.rs`).
+//! arithmetic of daily and monthly caps in a time zone's local days. Plain
+//! values: no shared memory, no SQL (the shared table is `cap_table.rs`,
+//! the slots `caps.rs`).
 
+use super::local_time::Zone;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 /// What a cap counts for.
@@ -101,10 +103,6 @@ pub(super) fn day_number(d: NaiveDate) -> i64 {
     (d - epoch()).num_days()
 }
 
-fn seconds_at(d: NaiveDate) -> i64 {
-    day_number(d) * 86_400
-}
-
 impl CapKey {
     /// `bucket` as `cap_use.bucket` holds it: the period's first day
     /// (YYYY-MM-DD), or the source id ('' for none).
@@ -151,15 +149,17 @@ fn shift_month(y: i32, m: u32, by: i32) -> (i32, u32) {
     (n.div_euclid(12), n.rem_euclid(12) as u32 + 1)
 }
 
-/// A daily or monthly cap period containing `now`, as (first day, end in
-/// unix seconds). Monthly periods start on `start_day` (1 for calendar
-/// months), as `iclear.cap_period_start` computes them in SQL.
-pub fn period_of(period: Period, start_day: u32, now: DateTime<Utc>) -> (i64, i64) {
-    let today = now.date_naive();
+/// A daily or monthly cap period containing `now`, as (first local day,
+/// end in unix seconds), in local days of `zone`: a period ends at local
+/// midnight, whatever daylight-saving time does to the day's length.
+/// Monthly periods start on `start_day` (1 for calendar months), as
+/// `iclear.cap_period_start(.., time_zone)` computes them in SQL.
+pub fn period_of(period: Period, start_day: u32, now: DateTime<Utc>, zone: Zone) -> (i64, i64) {
+    let today = zone.date_of(now);
     match period {
         Period::Daily => (
             day_number(today),
-            seconds_at(today + chrono::Duration::days(1)),
+            zone.midnight(today + chrono::Duration::days(1)),
         ),
         _ => {
             let (y, m) = (today.year(), today.month());
@@ -171,7 +171,7 @@ pub fn period_of(period: Period, start_day: u32, now: DateTime<Utc>) -> (i64, i6
                 let (py, pm) = shift_month(y, m, -1);
                 (reset_in(py, pm, start_day), this)
             };
-            (day_number(start), seconds_at(next))
+            (day_number(start), zone.midnight(next))
         }
     }
 }
@@ -202,7 +202,7 @@ mod tests {
             (Period::Monthly, 31, "2026-02-28T10:00:00Z"),
             (Period::Monthly, 30, "2027-01-05T10:00:00Z"),
         ] {
-            let (first, _) = period_of(period, start, at(now));
+            let (first, _) = period_of(period, start, at(now), Zone::or_utc("UTC"));
             let sql: String = Spi::get_one(&format!(
                 "SELECT (iclear.cap_period_start('{}', {start}, '{now}') AT TIME ZONE 'UTC')::date::text",
                 period.name()
@@ -211,8 +211,45 @@ mod tests {
             .unwrap();
             assert_eq!(first, day(&sql), "{period:?} {start} {now}");
         }
-        let (first, ends) = period_of(Period::Monthly, 31, at("2026-02-28T10:00:00Z"));
+        let utc = Zone::or_utc("UTC");
+        let (first, ends) = period_of(Period::Monthly, 31, at("2026-02-28T10:00:00Z"), utc);
         assert_eq!(first, day("2026-02-28"));
         assert_eq!(ends, day("2026-03-31") * 86_400);
+    }
+
+    /// In a product's time zone, across both daylight-saving changes: the
+    /// period's first local day and its end agree with SQL's.
+    #[pg_test]
+    fn local_periods_match_cap_period_start_in_a_time_zone() {
+        let tz = "America/Los_Angeles";
+        let zone = Zone::named(tz).unwrap();
+        for (period, start, now) in [
+            (Period::Daily, 1, "2026-03-08T07:59:59Z"),
+            (Period::Daily, 1, "2026-03-08T08:00:00Z"),
+            (Period::Daily, 1, "2026-03-09T06:59:59Z"),
+            (Period::Daily, 1, "2026-03-09T07:00:00Z"),
+            (Period::Daily, 1, "2026-11-01T07:30:00Z"),
+            (Period::Daily, 1, "2026-11-02T07:59:59Z"),
+            (Period::Daily, 1, "2026-11-02T08:00:00Z"),
+            (Period::Monthly, 1, "2026-12-01T07:59:59Z"),
+            (Period::Monthly, 1, "2026-12-01T08:00:00Z"),
+            (Period::Monthly, 8, "2026-03-08T08:00:00Z"),
+            (Period::Monthly, 31, "2026-03-01T07:00:00Z"),
+        ] {
+            let (first, ends) = period_of(period, start, at(now), zone);
+            let (sql_first, sql_ends): (Option<String>, Option<i64>) = Spi::get_two(&format!(
+                "SELECT (iclear.cap_period_start('{p}', {start}, '{now}', '{tz}') AT TIME ZONE '{tz}')::date::text,
+                        extract(epoch FROM iclear.next_cap_reset('{p}', {start}, '{now}', '{tz}'))::int8",
+                p = period.name()
+            ))
+            .unwrap();
+            assert_eq!(first, day(&sql_first.unwrap()), "{period:?} {start} {now}");
+            assert_eq!(ends, sql_ends.unwrap(), "{period:?} {start} {now}: the end");
+        }
+        // the day before spring-forward ends at 08:00 UTC, the day itself at 07:00
+        let (_, ends) = period_of(Period::Daily, 1, at("2026-03-08T07:59:59Z"), zone);
+        assert_eq!(ends, at("2026-03-08T08:00:00Z").timestamp());
+        let (_, ends) = period_of(Period::Daily, 1, at("2026-03-08T08:00:00Z"), zone);
+        assert_eq!(ends, at("2026-03-09T07:00:00Z").timestamp());
     }
 }

@@ -3,9 +3,11 @@
 //! and how a full cap is named in the log. `caps.rs` takes their slots.
 
 use super::caps::{self, Cap, CapKey, Period, Scope};
+use super::local_time::Zone;
 use super::{query_value, TEXT};
 use chrono::{DateTime, Utc};
 use iclear_engine::config::RuleCaps;
+use iclear_engine::facts::{PerSource, RuleSlot};
 use pgrx::JsonB;
 use serde_json::Value;
 
@@ -17,14 +19,17 @@ pub fn take_global_caps(service: &str) -> Option<String> {
     caps::take(&caps).0.map(|full| describe(&full, service))
 }
 
-/// The service's global caps for the period containing `now`.
+/// The service's global caps for the period containing `now`, each in its
+/// own time zone (the vendor's billing day).
 pub fn global_caps(service: &str, now: DateTime<Utc>) -> Vec<Cap> {
-    let rows: Option<JsonB> = query_value(
+    let sql = if super::config::schema_at_least(6) {
+        "SELECT jsonb_agg(jsonb_build_array(id, period, start_day, cap_limit, time_zone) ORDER BY id)
+           FROM iclear.global_cap WHERE service = $1"
+    } else {
         "SELECT jsonb_agg(jsonb_build_array(id, period, start_day, cap_limit) ORDER BY id)
-           FROM iclear.global_cap WHERE service = $1",
-        &[TEXT],
-        &[service.into()],
-    );
+           FROM iclear.global_cap WHERE service = $1"
+    };
+    let rows: Option<JsonB> = query_value(sql, &[TEXT], &[service.into()]);
     let Some(JsonB(Value::Array(rows))) = rows else {
         return Vec::new();
     };
@@ -34,7 +39,8 @@ pub fn global_caps(service: &str, now: DateTime<Utc>) -> Vec<Cap> {
                 "daily" => Period::Daily,
                 _ => Period::Monthly,
             };
-            let (bucket, ends) = caps::period_of(period, r[2].as_u64()? as u32, now);
+            let zone = Zone::or_utc(r[4].as_str().unwrap_or("UTC"));
+            let (bucket, ends) = caps::period_of(period, r[2].as_u64()? as u32, now, zone);
             Some(Cap {
                 key: CapKey {
                     scope: Scope::Global,
@@ -96,13 +102,19 @@ pub fn phone_cap(product: &str, phone: &str, period: Period) -> Cap {
     }
 }
 
-/// A rule's or global rule's daily and monthly caps (UTC days, calendar
-/// months) for the period containing `now`.
-pub fn period_caps(scope: Scope, id: i64, caps: &RuleCaps, now: DateTime<Utc>) -> Vec<Cap> {
+/// A rule's or global rule's daily and monthly caps (the product's local
+/// days, calendar months) for the period containing `now`.
+pub fn period_caps(
+    scope: Scope,
+    id: i64,
+    caps: &RuleCaps,
+    now: DateTime<Utc>,
+    zone: Zone,
+) -> Vec<Cap> {
     [(Period::Daily, caps.daily), (Period::Monthly, caps.monthly)]
         .into_iter()
         .filter_map(|(period, limit)| {
-            let (bucket, ends) = caps::period_of(period, 1, now);
+            let (bucket, ends) = caps::period_of(period, 1, now, zone);
             Some(Cap {
                 key: CapKey {
                     scope,
@@ -115,4 +127,29 @@ pub fn period_caps(scope: Scope, id: i64, caps: &RuleCaps, now: DateTime<Utc>) -
             })
         })
         .collect()
+}
+
+/// The caps of an Advanced Rule's slot: its daily and monthly caps, and its
+/// per-source cap in the bucket the engine chose (a source, the "no
+/// source" bucket, or none when the lead's source is not counted).
+pub fn rule_slot_caps(slot: &RuleSlot, now: DateTime<Utc>, zone: Zone) -> Vec<Cap> {
+    let mut caps = period_caps(Scope::Rule, slot.rule_id, &slot.caps, now, zone);
+    let bucket = match slot.per_source {
+        PerSource::NotCounted => None,
+        PerSource::Source(id) => Some(id),
+        PerSource::NoSource => Some(caps::NO_SOURCE),
+    };
+    if let (Some(limit), Some(bucket)) = (slot.caps.per_source, bucket) {
+        caps.push(Cap {
+            key: CapKey {
+                scope: Scope::Rule,
+                period: Period::Source,
+                ref_id: slot.rule_id,
+                bucket,
+            },
+            limit,
+            ends: 0,
+        });
+    }
+    caps
 }

@@ -113,7 +113,7 @@ fn refresh() {
 
 const LOAD: &str = r#"
 SELECT jsonb_build_object(
-  'id', p.id, 'name', p.name, 'kind', p.kind,
+  'id', p.id, 'name', p.name, 'kind', p.kind, 'time_zone', p.time_zone,
   'rules', coalesce((
      SELECT jsonb_agg(to_jsonb(r) || jsonb_build_object(
               'conditions', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.id)
@@ -146,15 +146,24 @@ SELECT jsonb_build_object(
       WHERE f.product_id = p.id), '[]'),
   'tracking', EXISTS (SELECT 1 FROM iclear.service t
                        WHERE t.name = 'tracking' AND t.subscription = 'enabled' AND t.endpoint IS NOT NULL),
-  'config_version', (SELECT v.version FROM iclear.config_version v))
+  'config_version', (SELECT v.version FROM iclear.config_version v),
+  'history_keys', coalesce((SELECT jsonb_agg(DISTINCT c.parameter) FROM iclear.rule_condition c
+                             WHERE c.category = 'history'), '[]'))
 FROM iclear.product p WHERE p.name = $1"#;
 
-/// The parts of `LOAD` that read 0.6.0's tables: an endpoint's secret.
-const WITH_SECRETS: [(&str, &str); 2] = [
+/// The parts of `LOAD` that read 0.6.0's tables: an endpoint's secret, a
+/// product's time zone, and the rule caps' meaning (an older schema's
+/// rules count as 0.5.0 counted: every match, every source).
+const WITH_SECRETS: [(&str, &str); 4] = [
     ("coalesce(sec.endpoint, s.endpoint)", "s.endpoint"),
     (
         "\n       LEFT JOIN iclear.service_secret sec ON sec.service = s.name",
         "",
+    ),
+    (" 'time_zone', p.time_zone,", ""),
+    (
+        "SELECT jsonb_agg(to_jsonb(r) || jsonb_build_object(",
+        "SELECT jsonb_agg(to_jsonb(r) || '{\"cap_counts\": \"matches\", \"per_source_scope\": \"all_sources\"}' || jsonb_build_object(",
     ),
 ];
 
@@ -178,7 +187,7 @@ fn load_older(level: u8) -> &'static str {
                 .iter()
                 .fold(sql, |sql, part| sql.replace(part, ""));
         }
-        debug_assert!(!sql.contains("service_secret"));
+        debug_assert!(!sql.contains("service_secret") && !sql.contains("time_zone"));
         debug_assert!(level >= 5 || !sql.contains("credential") && !sql.contains("product_field"));
         sql
     })

@@ -1,12 +1,12 @@
 //! The engine's questions answered from Postgres.
 
-use super::cap_limits::{describe, global_caps, period_caps};
-use super::caps::{self, Cap, CapKey, Period, Scope};
+use super::cap_limits::{describe, global_caps, period_caps, rule_slot_caps};
+use super::caps::{self, Scope};
+use super::local_time::Zone;
 use super::probe::{self, text_datum, Probe, Snap};
 use super::{columns, query_value, spent, INT8, TEXT};
 use chrono::{DateTime, Utc};
-use iclear_engine::config::Rule;
-use iclear_engine::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use iclear_engine::facts::{CallResult, Facts, HistoryQuery, JobSpec, RuleSlot, ServiceCall};
 use iclear_engine::global::GlobalRule;
 use iclear_engine::service::verification_history::SmsRecord;
 use pgrx::datum::DatumWithOid;
@@ -17,6 +17,8 @@ use std::collections::HashMap;
 
 pub struct PgFacts {
     pub source_created_at: Option<DateTime<Utc>>,
+    /// The product's time zone: its caps count its local days.
+    pub zone: Zone,
     /// The cap slots of each global rule's latest `take_service_cap`.
     pub takes: HashMap<i64, u64>,
 }
@@ -197,29 +199,27 @@ impl Facts for PgFacts {
         self.source_created_at
     }
 
+    fn history_count(&mut self, q: &HistoryQuery) -> i64 {
+        if !super::config::schema_at_least(6) {
+            return 0;
+        }
+        super::history::count(q)
+    }
+
     fn random_0_1000(&mut self) -> i64 {
         rand::random_range(0..=1000)
     }
 
     /// A slot of each of the rule's caps (daily, monthly, per source), or
     /// none: see `caps.rs`. Never waits for another lead.
-    fn take_rule_cap(&mut self, rule: &Rule, source_id: Option<i64>) -> bool {
-        let now = Utc::now();
-        let mut caps = period_caps(Scope::Rule, rule.id, &rule.caps, now);
-        if let Some(limit) = rule.caps.per_source {
-            // a lead without a source counts against the "no source" bucket
-            caps.push(Cap {
-                key: CapKey {
-                    scope: Scope::Rule,
-                    period: Period::Source,
-                    ref_id: rule.id,
-                    bucket: source_id.unwrap_or(caps::NO_SOURCE),
-                },
-                limit,
-                ends: 0,
-            });
-        }
+    fn take_rule_cap(&mut self, slot: &RuleSlot) -> bool {
+        let caps = rule_slot_caps(slot, Utc::now(), self.zone);
         caps::take(&caps).0.is_none()
+    }
+
+    fn local_date(&self, _time_zone: &str) -> String {
+        // (the zone was resolved from the same name when the facts were made)
+        self.zone.date_of(Utc::now()).format("%Y-%m-%d").to_string()
     }
 
     fn roll_percent(&mut self) -> u32 {
@@ -244,10 +244,13 @@ impl Facts for PgFacts {
     /// A slot of the global rule's own caps and of its service's global
     /// caps, or none. The slots are remembered for `call_service`: a request
     /// that is sent keeps them counted even if the lead rolls back.
-    fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String> {
+    fn take_service_cap(&mut self, rule: &GlobalRule, also: Option<&RuleSlot>) -> Option<String> {
         let now = Utc::now();
-        let mut caps = period_caps(Scope::GlobalRule, rule.id, &rule.caps, now);
+        let mut caps = period_caps(Scope::GlobalRule, rule.id, &rule.caps, now, self.zone);
         caps.extend(global_caps(&rule.service, now));
+        if let Some(slot) = also {
+            caps.extend(rule_slot_caps(slot, now, self.zone));
+        }
         match caps::take(&caps) {
             (Some(full), _) => Some(describe(&full, &rule.service)),
             (None, take) => {

@@ -106,13 +106,26 @@ pub fn extension_ready() -> bool {
     .unwrap_or(false)
 }
 
-/// Fold the append-only counter and cap rows (every round).
+thread_local! {
+    static PRUNED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fold the append-only counter and cap rows (every round), and prune the
+/// lead history (about once a minute: a velocity window may be minutes
+/// long, and each prune reads the history's newest block ranges).
 pub fn fold() {
     exec(
         "SELECT iclear.fold_counters(), iclear.fold_cap_uses()",
         &[],
         &[],
     );
+    let due = PRUNED
+        .get()
+        .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+    if due && super::config::schema_at_least(6) {
+        exec("SELECT iclear.prune_history()", &[], &[]);
+        PRUNED.set(Some(std::time::Instant::now()));
+    }
 }
 
 /// Daily upkeep: partitions and retention (iclear.maintain()), and done

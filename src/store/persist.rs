@@ -440,6 +440,25 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
                     payload.to_string().into(),
                 ],
             ),
+            // The history the Verification History rule reads: local, or
+            // the shared hub's (use_verification_hub), as record_verification
+            // writes it. A hub that cannot be written loses the record, not
+            // the lead: its decision stands, and a WARNING says so.
+            // (a 0.5.0 schema has no history: its rules hold no history
+            // condition either)
+            Effect::RecordHistory {
+                key,
+                values,
+                status,
+            } if super::config::schema_at_least(6) => {
+                super::history::record(product_id, status, key, values)
+            }
+            Effect::RecordHistory { .. } => {}
+            Effect::RecordSignature { signature } => {
+                if let Err(e) = super::verification::record_signature_of(product_id, signature) {
+                    pgrx::warning!("iclear: the signature of lead {lead_id} was not stored: {e}");
+                }
+            }
             Effect::ConsentEvidence {
                 session_id,
                 outcome,

@@ -35,6 +35,19 @@ pub fn record_signature(product: &str, signature: &str) -> Result<(), String> {
     })
 }
 
+/// As `record_signature`, for the product of this id (an accepted lead's
+/// signature, `store_signature_on_accept`).
+pub fn record_signature_of(product_id: i64, signature: &str) -> Result<(), String> {
+    guarded(|| {
+        exec(
+            "INSERT INTO iclear.verification_history (product, signature, recorded_at)
+             SELECT p.name, $2, now() FROM iclear.product p WHERE p.id = $1",
+            &[INT8, TEXT],
+            &[product_id.into(), signature.into()],
+        )
+    })
+}
+
 pub fn sms_verified(product: &str, phone: &str) -> Result<Option<SmsRecord>, String> {
     let doc = guarded(|| {
         query_value::<JsonB>(

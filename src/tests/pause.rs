@@ -8,7 +8,7 @@
 fn pause_rules() -> i64 {
     let before = rule("processing", "count", 1);
     run(&format!(
-        "UPDATE iclear.rule SET daily_limit = 1 WHERE id = {before}"
+        "UPDATE iclear.rule SET daily_limit = 1, cap_counts = 'matches' WHERE id = {before}"
     ));
     condition(before, "random", "", "greater_or_equal", json!(0));
     action(

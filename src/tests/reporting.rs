@@ -70,7 +70,7 @@ fn reporting_views_and_lead_info() {
     );
     let r = rule("processing", "capped", 1);
     run(&format!(
-        "UPDATE iclear.rule SET daily_limit = 2, per_source_limit = 5 WHERE id = {r}"
+        "UPDATE iclear.rule SET daily_limit = 2, per_source_limit = 5, cap_counts = 'matches', per_source_scope = 'all_sources' WHERE id = {r}"
     ));
     process(
         json!({"product": "payday_us", "lead_id": "I-1", "source_id": 3, "fields": {"email": "a@b.c"}}),

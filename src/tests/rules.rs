@@ -188,7 +188,7 @@ fn rule_daily_cap_stops_matching_at_the_limit() {
     setup();
     let r = rule("processing", "capped", 1);
     run(&format!(
-        "UPDATE iclear.rule SET daily_limit = 2 WHERE id = {r}"
+        "UPDATE iclear.rule SET daily_limit = 2, cap_counts = 'matches' WHERE id = {r}"
     ));
     action(r, "lead_tags", json!({"mode": "add", "tags": ["capped"]}));
     let tags: Vec<Value> = (0..4)
@@ -217,7 +217,7 @@ fn a_rolled_back_subtransaction_returns_its_cap_slot() {
     run("SELECT iclear.attach('capped_leads', 'payday_us')");
     let r = rule("processing", "once a day", 1);
     run(&format!(
-        "UPDATE iclear.rule SET daily_limit = 1 WHERE id = {r}"
+        "UPDATE iclear.rule SET daily_limit = 1, cap_counts = 'matches' WHERE id = {r}"
     ));
     action(r, "lead_tags", json!({"mode": "add", "tags": ["slot"]}));
     let bad = rule("processing", "breaks the row", 2);

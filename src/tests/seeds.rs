@@ -4,24 +4,30 @@
 // filtration, async_timeout_s (issue 13).
 
 /// Rule `monthly_limit` and `per_source_limit`, and a global rule's
-/// `monthly_limit`, at their limits (issue 13 item 14).
+/// `monthly_limit`, at their limits (issue 13 item 14). The per-source
+/// limit applies "for each new source" (issue 25 item 7): a source created
+/// before the rule is not limited. (These rules count their matches, the
+/// documented option: the seed's own meaning, runs of a rule's service, is
+/// tested in tests/pg_regress/sql/caps.sql and the engine's tests.)
 #[pg_test]
 fn monthly_and_per_source_limits_at_the_limit() {
     setup();
     let monthly = rule("processing", "monthly", 1);
     run(&format!(
-        "UPDATE iclear.rule SET monthly_limit = 2 WHERE id = {monthly}"
+        "UPDATE iclear.rule SET monthly_limit = 2, cap_counts = 'matches' WHERE id = {monthly}"
     ));
     let per_source = rule("processing", "per source", 2);
     run(&format!(
-        "UPDATE iclear.rule SET per_source_limit = 1 WHERE id = {per_source}"
+        "UPDATE iclear.rule SET per_source_limit = 1, cap_counts = 'matches' WHERE id = {per_source}"
     ));
     for (r, tag) in [(monthly, "m"), (per_source, "s")] {
         condition(r, "random", "", "greater_or_equal", json!(0));
         action(r, "lead_tags", json!({"mode": "add", "tags": [tag]}));
     }
     let tags = |id: &str, source: i64| {
-        process(json!({"product": "payday_us", "lead_id": id, "source_id": source}))["tags"].clone()
+        process(json!({"product": "payday_us", "lead_id": id, "source_id": source,
+                       "source_created_at": "2099-01-01T00:00:00Z"}))["tags"]
+        .clone()
     };
     assert_eq!(tags("C1", 10), json!(["m", "s"]));
     assert_eq!(
@@ -36,6 +42,12 @@ fn monthly_and_per_source_limits_at_the_limit() {
         4,
         "C2 one, C3 one, C4 both"
     );
+    // a source older than the rule is not a new source: not limited
+    for id in ["C4a", "C4b"] {
+        let d = process(json!({"product": "payday_us", "lead_id": id, "source_id": 12,
+                               "source_created_at": "2020-01-01T00:00:00Z"}));
+        assert_eq!(d["tags"], json!(["s"]), "{id}");
+    }
     assert_eq!(
         int(&format!("SELECT current_value FROM iclear.cap_status WHERE rule_id = {monthly} AND period = 'monthly'")),
         2
@@ -459,4 +471,42 @@ fn a_cached_answer_expires_at_cache_days() {
     assert_eq!(sb.count("ip"), 2);
     run("UPDATE iclear.lookup_cache SET fetched_at = now() - interval '6 days'");
     assert_eq!(ip_lead("C4", "10.0.0.5")["services"][0]["source"], "cache");
+}
+
+/// A product's own time zone (issue 25 item 12): `{%date%}` (and so a
+/// counter keyed by it) is the product's local date, and its rule caps
+/// count its local day. Kiritimati is UTC+14: its date differs from UTC's
+/// for ten hours of every day, and from Pago Pago's (UTC-11) always.
+#[pg_test]
+fn a_product_counts_its_own_local_days() {
+    setup();
+    run("UPDATE iclear.product SET time_zone = 'Pacific/Kiritimati' WHERE name = 'payday_us'");
+    let r = rule("processing", "stamp", 1);
+    action(
+        r,
+        "change_lead_body_fields",
+        json!({"fields": {"day": "{%date%}"}}),
+    );
+    run(&format!(
+        "UPDATE iclear.rule SET daily_limit = 5, cap_counts = 'matches' WHERE id = {r}"
+    ));
+    let d = process(json!({"product": "payday_us", "lead_id": "TZ-1"}));
+    let local = text("SELECT to_char(now() AT TIME ZONE 'Pacific/Kiritimati', 'YYYY-MM-DD')").unwrap();
+    assert_eq!(d["fields"]["day"], json!(local));
+    assert_eq!(
+        text(&format!(
+            "SELECT bucket FROM iclear.cap_use WHERE scope = 'rule' AND ref_id = {r} AND period = 'daily'"
+        )),
+        Some(local.clone()),
+        "the cap counts the local day"
+    );
+    run("UPDATE iclear.product SET time_zone = 'Pacific/Pago_Pago' WHERE name = 'payday_us'");
+    let d = process(json!({"product": "payday_us", "lead_id": "TZ-2"}));
+    assert_ne!(d["fields"]["day"], json!(local), "a day apart at least");
+    assert_eq!(
+        d["fields"]["day"],
+        json!(text("SELECT to_char(now() AT TIME ZONE 'Pacific/Pago_Pago', 'YYYY-MM-DD')").unwrap())
+    );
+    let e = err("UPDATE iclear.product SET time_zone = 'PST' WHERE name = 'payday_us'").unwrap();
+    assert!(e.contains("product.time_zone"), "{e}");
 }

@@ -735,3 +735,63 @@ fn an_active_global_rule_needs_its_credential() {
     run("SET LOCAL check_function_bodies = off");
     run(&insert("active", r#"{"reject_fraud_score_gte": 90}"#));
 }
+
+/// Issue 25 item 13, the rows no test had: several global rules of one
+/// service in one product (each runs, with its own settings, in position
+/// order), a Run-third-party-service action whose target was deleted (a
+/// `skipped` row, the lead goes on), and a paused action (not run; the
+/// rule's other actions are).
+#[pg_test]
+fn two_rules_of_one_service_a_deleted_target_and_a_paused_action() {
+    setup();
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    sandbox_service(&sb, "ip_analysis", "ip", 0.005);
+    let lenient = global(
+        "ip_analysis",
+        json!({"api_key": "k1", "reject_fraud_score_gte": 90}),
+        "position = 1",
+    );
+    let strict = global(
+        "ip_analysis",
+        json!({"api_key": "k2", "reject_fraud_score_gte": 50, "strictness": 1}),
+        "position = 2",
+    );
+    let d = ip_lead("M-1", "10.0.0.60");
+    assert_eq!(d["status"], "rejected");
+    assert_eq!(d["rejected_by"]["id"], json!(strict), "{d}");
+    let ran: Vec<i64> = d["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rule_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ran, vec![lenient, strict], "both, in position order");
+    assert_eq!(sb.count("ip"), 2, "each rule's own lookup");
+
+    // an on-demand target, then deleted: the action logs why it did nothing
+    run(&format!(
+        "DELETE FROM iclear.global_rule WHERE id IN ({lenient}, {strict})"
+    ));
+    let target = global(
+        "ip_analysis",
+        json!({"api_key": "k3"}),
+        "execution = 'on_demand', lookup_percent = 0",
+    );
+    let r = rule("processing", "look up", 1);
+    action(r, "run_third_party_service", json!({"global_rule_id": target}));
+    action(r, "lead_tags", json!({"mode": "add", "tags": ["looked"]}));
+    action(r, "lead_tags", json!({"mode": "add", "tags": ["paused action"]}));
+    run(&format!(
+        "UPDATE iclear.rule_action SET status = 'paused' WHERE rule_id = {r} AND config::text LIKE '%paused action%'"
+    ));
+    run(&format!("DELETE FROM iclear.global_rule WHERE id = {target}"));
+    let d = ip_lead("M-2", "10.0.0.61");
+    assert_eq!(d["status"], "accepted");
+    assert_eq!(d["tags"], json!(["looked"]), "the paused action did not run");
+    assert_eq!(
+        text("SELECT detail ->> 'why' FROM iclear.filter_log WHERE lead_id = 'M-2' AND kind = 'service'")
+            .as_deref(),
+        Some("no such global rule for this product")
+    );
+    assert_eq!(sb.count("ip"), 2, "nothing more was sent");
+}

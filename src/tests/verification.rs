@@ -361,3 +361,64 @@ fn sms_resend_guard_sms_caps_and_exhausted_leases() {
     assert!(e.contains("permission denied"), "{e}");
     run("RESET ROLE");
 }
+
+/// `store_signature_on_accept` (issue 25 item 8): an accepted lead's
+/// signature is stored, so the next lead of the same person passes the
+/// signature check; a rejected lead's is not; a lead paused for SMS is
+/// stored when confirm_sms resumes it accepted; off by default.
+#[pg_test]
+fn an_accepted_lead_stores_its_signature_when_asked() {
+    setup();
+    let sb = Sandbox::start("127.0.0.1:0").unwrap();
+    sandbox_service(&sb, "sms", "sms", 0.0075);
+    let settings = json!({"signature_enabled": true, "signature_template": TEMPLATE,
+                          "signature_lifetime_s": 3600});
+    let g = verification_rule(settings.clone(), "");
+    let stored = || int("SELECT count(*) FROM iclear.verification_history_local");
+    let lead = |id: &str, email: &str| {
+        process(json!({"product": "payday_us", "lead_id": id,
+                       "fields": {"email": email, "homePhone": "5550100199"}}))
+    };
+    assert_eq!(lead("S-1", "a@b.co")["status"], "accepted");
+    assert_eq!(stored(), 0, "off by default");
+    let mut on = settings.clone();
+    on["store_signature_on_accept"] = true.into();
+    Spi::run_with_args(
+        "UPDATE iclear.global_rule SET settings = $1 WHERE id = $2",
+        &[JsonB(on).into(), g.into()],
+    )
+    .unwrap();
+    assert_eq!(lead("S-2", "a@b.co")["status"], "accepted");
+    assert_eq!(stored(), 1);
+    // the stored signature is the one record_verification makes
+    let sig = text("SELECT iclear.record_verification('payday_us', '{\"email\": \"a@b.co\", \"homePhone\": \"5550100199\"}')").unwrap();
+    assert_eq!(
+        text("SELECT signature FROM iclear.verification_history_local ORDER BY recorded_at LIMIT 1"),
+        Some(sig)
+    );
+    run("DELETE FROM iclear.verification_history_local");
+    // a rejected lead stores nothing
+    let stop = rule("processing", "stop", 1);
+    condition(stop, "lead_body", "email", "equals", json!("bad@b.co"));
+    action(stop, "stop_processing", json!({"message": "no"}));
+    assert_eq!(lead("S-3", "bad@b.co")["status"], "rejected");
+    assert_eq!(stored(), 0);
+    // paused, then confirmed: stored when it is accepted
+    let pause = rule("processing", "verify", 2);
+    condition(pause, "lead_body", "email", "equals", json!("p@b.co"));
+    action(pause, "pause_for_verification", json!({"phone_field": "homePhone"}));
+    assert_eq!(lead("S-4", "p@b.co")["status"], "paused");
+    assert_eq!(stored(), 0, "not while paused");
+    let code = text("SELECT code FROM iclear.sms_outbox").unwrap();
+    assert!(Spi::get_one_with_args::<bool>(
+        "SELECT iclear.confirm_sms('payday_us', '5550100199', $1)",
+        &[code.as_str().into()]
+    )
+    .unwrap()
+    .unwrap());
+    assert_eq!(
+        text("SELECT status FROM iclear.decision WHERE lead_id = 'S-4' ORDER BY id DESC LIMIT 1").as_deref(),
+        Some("accepted")
+    );
+    assert_eq!(stored(), 1, "stored on resume");
+}

@@ -38,7 +38,12 @@ pub(super) fn apply(
                     marks,
                 )
             });
-            match cfg.global_rules.iter().find(|g| g.id == r.global_rule_id) {
+            // the rule's caps count the times its service is processed
+            // (seed 002), not its matches: the paid lookup takes the slot
+            lead.paying = (rule.caps.any() && rule.caps.counts == CapCounts::ServiceRuns)
+                .then(|| rule_slot(rule, lead.env, facts));
+            let target = cfg.global_rules.iter().find(|g| g.id == r.global_rule_id);
+            match target {
                 Some(global_rule) => run_global(cfg, global_rule, Trigger::Action, lead, facts),
                 // deleted since the action was saved: say so, do not fail the lead
                 None => lead.log.push(LogEntry {
@@ -51,6 +56,7 @@ pub(super) fn apply(
                     ..LogEntry::default()
                 }),
             }
+            lead.paying = None;
             // after processing, the answer is for reporting: the decision's
             // status, reason and rejected_by stay as processing left them
             // (a rejected lead's too), and the rules after it run

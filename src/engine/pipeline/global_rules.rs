@@ -161,15 +161,16 @@ fn conclude(
 }
 
 impl Lead<'_> {
-    /// A slot of the rule's and its service's caps; false (logged
-    /// `cap_reached`, the lead goes on) when one is full.
+    /// A slot of the rule's and its service's caps (and of the caps of the
+    /// Advanced Rule whose action runs it); false (logged `cap_reached`,
+    /// the lead goes on) when one is full.
     fn take_slot(
         &mut self,
         global_rule: &GlobalRule,
         origin: &'static str,
         facts: &mut dyn Facts,
     ) -> bool {
-        match facts.take_service_cap(global_rule) {
+        match facts.take_service_cap(global_rule, self.paying.as_ref()) {
             None => true,
             Some(cap) => {
                 let detail = json!({"cap": cap, "cost": 0});
@@ -638,5 +639,41 @@ fn verify(
             v.reason.unwrap_or_default(),
             json!({"kind": "service", "id": global_rule.id, "name": global_rule.service}),
         );
+    }
+}
+
+/// An accepted lead's signature under each active Verification History
+/// rule with `store_signature_on_accept` (seed 002's template lists the
+/// fields "to hash, check, and store"), for the store to record. A lead
+/// that lacks a value the template needs has no signature: nothing is
+/// stored, and the log says so.
+pub(super) fn store_signatures(cfg: &ProductConfig, lead: &mut Lead) {
+    if lead.status != Status::Accepted {
+        return;
+    }
+    for g in cfg.global_rules.iter().filter(|g| g.active && g.subscribed) {
+        let Settings::VerificationHistory(vh) = &g.settings else {
+            continue;
+        };
+        if !(vh.signature_enabled && vh.store_signature_on_accept) {
+            continue;
+        }
+        let template = vh.signature_template.as_deref().unwrap_or("{}");
+        match crate::service::verification_history::signature(template, &lead.vars(cfg.id)) {
+            Ok(Some(signature)) => {
+                let stored = Effect::RecordSignature { signature };
+                if !lead.effects.contains(&stored) {
+                    lead.effects.push(stored);
+                }
+            }
+            Ok(None) | Err(_) => lead.log.push(service_entry(
+                g,
+                lead.origin,
+                "skipped",
+                json!({"why": "the lead lacks a value of the signature template: no signature stored", "cost": 0}),
+                None,
+                None,
+            )),
+        }
     }
 }

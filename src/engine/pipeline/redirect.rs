@@ -14,7 +14,7 @@ pub fn process_redirect(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut lead = Lead::new(env, lead_id, facts, trace);
+    let mut lead = Lead::new(cfg, env, lead_id, facts, trace);
     lead.origin = "redirect";
     lead.redirect = Some(redirect);
     // the lead as processing left it: its status, the rules that matched,

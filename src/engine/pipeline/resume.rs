@@ -38,7 +38,7 @@ pub fn resume(
     facts: &mut dyn Facts,
     trace: TraceLevel,
 ) -> Outcome {
-    let mut lead = Lead::new(env, lead_id, facts, trace);
+    let mut lead = Lead::new(cfg, env, lead_id, facts, trace);
     restore(&mut lead, paused, processed);
     let mut verification = paused["verification"].clone();
     let rule_id = verification["rule_id"].as_i64();
@@ -81,6 +81,8 @@ pub fn resume(
         _ => Step::Processing,
     };
     run_steps(cfg, &mut lead, facts, from, &reached);
+    store_signatures(cfg, &mut lead);
+    record_history(cfg, &mut lead);
     let decision = decision(cfg, &mut lead);
     lead.finish(decision)
 }

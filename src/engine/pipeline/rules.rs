@@ -51,6 +51,27 @@ pub(super) fn untargeted(
     None
 }
 
+/// The slot of the rule's caps this lead would take: its per-source
+/// bucket only when the lead's source counts (seed 002: "for each new
+/// source", the sources created since the rule's `all_new_since` or
+/// `created_at`; every source, and a "no source" bucket, under
+/// `per_source_scope = 'all_sources'`).
+pub(super) fn rule_slot(rule: &Rule, env: &Envelope, facts: &mut dyn Facts) -> RuleSlot {
+    let per_source = match (rule.caps.per_source, rule.caps.per_source_since) {
+        (None, _) => PerSource::NotCounted,
+        (Some(_), None) => env.source_id.map_or(PerSource::NoSource, PerSource::Source),
+        (Some(_), Some(since)) => match (env.source_id, facts.source_created_at()) {
+            (Some(id), Some(created)) if created >= since => PerSource::Source(id),
+            _ => PerSource::NotCounted,
+        },
+    };
+    RuleSlot {
+        rule_id: rule.id,
+        caps: rule.caps.clone(),
+        per_source,
+    }
+}
+
 pub(super) fn actual(
     cfg: &ProductConfig,
     c: &crate::conditions::Condition,
@@ -97,6 +118,23 @@ pub(super) fn actual(
             .parse::<i64>()
             .is_ok_and(|id| lead.matched.contains(&id))
             .into(),
+        Category::History => {
+            let Some(w) = &c.history else {
+                return Value::Null;
+            };
+            match crate::history::values_of(&w.fields, &lead.fields) {
+                // no value, no earlier lead with it
+                None => 0.into(),
+                Some(values) => facts
+                    .history_count(&HistoryQuery {
+                        key: &crate::history::key_name(&w.fields),
+                        values: &values,
+                        window: w,
+                        product_id: cfg.id,
+                    })
+                    .into(),
+            }
+        }
         Category::Counter => {
             let (name, tmpl) = c.parameter.split_once(':').unwrap_or((&c.parameter, ""));
             let key = stored_key(render(tmpl, &lead.vars(cfg.id)));
@@ -170,7 +208,12 @@ pub(super) fn run_stage(
             }
             continue;
         }
-        if matched && rule.caps.any() && !facts.take_rule_cap(rule, lead.env.source_id) {
+        // (`cap_counts = 'service_runs'`: the rule's service action takes
+        // the slot when it calls the vendor, `take_slot`)
+        if matched && rule.caps.any() && rule.caps.counts == CapCounts::Matches && {
+            let slot = rule_slot(rule, lead.env, facts);
+            !facts.take_rule_cap(&slot)
+        } {
             if tracing {
                 let mut e = entry(false, evaluated);
                 e["skipped"] = "cap_reached".into();

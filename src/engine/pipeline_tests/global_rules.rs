@@ -545,3 +545,133 @@ fn an_after_processing_service_on_a_rejected_lead_reports_and_the_rules_go_on() 
         assert_eq!(out.decision["reason"], "no thanks");
     }
 }
+
+/// Seed 002: a rule's caps are "the max number of times the selected
+/// service can be processed within the rule". A paid lookup of its Run
+/// third-party service action takes the slot; a cached answer, a skipped
+/// target or a rule without a service action takes none.
+#[test]
+fn a_rule_cap_counts_the_times_its_service_runs() {
+    let on_demand = global(
+        1,
+        "ip_analysis",
+        json!({"execution": "on_demand", "lookup_percent": 0,
+               "settings": {"api_key": "K", "cache_days": 30}}),
+    );
+    let mut capped = rule(
+        2,
+        "processing",
+        json!([]),
+        json!([{"id": 1, "action": "run_third_party_service", "config": {"global_rule_id": 1}},
+               {"id": 2, "action": "lead_tags", "config": {"mode": "add", "tags": ["ran"]}}]),
+    );
+    capped["daily_limit"] = 1.into();
+    let mut tag_only = rule(
+        3,
+        "processing",
+        json!([]),
+        json!([{"id": 3, "action": "lead_tags", "config": {"mode": "add", "tags": ["tagged"]}}]),
+    );
+    tag_only["daily_limit"] = 1.into();
+    let c = gcfg("post", vec![on_demand], vec![capped, tag_only]);
+    let mut m = Mem::default();
+    m.answers.insert("1.1.1.1".into(), answer(10));
+    m.answers.insert("2.2.2.2".into(), answer(10));
+    m.cache.insert(
+        ("ip_analysis".into(), "3.3.3.3|s0".into()),
+        json!({"success": true, "fraud_score": 1}),
+    );
+    // a cached answer is not a run: no slot
+    let out = process(&c, &ip_lead("3.3.3.3"), "L", &mut m);
+    assert_eq!(m.calls.len(), 0);
+    assert!(m.rule_slots.is_empty(), "{:?}", m.rule_slots);
+    assert_eq!(out.decision["tags"], json!(["ran", "tagged"]));
+    // the first paid lookup takes the rule's one slot
+    process(&c, &ip_lead("1.1.1.1"), "L", &mut m);
+    assert_eq!(m.calls.len(), 1);
+    assert_eq!(m.rule_slots.len(), 1);
+    assert_eq!(m.rule_slots[0].rule_id, 2);
+    // the cap is full: no lookup, the rest of the rule goes on, and a rule
+    // without a service action is never capped by its matches
+    let out = process(&c, &ip_lead("2.2.2.2"), "L", &mut m);
+    assert_eq!(m.calls.len(), 1, "the cap stops the lookup");
+    let capped_row = out
+        .log
+        .iter()
+        .find(|l| l.kind == "service" && l.outcome == "cap_reached")
+        .expect("a cap_reached row");
+    assert!(capped_row.detail["cap"].as_str().unwrap().contains("rule"));
+    assert_eq!(out.decision["tags"], json!(["ran", "tagged"]));
+}
+
+/// `cap_counts = 'matches'` keeps 0.5.0's meaning: every match takes a slot.
+#[test]
+fn cap_counts_matches_counts_every_match() {
+    let mut r = rule(
+        2,
+        "processing",
+        json!([]),
+        json!([{"id": 3, "action": "lead_tags", "config": {"mode": "add", "tags": ["t"]}}]),
+    );
+    r["daily_limit"] = 1.into();
+    r["cap_counts"] = "matches".into();
+    let c = gcfg("post", vec![], vec![r.clone()]);
+    let mut m = Mem::default();
+    assert_eq!(
+        process(&c, &ip_lead("1.1.1.1"), "L", &mut m).decision["tags"],
+        json!(["t"])
+    );
+    assert_eq!(
+        process(&c, &ip_lead("1.1.1.1"), "L", &mut m).decision["tags"],
+        json!([])
+    );
+    r["cap_counts"] = "sometimes".into();
+    let e = ProductConfig::from_json(json!({"id": 1, "name": "p", "kind": "post", "rules": [r]}))
+        .unwrap_err();
+    assert!(e.to_string().contains("cap_counts"), "{e}");
+}
+
+/// Seed 002: the per-source limit applies "for each new source": sources
+/// created since the rule (or its all_new_since). An older source, or a
+/// lead without one, is not counted; `per_source_scope = 'all_sources'`
+/// counts every source and a "no source" bucket.
+#[test]
+fn the_per_source_limit_counts_new_sources() {
+    let mut r = rule(
+        2,
+        "processing",
+        json!([]),
+        json!([{"id": 3, "action": "lead_tags", "config": {"mode": "add", "tags": ["t"]}}]),
+    );
+    r["per_source_limit"] = 5.into();
+    r["cap_counts"] = "matches".into();
+    r["created_at"] = "2026-11-10T00:00:00+00:00".into();
+    let slots = |r: &Value, source: Option<i64>, created: Option<(u32, u32)>| {
+        let c = gcfg("post", vec![], vec![r.clone()]);
+        let mut m = Mem {
+            source_created_at: created
+                .map(|(mo, d)| Utc.with_ymd_and_hms(2026, mo, d, 0, 0, 0).unwrap()),
+            ..Mem::default()
+        };
+        let env = match source {
+            Some(s) => lead(json!({"source_id": s})),
+            None => lead(json!({})),
+        };
+        process(&c, &env, "L", &mut m);
+        m.rule_slots[0].per_source
+    };
+    assert_eq!(slots(&r, Some(4), Some((11, 12))), PerSource::Source(4));
+    assert_eq!(
+        slots(&r, Some(4), Some((11, 1))),
+        PerSource::NotCounted,
+        "an older source"
+    );
+    assert_eq!(slots(&r, None, None), PerSource::NotCounted);
+    r["all_new_since"] = "2026-10-01T00:00:00+00:00".into();
+    assert_eq!(slots(&r, Some(4), Some((11, 1))), PerSource::Source(4));
+    // (all_new_since also targets the rule at new sources: drop it)
+    r["all_new_since"] = Value::Null;
+    r["per_source_scope"] = "all_sources".into();
+    assert_eq!(slots(&r, Some(4), Some((1, 1))), PerSource::Source(4));
+    assert_eq!(slots(&r, None, None), PerSource::NoSource);
+}

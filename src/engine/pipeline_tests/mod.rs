@@ -2,7 +2,7 @@
 
 use crate::config::ProductConfig;
 use crate::envelope::Envelope;
-use crate::facts::{CallResult, Facts, JobSpec, ServiceCall};
+use crate::facts::{CallResult, Facts, HistoryQuery, JobSpec, PerSource, RuleSlot, ServiceCall};
 use crate::global::GlobalRule;
 use crate::pipeline::{process, Effect, Status};
 use crate::service::verification_history::SmsRecord;
@@ -17,6 +17,10 @@ struct Mem {
     source_created_at: Option<DateTime<Utc>>,
     random: i64,
     cap_room: HashMap<i64, i64>,
+    /// every rule slot taken, with its per-source bucket
+    rule_slots: Vec<RuleSlot>,
+    /// the history: (key, values, product id, status, seconds ago)
+    history: Vec<(String, Vec<String>, i64, String, i64)>,
     /// services: sampling rolls, cache, answers, queued jobs, calls made
     roll: u32,
     cache: HashMap<(String, String), Value>,
@@ -52,11 +56,25 @@ impl Facts for Mem {
     fn random_0_1000(&mut self) -> i64 {
         self.random
     }
-    fn take_rule_cap(&mut self, rule: &crate::config::Rule, _source: Option<i64>) -> bool {
+    fn history_count(&mut self, q: &HistoryQuery) -> i64 {
+        use crate::history::HistoryScope;
+        self.history
+            .iter()
+            .filter(|(k, v, p, s, ago)| {
+                k == q.key
+                    && v.as_slice() == q.values
+                    && *ago < q.window.seconds
+                    && q.window.statuses.contains(s)
+                    && (q.window.scope != HistoryScope::Product || *p == q.product_id)
+            })
+            .count() as i64
+    }
+    fn take_rule_cap(&mut self, slot: &RuleSlot) -> bool {
+        self.rule_slots.push(slot.clone());
         let room = self
             .cap_room
-            .entry(rule.id)
-            .or_insert(rule.caps.daily.unwrap_or(i64::MAX));
+            .entry(slot.rule_id)
+            .or_insert(slot.caps.daily.unwrap_or(i64::MAX));
         if *room > 0 {
             *room -= 1;
             true
@@ -70,14 +88,26 @@ impl Facts for Mem {
     fn cached(&mut self, service: &str, key: &str, _max_age: Option<u32>) -> Option<Value> {
         self.cache.get(&(service.into(), key.into())).cloned()
     }
-    fn take_service_cap(&mut self, rule: &GlobalRule) -> Option<String> {
-        let room = self.service_room.entry(rule.id).or_insert(i64::MAX);
-        if *room > 0 {
-            *room -= 1;
-            None
-        } else {
-            Some("daily".into())
+    fn take_service_cap(&mut self, rule: &GlobalRule, also: Option<&RuleSlot>) -> Option<String> {
+        let room = *self.service_room.entry(rule.id).or_insert(i64::MAX);
+        let rule_room = also.map(|slot| {
+            *self
+                .cap_room
+                .entry(slot.rule_id)
+                .or_insert(slot.caps.daily.unwrap_or(i64::MAX))
+        });
+        if room <= 0 {
+            return Some("daily".into());
         }
+        if rule_room.is_some_and(|r| r <= 0) {
+            return Some("rule daily".into());
+        }
+        *self.service_room.get_mut(&rule.id).unwrap() -= 1;
+        if let Some(slot) = also {
+            self.rule_slots.push(slot.clone());
+            *self.cap_room.get_mut(&slot.rule_id).unwrap() -= 1;
+        }
+        None
     }
     fn call_service(&mut self, call: &ServiceCall) -> CallResult {
         self.calls

@@ -228,6 +228,7 @@ fn targeting_all_new_and_caps() {
     r["all_new_since"] = "2026-11-01T00:00:00+00:00".into();
     r["exclude_source_ids"] = json!([5]);
     r["daily_limit"] = 1.into();
+    r["cap_counts"] = "matches".into();
     let c = cfg(vec![r], json!([]));
     let tags = |m: &mut Mem, src: i64| {
         process(&c, &lead(json!({"source_id": src})), "L", m).decision["tags"].clone()
@@ -401,4 +402,58 @@ fn every_decision_has_the_documented_keys() {
     ));
     error.sort();
     assert_eq!(error, want);
+}
+
+/// A `history` condition reads the count of earlier leads with the lead's
+/// normalised values, and every decided lead is recorded under each key of
+/// the database with its final status (an `error` lead is not).
+#[test]
+fn history_conditions_count_and_every_decided_lead_is_recorded() {
+    let dup = rule(
+        1,
+        "processing",
+        json!([{"id": 1, "category": "history", "parameter": "email", "operator": "greater_or_equal",
+                "value": {"count": 1, "seconds": 3600}}]),
+        json!([{"id": 1, "action": "stop_processing", "config": {"message": "dup"}}]),
+    );
+    let c = ProductConfig::from_json(json!({"id": 1, "name": "p", "kind": "post", "rules": [dup],
+        "history_keys": ["email", "homePhone+email", "email+homePhone"]}))
+    .unwrap();
+    assert_eq!(c.history_keys.len(), 2, "one key for both spellings");
+    let mut m = Mem::default();
+    let out = process(&c, &lead(json!({"fields": {"email": "A@x.com"}})), "L1", &mut m);
+    assert_eq!(out.status, Status::Accepted);
+    let recorded: Vec<&Effect> = out
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::RecordHistory { .. }))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![&Effect::RecordHistory {
+            key: "email".into(),
+            values: vec!["a@x.com".into()],
+            status: "accepted"
+        }],
+        "no phone: not recorded under email+homePhone"
+    );
+    m.history
+        .push(("email".into(), vec!["a@x.com".into()], 1, "accepted".into(), 10));
+    let out = process(&c, &lead(json!({"fields": {"email": " a@X.com"}})), "L2", &mut m);
+    assert_eq!(out.status, Status::Rejected);
+    assert_eq!(out.decision["trace"][0]["conditions"][0]["actual"], json!(1));
+    assert!(out.effects.contains(&Effect::RecordHistory {
+        key: "email".into(),
+        values: vec!["a@x.com".into()],
+        status: "rejected"
+    }));
+    // past the window, or another product's lead with scope product: none
+    m.history[0].4 = 4000;
+    assert_eq!(
+        process(&c, &lead(json!({"fields": {"email": "a@x.com"}})), "L3", &mut m).status,
+        Status::Accepted
+    );
+    // no email: nothing to count
+    let out = process(&c, &lead(json!({"fields": {}})), "L4", &mut m);
+    assert_eq!(out.decision["trace"][0]["conditions"][0]["actual"], json!(0));
 }

@@ -139,6 +139,7 @@ fn a_paused_lead_resumes_after_its_pause_or_expires() {
         json!([tag("before"), {"id": 8, "action": "increment_counter", "config": {"counter": "seen", "key": "{%leadId%}"}}]),
     );
     before["daily_limit"] = 1.into();
+    before["cap_counts"] = "matches".into();
     let c = gcfg(
         "post",
         vec![],

@@ -48,6 +48,11 @@ pub struct VerificationHistory {
     /// How long a verified phone counts (seconds; default 30 days).
     #[serde(default)]
     pub sms_lifetime_s: Option<i64>,
+    /// Store the lead's signature in the history when the lead is accepted
+    /// (or resumed accepted after `confirm_sms`): the seed's template lists
+    /// the fields "to hash, check, and store". Off by default, as before.
+    #[serde(default)]
+    pub store_signature_on_accept: bool,
 }
 
 impl VerificationHistory {
@@ -105,17 +110,7 @@ impl Service for VerificationHistory {}
 /// How long a verified phone counts when `sms_lifetime_s` is not set: 30 days.
 pub const DEFAULT_SMS_LIFETIME_S: i64 = 30 * 86_400;
 
-/// Phone numbers are matched by their digits; an 11-digit number with the
-/// North American country code 1 is the same as its 10 digits.
-/// `+1 (555) 010-0199`, `15550100199` and `555.010.0199` are one phone.
-pub fn normalize_phone(s: &str) -> Option<String> {
-    let d: String = s.chars().filter(char::is_ascii_digit).collect();
-    let d = match d.strip_prefix('1') {
-        Some(rest) if d.len() == 11 => rest.to_string(),
-        _ => d,
-    };
-    (!d.is_empty()).then_some(d)
-}
+pub use crate::keys::normalize_phone;
 
 /// Render every string of the JSON template for this lead, canonicalise
 /// (object keys sorted, no whitespace, each rendered value trimmed and
