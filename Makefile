@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-reliability stop clean
+.PHONY: all setup install install-release demo test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-lists bench-reliability stop clean
 
 all: test
 
@@ -78,6 +78,11 @@ bench-reliability: install-release
 # (ICLEAR_BACKTEST_LEADS changes the count; an ignored integration test)
 bench-backtest: install-release
 	cargo test --release -p iclear-it --test backtest backtest_throughput -- --ignored --nocapture
+
+# a national-scale phone list: 1,000,000 numbers in one COPY, and probes after it
+# (ICLEAR_LIST_NUMBERS changes the count; an ignored integration test)
+bench-lists: install-release
+	cargo test --release -p iclear-it --test lists -- --ignored --nocapture
 
 # the live worker's jobs/s against the sandbox provider (an ignored integration test)
 bench-worker: install-release

@@ -727,4 +727,17 @@ CREATE INDEX lead_history_key ON iclear.lead_history (key, at);
 -- measurable where a second btree would
 CREATE INDEX lead_history_at ON iclear.lead_history USING brin (at);
 SELECT pg_catalog.pg_extension_config_dump('iclear.lead_history', '');
+-- A list on a phone field (its field's name holds "phone") keeps each number
+-- by its digits, as iclear.normalize_phone and the engine read them:
+-- (201) 555-0007, +1 201 555 0007 and 2015550007 are one entry; a value
+-- without a digit is kept as any other. The trigger is the engine's own rule
+-- in C (src/list_values.rs), so that SQL and the probes cannot disagree and a
+-- COPY of a national registry stays a bulk load.
+CREATE OR REPLACE FUNCTION iclear.list_entry_normalize() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_list_entry_normalize';
+-- When the list's source was last refreshed (a licensed do-not-call or
+-- litigator list): iclear.health warns about a do-not-call list (a dnpl on
+-- a phone field with this set) older than the Telemarketing Sales Rule's 31
+-- days.
+ALTER TABLE iclear.list ADD COLUMN refreshed_at timestamptz;
 -- END since-0.5.0

@@ -1302,6 +1302,24 @@ CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear
 CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear.global_cap
     FOR EACH ROW WHEN (NEW.time_zone <> 'UTC') EXECUTE FUNCTION iclear.validate_time_zone();
 
+-- Phone lists keep numbers by their digits from 0.6.0: the entries an older
+-- version kept formatted are normalised (one that becomes an entry the list
+-- has already is the same entry).
+DELETE FROM iclear.list_entry e
+ USING iclear.list l
+ WHERE l.id = e.list_id AND l.field ~* 'phone'
+   AND iclear.normalize_phone(e.value) IS NOT NULL AND e.value <> iclear.normalize_phone(e.value)
+   AND (EXISTS (SELECT 1 FROM iclear.list_entry x
+                 WHERE x.list_id = e.list_id AND x.value = iclear.normalize_phone(e.value))
+        OR EXISTS (SELECT 1 FROM iclear.list_entry y
+                    WHERE y.list_id = e.list_id AND y.value <> iclear.normalize_phone(y.value)
+                      AND iclear.normalize_phone(y.value) = iclear.normalize_phone(e.value)
+                      AND y.value < e.value));
+UPDATE iclear.list_entry e SET value = iclear.normalize_phone(e.value)
+  FROM iclear.list l
+ WHERE l.id = e.list_id AND l.field ~* 'phone'
+   AND iclear.normalize_phone(e.value) IS NOT NULL AND e.value <> iclear.normalize_phone(e.value);
+
 -- Rules capped under 0.5.0 keep counting as they did (every match, every
 -- source) until an operator chooses the seed's meaning (docs/upgrading.md).
 DO $$
@@ -1706,7 +1724,12 @@ SELECT iclear.version() AS version,
        (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
        (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
        (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
-       (SELECT version FROM iclear.config_version) AS config_version;
+       (SELECT version FROM iclear.config_version) AS config_version,
+       -- a do-not-call list (a dnpl on a phone field whose source is dated)
+       -- older than the Telemarketing Sales Rule's 31 days
+       (SELECT coalesce(array_agg(l.name ORDER BY l.name), '{}') FROM iclear.list l
+         WHERE l.kind = 'dnpl' AND l.field ~* 'phone'
+           AND l.refreshed_at < now() - interval '31 days') AS stale_do_not_call_lists;
 -- Caps count local days: a product's rule and global-rule caps in its
 -- time zone, a global cap in its own (the last column says which).
 CREATE OR REPLACE VIEW iclear.cap_status AS
@@ -2390,4 +2413,5 @@ COMMENT ON TABLE iclear.lead_history IS 'The lead history history conditions cou
 COMMENT ON FUNCTION iclear.prune_history() IS 'Drop the lead history older than the longest window of any history condition; returns the rows dropped.';
 COMMENT ON FUNCTION iclear.rebuild_history(text,timestamp with time zone) IS 'Fill the lead history of a product from its decisions since a time (its rows from then are replaced); returns the rows written.';
 COMMENT ON FUNCTION iclear.erasure_history_digests(text,text) IS 'Internal (forget): the lead-history digests a consumer''s email and phone make.';
+COMMENT ON FUNCTION iclear.list_entry_normalize() IS 'Trigger (C): keeps list values as the engine probes them: a phone list''s numbers by their digits, others trimmed and lowercased.';
 -- END since-0.5.0

@@ -17,6 +17,7 @@ mod gucs;
 mod jsonb;
 mod lead;
 mod lead_id;
+mod list_values;
 mod privilege;
 mod remote;
 mod row;

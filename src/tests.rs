@@ -83,4 +83,5 @@ mod tests {
     include!("tests/schema.rs");
     include!("tests/errors.rs");
     include!("tests/history.rs");
+    include!("tests/compliance.rs");
 }

@@ -450,6 +450,24 @@ CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear
 CREATE TRIGGER validate_time_zone BEFORE INSERT OR UPDATE OF time_zone ON iclear.global_cap
     FOR EACH ROW WHEN (NEW.time_zone <> 'UTC') EXECUTE FUNCTION iclear.validate_time_zone();
 
+-- Phone lists keep numbers by their digits from 0.6.0: the entries an older
+-- version kept formatted are normalised (one that becomes an entry the list
+-- has already is the same entry).
+DELETE FROM iclear.list_entry e
+ USING iclear.list l
+ WHERE l.id = e.list_id AND l.field ~* 'phone'
+   AND iclear.normalize_phone(e.value) IS NOT NULL AND e.value <> iclear.normalize_phone(e.value)
+   AND (EXISTS (SELECT 1 FROM iclear.list_entry x
+                 WHERE x.list_id = e.list_id AND x.value = iclear.normalize_phone(e.value))
+        OR EXISTS (SELECT 1 FROM iclear.list_entry y
+                    WHERE y.list_id = e.list_id AND y.value <> iclear.normalize_phone(y.value)
+                      AND iclear.normalize_phone(y.value) = iclear.normalize_phone(e.value)
+                      AND y.value < e.value));
+UPDATE iclear.list_entry e SET value = iclear.normalize_phone(e.value)
+  FROM iclear.list l
+ WHERE l.id = e.list_id AND l.field ~* 'phone'
+   AND iclear.normalize_phone(e.value) IS NOT NULL AND e.value <> iclear.normalize_phone(e.value);
+
 -- Rules capped under 0.5.0 keep counting as they did (every match, every
 -- source) until an operator chooses the seed's meaning (docs/upgrading.md).
 DO $$

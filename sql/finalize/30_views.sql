@@ -203,7 +203,12 @@ SELECT iclear.version() AS version,
        (SELECT min(created_at) FROM iclear.job WHERE status = 'queued') AS oldest_queued_at,
        (SELECT count(*) FROM iclear.job WHERE status = 'failed') AS failed_jobs,
        (SELECT count(*) FROM iclear.decision_default) AS rows_in_default_partitions,
-       (SELECT version FROM iclear.config_version) AS config_version;
+       (SELECT version FROM iclear.config_version) AS config_version,
+       -- a do-not-call list (a dnpl on a phone field whose source is dated)
+       -- older than the Telemarketing Sales Rule's 31 days
+       (SELECT coalesce(array_agg(l.name ORDER BY l.name), '{}') FROM iclear.list l
+         WHERE l.kind = 'dnpl' AND l.field ~* 'phone'
+           AND l.refreshed_at < now() - interval '31 days') AS stale_do_not_call_lists;
 -- Caps count local days: a product's rule and global-rule caps in its
 -- time zone, a global cap in its own (the last column says which).
 CREATE OR REPLACE VIEW iclear.cap_status AS

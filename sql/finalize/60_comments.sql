@@ -138,4 +138,5 @@ COMMENT ON TABLE iclear.lead_history IS 'The lead history history conditions cou
 COMMENT ON FUNCTION iclear.prune_history() IS 'Drop the lead history older than the longest window of any history condition; returns the rows dropped.';
 COMMENT ON FUNCTION iclear.rebuild_history(text,timestamp with time zone) IS 'Fill the lead history of a product from its decisions since a time (its rows from then are replaced); returns the rows written.';
 COMMENT ON FUNCTION iclear.erasure_history_digests(text,text) IS 'Internal (forget): the lead-history digests a consumer''s email and phone make.';
+COMMENT ON FUNCTION iclear.list_entry_normalize() IS 'Trigger (C): keeps list values as the engine probes them: a phone list''s numbers by their digits, others trimmed and lowercased.';
 -- END since-0.5.0

@@ -77,6 +77,13 @@ pub enum Operator {
     Regex,
     IsEmpty,
     IsNotEmpty,
+    /// A phone number libphonenumber knows as assigned (`checks.rs`).
+    IsValidPhone,
+    /// A value that is there and is not such a number (rules have no NOT:
+    /// this is the one a rejecting rule uses).
+    IsInvalidPhone,
+    /// An email of a disposable-email domain (`checks.rs`).
+    IsDisposableEmail,
 }
 
 impl Operator {
@@ -96,6 +103,9 @@ impl Operator {
         "regex",
         "is_empty",
         "is_not_empty",
+        "is_valid_phone",
+        "is_invalid_phone",
+        "is_disposable_email",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +130,9 @@ impl Operator {
             "regex" => Regex,
             "is_empty" => IsEmpty,
             "is_not_empty" => IsNotEmpty,
+            "is_valid_phone" => IsValidPhone,
+            "is_invalid_phone" => IsInvalidPhone,
+            "is_disposable_email" => IsDisposableEmail,
             _ => {
                 return Err(ConfigError::new(
                     "operator",
@@ -293,7 +306,11 @@ impl Condition {
                     ));
                 }
             }
-            Operator::IsEmpty | Operator::IsNotEmpty => {}
+            Operator::IsEmpty
+            | Operator::IsNotEmpty
+            | Operator::IsValidPhone
+            | Operator::IsInvalidPhone
+            | Operator::IsDisposableEmail => {}
             Operator::Regex => {
                 let pat = value
                     .as_str()
@@ -441,6 +458,12 @@ pub fn evaluate(
         },
         IsEmpty => (is_empty(actual), None),
         IsNotEmpty => (!is_empty(actual), None),
+        IsValidPhone => (!actual.is_null() && crate::checks::valid_phone(&t()), None),
+        IsInvalidPhone => (!is_empty(actual) && !crate::checks::valid_phone(&t()), None),
+        IsDisposableEmail => (
+            !actual.is_null() && crate::checks::disposable_email(&t()),
+            None,
+        ),
     }
 }
 
@@ -456,6 +479,25 @@ mod tests {
 
     #[test]
     fn every_operator() {
+        assert!(ev("is_valid_phone", json!("(201) 555-0123"), Value::Null));
+        assert!(!ev("is_valid_phone", json!("999-555-0123"), Value::Null));
+        assert!(!ev("is_valid_phone", Value::Null, Value::Null));
+        assert!(ev("is_invalid_phone", json!("311-555-0123"), Value::Null));
+        assert!(
+            !ev("is_invalid_phone", json!(""), Value::Null),
+            "no phone is not an invalid one"
+        );
+        assert!(!ev("is_invalid_phone", json!("2015550123"), Value::Null));
+        assert!(ev(
+            "is_disposable_email",
+            json!("x@yopmail.com"),
+            Value::Null
+        ));
+        assert!(!ev(
+            "is_disposable_email",
+            json!("x@gmail.com"),
+            Value::Null
+        ));
         assert!(ev("equals", json!("ABC@x.com"), json!("abc@X.com")));
         assert!(ev("equals", json!("5"), json!(5.0)));
         assert!(!ev("equals", Value::Null, json!("")));

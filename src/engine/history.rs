@@ -164,7 +164,7 @@ pub fn normalize(field: &str, value: &Value) -> Option<String> {
     if text.is_empty() {
         return None;
     }
-    if field.to_ascii_lowercase().contains("phone") {
+    if crate::keys::is_phone_field(field) {
         return normalize_phone(text);
     }
     Some(normalize_list_value(text))

@@ -43,3 +43,27 @@ pub fn normalize_phone(s: &str) -> Option<String> {
     };
     (!d.is_empty()).then_some(d)
 }
+
+/// Does a field hold a phone number (its name holds "phone", any case)? A
+/// list on such a field, and the history, compare phones by their digits.
+pub fn is_phone_field(field: &str) -> bool {
+    field.to_ascii_lowercase().contains("phone")
+}
+
+/// A list value as the list of `field` keeps it: a phone list by the
+/// phone's digits (`normalize_phone`: `(201) 555-0007`, `+1 201 555 0007`
+/// and `2015550007` are one number), any other trimmed and lowercased
+/// (`normalize_list_value`); as `iclear.list_entry_normalize` stores it.
+pub fn normalize_list_value_of(field: &str, s: &str) -> String {
+    normalize_list_value_as(is_phone_field(field), s)
+}
+
+/// `normalize_list_value_of` for a list known to be on a phone field, or not.
+pub fn normalize_list_value_as(phone: bool, s: &str) -> String {
+    if phone {
+        if let Some(d) = normalize_phone(s) {
+            return stored_key(d);
+        }
+    }
+    normalize_list_value(s)
+}

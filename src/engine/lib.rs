@@ -3,6 +3,7 @@
 //! persists the [`pipeline::Outcome`] it returns (docs/architecture.md "Seams").
 
 pub mod actions;
+pub mod checks;
 pub mod conditions;
 pub mod config;
 pub mod email;

@@ -7,8 +7,7 @@ use crate::conditions::{Category, Condition};
 use crate::config::{CapCounts, ListKind, Logical, ProductConfig, ProductKind, Rule, RuleStage};
 use crate::envelope::{value_text, Envelope};
 use crate::facts::{
-    normalize_list_value, stored_key, CallResult, Facts, HistoryQuery, JobSpec, PerSource,
-    RuleSlot, ServiceCall,
+    stored_key, CallResult, Facts, HistoryQuery, JobSpec, PerSource, RuleSlot, ServiceCall,
 };
 use crate::global::{Execution, GlobalRule, RunOn, RunTime};
 use crate::placeholders::{render, Vars};

@@ -126,19 +126,14 @@ fn within(what: &str, x: f64, min: Option<f64>, max: Option<f64>) -> Result<(), 
     }
 }
 
-/// The 10 digits of a US phone (formatting and a leading 1 dropped), with a
-/// valid area code and exchange (neither starts with 0 or 1).
+/// A US phone: formatting characters only around the digits, and a number
+/// of the North American Numbering Plan that libphonenumber knows as
+/// assigned (`checks::valid_us_phone`), so an unassigned area code or an
+/// N11 service code never reaches a paid lookup.
 fn us_phone(s: &str) -> bool {
-    let d: Vec<u8> = s.bytes().filter(u8::is_ascii_digit).collect();
-    let d = match d.len() {
-        11 if d[0] == b'1' => &d[1..],
-        10 => &d[..],
-        _ => return false,
-    };
-    d[0] >= b'2'
-        && d[3] >= b'2'
-        && s.chars()
-            .all(|c| c.is_ascii_digit() || " ()-.+".contains(c))
+    s.chars()
+        .all(|c| c.is_ascii_digit() || " ()-.+".contains(c))
+        && crate::checks::valid_us_phone(s)
 }
 
 fn email(s: &str) -> bool {
@@ -190,7 +185,7 @@ impl FieldRule {
             "email" => (!email(&t))
                 .then(|| format!("{t:?} is not a well-formed email"))
                 .or(None),
-            "phone" => (!us_phone(&t)).then(|| format!("{t:?} is not a 10-digit US phone")),
+            "phone" => (!us_phone(&t)).then(|| format!("{t:?} is not a valid US phone number")),
             "zip" => {
                 let ok = t.len() == 5 && t.bytes().all(|b| b.is_ascii_digit())
                     || t.len() == 10

@@ -1,6 +1,8 @@
 //! iClaim as a TrustedForm-v4-style consent certificate claim:
 //! `POST {endpoint}/{session_id}` with HTTP Basic (account id, API token),
-//! body `{"retain": {"reference", "vendor"}, "match_lead": {"email", "phone"}}`.
+//! body `{"retain": {"reference", "vendor"}, "match_lead": {"email", "phone"}}`,
+//! plus `insights` (properties, scans) and `verify` when the rule sets them
+//! (TrustedForm v4's documented request).
 
 use crate::http::{base64, encode, Reply};
 use iclear_engine::service::IClaim;
@@ -17,16 +19,21 @@ pub fn authorization(s: &IClaim) -> String {
     )
 }
 
-pub fn body(lead_id: &str, product: &str, fields: &Map<String, Value>) -> Value {
+pub fn body(s: &IClaim, lead_id: &str, product: &str, fields: &Map<String, Value>) -> Value {
     let phone = ["phone", "homePhone", "cellPhone"]
         .iter()
         .find_map(|f| fields.get(*f))
         .cloned()
         .unwrap_or(Value::Null);
-    json!({
+    let mut body = json!({
         "retain": {"reference": lead_id, "vendor": product},
         "match_lead": {"email": fields.get("email").cloned().unwrap_or(Value::Null), "phone": phone},
-    })
+    });
+    // insights (properties, page scans) and verify, as the rule asks
+    for (k, v) in s.request_extras() {
+        body[k] = v;
+    }
+    body
 }
 
 /// TrustedForm v4's answers (its OpenAPI file; src/services/fixtures):

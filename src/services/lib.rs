@@ -39,7 +39,7 @@ pub fn call(c: &ServiceCall) -> CallResult {
         }
         Settings::IClaim(ic) => {
             let url = iclaim::url(endpoint, c.value);
-            let body = iclaim::body(c.lead_id, c.product, c.fields);
+            let body = iclaim::body(ic, c.lead_id, c.product, c.fields);
             let r = http::post_json(
                 &url,
                 &iclaim::authorization(ic),

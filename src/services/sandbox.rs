@@ -400,6 +400,11 @@ mod fixtures {
     pub const TF_404: &str =
         include_str!("fixtures/trustedform_v4_error_404_not_found_or_expired.json");
     pub const TF_401: &str = include_str!("fixtures/trustedform_v4_error_401_unauthorized.json");
+    pub const TF_COMPOSITE: &str =
+        include_str!("fixtures/trustedform_v4_docs_example_composite.json");
+    pub const TF_FAILURE_VERIFY: &str =
+        include_str!("fixtures/trustedform_v4_failure_verify_consent_language.json");
+    pub const PHONE_REAL: &str = include_str!("fixtures/ipqs_phone_success.json");
 }
 
 fn ip_answer(key: &str, ip: &str) -> (u16, String) {
@@ -440,6 +445,9 @@ fn phone_answer(key: &str, phone: &str) -> (u16, String) {
     }
     if key == "fixture" {
         return (200, fixtures::PHONE_SUCCESS.to_string());
+    }
+    if key == "fixture-real" {
+        return (200, fixtures::PHONE_REAL.to_string());
     }
     let digits: Vec<u8> = phone
         .bytes()
@@ -507,6 +515,15 @@ fn phone_answer(key: &str, phone: &str) -> (u16, String) {
         "carrier": carrier, "country": country, "timezone": tz,
         "request_id": format!("sbx-phone-{}", digits.iter().map(|d| d.to_string()).collect::<String>()),
     });
+    // the compliance flags IPQS documents (as in fixtures/ipqs_phone_success.json):
+    // a number ending 09N1..09N5 (N any digit) holds one, by its last digit
+    let mut body = body;
+    let flagged = |k: u8| last(4) == 0 && last(3) == 9 && last(1) == k;
+    body["do_not_call"] = flagged(1).into();
+    body["tcpa_blacklist"] = flagged(2).into();
+    body["leaked"] = flagged(3).into();
+    body["sms_pumping"] = flagged(4).into();
+    body["number_recycling"] = json!({"recently_recycled": flagged(5), "ported": false});
     (200, body.to_string())
 }
 
@@ -525,6 +542,8 @@ fn iclaim_answer(req: &Request, session: &str) -> (u16, String) {
         let body = |b: &str| b.to_string();
         return match fixture.split('-').next().unwrap_or("") {
             "success" => (200, body(fixtures::TF_SUCCESS)),
+            "composite" => (200, body(fixtures::TF_COMPOSITE)),
+            "verify" => (200, body(fixtures::TF_FAILURE_VERIFY)),
             "scan" => (200, body(fixtures::TF_FAILURE_SCAN)),
             "expired" => (404, body(fixtures::TF_404)),
             "unauthorized" => (401, body(fixtures::TF_401)),
@@ -562,13 +581,103 @@ fn iclaim_answer(req: &Request, session: &str) -> (u16, String) {
     if session.starts_with("slow") {
         sleep_ms(10_000);
     }
-    let answer = json!({
+    let mut answer = json!({
         "outcome": "success", "reason": null,
         "retain": {"reference": reference, "results": {"expires_at": "2031-11-21T00:00:00Z"}},
         "match_lead": {"result": {"success": body.pointer("/match_lead/email").is_some_and(|e| !e.is_null())}},
         "cert": {"cert_id": session},
     });
+    insights_and_verify(&body, session, &mut answer);
     (200, answer.to_string())
+}
+
+/// What a certificate shows, by its session id's first word: `bot` (a bot
+/// filled it), `old` (a day old), `fast` (3 s on the page), `paste` (pasted,
+/// not typed), `elsewhere` (on another domain), `noconsent` (consent
+/// language not approved); anything else a clean one on example.com. The
+/// page reads "Get rates for your home security system. By clicking ...
+/// I consent to be contacted by Acme Inc." for the scans.
+fn insights_and_verify(req: &Value, session: &str, answer: &mut Value) {
+    const PAGE: &str = "get rates for your home security system. by clicking on the 'get rates' \
+                        button below, i consent to be contacted by acme inc.";
+    let kind = session.split(['-', '_']).next().unwrap_or("");
+    let composite: Value = serde_json::from_str(fixtures::TF_COMPOSITE).unwrap_or(Value::Null);
+    if let Some(asked) = req
+        .pointer("/insights/properties")
+        .and_then(Value::as_array)
+    {
+        let mut all = composite
+            .pointer("/insights/properties")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        all["age_seconds"] = json!(if kind == "old" { 86_400 } else { 120 });
+        all["bot_detected"] = json!(kind == "bot");
+        all["seconds_on_page"] = json!(if kind == "fast" { 3 } else { 95 });
+        all["form_input_method"] = json!(if kind == "paste" {
+            vec!["paste"]
+        } else {
+            vec!["typing"]
+        });
+        all["domain"] = json!(if kind == "elsewhere" {
+            "lead-farm.example"
+        } else {
+            "example.com"
+        });
+        // only what was asked for, as the vendor answers
+        let props: serde_json::Map<String, Value> = asked
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|p| all.get(p).map(|v| (p.to_string(), v.clone())))
+            .collect();
+        answer["insights"]["properties"] = Value::Object(props);
+    }
+    if let Some(scans) = req.pointer("/insights/scans") {
+        let phrases = |k: &str| -> Vec<String> {
+            scans
+                .get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (required, forbidden) = (phrases("required"), phrases("forbidden"));
+        let on_page = |p: &String| PAGE.contains(&p.to_lowercase());
+        let split = |list: &[String]| -> (Vec<String>, Vec<String>) {
+            list.iter().cloned().partition(|p| on_page(p))
+        };
+        let (req_found, req_missing) = split(&required);
+        let (forb_found, forb_missing) = split(&forbidden);
+        let success = req_missing.is_empty() && forb_found.is_empty();
+        answer["insights"]["scans"] = json!({
+            "required": required, "forbidden": forbidden,
+            "result": {"required": {"found": req_found, "not_found": req_missing},
+                       "forbidden": {"found": forb_found, "not_found": forb_missing},
+                       "success": success}});
+        if !success {
+            answer["outcome"] = "failure".into();
+            answer["reason"] = "Insights page scans unsuccessful".into();
+        }
+    }
+    if let Some(verify) = req.get("verify") {
+        let approved = kind != "noconsent";
+        let seller = verify
+            .get("advertiser_name")
+            .and_then(Value::as_str)
+            .is_none_or(|a| PAGE.contains(&a.to_lowercase()));
+        let success = approved && seller;
+        answer["verify"] = json!({
+            "languages": [{"text": "By clicking on the 'Get Rates' button below, I consent to be contacted by Acme Inc."}],
+            "result": {"language_approved": approved, "one_to_one": seller, "form_submitted": true,
+                       "min_font_size_px_satisfied": true, "min_contrast_ratio_satisfied": true,
+                       "opt_in_types_satisfied": true, "success": success}});
+        if !success {
+            answer["outcome"] = "failure".into();
+            answer["reason"] = "Consent language not detected in the certificate.".into();
+        }
+    }
 }
 
 #[cfg(test)]

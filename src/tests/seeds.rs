@@ -412,11 +412,21 @@ fn product_fields_are_validated_and_shown_as_pre_screen_rejects() {
                            "fields": {"age": 30, "homePhone": "555-0100"}}));
     assert_eq!(
         d["reason"],
-        "field homePhone: \"555-0100\" is not a 10-digit US phone"
+        "field homePhone: \"555-0100\" is not a valid US phone number"
     );
+    // an unassigned area code and a service code are not phones either
+    // (libphonenumber's metadata, issue 26 item 4)
+    for (id, phone) in [("V4", "999-555-0123"), ("V5", "311-555-0123")] {
+        let d = process(json!({"product": "payday_us", "lead_id": id,
+                               "fields": {"age": 30, "homePhone": phone}}));
+        assert_eq!(d["rejected_by"]["kind"], "validation", "{phone}: {d}");
+    }
+    let d = process(json!({"product": "payday_us", "lead_id": "V6",
+                           "fields": {"age": 30, "homePhone": "(201) 555-0123"}}));
+    assert_eq!(d["status"], "accepted", "{d}");
     assert_eq!(
         text("SELECT string_agg(lead_id || ' ' || kind || ' ' || rule_name, ', ' ORDER BY lead_id) FROM iclear.pre_screen_reject_log").unwrap(),
-        "V2 validation age, V3 validation homePhone"
+        "V2 validation age, V3 validation homePhone, V4 validation homePhone, V5 validation homePhone"
     );
 }
 

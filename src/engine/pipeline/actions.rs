@@ -162,8 +162,10 @@ pub(super) fn apply(
                     .clone()
                     .or_else(|| cfg.list(*id).map(|l| l.field.clone()));
                 let value = field
-                    .and_then(|f| lead.fields.get(&f).and_then(value_text))
-                    .map(|v| normalize_list_value(&v))
+                    .and_then(|f| {
+                        let v = lead.fields.get(&f).and_then(value_text)?;
+                        Some(crate::keys::normalize_list_value_of(&f, &v))
+                    })
                     .filter(|v| !v.is_empty());
                 if let Some(value) = value {
                     lead.effects.push(crate::pipeline::Effect::AddToList {

@@ -113,9 +113,10 @@ fn conclude(
     for id in &verdict.add_to_lists {
         let value = cfg
             .list(*id)
-            .and_then(|l| fields.get(&l.field))
-            .and_then(value_text)
-            .map(|v| normalize_list_value(&v))
+            .and_then(|l| {
+                let v = fields.get(&l.field).and_then(value_text)?;
+                Some(crate::keys::normalize_list_value_of(&l.field, &v))
+            })
             .filter(|v| !v.is_empty());
         if let Some(value) = value {
             effects.push(Effect::AddToList {
@@ -382,7 +383,8 @@ pub(super) fn run_global(
             );
             lead.log.push(entry);
             lead.effects.extend(effects);
-            lead.results.insert(global_rule.service.clone(), data);
+            let view = global_rule.settings.condition_view(&data);
+            lead.results.insert(global_rule.service.clone(), view);
             return;
         }
         return lead.queue(cfg, global_rule, &value, "async execution", false, facts);
@@ -404,7 +406,8 @@ pub(super) fn run_global(
         );
         lead.log.push(entry);
         lead.effects.extend(effects);
-        lead.results.insert(global_rule.service.clone(), data);
+        let view = global_rule.settings.condition_view(&data);
+        lead.results.insert(global_rule.service.clone(), view);
         if let Some(reason) = verdict.reject {
             lead.reject(
                 reason,

@@ -12,7 +12,7 @@ pub(super) fn check_lists(cfg: &ProductConfig, lead: &mut Lead, facts: &mut dyn 
             lead.fields
                 .get(&l.field)
                 .and_then(value_text)
-                .map(|v| normalize_list_value(&v))
+                .map(|v| crate::keys::normalize_list_value_of(&l.field, &v))
                 .filter(|v| !v.is_empty())
         })
         .collect();

@@ -421,7 +421,12 @@ fn history_conditions_count_and_every_decided_lead_is_recorded() {
     .unwrap();
     assert_eq!(c.history_keys.len(), 2, "one key for both spellings");
     let mut m = Mem::default();
-    let out = process(&c, &lead(json!({"fields": {"email": "A@x.com"}})), "L1", &mut m);
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"email": "A@x.com"}})),
+        "L1",
+        &mut m,
+    );
     assert_eq!(out.status, Status::Accepted);
     let recorded: Vec<&Effect> = out
         .effects
@@ -437,11 +442,24 @@ fn history_conditions_count_and_every_decided_lead_is_recorded() {
         }],
         "no phone: not recorded under email+homePhone"
     );
-    m.history
-        .push(("email".into(), vec!["a@x.com".into()], 1, "accepted".into(), 10));
-    let out = process(&c, &lead(json!({"fields": {"email": " a@X.com"}})), "L2", &mut m);
+    m.history.push((
+        "email".into(),
+        vec!["a@x.com".into()],
+        1,
+        "accepted".into(),
+        10,
+    ));
+    let out = process(
+        &c,
+        &lead(json!({"fields": {"email": " a@X.com"}})),
+        "L2",
+        &mut m,
+    );
     assert_eq!(out.status, Status::Rejected);
-    assert_eq!(out.decision["trace"][0]["conditions"][0]["actual"], json!(1));
+    assert_eq!(
+        out.decision["trace"][0]["conditions"][0]["actual"],
+        json!(1)
+    );
     assert!(out.effects.contains(&Effect::RecordHistory {
         key: "email".into(),
         values: vec!["a@x.com".into()],
@@ -450,10 +468,19 @@ fn history_conditions_count_and_every_decided_lead_is_recorded() {
     // past the window, or another product's lead with scope product: none
     m.history[0].4 = 4000;
     assert_eq!(
-        process(&c, &lead(json!({"fields": {"email": "a@x.com"}})), "L3", &mut m).status,
+        process(
+            &c,
+            &lead(json!({"fields": {"email": "a@x.com"}})),
+            "L3",
+            &mut m
+        )
+        .status,
         Status::Accepted
     );
     // no email: nothing to count
     let out = process(&c, &lead(json!({"fields": {}})), "L4", &mut m);
-    assert_eq!(out.decision["trace"][0]["conditions"][0]["actual"], json!(0));
+    assert_eq!(
+        out.decision["trace"][0]["conditions"][0]["actual"],
+        json!(0)
+    );
 }

@@ -56,6 +56,13 @@ pub(crate) trait Service {
         None
     }
 
+    /// The answer as conditions and set_fields_from_service read it
+    /// (`<service>.<key>`): the answer itself, unless a service lifts
+    /// nested values to its top level.
+    fn condition_view(&self, data: &Value) -> Value {
+        data.clone()
+    }
+
     /// The value sent and the cache key, from the lookup field's trimmed,
     /// non-empty `value`; `text` reads any other lead field.
     fn lookup_key(
@@ -181,6 +188,11 @@ impl Settings {
     /// that holds is the reason.
     pub fn verdict(&self, answer: &Value) -> Verdict {
         self.service().verdict(answer)
+    }
+
+    /// The answer as conditions read it (`Service::condition_view`).
+    pub fn condition_view(&self, data: &Value) -> Value {
+        self.service().condition_view(data)
     }
 
     /// Every list id the settings name (checked to exist at INSERT).
@@ -348,6 +360,191 @@ mod tests {
             .verdict(&json!({"fraud_score": 89}))
             .add_to_lists
             .is_empty());
+    }
+
+    /// Issue 26: iClaim's insights, scans and verify, each a criterion
+    /// named by its setting, read from TrustedForm v4's documented answers
+    /// (src/services/fixtures).
+    #[test]
+    fn iclaim_insights_scans_and_verify_reject_by_name() {
+        let composite: Value = serde_json::from_str(include_str!(
+            "../../services/fixtures/trustedform_v4_docs_example_composite.json"
+        ))
+        .unwrap();
+        let verify_failed: Value = serde_json::from_str(include_str!(
+            "../../services/fixtures/trustedform_v4_failure_verify_consent_language.json"
+        ))
+        .unwrap();
+        let scan_failed: Value = serde_json::from_str(include_str!(
+            "../../services/fixtures/trustedform_v4_failure_page_scan.json"
+        ))
+        .unwrap();
+        let base = json!({"account_id": "a", "api_token": "t"});
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            v
+        };
+        // the composite: age 76,287 s, typed, example.com, its scan failed
+        let r = |settings: Value, d: &Value| reject("iclaim", settings, d.clone());
+        assert!(
+            r(base.clone(), &composite).is_none(),
+            "no criteria: its outcome is success"
+        );
+        let why = r(
+            with(json!({"insights": {"max_age_seconds": 3600}})),
+            &composite,
+        )
+        .unwrap();
+        assert!(why.contains("insights.max_age_seconds"), "{why}");
+        assert!(r(
+            with(json!({"insights": {"max_age_seconds": 100000}})),
+            &composite
+        )
+        .is_none());
+        assert!(r(
+            with(
+                json!({"insights": {"require_typing": true, "reject_bot_detected": true,
+                                              "min_seconds_on_page": 60,
+                                              "allowed_domains": ["example.com"]}})
+            ),
+            &composite
+        )
+        .is_none());
+        let why = r(
+            with(json!({"insights": {"allowed_domains": ["acme.com"]}})),
+            &composite,
+        )
+        .unwrap();
+        assert!(why.contains("insights.allowed_domains"), "{why}");
+        let why = r(
+            with(json!({"insights": {"min_seconds_on_page": 2000}})),
+            &composite,
+        )
+        .unwrap();
+        assert!(why.contains("insights.min_seconds_on_page"), "{why}");
+        let mut bot = composite.clone();
+        bot["insights"]["properties"]["bot_detected"] = true.into();
+        let why = r(
+            with(json!({"insights": {"reject_bot_detected": true}})),
+            &bot,
+        )
+        .unwrap();
+        assert!(why.contains("insights.reject_bot_detected"), "{why}");
+        let mut pasted = composite.clone();
+        pasted["insights"]["properties"]["form_input_method"] = json!(["paste"]);
+        let why = r(with(json!({"insights": {"require_typing": true}})), &pasted).unwrap();
+        assert!(why.contains("insights.require_typing"), "{why}");
+        // scans: the composite's required "offer" was not found
+        let why = r(with(json!({"scans": {"required": ["offer"]}})), &composite).unwrap();
+        assert!(why.contains("scans") && why.contains("offer"), "{why}");
+        let why = r(with(json!({"scans": {"required": ["x"]}})), &scan_failed).unwrap();
+        assert!(why.contains("make a claim on Production"), "{why}");
+        // verify: the vendor's failure, named
+        let why = r(
+            with(json!({"verify": {"advertiser_name": "Acme"}})),
+            &verify_failed,
+        )
+        .unwrap();
+        assert!(
+            why.contains("verify") && why.contains("language_approved"),
+            "{why}"
+        );
+        // without the setting, the vendor's failure is a failed claim
+        let why = r(base.clone(), &verify_failed).unwrap();
+        assert!(why.contains("not claimed"), "{why}");
+        // conditions read the properties and results at the top level
+        let view = s("iclaim", base.clone()).condition_view(&composite);
+        assert_eq!(view["bot_detected"], false);
+        assert_eq!(view["age_seconds"], 76287);
+        assert_eq!(view["scans_success"], false);
+        assert_eq!(view["verify_success"], true);
+        // settings checked, naming the key
+        for (bad, key) in [
+            (
+                json!({"insights": {"max_age_seconds": -1}}),
+                "settings.insights.max_age_seconds",
+            ),
+            (json!({"scans": {}}), "settings.scans"),
+            (
+                json!({"verify": {"opt_in_types_allowed": ["shouted"]}}),
+                "settings.verify.opt_in_types_allowed",
+            ),
+            (
+                json!({"verify": {"min_contrast_ratio": 40}}),
+                "settings.verify.min_contrast_ratio",
+            ),
+        ] {
+            let e = Settings::parse("iclaim", &with(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        // the request, in TrustedForm v4's shape
+        let Settings::IClaim(ic) = s(
+            "iclaim",
+            with(json!({
+            "insights": {"max_age_seconds": 60, "properties": ["page_url"]},
+            "scans": {"required": ["home security system"], "forbidden": ["free"]},
+            "verify": {"advertiser_name": "Acme Inc.", "min_font_size_px": 16, "min_contrast_ratio": 7,
+                       "opt_in_types_allowed": ["manual"]}})),
+        ) else {
+            unreachable!()
+        };
+        let extra = Value::Object(ic.request_extras());
+        assert_eq!(extra["insights"]["scans"]["forbidden"], json!(["free"]));
+        assert!(extra["insights"]["properties"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("page_url")));
+        assert!(extra["insights"]["properties"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("bot_detected")));
+        assert_eq!(extra["verify"]["min_font_size_px_required"], 16);
+        assert_eq!(extra["verify"]["min_contrast_ratio_required"], 7.0);
+    }
+
+    /// Issue 26: the compliance flags of IPQS's phone answer, each its own
+    /// criterion named in the reason (whatever the score), and under "Add
+    /// to PL/DNPL", so a litigator's number goes on the DNPL. The real
+    /// answer of the fixtures (all false) rejects on none.
+    #[test]
+    fn phone_compliance_flags_reject_and_list_by_name() {
+        for (setting, answer, named) in [
+            ("do_not_call", json!({"do_not_call": true}), "do_not_call"),
+            (
+                "litigator",
+                json!({"tcpa_blacklist": true}),
+                "tcpa_blacklist",
+            ),
+            ("leaked", json!({"leaked": true}), "leaked"),
+            ("sms_pumping", json!({"sms_pumping": true}), "sms_pumping"),
+            (
+                "recently_recycled",
+                json!({"number_recycling": {"recently_recycled": true}}),
+                "number_recycling.recently_recycled",
+            ),
+        ] {
+            let mut on = json!({"api_key": "k"});
+            on[format!("reject_{setting}")] = true.into();
+            let why = reject("phone_analysis", on.clone(), answer.clone())
+                .unwrap_or_else(|| panic!("{setting}"));
+            assert!(why.contains(named), "{why}");
+            // off: no reject; on, with the flag false: no reject
+            assert!(reject("phone_analysis", json!({"api_key": "k"}), answer.clone()).is_none());
+            let fixture = json!({"do_not_call": false, "tcpa_blacklist": false, "leaked": false,
+                                 "number_recycling": {"recently_recycled": null}});
+            assert!(reject("phone_analysis", on, fixture).is_none(), "{setting}");
+            let mut list = json!({"api_key": "k", "add_to_list": {"list_ids": [7]}});
+            list["add_to_list"][setting] = true.into();
+            assert_eq!(
+                s("phone_analysis", list).verdict(&answer).add_to_lists,
+                vec![7]
+            );
+        }
     }
 
     /// Seed 004: each enabled variable that holds adds its weight (100 by

@@ -22,6 +22,19 @@ pub struct PhoneCriteria {
     pub voip: bool,
     #[serde(default)]
     pub spammer: bool,
+    /// Compliance flags (issue 26): each its own criterion, never part of
+    /// the fraud score (a number on the do-not-call registry is not a
+    /// "more fraudulent" one: it may not be called at all).
+    #[serde(default)]
+    pub do_not_call: bool,
+    #[serde(default)]
+    pub litigator: bool,
+    #[serde(default)]
+    pub leaked: bool,
+    #[serde(default)]
+    pub sms_pumping: bool,
+    #[serde(default)]
+    pub recently_recycled: bool,
     #[serde(default)]
     pub line_types: Vec<String>,
     #[serde(default)]
@@ -58,6 +71,22 @@ pub struct PhoneAnalysis {
     pub reject_voip: bool,
     #[serde(default)]
     pub reject_spammer: bool,
+    /// IPQS `do_not_call`: the number is on a do-not-call list.
+    #[serde(default)]
+    pub reject_do_not_call: bool,
+    /// IPQS `tcpa_blacklist`: a known serial TCPA litigator.
+    #[serde(default)]
+    pub reject_litigator: bool,
+    /// IPQS `leaked`: found in a data breach.
+    #[serde(default)]
+    pub reject_leaked: bool,
+    /// IPQS `sms_pumping`: used for SMS pumping (toll fraud).
+    #[serde(default)]
+    pub reject_sms_pumping: bool,
+    /// IPQS `number_recycling.recently_recycled`: reassigned to someone
+    /// else, so consent given for it is not this consumer's.
+    #[serde(default)]
+    pub reject_recently_recycled: bool,
     #[serde(default)]
     pub reject_line_types: Vec<String>,
     #[serde(default)]
@@ -124,6 +153,11 @@ const KEYS: &[&str] = &[
     "reject_prepaid",
     "reject_voip",
     "reject_spammer",
+    "reject_do_not_call",
+    "reject_litigator",
+    "reject_leaked",
+    "reject_sms_pumping",
+    "reject_recently_recycled",
     "reject_line_types",
     "reject_countries",
     "reject_carriers",
@@ -203,6 +237,11 @@ impl Service for PhoneAnalysis {
             prepaid: self.reject_prepaid,
             voip: self.reject_voip,
             spammer: self.reject_spammer,
+            do_not_call: self.reject_do_not_call,
+            litigator: self.reject_litigator,
+            leaked: self.reject_leaked,
+            sms_pumping: self.reject_sms_pumping,
+            recently_recycled: self.reject_recently_recycled,
             line_types: self.reject_line_types.clone(),
             countries: self.reject_countries.clone(),
             carriers: self.reject_carriers.clone(),
@@ -282,6 +321,34 @@ fn hits(c: &PhoneCriteria, w: &FlagWeights, d: &Value) -> Vec<String> {
             } else {
                 format!("fraud score {score} >= {gte} ({})", held.join(", "))
             });
+        }
+    }
+    // compliance flags, each a criterion of its own, named in the reason
+    for (on, pointer, what) in [
+        (
+            c.do_not_call,
+            "/do_not_call",
+            "on a do-not-call list (do_not_call)",
+        ),
+        (
+            c.litigator,
+            "/tcpa_blacklist",
+            "a known TCPA litigator (tcpa_blacklist)",
+        ),
+        (c.leaked, "/leaked", "leaked in a data breach (leaked)"),
+        (
+            c.sms_pumping,
+            "/sms_pumping",
+            "used for SMS pumping (sms_pumping)",
+        ),
+        (
+            c.recently_recycled,
+            "/number_recycling/recently_recycled",
+            "a recently recycled number (number_recycling.recently_recycled)",
+        ),
+    ] {
+        if on && d.pointer(pointer).and_then(Value::as_bool) == Some(true) {
+            hits.push(what.to_string());
         }
     }
     for (list, key, what) in [
