@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-lists bench-reliability stop clean
+.PHONY: all setup install install-release demo demo-hub test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-lists bench-hub bench-reliability stop clean
 
 all: test
 
@@ -23,6 +23,11 @@ install-release: setup
 
 demo: install-release
 	@scripts/demo.sh
+
+# a hub and two lead stores on loopback (docs/guide/hub.md); stop them with
+# scripts/demo-hub.sh stop
+demo-hub: install-release
+	@scripts/demo-hub.sh
 
 test: setup test-engine test-pg test-it test-regress test-isolation
 
@@ -83,6 +88,11 @@ bench-backtest: install-release
 # (ICLEAR_LIST_NUMBERS changes the count; an ignored integration test)
 bench-lists: install-release
 	cargo test --release -p iclear-it --test lists -- --ignored --nocapture
+
+# a store as a hub member against a standalone database, a configuration
+# change's lag, the lease refill under 8 clients (two clusters on loopback)
+bench-hub: install-release
+	@bench/hub.sh
 
 # the live worker's jobs/s against the sandbox provider (an ignored integration test)
 bench-worker: install-release

@@ -740,4 +740,62 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'iclear_list_entry_normalize';
 -- a phone field with this set) older than the Telemarketing Sales Rule's 31
 -- days.
 ALTER TABLE iclear.list ADD COLUMN refreshed_at timestamptz;
+-- Hub and stores (docs/guide/hub.md). On a store: the hub it joined (one
+-- row; the connection string may hold a password, so the admin's alone).
+CREATE TABLE iclear.hub_membership (
+    one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+    store        text NOT NULL CONSTRAINT "hub_membership.store must be a name" CHECK (store ~ '^[a-z][a-z0-9_]{0,40}$'),
+    hub_conninfo text NOT NULL,
+    joined_at    timestamptz NOT NULL DEFAULT now()
+);
+-- On the hub: the stores it gathers results from (their workers push them).
+CREATE TABLE iclear.hub_store (
+    store    text PRIMARY KEY CONSTRAINT "hub_store.store must be a name" CHECK (store ~ '^[a-z][a-z0-9_]{0,40}$'),
+    conninfo text NOT NULL,
+    added_at timestamptz NOT NULL DEFAULT now(),
+    -- when the store's worker last brought decisions or list additions
+    last_push_at timestamptz
+);
+-- Every store's decisions, on the hub (a store writes its own here too,
+-- and its worker moves them to the hub): lead ids of two stores may
+-- collide, the store is part of the key.
+CREATE TABLE iclear.store_decision (
+    store       text NOT NULL,
+    id          bigint NOT NULL,
+    lead_id     text NOT NULL,
+    product     text NOT NULL,
+    status      text NOT NULL,
+    reason      text,
+    rejected_by jsonb,
+    services    jsonb,
+    decided_at  timestamptz NOT NULL,
+    PRIMARY KEY (store, id)
+);
+CREATE INDEX store_decision_at ON iclear.store_decision USING brin (decided_at);
+-- On a store: its list additions (a lead's add_to_list, a service's Add to
+-- PL/DNPL) until the worker has taken them to the hub (push_to_hub).
+CREATE TABLE iclear.list_entry_out (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    list_id bigint NOT NULL,
+    value   text NOT NULL
+);
+-- On the hub: the slots of each global cap and period granted to each
+-- store, and what the store last reported spent.
+CREATE TABLE iclear.cap_lease (
+    store         text NOT NULL,
+    global_cap_id bigint NOT NULL,
+    bucket        text NOT NULL,
+    granted       bigint NOT NULL DEFAULT 0 CHECK (granted >= 0),
+    used          bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (store, global_cap_id, bucket)
+);
+-- On a store: what its hub granted it, per global cap and period.
+CREATE TABLE iclear.cap_grant (
+    global_cap_id bigint NOT NULL,
+    bucket        text NOT NULL,
+    granted       bigint NOT NULL DEFAULT 0 CHECK (granted >= 0),
+    refreshed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (global_cap_id, bucket)
+);
 -- END since-0.5.0

@@ -1714,6 +1714,385 @@ BEGIN
                               'evidence_retention_days', keep_evidence,
                               'history_pruned', iclear.prune_history());
 END $$;
+-- ---------------------------------------------------------- hub and stores
+-- docs/guide/hub.md. The hub publishes the configuration and the lists
+-- (built-in logical replication); a store subscribes to it, publishes its
+-- list additions and its decisions back, reads the verification history on
+-- the hub (postgres_fdw) and spends shared global caps from leases the hub
+-- grants (dblink). These run DDL on replication objects: superuser only.
+CREATE FUNCTION iclear.hub_require(what text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'iclear.%: permission denied (a superuser sets up replication)', what
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'iclear.%: wal_level is %, and replication needs logical', what,
+                        pg_catalog.current_setting('wal_level')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER SYSTEM SET wal_level = logical, then restart the server';
+    END IF;
+END $$;
+
+-- The tables the hub publishes: the configuration and the lists.
+CREATE FUNCTION iclear.hub_tables() RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['product', 'service', 'service_secret', 'global_rule', 'global_rule_credential', 'global_cap',
+                 'rule_category', 'rule', 'rule_condition', 'rule_action', 'list', 'list_product', 'list_entry',
+                 'product_field', 'config_version']
+$$;
+
+-- The key=value pairs of a connection string (values may be quoted).
+CREATE FUNCTION iclear.conninfo_options(conninfo text) RETURNS TABLE (key text, value text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT m[1], coalesce(m[3], m[4])
+      FROM regexp_matches(conninfo, '(\w+)\s*=\s*(''([^'']*)''|(\S+))', 'g') AS m
+$$;
+
+-- On the hub: (re)create the publication stores subscribe to. Idempotent.
+CREATE FUNCTION iclear.hub_publish() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    tables text := (SELECT string_agg(format('iclear.%I', t), ', ') FROM unnest(iclear.hub_tables()) t);
+BEGIN
+    PERFORM iclear.hub_require('hub_publish');
+    IF EXISTS (SELECT 1 FROM iclear.hub_membership) THEN
+        RAISE EXCEPTION 'iclear.hub_publish: this database is a store of a hub, not a hub'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = 'iclear_hub') THEN
+        EXECUTE 'ALTER PUBLICATION iclear_hub SET TABLE ' || tables;
+    ELSE
+        EXECUTE 'CREATE PUBLICATION iclear_hub FOR TABLE ' || tables;
+    END IF;
+    RETURN 'iclear_hub';
+END $$;
+
+-- A statement on another server through dblink, bounded by
+-- iclear.hub_timeout (connection and statement); returns its one value.
+CREATE FUNCTION iclear.hub_call(conninfo text, statement text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- in seconds, whatever unit it was set in
+    timeout int := coalesce((SELECT s.setting::int FROM pg_catalog.pg_settings s WHERE s.name = 'iclear.hub_timeout'), 5);
+    result text;
+BEGIN
+    SELECT t.x INTO result
+      FROM iclear_link.dblink(conninfo || format(' connect_timeout=%s options=''-c statement_timeout=%ss''',
+                                                 greatest(timeout, 2), timeout),
+                              statement) AS t(x text);
+    RETURN result;
+END $$;
+
+-- On a store: join the hub. Idempotent. The store's seeded service list is
+-- replaced by the hub's configuration (a store with products of its own is
+-- refused: the hub's would replace them).
+CREATE FUNCTION iclear.join_hub(store text, hub_conninfo text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    slot text := 'iclear_' || store;
+    m iclear.hub_membership;
+    joined boolean;
+    opts text;
+    umap text;
+BEGIN
+    PERFORM iclear.hub_require('join_hub');
+    IF store IS NULL OR store !~ '^[a-z][a-z0-9_]{0,40}$' THEN
+        RAISE EXCEPTION 'iclear.join_hub: store must be a name (a-z, 0-9, _), not %', quote_nullable(store)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO m FROM iclear.hub_membership;
+    joined := FOUND;
+    IF joined AND (m.store <> join_hub.store OR m.hub_conninfo <> join_hub.hub_conninfo) THEN
+        RAISE EXCEPTION 'iclear.join_hub: this database is already store % of another hub', m.store
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'SELECT iclear.leave_hub() first';
+    END IF;
+    IF NOT joined AND EXISTS (SELECT 1 FROM iclear.product) THEN
+        RAISE EXCEPTION 'iclear.join_hub: this database has products of its own; the hub''s configuration would replace them'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'move them to the hub (iclear.export_config there, iclear.import_config on the hub), then delete them here';
+    END IF;
+    CREATE SCHEMA IF NOT EXISTS iclear_link;
+    CREATE EXTENSION IF NOT EXISTS dblink SCHEMA iclear_link;
+    CREATE EXTENSION IF NOT EXISTS postgres_fdw;
+    -- the slot on the hub, made there (a subscription that makes its own
+    -- cannot be created in a transaction)
+    PERFORM iclear.hub_call(hub_conninfo, format(
+        'SELECT coalesce((SELECT slot_name::text FROM pg_replication_slots WHERE slot_name = %L),
+                         (SELECT slot_name::text FROM pg_create_logical_replication_slot(%L, %L)))',
+        slot, slot, 'pgoutput'));
+    IF NOT joined THEN
+        -- the seeded rows the hub's copy would collide with
+        DELETE FROM iclear.service;
+        DELETE FROM iclear.config_version;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = 'iclear_hub') THEN
+        EXECUTE format('CREATE SUBSCRIPTION iclear_hub CONNECTION %L PUBLICATION iclear_hub
+                        WITH (create_slot = false, slot_name = %L, copy_data = true)', hub_conninfo, slot);
+    END IF;
+    -- the verification history on the hub, as use_verification_hub reads it
+    SELECT string_agg(format('%s %L', o.key, o.value), ', ') INTO opts
+      FROM iclear.conninfo_options(hub_conninfo) o WHERE o.key IN ('host', 'hostaddr', 'port', 'dbname');
+    SELECT string_agg(format('%s %L', o.key, o.value), ', ') INTO umap
+      FROM iclear.conninfo_options(hub_conninfo) o WHERE o.key IN ('user', 'password');
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_foreign_server WHERE srvname = 'iclear_hub_server') THEN
+        EXECUTE format('CREATE SERVER iclear_hub_server FOREIGN DATA WRAPPER postgres_fdw OPTIONS (%s)', opts);
+        EXECUTE format('CREATE USER MAPPING FOR PUBLIC SERVER iclear_hub_server OPTIONS (%s)',
+                       concat_ws(', ', umap, 'password_required ''false'''));
+    END IF;
+    PERFORM iclear.use_verification_hub('iclear_hub_server');
+    INSERT INTO iclear.hub_membership (store, hub_conninfo) VALUES (join_hub.store, join_hub.hub_conninfo)
+    ON CONFLICT (one) DO NOTHING;
+    PERFORM iclear.config_changed();
+    RETURN format('store %s of hub %s', join_hub.store,
+                  (SELECT string_agg(o.value, ':') FROM iclear.conninfo_options(hub_conninfo) o
+                    WHERE o.key IN ('host', 'port')));
+END $$;
+
+-- On a store: leave the hub. The configuration received stays, as the
+-- store's own; unused cap slots go back to the hub when it answers.
+CREATE FUNCTION iclear.leave_hub() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    m iclear.hub_membership;
+    g record;
+BEGIN
+    PERFORM iclear.hub_require('leave_hub');
+    SELECT * INTO m FROM iclear.hub_membership;
+    IF NOT FOUND THEN
+        RETURN 'not a store';
+    END IF;
+    DELETE FROM iclear.hub_membership;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = 'iclear_hub') THEN
+        ALTER SUBSCRIPTION iclear_hub DISABLE;
+        ALTER SUBSCRIPTION iclear_hub SET (slot_name = NONE);
+        DROP SUBSCRIPTION iclear_hub;
+    END IF;
+    PERFORM iclear.use_verification_hub(NULL);
+    DROP SERVER IF EXISTS iclear_hub_server CASCADE;
+    BEGIN
+        -- the unused slots back, and the slot on the hub (its walsender may
+        -- still hold it for an instant)
+        FOR g IN SELECT * FROM iclear.cap_grant LOOP
+            PERFORM iclear.hub_call(m.hub_conninfo, format('SELECT iclear.hub_lease(%L, %s, %L, %s, %s)',
+                m.store, g.global_cap_id, g.bucket, -g.granted,
+                (SELECT coalesce(sum(u.used), 0) FROM iclear.cap_use u
+                  WHERE u.scope = 'global' AND u.ref_id = g.global_cap_id AND u.bucket = g.bucket)));
+        END LOOP;
+        DELETE FROM iclear.cap_grant;
+        PERFORM iclear.hub_call(m.hub_conninfo, format(
+            'SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
+              WHERE slot_name = %L AND NOT active', 'iclear_' || m.store));
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'iclear.leave_hub: the hub did not answer (%): drop replication slot % there', SQLERRM, 'iclear_' || m.store;
+    END;
+    PERFORM iclear.config_changed();
+    RETURN format('left the hub as store %s', m.store);
+END $$;
+
+-- On the hub: register a store whose workers bring its list additions and
+-- decisions (push_to_hub): they are written here and replicated from here.
+-- A store does not publish to the hub: logical decoding of a busy lead
+-- store's WAL cost it 15% of its inserts (docs/guide/hub.md), and its slot
+-- would keep WAL while the hub is down. Idempotent.
+CREATE FUNCTION iclear.hub_add_store(store text, conninfo text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM iclear.hub_require('hub_add_store');
+    IF store IS NULL OR store !~ '^[a-z][a-z0-9_]{0,40}$' THEN
+        RAISE EXCEPTION 'iclear.hub_add_store: store must be a name (a-z, 0-9, _), not %', quote_nullable(store)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO iclear.hub_store (store, conninfo) VALUES (hub_add_store.store, hub_add_store.conninfo)
+    ON CONFLICT ON CONSTRAINT hub_store_pkey DO UPDATE SET conninfo = EXCLUDED.conninfo;
+    PERFORM iclear.config_changed();
+    RETURN hub_add_store.store;
+END $$;
+
+-- On a store: take its decisions (store_decision) and list additions
+-- (list_entry_out) to the hub, a thousand of each per call, and delete what
+-- the hub took. The worker runs it every round; an unreachable hub is a
+-- WARNING and everything waits here. Returns the rows taken.
+CREATE FUNCTION iclear.push_to_hub() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    m       iclear.hub_membership;
+    top_d   bigint;
+    top_l   bigint;
+    rows_d  jsonb;
+    rows_l  jsonb;
+    n       integer := 0;
+BEGIN
+    SELECT * INTO m FROM iclear.hub_membership;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    SELECT max(x.id), jsonb_agg(to_jsonb(x)) INTO top_d, rows_d
+      FROM (SELECT * FROM iclear.store_decision ORDER BY id LIMIT 1000) x;
+    SELECT max(x.id), jsonb_agg(jsonb_build_object('list_id', x.list_id, 'value', x.value)) INTO top_l, rows_l
+      FROM (SELECT * FROM iclear.list_entry_out ORDER BY id LIMIT 1000) x;
+    BEGIN
+        PERFORM iclear.hub_call(m.hub_conninfo, format(
+            'WITH d AS (INSERT INTO iclear.store_decision
+                        SELECT * FROM jsonb_populate_recordset(NULL::iclear.store_decision, %L::jsonb)
+                        ON CONFLICT DO NOTHING RETURNING 1),
+                  l AS (INSERT INTO iclear.list_entry (list_id, value, added_by)
+                        SELECT x.list_id, x.value, %L FROM jsonb_to_recordset(%L::jsonb) AS x(list_id bigint, value text)
+                         WHERE EXISTS (SELECT 1 FROM iclear.list WHERE id = x.list_id)
+                        ON CONFLICT DO NOTHING RETURNING 1),
+                  s AS (UPDATE iclear.hub_store SET last_push_at = now() WHERE store = %L RETURNING 1)
+             SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM l)',
+            coalesce(rows_d, '[]'), m.store, coalesce(rows_l, '[]'), m.store));
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'iclear: the hub took nothing (%): the store''s decisions and list additions wait', SQLERRM;
+        RETURN 0;
+    END;
+    IF top_d IS NOT NULL THEN
+        DELETE FROM iclear.store_decision WHERE id <= top_d;
+        n := n + jsonb_array_length(rows_d);
+    END IF;
+    IF top_l IS NOT NULL THEN
+        DELETE FROM iclear.list_entry_out WHERE id <= top_l;
+        n := n + jsonb_array_length(rows_l);
+    END IF;
+    RETURN n;
+END $$;
+
+-- On the hub: grant a store `want` more slots of a global cap for its
+-- period `bucket` (a negative `want` gives unused ones back), within the
+-- cap's limit less what every store holds. The cap's row is locked: two
+-- stores asking at once are served one after the other. Returns what the
+-- store now holds.
+CREATE FUNCTION iclear.hub_lease(store text, global_cap_id bigint, bucket text, want bigint, used bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    lim    bigint;
+    held   bigint;
+    mine   bigint;
+    give   bigint;
+BEGIN
+    SELECT c.cap_limit INTO lim FROM iclear.global_cap c WHERE c.id = hub_lease.global_cap_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    SELECT coalesce(sum(l.granted), 0) INTO held FROM iclear.cap_lease l
+     WHERE l.global_cap_id = hub_lease.global_cap_id AND l.bucket = hub_lease.bucket;
+    SELECT coalesce(l.granted, 0) INTO mine FROM iclear.cap_lease l
+     WHERE l.store = hub_lease.store AND l.global_cap_id = hub_lease.global_cap_id AND l.bucket = hub_lease.bucket;
+    mine := coalesce(mine, 0);
+    IF hub_lease.want >= 0 THEN
+        give := greatest(0, least(hub_lease.want, lim - held));
+    ELSE
+        -- back: never below what the store spent
+        give := -least(-hub_lease.want, greatest(mine - greatest(hub_lease.used, 0), 0));
+    END IF;
+    INSERT INTO iclear.cap_lease AS l (store, global_cap_id, bucket, granted, used, updated_at)
+    VALUES (hub_lease.store, hub_lease.global_cap_id, hub_lease.bucket, mine + give, greatest(hub_lease.used, 0), now())
+    ON CONFLICT (store, global_cap_id, bucket)
+    DO UPDATE SET granted = l.granted + give, used = greatest(l.used, EXCLUDED.used), updated_at = now();
+    RETURN mine + give;
+END $$;
+
+-- On a store: keep a lease of each global cap's current period, asking the
+-- hub for more when fewer than half of iclear.cap_lease_size remain (the
+-- worker, every round; run_worker_once). An unreachable hub is a WARNING:
+-- leads spend what is left, then see the cap full. Returns the caps topped up.
+CREATE FUNCTION iclear.refresh_cap_leases() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    m       iclear.hub_membership;
+    c       record;
+    b       text;
+    spent   bigint;
+    held    bigint;
+    size    bigint := coalesce(nullif(pg_catalog.current_setting('iclear.cap_lease_size', true), '')::bigint, 100);
+    got     text;
+    n       integer := 0;
+BEGIN
+    SELECT * INTO m FROM iclear.hub_membership;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    FOR c IN SELECT * FROM iclear.global_cap ORDER BY id LOOP
+        b := to_char(iclear.cap_period_start(c.period, c.start_day, now(), c.time_zone) AT TIME ZONE c.time_zone,
+                     'YYYY-MM-DD');
+        SELECT coalesce(sum(u.used), 0) INTO spent FROM iclear.cap_use u
+         WHERE u.scope = 'global' AND u.ref_id = c.id AND u.period = c.period AND u.bucket = b;
+        SELECT coalesce(max(g.granted), 0) INTO held FROM iclear.cap_grant g
+         WHERE g.global_cap_id = c.id AND g.bucket = b;
+        CONTINUE WHEN held - spent >= (size + 1) / 2;
+        BEGIN
+            got := iclear.hub_call(m.hub_conninfo, format('SELECT iclear.hub_lease(%L, %s, %L, %s, %s)',
+                                                          m.store, c.id, b, size - (held - spent), spent));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'iclear: the hub granted no slots of global cap % (%)', c.id, SQLERRM;
+            RETURN n;
+        END;
+        INSERT INTO iclear.cap_grant AS g (global_cap_id, bucket, granted, refreshed_at)
+        VALUES (c.id, b, got::bigint, now())
+        ON CONFLICT (global_cap_id, bucket) DO UPDATE SET granted = EXCLUDED.granted, refreshed_at = now();
+        n := n + 1;
+    END LOOP;
+    DELETE FROM iclear.cap_grant g WHERE g.refreshed_at < now() - interval '40 days';
+    RETURN n;
+END $$;
+
+-- The replication triggers (10_tables.sql) and the store's write refusal.
+CREATE FUNCTION iclear.config_replicated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM iclear.config_changed();
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION iclear.list_entry_replicated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- an entry both sides have (it came back round the hub): nothing to do
+    IF EXISTS (SELECT 1 FROM iclear.list_entry e WHERE e.list_id = NEW.list_id AND e.value = NEW.value) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION iclear.refuse_store_write() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    hub text;
+BEGIN
+    SELECT string_agg(o.value, ':') INTO hub
+      FROM iclear.hub_membership m, iclear.conninfo_options(m.hub_conninfo) o WHERE o.key IN ('host', 'port', 'dbname');
+    IF hub IS NOT NULL THEN
+        RAISE EXCEPTION 'iclear: this database is a store of the hub at %: change iclear.% on the hub', hub, TG_TABLE_NAME
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Configuration is written on the hub and replicated to every store; lists may be added to here.';
+    END IF;
+    RETURN NULL;
+END $$;
+-- Hub and stores (docs/guide/hub.md). The apply worker of a subscription
+-- fires no statement trigger and only row triggers enabled REPLICA or
+-- ALWAYS: a configuration change applied from the hub moves the store's
+-- configuration_version row, whose REPLICA trigger tells every backend; an
+-- entry that came back round the hub is skipped; a store refuses
+-- configuration written anywhere but the hub.
+CREATE TRIGGER config_replicated AFTER INSERT OR UPDATE ON iclear.config_version
+    FOR EACH ROW EXECUTE FUNCTION iclear.config_replicated();
+ALTER TABLE iclear.config_version ENABLE REPLICA TRIGGER config_replicated;
+CREATE TRIGGER list_entry_replicated BEFORE INSERT ON iclear.list_entry
+    FOR EACH ROW EXECUTE FUNCTION iclear.list_entry_replicated();
+ALTER TABLE iclear.list_entry ENABLE REPLICA TRIGGER list_entry_replicated;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY iclear.hub_tables() LOOP
+        CONTINUE WHEN t = 'list_entry';
+        EXECUTE format('CREATE TRIGGER refuse_store_write BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON iclear.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION iclear.refuse_store_write()', t);
+    END LOOP;
+END $$;
 
 -- worker_alive for every role that reads health (pg_stat_activity shows a
 -- backend's type only to its own role)
@@ -1729,7 +2108,15 @@ SELECT iclear.version() AS version,
        -- older than the Telemarketing Sales Rule's 31 days
        (SELECT coalesce(array_agg(l.name ORDER BY l.name), '{}') FROM iclear.list l
          WHERE l.kind = 'dnpl' AND l.field ~* 'phone'
-           AND l.refreshed_at < now() - interval '31 days') AS stale_do_not_call_lists;
+           AND l.refreshed_at < now() - interval '31 days') AS stale_do_not_call_lists,
+       -- a store of a hub: its name, its subscription to the hub (a broken
+       -- one shows receiving false), and the cap slots it holds
+       (SELECT m.store FROM iclear.hub_membership m) AS hub_store,
+       (SELECT jsonb_build_object('receiving', s.pid IS NOT NULL,
+                                  'last_message_at', s.last_msg_receipt_time,
+                                  'seconds_since_message', round(extract(epoch FROM now() - s.last_msg_receipt_time)))
+          FROM pg_catalog.pg_stat_subscription s WHERE s.subname = 'iclear_hub' AND s.relid IS NULL) AS hub_subscription,
+       (SELECT jsonb_object_agg(g.global_cap_id || '/' || g.bucket, g.granted) FROM iclear.cap_grant g) AS cap_leases;
 -- Caps count local days: a product's rule and global-rule caps in its
 -- time zone, a global cap in its own (the last column says which).
 CREATE OR REPLACE VIEW iclear.cap_status AS
@@ -1771,6 +2158,35 @@ SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.peri
   LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
        AND u.bucket = to_char(iclear.cap_period_start(x.period, 1, now(), p.time_zone) AT TIME ZONE p.time_zone, 'YYYY-MM-DD')
  WHERE x.cap_limit IS NOT NULL;
+-- On the hub: each store, whether the hub receives from it, its last
+-- contact and lease, and its latest decision (docs/guide/hub.md).
+CREATE VIEW iclear.store_status AS
+SELECT x.store, x.added_at,
+       -- a store's worker comes every round (a second by default)
+       coalesce(x.last_contact_at > now() - interval '30 seconds', false) AS receiving,
+       x.last_contact_at,
+       round(extract(epoch FROM now() - x.last_contact_at)) AS seconds_since_contact,
+       x.last_lease_at, x.last_decision_at
+  FROM (SELECT h.store, h.added_at,
+               greatest(h.last_push_at, (SELECT max(l.updated_at) FROM iclear.cap_lease l WHERE l.store = h.store))
+                   AS last_contact_at,
+               (SELECT max(l.updated_at) FROM iclear.cap_lease l WHERE l.store = h.store) AS last_lease_at,
+               (SELECT d.decided_at FROM iclear.store_decision d WHERE d.store = h.store ORDER BY d.id DESC LIMIT 1)
+                   AS last_decision_at
+          FROM iclear.hub_store h) x;
+
+-- On the hub: the paid lookups of every store's leads, by store and service.
+CREATE VIEW iclear.store_service_usage AS
+SELECT d.store, x ->> 'service' AS service, count(*) AS lookups,
+       coalesce(sum((x ->> 'cost')::numeric), 0) AS cost
+  FROM iclear.store_decision d, jsonb_array_elements(coalesce(d.services, '[]')) x
+ WHERE x ->> 'source' = 'api'
+ GROUP BY 1, 2;
+
+-- On the hub: each store's lease of each global cap and period.
+CREATE VIEW iclear.cap_lease_status AS
+SELECT l.store, c.service, l.global_cap_id, c.period, l.bucket, c.cap_limit, l.granted, l.used, l.updated_at
+  FROM iclear.cap_lease l JOIN iclear.global_cap c ON c.id = l.global_cap_id;
 
 -- (0.6.0: a product's and a global cap's time zone)
 CREATE OR REPLACE FUNCTION iclear.export_config(product text) RETURNS jsonb
@@ -2342,6 +2758,21 @@ GRANT EXECUTE ON FUNCTION iclear.config_version_deferred() TO iclear_processor;
 REVOKE ALL ON FUNCTION iclear.forget(text, text, boolean) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION iclear.worker_alive() TO iclear_reader, iclear_processor;
+-- hub and stores: a store writes its decisions for the hub, and reads its
+-- grants; the hub's own leads read the leases; the membership's connection
+-- string is the admin's alone
+GRANT SELECT, INSERT ON iclear.store_decision, iclear.list_entry_out TO iclear_processor;
+ALTER FUNCTION iclear.push_to_hub() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION iclear.push_to_hub() TO iclear_processor;
+GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.hub_membership, iclear.hub_store TO iclear_processor;
+GRANT SELECT ON iclear.store_decision, iclear.store_status, iclear.store_service_usage, iclear.cap_lease_status
+    TO iclear_reader, iclear_operator;
+GRANT SELECT ON iclear.cap_lease, iclear.cap_grant TO iclear_operator;
+ALTER FUNCTION iclear.refresh_cap_leases() SECURITY DEFINER;
+-- (a write by any role is checked against the membership, which only the
+-- admin reads)
+ALTER FUNCTION iclear.refuse_store_write() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION iclear.refresh_cap_leases() TO iclear_processor;
 -- the lead history: the processor's alone (digests of personal data)
 GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
 GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
@@ -2363,6 +2794,12 @@ REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text), iclear.resume_paus
 -- the digests' key and the codes to send: the processor's alone
 REVOKE ALL ON iclear.sms_key, iclear.sms_outbox, iclear.lead_history
     FROM iclear_admin, iclear_operator, iclear_reader;
+-- (a connection string may hold a password)
+REVOKE ALL ON iclear.hub_membership, iclear.hub_store FROM iclear_operator, iclear_reader;
+GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
+-- what the release's grants on all tables and sequences give a fresh install
+GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
+GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;
@@ -2414,4 +2851,27 @@ COMMENT ON FUNCTION iclear.prune_history() IS 'Drop the lead history older than 
 COMMENT ON FUNCTION iclear.rebuild_history(text,timestamp with time zone) IS 'Fill the lead history of a product from its decisions since a time (its rows from then are replaced); returns the rows written.';
 COMMENT ON FUNCTION iclear.erasure_history_digests(text,text) IS 'Internal (forget): the lead-history digests a consumer''s email and phone make.';
 COMMENT ON FUNCTION iclear.list_entry_normalize() IS 'Trigger (C): keeps list values as the engine probes them: a phone list''s numbers by their digits, others trimmed and lowercased.';
+COMMENT ON TABLE iclear.hub_membership IS 'On a store: the hub it joined (store name, connection string, when). The admin''s alone.';
+COMMENT ON TABLE iclear.hub_store IS 'On the hub: each store it gathers list additions and decisions from.';
+COMMENT ON TABLE iclear.store_decision IS 'Every store''s decisions, on the hub (each store writes its own and publishes them): keyed by store and the store''s decision id.';
+COMMENT ON TABLE iclear.cap_lease IS 'On the hub: the slots of each global cap and period granted to each store, and what it last reported spent.';
+COMMENT ON TABLE iclear.cap_grant IS 'On a store: what the hub granted it, per global cap and period.';
+COMMENT ON VIEW iclear.store_status IS 'On the hub: each store, whether the hub receives from it, its last contact, lease and decision.';
+COMMENT ON VIEW iclear.store_service_usage IS 'On the hub: paid lookups and their cost by store and service.';
+COMMENT ON VIEW iclear.cap_lease_status IS 'On the hub: each store''s lease of each global cap and period.';
+COMMENT ON FUNCTION iclear.hub_publish() IS 'On the hub: creates or updates the publication of the configuration and the lists.';
+COMMENT ON FUNCTION iclear.join_hub(text,text) IS 'On a store: subscribes to the hub, reads its verification history, publishes list additions and decisions back. Idempotent.';
+COMMENT ON FUNCTION iclear.leave_hub() IS 'On a store: undoes join_hub; the configuration received stays.';
+COMMENT ON FUNCTION iclear.hub_add_store(text,text) IS 'On the hub: registers a store whose worker brings its list additions and decisions. Idempotent.';
+COMMENT ON FUNCTION iclear.hub_lease(text,bigint,text,bigint,bigint) IS 'On the hub: grants a store slots of a global cap''s period within the limit less what every store holds.';
+COMMENT ON FUNCTION iclear.refresh_cap_leases() IS 'On a store: tops up each global cap''s lease from the hub (the worker, every round).';
+COMMENT ON FUNCTION iclear.hub_require(text) IS 'Internal: a superuser and wal_level = logical, or an error naming them.';
+COMMENT ON FUNCTION iclear.hub_tables() IS 'Internal: the tables the hub publishes.';
+COMMENT ON FUNCTION iclear.conninfo_options(text) IS 'Internal: the key=value options of a connection string.';
+COMMENT ON FUNCTION iclear.hub_call(text,text) IS 'Internal: one value of a statement on another server, through dblink, bounded by iclear.hub_timeout.';
+COMMENT ON FUNCTION iclear.config_replicated() IS 'Trigger (REPLICA): a configuration change applied from the hub tells every backend.';
+COMMENT ON FUNCTION iclear.list_entry_replicated() IS 'Trigger (REPLICA): an entry that came back round the hub is skipped.';
+COMMENT ON FUNCTION iclear.refuse_store_write() IS 'Trigger: a store refuses configuration written anywhere but the hub (25006).';
+COMMENT ON TABLE iclear.list_entry_out IS 'On a store: its list additions until the worker has taken them to the hub.';
+COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and list additions to the hub and deletes what the hub took (the worker, every round).';
 -- END since-0.5.0

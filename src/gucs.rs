@@ -37,6 +37,8 @@ static SMS_CODE_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 static SMS_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// `iclear.hub_timeout`: read by iclear.use_verification_hub() (SQL).
 static HUB_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// `iclear.cap_lease_size`: read by iclear.refresh_cap_leases() (SQL).
+static CAP_LEASE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 
 /// `iclear.sms_max_sends`, `iclear.sms_max_failed` and `iclear.sms_window`:
 /// per phone and product, the codes sent and the wrong codes tried within a
@@ -151,6 +153,16 @@ pub fn define() {
         300,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"iclear.cap_lease_size",
+        c"Slots of a shared global cap a store takes from its hub at a time",
+        c"Default 100. A store member of a hub spends only slots the hub granted it (a lease); the worker asks for more when fewer than half of this remain. Slots parked in one store's lease are not available to another until the period ends or the store leaves.",
+        &CAP_LEASE_SIZE,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"iclear.retention_days",

@@ -615,8 +615,9 @@ fn databases_count_their_own_caps() {
 /// before), and the rows still see each other's increments.
 #[test]
 fn a_multi_row_insert_larger_than_the_lock_table_filters_every_lead() {
-    // 10 locks per transaction: a shared table of a few hundred entries
-    let cl = Cluster::start_with("-c max_locks_per_transaction=10 -c max_connections=10");
+    // 20 locks per transaction: a shared table of a few hundred entries
+    // (CREATE EXTENSION itself needs about that many)
+    let cl = Cluster::start_with("-c max_locks_per_transaction=20 -c max_connections=10");
     let mut c = cl.database("t_bulk");
     c.batch_execute("INSERT INTO iclear.product (name) VALUES ('p')")
         .unwrap();

@@ -185,6 +185,28 @@ impl Cluster {
         assert!(out.status.success(), "pg_ctl start: {}", self.log());
     }
 
+    /// Stop the server (`mode`: fast, immediate, ...), leaving it down.
+    pub fn stop(&self, mode: &str) {
+        let d = self.dir.to_str().unwrap();
+        let out = as_postgres("pg_ctl", &["-D", d, "-m", mode, "-w", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m {mode}: {}",
+            self.log()
+        );
+    }
+
+    /// Start a server `stop` left down, with the same options and port.
+    pub fn start_again(&self) {
+        let d = self.dir.to_str().unwrap();
+        let log = format!("{d}/server.log");
+        let out = as_postgres(
+            "pg_ctl",
+            &["-D", d, "-l", &log, "-o", &self.opts, "-w", "start"],
+        );
+        assert!(out.status.success(), "pg_ctl start: {}", self.log());
+    }
+
     /// pg_amcheck over the iclear schema of `db` (heap, and btree indexes
     /// against it); panics with its report when it finds corruption.
     pub fn amcheck(&self, db: &str) {

@@ -208,7 +208,15 @@ SELECT iclear.version() AS version,
        -- older than the Telemarketing Sales Rule's 31 days
        (SELECT coalesce(array_agg(l.name ORDER BY l.name), '{}') FROM iclear.list l
          WHERE l.kind = 'dnpl' AND l.field ~* 'phone'
-           AND l.refreshed_at < now() - interval '31 days') AS stale_do_not_call_lists;
+           AND l.refreshed_at < now() - interval '31 days') AS stale_do_not_call_lists,
+       -- a store of a hub: its name, its subscription to the hub (a broken
+       -- one shows receiving false), and the cap slots it holds
+       (SELECT m.store FROM iclear.hub_membership m) AS hub_store,
+       (SELECT jsonb_build_object('receiving', s.pid IS NOT NULL,
+                                  'last_message_at', s.last_msg_receipt_time,
+                                  'seconds_since_message', round(extract(epoch FROM now() - s.last_msg_receipt_time)))
+          FROM pg_catalog.pg_stat_subscription s WHERE s.subname = 'iclear_hub' AND s.relid IS NULL) AS hub_subscription,
+       (SELECT jsonb_object_agg(g.global_cap_id || '/' || g.bucket, g.granted) FROM iclear.cap_grant g) AS cap_leases;
 -- Caps count local days: a product's rule and global-rule caps in its
 -- time zone, a global cap in its own (the last column says which).
 CREATE OR REPLACE VIEW iclear.cap_status AS
@@ -250,4 +258,33 @@ SELECT 'global_rule', g.service || ' (global rule ' || g.id || ')', g.id, x.peri
   LEFT JOIN used u ON u.scope = 'global_rule' AND u.ref_id = g.id AND u.period = x.period
        AND u.bucket = to_char(iclear.cap_period_start(x.period, 1, now(), p.time_zone) AT TIME ZONE p.time_zone, 'YYYY-MM-DD')
  WHERE x.cap_limit IS NOT NULL;
+-- On the hub: each store, whether the hub receives from it, its last
+-- contact and lease, and its latest decision (docs/guide/hub.md).
+CREATE VIEW iclear.store_status AS
+SELECT x.store, x.added_at,
+       -- a store's worker comes every round (a second by default)
+       coalesce(x.last_contact_at > now() - interval '30 seconds', false) AS receiving,
+       x.last_contact_at,
+       round(extract(epoch FROM now() - x.last_contact_at)) AS seconds_since_contact,
+       x.last_lease_at, x.last_decision_at
+  FROM (SELECT h.store, h.added_at,
+               greatest(h.last_push_at, (SELECT max(l.updated_at) FROM iclear.cap_lease l WHERE l.store = h.store))
+                   AS last_contact_at,
+               (SELECT max(l.updated_at) FROM iclear.cap_lease l WHERE l.store = h.store) AS last_lease_at,
+               (SELECT d.decided_at FROM iclear.store_decision d WHERE d.store = h.store ORDER BY d.id DESC LIMIT 1)
+                   AS last_decision_at
+          FROM iclear.hub_store h) x;
+
+-- On the hub: the paid lookups of every store's leads, by store and service.
+CREATE VIEW iclear.store_service_usage AS
+SELECT d.store, x ->> 'service' AS service, count(*) AS lookups,
+       coalesce(sum((x ->> 'cost')::numeric), 0) AS cost
+  FROM iclear.store_decision d, jsonb_array_elements(coalesce(d.services, '[]')) x
+ WHERE x ->> 'source' = 'api'
+ GROUP BY 1, 2;
+
+-- On the hub: each store's lease of each global cap and period.
+CREATE VIEW iclear.cap_lease_status AS
+SELECT l.store, c.service, l.global_cap_id, c.period, l.bucket, c.cap_limit, l.granted, l.used, l.updated_at
+  FROM iclear.cap_lease l JOIN iclear.global_cap c ON c.id = l.global_cap_id;
 -- END since-0.5.0

@@ -210,6 +210,21 @@ GRANT EXECUTE ON FUNCTION iclear.config_version_deferred() TO iclear_processor;
 REVOKE ALL ON FUNCTION iclear.forget(text, text, boolean) FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION iclear.worker_alive() TO iclear_reader, iclear_processor;
+-- hub and stores: a store writes its decisions for the hub, and reads its
+-- grants; the hub's own leads read the leases; the membership's connection
+-- string is the admin's alone
+GRANT SELECT, INSERT ON iclear.store_decision, iclear.list_entry_out TO iclear_processor;
+ALTER FUNCTION iclear.push_to_hub() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION iclear.push_to_hub() TO iclear_processor;
+GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.hub_membership, iclear.hub_store TO iclear_processor;
+GRANT SELECT ON iclear.store_decision, iclear.store_status, iclear.store_service_usage, iclear.cap_lease_status
+    TO iclear_reader, iclear_operator;
+GRANT SELECT ON iclear.cap_lease, iclear.cap_grant TO iclear_operator;
+ALTER FUNCTION iclear.refresh_cap_leases() SECURITY DEFINER;
+-- (a write by any role is checked against the membership, which only the
+-- admin reads)
+ALTER FUNCTION iclear.refuse_store_write() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION iclear.refresh_cap_leases() TO iclear_processor;
 -- the lead history: the processor's alone (digests of personal data)
 GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
 GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
@@ -231,6 +246,12 @@ REVOKE EXECUTE ON FUNCTION iclear.use_verification_hub(text), iclear.resume_paus
 -- the digests' key and the codes to send: the processor's alone
 REVOKE ALL ON iclear.sms_key, iclear.sms_outbox, iclear.lead_history
     FROM iclear_admin, iclear_operator, iclear_reader;
+-- (a connection string may hold a password)
+REVOKE ALL ON iclear.hub_membership, iclear.hub_store FROM iclear_operator, iclear_reader;
+GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
+-- what the release's grants on all tables and sequences give a fresh install
+GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
+GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;

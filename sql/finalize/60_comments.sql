@@ -139,4 +139,27 @@ COMMENT ON FUNCTION iclear.prune_history() IS 'Drop the lead history older than 
 COMMENT ON FUNCTION iclear.rebuild_history(text,timestamp with time zone) IS 'Fill the lead history of a product from its decisions since a time (its rows from then are replaced); returns the rows written.';
 COMMENT ON FUNCTION iclear.erasure_history_digests(text,text) IS 'Internal (forget): the lead-history digests a consumer''s email and phone make.';
 COMMENT ON FUNCTION iclear.list_entry_normalize() IS 'Trigger (C): keeps list values as the engine probes them: a phone list''s numbers by their digits, others trimmed and lowercased.';
+COMMENT ON TABLE iclear.hub_membership IS 'On a store: the hub it joined (store name, connection string, when). The admin''s alone.';
+COMMENT ON TABLE iclear.hub_store IS 'On the hub: each store it gathers list additions and decisions from.';
+COMMENT ON TABLE iclear.store_decision IS 'Every store''s decisions, on the hub (each store writes its own and publishes them): keyed by store and the store''s decision id.';
+COMMENT ON TABLE iclear.cap_lease IS 'On the hub: the slots of each global cap and period granted to each store, and what it last reported spent.';
+COMMENT ON TABLE iclear.cap_grant IS 'On a store: what the hub granted it, per global cap and period.';
+COMMENT ON VIEW iclear.store_status IS 'On the hub: each store, whether the hub receives from it, its last contact, lease and decision.';
+COMMENT ON VIEW iclear.store_service_usage IS 'On the hub: paid lookups and their cost by store and service.';
+COMMENT ON VIEW iclear.cap_lease_status IS 'On the hub: each store''s lease of each global cap and period.';
+COMMENT ON FUNCTION iclear.hub_publish() IS 'On the hub: creates or updates the publication of the configuration and the lists.';
+COMMENT ON FUNCTION iclear.join_hub(text,text) IS 'On a store: subscribes to the hub, reads its verification history, publishes list additions and decisions back. Idempotent.';
+COMMENT ON FUNCTION iclear.leave_hub() IS 'On a store: undoes join_hub; the configuration received stays.';
+COMMENT ON FUNCTION iclear.hub_add_store(text,text) IS 'On the hub: registers a store whose worker brings its list additions and decisions. Idempotent.';
+COMMENT ON FUNCTION iclear.hub_lease(text,bigint,text,bigint,bigint) IS 'On the hub: grants a store slots of a global cap''s period within the limit less what every store holds.';
+COMMENT ON FUNCTION iclear.refresh_cap_leases() IS 'On a store: tops up each global cap''s lease from the hub (the worker, every round).';
+COMMENT ON FUNCTION iclear.hub_require(text) IS 'Internal: a superuser and wal_level = logical, or an error naming them.';
+COMMENT ON FUNCTION iclear.hub_tables() IS 'Internal: the tables the hub publishes.';
+COMMENT ON FUNCTION iclear.conninfo_options(text) IS 'Internal: the key=value options of a connection string.';
+COMMENT ON FUNCTION iclear.hub_call(text,text) IS 'Internal: one value of a statement on another server, through dblink, bounded by iclear.hub_timeout.';
+COMMENT ON FUNCTION iclear.config_replicated() IS 'Trigger (REPLICA): a configuration change applied from the hub tells every backend.';
+COMMENT ON FUNCTION iclear.list_entry_replicated() IS 'Trigger (REPLICA): an entry that came back round the hub is skipped.';
+COMMENT ON FUNCTION iclear.refuse_store_write() IS 'Trigger: a store refuses configuration written anywhere but the hub (25006).';
+COMMENT ON TABLE iclear.list_entry_out IS 'On a store: its list additions until the worker has taken them to the hub.';
+COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and list additions to the hub and deletes what the hub took (the worker, every round).';
 -- END since-0.5.0

@@ -22,7 +22,18 @@ pub fn take_global_caps(service: &str) -> Option<String> {
 /// The service's global caps for the period containing `now`, each in its
 /// own time zone (the vendor's billing day).
 pub fn global_caps(service: &str, now: DateTime<Utc>) -> Vec<Cap> {
-    let sql = if super::config::schema_at_least(6) {
+    use super::config::HubRole;
+    // A store spends what the hub granted it for the period; a hub's own
+    // leads what the stores do not hold (docs/guide/hub.md "Shared caps").
+    let role = super::config::hub_role();
+    let sql = if role != HubRole::Standalone {
+        "SELECT jsonb_agg(jsonb_build_array(c.id, c.period, c.start_day, c.cap_limit, c.time_zone,
+                   (SELECT jsonb_object_agg(g.bucket, g.granted) FROM iclear.cap_grant g WHERE g.global_cap_id = c.id),
+                   (SELECT jsonb_object_agg(l.bucket, l.held)
+                      FROM (SELECT bucket, sum(granted) AS held FROM iclear.cap_lease
+                             WHERE global_cap_id = c.id GROUP BY bucket) l)) ORDER BY c.id)
+           FROM iclear.global_cap c WHERE c.service = $1"
+    } else if super::config::schema_at_least(6) {
         "SELECT jsonb_agg(jsonb_build_array(id, period, start_day, cap_limit, time_zone) ORDER BY id)
            FROM iclear.global_cap WHERE service = $1"
     } else {
@@ -41,16 +52,23 @@ pub fn global_caps(service: &str, now: DateTime<Utc>) -> Vec<Cap> {
             };
             let zone = Zone::or_utc(r[4].as_str().unwrap_or("UTC"));
             let (bucket, ends) = caps::period_of(period, r[2].as_u64()? as u32, now, zone);
-            Some(Cap {
-                key: CapKey {
-                    scope: Scope::Global,
-                    period,
-                    ref_id: r[0].as_i64()?,
-                    bucket,
-                },
-                limit: r[3].as_i64()?,
-                ends,
-            })
+            let key = CapKey {
+                scope: Scope::Global,
+                period,
+                ref_id: r[0].as_i64()?,
+                bucket,
+            };
+            let of = |i: usize| {
+                r[i].get(key.bucket_text())
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+            };
+            let limit = match role {
+                HubRole::Store(_) => of(5),
+                HubRole::Hub => (r[3].as_i64()? - of(6)).max(0),
+                HubRole::Standalone => r[3].as_i64()?,
+            };
+            Some(Cap { key, limit, ends })
         })
         .collect()
 }

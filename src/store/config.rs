@@ -31,6 +31,19 @@ struct Cache {
     sources: HashMap<i64, DateTime<Utc>>,
     /// Which release's tables the schema has (see `schema_at_least`).
     schema_level: Option<u8>,
+    /// Whether this database is a store of a hub, or a hub (`hub_role`).
+    hub_role: Option<HubRole>,
+}
+
+/// This database's place in a hub-and-stores topology (docs/guide/hub.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubRole {
+    Standalone,
+    /// A store of a hub, by its name: it writes its decisions for the hub
+    /// and spends global caps from the hub's leases.
+    Store(String),
+    /// A hub with stores: its own leads spend what the stores do not hold.
+    Hub,
 }
 
 thread_local! {
@@ -101,6 +114,8 @@ fn refresh() {
                 ..Cache::default()
             };
         }
+        // (joining or leaving a hub announces a change without a new version)
+        c.hub_role = None;
     });
     // An invalidation that arrived during the read leaves `seen` behind it.
     // Under REPEATABLE READ or SERIALIZABLE the read used the transaction's
@@ -214,6 +229,29 @@ pub fn schema_at_least(level: u8) -> bool {
         found
     });
     found >= level
+}
+
+/// This database's place in a hub-and-stores topology, read once per
+/// configuration version (join_hub, leave_hub and hub_add_store announce a
+/// change).
+pub fn hub_role() -> HubRole {
+    if !schema_at_least(6) {
+        return HubRole::Standalone;
+    }
+    refresh();
+    if let Some(r) = CACHE.with_borrow(|c| c.hub_role.clone()) {
+        return r;
+    }
+    let (store, hub) = query_pair::<String, bool>(
+        "SELECT (SELECT m.store FROM iclear.hub_membership m), EXISTS (SELECT 1 FROM iclear.hub_store)",
+    );
+    let role = match (store, hub) {
+        (Some(s), _) => HubRole::Store(s),
+        (None, Some(true)) => HubRole::Hub,
+        _ => HubRole::Standalone,
+    };
+    CACHE.with_borrow_mut(|c| c.hub_role = Some(role.clone()));
+    role
 }
 
 /// The configuration of `product`, or None when there is no such product.

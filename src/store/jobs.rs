@@ -119,6 +119,16 @@ pub fn fold() {
         &[],
         &[],
     );
+    // a store keeps its leases of the hub's global caps topped up (a hub
+    // that does not answer costs this round at most iclear.hub_timeout)
+    // and takes its decisions and list additions to it
+    if let super::config::HubRole::Store(_) = super::config::hub_role() {
+        exec(
+            "SELECT iclear.refresh_cap_leases(), iclear.push_to_hub()",
+            &[],
+            &[],
+        );
+    }
     let due = PRUNED
         .get()
         .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));

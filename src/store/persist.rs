@@ -66,6 +66,36 @@ const LOG_TYPES: [PgBuiltInOids; 9] = [
     JSON_ARRAY,
 ];
 
+/// A store's decision as the hub gathers it (`iclear.store_decision`,
+/// published to the hub): the outcome and the paid lookups, with their
+/// cost, not the lead (docs/guide/hub.md "Reporting across stores").
+fn for_the_hub(store: &str, r: &Record) {
+    let services: Vec<Value> = r
+        .log
+        .iter()
+        .filter(|e| e.kind == "service")
+        .map(|e| {
+            serde_json::json!({"service": e.name, "outcome": e.outcome,
+                               "source": e.detail.get("source"), "cost": e.detail.get("cost")})
+        })
+        .collect();
+    let d = r.decision;
+    exec(
+        "INSERT INTO iclear.store_decision (store, id, lead_id, product, status, reason, rejected_by, services, decided_at)
+         SELECT $1, currval('iclear.decision_id_seq'), $2, $3, $4, $5, $6::jsonb, $7::jsonb, now()",
+        &[TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT],
+        &[
+            store.into(),
+            r.lead_id.into(),
+            d["product"].as_str().or(r.envelope["product"].as_str()).unwrap_or("").into(),
+            r.status.into(),
+            d["reason"].as_str().into(),
+            Some(d["rejected_by"].to_string()).filter(|s| s != "null").as_deref().into(),
+            Value::Array(services).to_string().into(),
+        ],
+    );
+}
+
 /// Filter-log rows without a decision (Advanced Rules on Redirect), and
 /// the cap slots their rules took.
 pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
@@ -349,6 +379,9 @@ pub fn save(r: &Record) {
             &args,
         );
     }
+    if let super::config::HubRole::Store(store) = super::config::hub_role() {
+        for_the_hub(&store, r);
+    }
     if let Some(product_id) = r.product_id {
         apply(others, r.lead_id, product_id);
         if r.status == "paused" {
@@ -378,7 +411,16 @@ pub fn apply<'e>(effects: impl IntoIterator<Item = &'e Effect>, lead_id: &str, p
                          ON CONFLICT DO NOTHING",
                         &[INT8, TEXT],
                         &[(*list_id).into(), value.as_str().into()],
-                    )
+                    );
+                    // a store's addition waits for the worker to take it to
+                    // the hub, which gives it to every other store
+                    if let super::config::HubRole::Store(_) = super::config::hub_role() {
+                        exec(
+                            "INSERT INTO iclear.list_entry_out (list_id, value) VALUES ($1, $2)",
+                            &[INT8, TEXT],
+                            &[(*list_id).into(), value.as_str().into()],
+                        );
+                    }
                 }
             }
             // Appended, never updated: concurrent increments of one key never
