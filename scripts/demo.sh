@@ -63,6 +63,14 @@ echo
 echo "buyers' feedback recorded, then a draft rule (reject incomes under 1,500) backtested:"
 $CLUSTER psql -d $DB -At -f examples/backtest.sql
 
+# The alerts this run raised (the worker checks once a minute; checked
+# here at once): a LISTEN iclear_alert session would have heard each.
+echo
+echo "alerts raised (NOTIFY iclear_alert, and iclear.alert):"
+$CLUSTER psql -d $DB -At -c "SELECT iclear.check_alerts()" >/dev/null
+$CLUSTER psql -d $DB -At -c "SELECT '  ' || kind || ': ' || subject || ' (' || value || ' of ' || threshold || ')'
+                              FROM iclear.alert ORDER BY id"
+
 # The chart, plotted from the views (gnuplot, installed when missing).
 if ! command -v gnuplot >/dev/null; then
     echo "demo: installing gnuplot-nox for the chart"
@@ -89,6 +97,8 @@ Look around:
   e.g.  SELECT iclear_decision FROM leads WHERE iclear_status = 'rejected' LIMIT 1;
         SELECT * FROM iclear.full_log WHERE lead_id = '42';
         SELECT * FROM iclear.service_usage;
+        SELECT * FROM iclear.metrics;       -- what postgres_exporter reads
+        LISTEN iclear_alert;                -- alerts as they are raised
         -- a paused lead: its pending code, then confirm it (the lead is resumed)
         SELECT product, phone, code FROM iclear.sms_verification WHERE status = 'pending' LIMIT 1;
         SELECT iclear.confirm_sms('payday_us', '<phone>', '<code>');

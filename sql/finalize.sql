@@ -1320,6 +1320,23 @@ UPDATE iclear.list_entry e SET value = iclear.normalize_phone(e.value)
  WHERE l.id = e.list_id AND l.field ~* 'phone'
    AND iclear.normalize_phone(e.value) IS NOT NULL AND e.value <> iclear.normalize_phone(e.value);
 
+-- An alert rule of a kind and product that exists is updated, not added
+-- (CREATE EXTENSION seeds one per kind, and a restore loads the dumped ones
+-- beside them).
+CREATE FUNCTION iclear.alert_rule_upsert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE iclear.alert_rule r
+       SET threshold = NEW.threshold, window_s = NEW.window_s, min_volume = NEW.min_volume, enabled = NEW.enabled
+     WHERE r.kind = NEW.kind AND r.product IS NOT DISTINCT FROM NEW.product;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER alert_rule_upsert BEFORE INSERT ON iclear.alert_rule
+    FOR EACH ROW EXECUTE FUNCTION iclear.alert_rule_upsert();
+
 -- Rules capped under 0.5.0 keep counting as they did (every match, every
 -- source) until an operator chooses the seed's meaning (docs/upgrading.md).
 DO $$
@@ -2094,6 +2111,186 @@ BEGIN
     END LOOP;
 END $$;
 
+-- ------------------------------------------------------------------ alerts
+-- docs/guide/alerts.md. An alert is raised once per kind, product, subject
+-- and period (alert's unique key: of two sessions checking at once, one
+-- raises it), recorded in iclear.alert and sent as NOTIFY iclear_alert.
+CREATE FUNCTION iclear.raise_alert(kind text, product text, subject text, value numeric, threshold numeric,
+                                   period text, detail jsonb DEFAULT '{}') RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    a iclear.alert;
+BEGIN
+    INSERT INTO iclear.alert AS x (kind, product, subject, value, threshold, period, detail)
+    VALUES (raise_alert.kind, raise_alert.product, raise_alert.subject, raise_alert.value,
+            raise_alert.threshold, raise_alert.period, raise_alert.detail)
+    ON CONFLICT (kind, product, subject, period) DO NOTHING
+    RETURNING * INTO a;
+    IF a.id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_catalog.pg_notify('iclear_alert', jsonb_build_object(
+        'kind', a.kind, 'product', a.product, 'subject', a.subject, 'value', a.value,
+        'threshold', a.threshold, 'at', a.at, 'detail', a.detail)::text);
+    RETURN true;
+END $$;
+
+-- The rules of `kind` that apply, each with the product it is for (NULL:
+-- every product without a rule of its own).
+CREATE FUNCTION iclear.alert_rules_of(kind text) RETURNS SETOF iclear.alert_rule
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM iclear.alert_rule r WHERE r.kind = alert_rules_of.kind AND r.enabled
+$$;
+
+-- Bring the hourly aggregates of the last two hours up to date (older hours
+-- are final: a lead's transaction that stays open longer is counted in the
+-- hour it is decided in only if it commits within the next), and drop
+-- those older than 8 days.
+CREATE FUNCTION iclear.refresh_hourly() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    since timestamptz := date_trunc('hour', now()) - interval '1 hour';
+BEGIN
+    DELETE FROM iclear.lead_hourly WHERE hour >= since OR hour < now() - interval '8 days';
+    INSERT INTO iclear.lead_hourly (hour, product_id, publisher_id, status, rejected_kind, leads)
+    SELECT date_trunc('hour', d.created_at), coalesce(d.product_id, -1),
+           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), d.status,
+           coalesce(d.decision -> 'rejected_by' ->> 'kind', ''), count(*)
+      FROM iclear.decision d WHERE d.created_at >= since
+     GROUP BY 1, 2, 3, 4, 5;
+    DELETE FROM iclear.service_hourly WHERE hour >= since OR hour < now() - interval '8 days';
+    INSERT INTO iclear.service_hourly (hour, service, outcome, source, calls, cost)
+    SELECT date_trunc('hour', f.at), coalesce(f.name, ''), f.outcome, coalesce(f.detail ->> 'source', ''),
+           count(*), coalesce(sum((f.detail ->> 'cost')::numeric), 0)
+      FROM iclear.filter_log f WHERE f.at >= since AND f.kind = 'service'
+     GROUP BY 1, 2, 3, 4;
+END $$;
+
+-- Check every enabled alert rule; returns the alerts raised. The worker runs
+-- it at most once a minute; anyone may run it (it reads aggregates and the
+-- last window, never every lead).
+CREATE FUNCTION iclear.check_alerts() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    r      iclear.alert_rule;
+    x      record;
+    n      integer := 0;
+    bucket text;
+BEGIN
+    -- one check at a time (the aggregates are rewritten): a session that
+    -- finds another checking leaves it to that one, and waits for nothing
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(1769144321, 29) THEN
+        RETURN 0;
+    END IF;
+    PERFORM iclear.refresh_hourly();
+    -- caps at their limit, or past a share of it (per cap and period)
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind IN ('cap_reached', 'cap_warning') LOOP
+        FOR x IN SELECT c.*, (SELECT p.name FROM iclear.rule ru JOIN iclear.product p ON p.id = ru.product_id
+                               WHERE c.scope = 'rule' AND ru.id = c.rule_id
+                              UNION ALL
+                              SELECT p.name FROM iclear.global_rule g JOIN iclear.product p ON p.id = g.product_id
+                               WHERE c.scope = 'global_rule' AND g.id = c.rule_id) AS product
+                   FROM iclear.cap_status c
+                  WHERE c.cap_limit > 0 AND c.period <> 'source'
+                    AND c.current_value >= CASE r.kind WHEN 'cap_reached' THEN c.cap_limit
+                                                       ELSE ceil(c.cap_limit * least(r.threshold, 1)) END LOOP
+            CONTINUE WHEN r.product IS NOT NULL AND x.product IS DISTINCT FROM r.product;
+            IF iclear.raise_alert(r.kind, x.product, x.scope || ' ' || x.subject || ' (' || x.period || ')',
+                                  x.current_value, x.cap_limit, coalesce(x.next_reset::text, ''),
+                                  jsonb_build_object('scope', x.scope, 'rule_id', x.rule_id, 'period', x.period,
+                                                     'next_reset', x.next_reset, 'share', r.threshold)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- a publisher's reject rate in the window against its own last 7 days
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'reject_spike' LOOP
+        bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
+        FOR x IN
+            WITH recent AS (
+                SELECT d.product_id, coalesce((d.envelope ->> 'publisher_id')::bigint, -1) AS publisher_id,
+                       count(*) AS leads, count(*) FILTER (WHERE d.status = 'rejected') AS rejects
+                  FROM iclear.decision d
+                 WHERE d.created_at >= now() - make_interval(secs => r.window_s)
+                 GROUP BY 1, 2),
+            base AS (
+                SELECT h.product_id, h.publisher_id, sum(h.leads) AS leads,
+                       sum(h.leads) FILTER (WHERE h.status = 'rejected') AS rejects
+                  FROM iclear.lead_hourly h
+                 WHERE h.hour >= now() - interval '7 days' AND h.hour < now() - make_interval(secs => r.window_s)
+                 GROUP BY 1, 2)
+            SELECT p.name AS product, rc.publisher_id, rc.leads,
+                   rc.rejects::numeric / rc.leads AS rate,
+                   greatest(coalesce(b.rejects, 0)::numeric / nullif(b.leads, 0), 0.01) AS base_rate
+              FROM recent rc
+              JOIN iclear.product p ON p.id = rc.product_id
+              LEFT JOIN base b ON b.product_id = rc.product_id AND b.publisher_id = rc.publisher_id
+             WHERE rc.leads >= r.min_volume
+        LOOP
+            CONTINUE WHEN r.product IS NOT NULL AND x.product <> r.product;
+            CONTINUE WHEN x.rate / x.base_rate < r.threshold;
+            IF iclear.raise_alert('reject_spike', x.product, 'publisher ' || x.publisher_id,
+                                  round(x.rate / x.base_rate, 2), r.threshold, bucket,
+                                  jsonb_build_object('publisher_id', x.publisher_id, 'leads', x.leads,
+                                                     'reject_rate', round(x.rate, 4),
+                                                     'reject_rate_7_days', round(x.base_rate, 4))) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- a service that does not answer
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'vendor_failing' LOOP
+        bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
+        FOR x IN SELECT f.name AS service, count(*) AS calls,
+                        count(*) FILTER (WHERE f.outcome = 'no_response')::numeric / count(*) AS share
+                   FROM iclear.filter_log f
+                  WHERE f.at >= now() - make_interval(secs => r.window_s) AND f.kind = 'service'
+                    AND f.outcome IN ('pass', 'reject', 'flagged', 'no_response')
+                    AND (r.product IS NULL OR f.product_id = (SELECT id FROM iclear.product WHERE name = r.product))
+                  GROUP BY 1 HAVING count(*) >= r.min_volume LOOP
+            CONTINUE WHEN x.share < r.threshold;
+            IF iclear.raise_alert('vendor_failing', r.product, x.service, round(x.share, 4), r.threshold, bucket,
+                                  jsonb_build_object('calls', x.calls, 'window_s', r.window_s)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- the queue: its oldest due job waiting, and jobs failing
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'queue_stalled' LOOP
+        FOR x IN SELECT extract(epoch FROM now() - min(j.run_after)) AS waited, count(*) AS due
+                   FROM iclear.job j WHERE j.status = 'queued' AND j.run_after <= now() LOOP
+            CONTINUE WHEN x.waited IS NULL OR x.waited < r.threshold;
+            IF iclear.raise_alert('queue_stalled', NULL, 'job queue', round(x.waited), r.threshold,
+                                  to_char(now(), 'YYYY-MM-DD HH24'), jsonb_build_object('due_jobs', x.due)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'jobs_failing' LOOP
+        bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
+        FOR x IN SELECT count(*) AS failed, max(j.last_error) AS last_error FROM iclear.job j
+                  WHERE j.status = 'failed' AND j.updated_at >= now() - make_interval(secs => r.window_s) LOOP
+            CONTINUE WHEN x.failed = 0 OR x.failed < r.threshold;
+            IF iclear.raise_alert('jobs_failing', NULL, 'job queue', x.failed, r.threshold, bucket,
+                                  jsonb_build_object('last_error', x.last_error)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- a do-not-call list past its refresh age
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'list_stale' LOOP
+        FOR x IN SELECT l.name, extract(epoch FROM now() - l.refreshed_at) / 86400 AS days FROM iclear.list l
+                  WHERE l.kind = 'dnpl' AND l.field ~* 'phone'
+                    AND l.refreshed_at < now() - make_interval(days => r.threshold::int) LOOP
+            IF iclear.raise_alert('list_stale', NULL, x.name, floor(x.days), r.threshold, current_date::text) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END $$;
+
 -- worker_alive for every role that reads health (pg_stat_activity shows a
 -- backend's type only to its own role)
 CREATE OR REPLACE VIEW iclear.health AS
@@ -2187,6 +2384,56 @@ SELECT d.store, x ->> 'service' AS service, count(*) AS lookups,
 CREATE VIEW iclear.cap_lease_status AS
 SELECT l.store, c.service, l.global_cap_id, c.period, l.bucket, c.cap_limit, l.granted, l.used, l.updated_at
   FROM iclear.cap_lease l JOIN iclear.global_cap c ON c.id = l.global_cap_id;
+-- Metrics a monitoring system reads (docs/guide/alerts.md, and
+-- docs/postgres_exporter.yml for postgres_exporter): one row per series.
+CREATE VIEW iclear.metrics AS
+SELECT 'iclear_leads_24h'::text AS name, jsonb_build_object('product', p.name, 'status', h.status) AS labels,
+       sum(h.leads)::numeric AS value, 'Leads decided in the last 24 hours, by product and status'::text AS help
+  FROM iclear.lead_hourly h JOIN iclear.product p ON p.id = h.product_id
+ WHERE h.hour >= now() - interval '24 hours' GROUP BY p.name, h.status
+UNION ALL
+SELECT 'iclear_rejects_24h', jsonb_build_object('product', p.name, 'kind', h.rejected_kind), sum(h.leads),
+       'Leads rejected in the last 24 hours, by product and what rejected them (rule, list, service, validation)'
+  FROM iclear.lead_hourly h JOIN iclear.product p ON p.id = h.product_id
+ WHERE h.hour >= now() - interval '24 hours' AND h.status = 'rejected' GROUP BY p.name, h.rejected_kind
+UNION ALL
+SELECT 'iclear_lookups_24h', jsonb_build_object('service', s.service, 'outcome', s.outcome), sum(s.calls),
+       'Service lookups in the last 24 hours, by service and outcome'
+  FROM iclear.service_hourly s WHERE s.hour >= now() - interval '24 hours' GROUP BY s.service, s.outcome
+UNION ALL
+SELECT 'iclear_lookup_cost_24h', jsonb_build_object('service', s.service), sum(s.cost),
+       'What the paid lookups of the last 24 hours cost, by service'
+  FROM iclear.service_hourly s WHERE s.hour >= now() - interval '24 hours' GROUP BY s.service
+UNION ALL
+SELECT 'iclear_no_responses_24h', jsonb_build_object('service', s.service), sum(s.calls),
+       'Lookups without an answer (timeouts, errors) in the last 24 hours, by service'
+  FROM iclear.service_hourly s WHERE s.hour >= now() - interval '24 hours' AND s.outcome = 'no_response'
+ GROUP BY s.service
+UNION ALL
+SELECT 'iclear_cap_used', jsonb_build_object('scope', c.scope, 'subject', c.subject, 'period', c.period),
+       c.current_value, 'Slots of a cap used in its current period'
+  FROM iclear.cap_status c WHERE c.period <> 'source'
+UNION ALL
+SELECT 'iclear_cap_limit', jsonb_build_object('scope', c.scope, 'subject', c.subject, 'period', c.period),
+       c.cap_limit, 'The limit of a cap'
+  FROM iclear.cap_status c WHERE c.period <> 'source'
+UNION ALL
+SELECT 'iclear_queue_depth', '{}', h.queue_depth, 'Async jobs queued or running' FROM iclear.health h
+UNION ALL
+SELECT 'iclear_queue_oldest_seconds', '{}', coalesce(round(extract(epoch FROM now() - h.oldest_queued_at)), 0),
+       'Age of the oldest queued job' FROM iclear.health h
+UNION ALL
+SELECT 'iclear_failed_jobs', '{}', h.failed_jobs, 'Async jobs that failed (retry_failed_jobs queues them again)'
+  FROM iclear.health h
+UNION ALL
+SELECT 'iclear_worker_alive', '{}', h.worker_alive::int, '1 while the background worker runs' FROM iclear.health h
+UNION ALL
+SELECT 'iclear_hub_seconds_since_message', '{}', (h.hub_subscription ->> 'seconds_since_message')::numeric,
+       'On a store of a hub: seconds since the hub last sent (replication lag, and more when idle)'
+  FROM iclear.health h WHERE h.hub_subscription IS NOT NULL
+UNION ALL
+SELECT 'iclear_alerts', jsonb_build_object('kind', a.kind), count(*), 'Alerts raised (iclear.alert), by kind'
+  FROM iclear.alert a GROUP BY a.kind;
 
 -- (0.6.0: a product's and a global cap's time zone)
 CREATE OR REPLACE FUNCTION iclear.export_config(product text) RETURNS jsonb
@@ -2773,6 +3020,14 @@ ALTER FUNCTION iclear.refresh_cap_leases() SECURITY DEFINER;
 -- admin reads)
 ALTER FUNCTION iclear.refuse_store_write() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION iclear.refresh_cap_leases() TO iclear_processor;
+-- alerts and metrics: the worker checks (as the extension owner, which
+-- reads every source); the reader reads the alerts, their rules and the
+-- metrics; the operator sets the rules
+ALTER FUNCTION iclear.check_alerts() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION iclear.check_alerts() TO iclear_processor, iclear_operator;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.metrics, iclear.lead_hourly, iclear.service_hourly
+    TO iclear_reader, iclear_operator;
+GRANT INSERT, UPDATE, DELETE ON iclear.alert_rule TO iclear_operator;
 -- the lead history: the processor's alone (digests of personal data)
 GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
 GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
@@ -2800,6 +3055,8 @@ GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
 -- what the release's grants on all tables and sequences give a fresh install
 GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly TO iclear_admin;
+GRANT USAGE ON SEQUENCE iclear.alert_id_seq, iclear.alert_rule_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;
@@ -2874,4 +3131,14 @@ COMMENT ON FUNCTION iclear.list_entry_replicated() IS 'Trigger (REPLICA): an ent
 COMMENT ON FUNCTION iclear.refuse_store_write() IS 'Trigger: a store refuses configuration written anywhere but the hub (25006).';
 COMMENT ON TABLE iclear.list_entry_out IS 'On a store: its list additions until the worker has taken them to the hub.';
 COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and list additions to the hub and deletes what the hub took (the worker, every round).';
+COMMENT ON TABLE iclear.alert_rule IS 'What to alert on: kind, product (or all), threshold, window, minimum volume, enabled (docs/guide/alerts.md).';
+COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, subject and period; also sent as NOTIFY iclear_alert.';
+COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (the worker keeps the last two hours up to date).';
+COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
+COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';
+COMMENT ON FUNCTION iclear.check_alerts() IS 'Checks every enabled alert rule, raising what is new; returns the alerts raised (the worker, once a minute).';
+COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb) IS 'Internal: records an alert once per kind, product, subject and period, and NOTIFYs iclear_alert.';
+COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
+COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: brings the hourly aggregates of the last two hours up to date.';
+COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
 -- END since-0.5.0

@@ -84,4 +84,5 @@ mod tests {
     include!("tests/errors.rs");
     include!("tests/history.rs");
     include!("tests/compliance.rs");
+    include!("tests/alerts.rs");
 }

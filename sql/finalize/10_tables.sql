@@ -468,6 +468,23 @@ UPDATE iclear.list_entry e SET value = iclear.normalize_phone(e.value)
  WHERE l.id = e.list_id AND l.field ~* 'phone'
    AND iclear.normalize_phone(e.value) IS NOT NULL AND e.value <> iclear.normalize_phone(e.value);
 
+-- An alert rule of a kind and product that exists is updated, not added
+-- (CREATE EXTENSION seeds one per kind, and a restore loads the dumped ones
+-- beside them).
+CREATE FUNCTION iclear.alert_rule_upsert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE iclear.alert_rule r
+       SET threshold = NEW.threshold, window_s = NEW.window_s, min_volume = NEW.min_volume, enabled = NEW.enabled
+     WHERE r.kind = NEW.kind AND r.product IS NOT DISTINCT FROM NEW.product;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER alert_rule_upsert BEFORE INSERT ON iclear.alert_rule
+    FOR EACH ROW EXECUTE FUNCTION iclear.alert_rule_upsert();
+
 -- Rules capped under 0.5.0 keep counting as they did (every match, every
 -- source) until an operator chooses the seed's meaning (docs/upgrading.md).
 DO $$

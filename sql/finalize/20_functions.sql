@@ -1086,4 +1086,184 @@ BEGIN
     END LOOP;
 END $$;
 
+-- ------------------------------------------------------------------ alerts
+-- docs/guide/alerts.md. An alert is raised once per kind, product, subject
+-- and period (alert's unique key: of two sessions checking at once, one
+-- raises it), recorded in iclear.alert and sent as NOTIFY iclear_alert.
+CREATE FUNCTION iclear.raise_alert(kind text, product text, subject text, value numeric, threshold numeric,
+                                   period text, detail jsonb DEFAULT '{}') RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    a iclear.alert;
+BEGIN
+    INSERT INTO iclear.alert AS x (kind, product, subject, value, threshold, period, detail)
+    VALUES (raise_alert.kind, raise_alert.product, raise_alert.subject, raise_alert.value,
+            raise_alert.threshold, raise_alert.period, raise_alert.detail)
+    ON CONFLICT (kind, product, subject, period) DO NOTHING
+    RETURNING * INTO a;
+    IF a.id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_catalog.pg_notify('iclear_alert', jsonb_build_object(
+        'kind', a.kind, 'product', a.product, 'subject', a.subject, 'value', a.value,
+        'threshold', a.threshold, 'at', a.at, 'detail', a.detail)::text);
+    RETURN true;
+END $$;
+
+-- The rules of `kind` that apply, each with the product it is for (NULL:
+-- every product without a rule of its own).
+CREATE FUNCTION iclear.alert_rules_of(kind text) RETURNS SETOF iclear.alert_rule
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM iclear.alert_rule r WHERE r.kind = alert_rules_of.kind AND r.enabled
+$$;
+
+-- Bring the hourly aggregates of the last two hours up to date (older hours
+-- are final: a lead's transaction that stays open longer is counted in the
+-- hour it is decided in only if it commits within the next), and drop
+-- those older than 8 days.
+CREATE FUNCTION iclear.refresh_hourly() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    since timestamptz := date_trunc('hour', now()) - interval '1 hour';
+BEGIN
+    DELETE FROM iclear.lead_hourly WHERE hour >= since OR hour < now() - interval '8 days';
+    INSERT INTO iclear.lead_hourly (hour, product_id, publisher_id, status, rejected_kind, leads)
+    SELECT date_trunc('hour', d.created_at), coalesce(d.product_id, -1),
+           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), d.status,
+           coalesce(d.decision -> 'rejected_by' ->> 'kind', ''), count(*)
+      FROM iclear.decision d WHERE d.created_at >= since
+     GROUP BY 1, 2, 3, 4, 5;
+    DELETE FROM iclear.service_hourly WHERE hour >= since OR hour < now() - interval '8 days';
+    INSERT INTO iclear.service_hourly (hour, service, outcome, source, calls, cost)
+    SELECT date_trunc('hour', f.at), coalesce(f.name, ''), f.outcome, coalesce(f.detail ->> 'source', ''),
+           count(*), coalesce(sum((f.detail ->> 'cost')::numeric), 0)
+      FROM iclear.filter_log f WHERE f.at >= since AND f.kind = 'service'
+     GROUP BY 1, 2, 3, 4;
+END $$;
+
+-- Check every enabled alert rule; returns the alerts raised. The worker runs
+-- it at most once a minute; anyone may run it (it reads aggregates and the
+-- last window, never every lead).
+CREATE FUNCTION iclear.check_alerts() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    r      iclear.alert_rule;
+    x      record;
+    n      integer := 0;
+    bucket text;
+BEGIN
+    -- one check at a time (the aggregates are rewritten): a session that
+    -- finds another checking leaves it to that one, and waits for nothing
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(1769144321, 29) THEN
+        RETURN 0;
+    END IF;
+    PERFORM iclear.refresh_hourly();
+    -- caps at their limit, or past a share of it (per cap and period)
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind IN ('cap_reached', 'cap_warning') LOOP
+        FOR x IN SELECT c.*, (SELECT p.name FROM iclear.rule ru JOIN iclear.product p ON p.id = ru.product_id
+                               WHERE c.scope = 'rule' AND ru.id = c.rule_id
+                              UNION ALL
+                              SELECT p.name FROM iclear.global_rule g JOIN iclear.product p ON p.id = g.product_id
+                               WHERE c.scope = 'global_rule' AND g.id = c.rule_id) AS product
+                   FROM iclear.cap_status c
+                  WHERE c.cap_limit > 0 AND c.period <> 'source'
+                    AND c.current_value >= CASE r.kind WHEN 'cap_reached' THEN c.cap_limit
+                                                       ELSE ceil(c.cap_limit * least(r.threshold, 1)) END LOOP
+            CONTINUE WHEN r.product IS NOT NULL AND x.product IS DISTINCT FROM r.product;
+            IF iclear.raise_alert(r.kind, x.product, x.scope || ' ' || x.subject || ' (' || x.period || ')',
+                                  x.current_value, x.cap_limit, coalesce(x.next_reset::text, ''),
+                                  jsonb_build_object('scope', x.scope, 'rule_id', x.rule_id, 'period', x.period,
+                                                     'next_reset', x.next_reset, 'share', r.threshold)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- a publisher's reject rate in the window against its own last 7 days
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'reject_spike' LOOP
+        bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
+        FOR x IN
+            WITH recent AS (
+                SELECT d.product_id, coalesce((d.envelope ->> 'publisher_id')::bigint, -1) AS publisher_id,
+                       count(*) AS leads, count(*) FILTER (WHERE d.status = 'rejected') AS rejects
+                  FROM iclear.decision d
+                 WHERE d.created_at >= now() - make_interval(secs => r.window_s)
+                 GROUP BY 1, 2),
+            base AS (
+                SELECT h.product_id, h.publisher_id, sum(h.leads) AS leads,
+                       sum(h.leads) FILTER (WHERE h.status = 'rejected') AS rejects
+                  FROM iclear.lead_hourly h
+                 WHERE h.hour >= now() - interval '7 days' AND h.hour < now() - make_interval(secs => r.window_s)
+                 GROUP BY 1, 2)
+            SELECT p.name AS product, rc.publisher_id, rc.leads,
+                   rc.rejects::numeric / rc.leads AS rate,
+                   greatest(coalesce(b.rejects, 0)::numeric / nullif(b.leads, 0), 0.01) AS base_rate
+              FROM recent rc
+              JOIN iclear.product p ON p.id = rc.product_id
+              LEFT JOIN base b ON b.product_id = rc.product_id AND b.publisher_id = rc.publisher_id
+             WHERE rc.leads >= r.min_volume
+        LOOP
+            CONTINUE WHEN r.product IS NOT NULL AND x.product <> r.product;
+            CONTINUE WHEN x.rate / x.base_rate < r.threshold;
+            IF iclear.raise_alert('reject_spike', x.product, 'publisher ' || x.publisher_id,
+                                  round(x.rate / x.base_rate, 2), r.threshold, bucket,
+                                  jsonb_build_object('publisher_id', x.publisher_id, 'leads', x.leads,
+                                                     'reject_rate', round(x.rate, 4),
+                                                     'reject_rate_7_days', round(x.base_rate, 4))) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- a service that does not answer
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'vendor_failing' LOOP
+        bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
+        FOR x IN SELECT f.name AS service, count(*) AS calls,
+                        count(*) FILTER (WHERE f.outcome = 'no_response')::numeric / count(*) AS share
+                   FROM iclear.filter_log f
+                  WHERE f.at >= now() - make_interval(secs => r.window_s) AND f.kind = 'service'
+                    AND f.outcome IN ('pass', 'reject', 'flagged', 'no_response')
+                    AND (r.product IS NULL OR f.product_id = (SELECT id FROM iclear.product WHERE name = r.product))
+                  GROUP BY 1 HAVING count(*) >= r.min_volume LOOP
+            CONTINUE WHEN x.share < r.threshold;
+            IF iclear.raise_alert('vendor_failing', r.product, x.service, round(x.share, 4), r.threshold, bucket,
+                                  jsonb_build_object('calls', x.calls, 'window_s', r.window_s)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- the queue: its oldest due job waiting, and jobs failing
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'queue_stalled' LOOP
+        FOR x IN SELECT extract(epoch FROM now() - min(j.run_after)) AS waited, count(*) AS due
+                   FROM iclear.job j WHERE j.status = 'queued' AND j.run_after <= now() LOOP
+            CONTINUE WHEN x.waited IS NULL OR x.waited < r.threshold;
+            IF iclear.raise_alert('queue_stalled', NULL, 'job queue', round(x.waited), r.threshold,
+                                  to_char(now(), 'YYYY-MM-DD HH24'), jsonb_build_object('due_jobs', x.due)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'jobs_failing' LOOP
+        bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
+        FOR x IN SELECT count(*) AS failed, max(j.last_error) AS last_error FROM iclear.job j
+                  WHERE j.status = 'failed' AND j.updated_at >= now() - make_interval(secs => r.window_s) LOOP
+            CONTINUE WHEN x.failed = 0 OR x.failed < r.threshold;
+            IF iclear.raise_alert('jobs_failing', NULL, 'job queue', x.failed, r.threshold, bucket,
+                                  jsonb_build_object('last_error', x.last_error)) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- a do-not-call list past its refresh age
+    FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'list_stale' LOOP
+        FOR x IN SELECT l.name, extract(epoch FROM now() - l.refreshed_at) / 86400 AS days FROM iclear.list l
+                  WHERE l.kind = 'dnpl' AND l.field ~* 'phone'
+                    AND l.refreshed_at < now() - make_interval(days => r.threshold::int) LOOP
+            IF iclear.raise_alert('list_stale', NULL, x.name, floor(x.days), r.threshold, current_date::text) THEN
+                n := n + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END $$;
+
 -- END since-0.5.0

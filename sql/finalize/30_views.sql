@@ -287,4 +287,54 @@ SELECT d.store, x ->> 'service' AS service, count(*) AS lookups,
 CREATE VIEW iclear.cap_lease_status AS
 SELECT l.store, c.service, l.global_cap_id, c.period, l.bucket, c.cap_limit, l.granted, l.used, l.updated_at
   FROM iclear.cap_lease l JOIN iclear.global_cap c ON c.id = l.global_cap_id;
+-- Metrics a monitoring system reads (docs/guide/alerts.md, and
+-- docs/postgres_exporter.yml for postgres_exporter): one row per series.
+CREATE VIEW iclear.metrics AS
+SELECT 'iclear_leads_24h'::text AS name, jsonb_build_object('product', p.name, 'status', h.status) AS labels,
+       sum(h.leads)::numeric AS value, 'Leads decided in the last 24 hours, by product and status'::text AS help
+  FROM iclear.lead_hourly h JOIN iclear.product p ON p.id = h.product_id
+ WHERE h.hour >= now() - interval '24 hours' GROUP BY p.name, h.status
+UNION ALL
+SELECT 'iclear_rejects_24h', jsonb_build_object('product', p.name, 'kind', h.rejected_kind), sum(h.leads),
+       'Leads rejected in the last 24 hours, by product and what rejected them (rule, list, service, validation)'
+  FROM iclear.lead_hourly h JOIN iclear.product p ON p.id = h.product_id
+ WHERE h.hour >= now() - interval '24 hours' AND h.status = 'rejected' GROUP BY p.name, h.rejected_kind
+UNION ALL
+SELECT 'iclear_lookups_24h', jsonb_build_object('service', s.service, 'outcome', s.outcome), sum(s.calls),
+       'Service lookups in the last 24 hours, by service and outcome'
+  FROM iclear.service_hourly s WHERE s.hour >= now() - interval '24 hours' GROUP BY s.service, s.outcome
+UNION ALL
+SELECT 'iclear_lookup_cost_24h', jsonb_build_object('service', s.service), sum(s.cost),
+       'What the paid lookups of the last 24 hours cost, by service'
+  FROM iclear.service_hourly s WHERE s.hour >= now() - interval '24 hours' GROUP BY s.service
+UNION ALL
+SELECT 'iclear_no_responses_24h', jsonb_build_object('service', s.service), sum(s.calls),
+       'Lookups without an answer (timeouts, errors) in the last 24 hours, by service'
+  FROM iclear.service_hourly s WHERE s.hour >= now() - interval '24 hours' AND s.outcome = 'no_response'
+ GROUP BY s.service
+UNION ALL
+SELECT 'iclear_cap_used', jsonb_build_object('scope', c.scope, 'subject', c.subject, 'period', c.period),
+       c.current_value, 'Slots of a cap used in its current period'
+  FROM iclear.cap_status c WHERE c.period <> 'source'
+UNION ALL
+SELECT 'iclear_cap_limit', jsonb_build_object('scope', c.scope, 'subject', c.subject, 'period', c.period),
+       c.cap_limit, 'The limit of a cap'
+  FROM iclear.cap_status c WHERE c.period <> 'source'
+UNION ALL
+SELECT 'iclear_queue_depth', '{}', h.queue_depth, 'Async jobs queued or running' FROM iclear.health h
+UNION ALL
+SELECT 'iclear_queue_oldest_seconds', '{}', coalesce(round(extract(epoch FROM now() - h.oldest_queued_at)), 0),
+       'Age of the oldest queued job' FROM iclear.health h
+UNION ALL
+SELECT 'iclear_failed_jobs', '{}', h.failed_jobs, 'Async jobs that failed (retry_failed_jobs queues them again)'
+  FROM iclear.health h
+UNION ALL
+SELECT 'iclear_worker_alive', '{}', h.worker_alive::int, '1 while the background worker runs' FROM iclear.health h
+UNION ALL
+SELECT 'iclear_hub_seconds_since_message', '{}', (h.hub_subscription ->> 'seconds_since_message')::numeric,
+       'On a store of a hub: seconds since the hub last sent (replication lag, and more when idle)'
+  FROM iclear.health h WHERE h.hub_subscription IS NOT NULL
+UNION ALL
+SELECT 'iclear_alerts', jsonb_build_object('kind', a.kind), count(*), 'Alerts raised (iclear.alert), by kind'
+  FROM iclear.alert a GROUP BY a.kind;
 -- END since-0.5.0

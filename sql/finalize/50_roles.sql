@@ -225,6 +225,14 @@ ALTER FUNCTION iclear.refresh_cap_leases() SECURITY DEFINER;
 -- admin reads)
 ALTER FUNCTION iclear.refuse_store_write() SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION iclear.refresh_cap_leases() TO iclear_processor;
+-- alerts and metrics: the worker checks (as the extension owner, which
+-- reads every source); the reader reads the alerts, their rules and the
+-- metrics; the operator sets the rules
+ALTER FUNCTION iclear.check_alerts() SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION iclear.check_alerts() TO iclear_processor, iclear_operator;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.metrics, iclear.lead_hourly, iclear.service_hourly
+    TO iclear_reader, iclear_operator;
+GRANT INSERT, UPDATE, DELETE ON iclear.alert_rule TO iclear_operator;
 -- the lead history: the processor's alone (digests of personal data)
 GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
 GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
@@ -252,6 +260,8 @@ GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
 -- what the release's grants on all tables and sequences give a fresh install
 GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly TO iclear_admin;
+GRANT USAGE ON SEQUENCE iclear.alert_id_seq, iclear.alert_rule_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA iclear FROM PUBLIC;

@@ -162,4 +162,14 @@ COMMENT ON FUNCTION iclear.list_entry_replicated() IS 'Trigger (REPLICA): an ent
 COMMENT ON FUNCTION iclear.refuse_store_write() IS 'Trigger: a store refuses configuration written anywhere but the hub (25006).';
 COMMENT ON TABLE iclear.list_entry_out IS 'On a store: its list additions until the worker has taken them to the hub.';
 COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and list additions to the hub and deletes what the hub took (the worker, every round).';
+COMMENT ON TABLE iclear.alert_rule IS 'What to alert on: kind, product (or all), threshold, window, minimum volume, enabled (docs/guide/alerts.md).';
+COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, subject and period; also sent as NOTIFY iclear_alert.';
+COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (the worker keeps the last two hours up to date).';
+COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
+COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';
+COMMENT ON FUNCTION iclear.check_alerts() IS 'Checks every enabled alert rule, raising what is new; returns the alerts raised (the worker, once a minute).';
+COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb) IS 'Internal: records an alert once per kind, product, subject and period, and NOTIFYs iclear_alert.';
+COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
+COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: brings the hourly aggregates of the last two hours up to date.';
+COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
 -- END since-0.5.0

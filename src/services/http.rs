@@ -112,18 +112,10 @@ pub fn post_json(
     read(req.send(body))
 }
 
-/// Percent-encode a path segment or query value (RFC 3986 unreserved kept).
+/// Percent-encode a path segment or query value (RFC 3986 unreserved kept),
+/// as the engine encodes a URL template's placeholders.
 pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    iclear_engine::placeholders::url_encode(s)
 }
 
 /// Standard base64 (RFC 4648) for HTTP Basic credentials.

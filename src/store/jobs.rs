@@ -110,9 +110,10 @@ thread_local! {
     static PRUNED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
 }
 
-/// Fold the append-only counter and cap rows (every round), and prune the
-/// lead history (about once a minute: a velocity window may be minutes
-/// long, and each prune reads the history's newest block ranges).
+/// Fold the append-only counter and cap rows (every round); prune the lead
+/// history and check the alert rules about once a minute (a velocity window
+/// may be minutes long; each prune and each check reads the newest block
+/// ranges of their tables).
 pub fn fold() {
     exec(
         "SELECT iclear.fold_counters(), iclear.fold_cap_uses()",
@@ -133,7 +134,11 @@ pub fn fold() {
         .get()
         .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
     if due && super::config::schema_at_least(6) {
-        exec("SELECT iclear.prune_history()", &[], &[]);
+        exec(
+            "SELECT iclear.prune_history(), iclear.check_alerts()",
+            &[],
+            &[],
+        );
         PRUNED.set(Some(std::time::Instant::now()));
     }
 }

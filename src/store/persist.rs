@@ -124,7 +124,12 @@ pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
         &[TEXT],
         &[lead_id.into()],
     )?;
-    match doc.0 {
+    envelope_and_decision(doc.0)
+}
+
+/// `[envelope, decision]` as a pair.
+fn envelope_and_decision(doc: Value) -> Option<(Value, Value)> {
+    match doc {
         Value::Array(mut a) if a.len() == 2 => {
             let d = a.pop()?;
             Some((a.pop()?, d))
@@ -145,13 +150,7 @@ pub fn last_decision_of(lead_id: &str, product: &str) -> Option<(Value, Value)> 
         &[TEXT, TEXT],
         &[lead_id.into(), product.into()],
     )?;
-    match doc.0 {
-        Value::Array(mut a) if a.len() == 2 => {
-            let d = a.pop()?;
-            Some((a.pop()?, d))
-        }
-        _ => None,
-    }
+    envelope_and_decision(doc.0)
 }
 
 /// What processing logged of a lead, for redirect rules: the rules that
