@@ -1509,6 +1509,7 @@ BEGIN
       FROM iclear.decision d
      WHERE iclear.erasure_mentions(d.envelope, e, p) OR iclear.erasure_mentions(d.decision, e, p);
     touched := touched || jsonb_build_object('leads', cardinality(leads));
+    PERFORM iclear.progress_start('forget', NULL, 14);
     -- the signatures of the leads, before their envelopes are erased
     SELECT coalesce(array_agg(DISTINCT s), '{}') INTO sigs
       FROM (SELECT iclear.lead_signature(pr.name, d.envelope) AS s
@@ -1518,50 +1519,51 @@ BEGIN
     UPDATE iclear.decision d SET envelope = iclear.erasure_erased(d.envelope, e, p),
                                  decision = iclear.erasure_erased(d.decision, e, p)
      WHERE d.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n); PERFORM iclear.progress_update(1);
     UPDATE iclear.filter_log f SET request = iclear.erasure_erased(f.request, e, p),
                                    response = iclear.erasure_erased(f.response, e, p),
                                    detail = iclear.erasure_erased(f.detail, e, p)
      WHERE f.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n); PERFORM iclear.progress_update(2);
     UPDATE iclear.job j SET payload = iclear.erasure_erased(j.payload::json, e, p)::jsonb
      WHERE j.lead_id = ANY (leads) OR iclear.erasure_mentions(j.payload::json, e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n); PERFORM iclear.progress_update(3);
     DELETE FROM iclear.sms_outbox o USING iclear.job j WHERE j.id = o.job_id AND j.lead_id = ANY (leads);
     UPDATE iclear.spent_request s SET request = iclear.erasure_erased(s.request, e, p),
                                       response = iclear.erasure_erased(s.response, e, p)
      WHERE s.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n); PERFORM iclear.progress_update(4);
     UPDATE iclear.consent_evidence c SET response = iclear.erasure_erased(c.response, e, p)
      WHERE c.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n); PERFORM iclear.progress_update(5);
     UPDATE iclear.lead_feedback b SET reason = '[erased]'
      WHERE b.lead_id = ANY (leads) AND iclear.erasure_mentions(to_json(b.reason), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n); PERFORM iclear.progress_update(6);
     DELETE FROM iclear.lookup_cache c
      WHERE iclear.erasure_mentions(to_json(c.lookup_key), e, p) OR iclear.erasure_mentions(c.response::json, e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n); PERFORM iclear.progress_update(7);
     DELETE FROM iclear.counter_delta c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n); PERFORM iclear.progress_update(8);
     DELETE FROM iclear.counter_total c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n); PERFORM iclear.progress_update(9);
     DELETE FROM iclear.list_entry le USING iclear.list l
      WHERE l.id = le.list_id AND iclear.erasure_mentions(to_json(le.value), e, p)
        AND NOT (keep_suppression AND l.kind = 'dnpl');
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n); PERFORM iclear.progress_update(10);
     DELETE FROM iclear.sms_verification v WHERE v.phone = iclear.normalize_phone(p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n); PERFORM iclear.progress_update(11);
     DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n); PERFORM iclear.progress_update(12);
     -- the history's rows under the keys the email and phone make (a key with
     -- another field goes when its window ends)
     DELETE FROM iclear.lead_history h WHERE h.key = ANY (iclear.erasure_history_digests(e, p));
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_history', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_history', n); PERFORM iclear.progress_update(13);
     DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n); PERFORM iclear.progress_update(14);
     INSERT INTO iclear.config_audit (table_name, op, new, role)
     VALUES ('consumer', 'ERASE', touched || jsonb_build_object('keep_suppression', keep_suppression),
             coalesce(nullif(current_setting('role'), 'none'), session_user));
+    PERFORM iclear.progress_end();
     RETURN touched;
 END $$;
 -- Since 0.5.0 a phone rule's flags (reject_voip, ...) add to its overall
@@ -1690,7 +1692,9 @@ BEGIN
         RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
             USING ERRCODE = 'lock_not_available';
     END IF;
+    PERFORM iclear.progress_start('maintain', NULL, 3);
     FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        PERFORM iclear.progress_update(CASE t WHEN 'decision' THEN 0 ELSE 1 END);
         col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
         EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
         FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
@@ -1723,8 +1727,11 @@ BEGIN
         EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
             USING now() - make_interval(days => keep_days);
     END LOOP;
+    PERFORM iclear.progress_update(2);
     DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
     GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM iclear.progress_update(3);
+    PERFORM iclear.progress_end();
     PERFORM set_config('lock_timeout', old_lock_timeout, true);
     RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
                               'evidence_deleted', evidence, 'retention_days', keep_days,
@@ -2434,6 +2441,29 @@ SELECT 'iclear_hub_seconds_since_message', '{}', (h.hub_subscription ->> 'second
 UNION ALL
 SELECT 'iclear_alerts', jsonb_build_object('kind', a.kind), count(*), 'Alerts raised (iclear.alert), by kind'
   FROM iclear.alert a GROUP BY a.kind;
+-- Long work as it runs (backtest, import_config, maintain, forget,
+-- rebuild_history, a COPY into list_entry): the backends' progress slots that iclear marked
+-- (src/progress.rs), read with the rights of the extension's owner, so that
+-- a reader sees every role's.
+CREATE FUNCTION iclear.progress_slots()
+RETURNS TABLE (pid integer, command text, product_id bigint, done bigint, total bigint,
+               started_at timestamptz, updated_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT s.pid, iclear.progress_command(s.param2), nullif(s.param7, 0), s.param3, s.param4,
+           to_timestamp(s.param5), to_timestamp(s.param6)
+      FROM pg_catalog.pg_stat_get_progress_info('COPY') s
+     WHERE s.param1 = 1768123506
+    UNION ALL
+    -- a bulk load of a list: a real COPY into list_entry (rows so far; no
+    -- total, a COPY does not know its rows)
+    SELECT s.pid, 'list_load', NULL::bigint, s.param3, NULL::bigint, a.query_start, now()
+      FROM pg_catalog.pg_stat_get_progress_info('COPY') s
+      JOIN pg_catalog.pg_stat_activity a ON a.pid = s.pid
+     WHERE s.param1 <> 1768123506 AND s.relid = 'iclear.list_entry'::regclass
+$$;
+CREATE VIEW iclear.progress AS
+SELECT s.pid, s.command, p.name AS product, s.done, s.total, s.started_at, s.updated_at
+  FROM iclear.progress_slots() s LEFT JOIN iclear.product p ON p.id = s.product_id;
 
 -- (0.6.0: a product's and a global cap's time zone)
 CREATE OR REPLACE FUNCTION iclear.export_config(product text) RETURNS jsonb
@@ -2646,6 +2676,7 @@ BEGIN
     -- at a time made an import quadratic in its rules)
     FOR it IN SELECT * FROM iclear.config_items(doc, 'rules') LOOP
         path := format('rules[%s]', it.i);
+        PERFORM iclear.progress_update(it.i + 1);
         PERFORM iclear.config_keys(it.o, path,
             ARRAY['name', 'stage', 'status', 'position', 'category', 'publisher_id', 'channel_id', 'source_id',
                   'all_new', 'all_new_since', 'publisher_ids', 'exclude_publisher_ids', 'channel_ids',
@@ -2818,6 +2849,9 @@ BEGIN
                   HINT = 'Pass change_shared => true to change them, or leave them out of the document.';
     END IF;
     PERFORM iclear.defer_config_version(true);
+    -- (iclear.progress: a step per rule, reported by apply_config)
+    PERFORM iclear.progress_start('import_config', pname,
+        CASE jsonb_typeof(config -> 'rules') WHEN 'array' THEN jsonb_array_length(config -> 'rules') ELSE 0 END);
     BEGIN
         PERFORM iclear.apply_config(config);
         plan := iclear.config_plan(before, iclear.export_config(pname))
@@ -2829,6 +2863,7 @@ BEGIN
         NULL; -- rolled back: the plan stays
     END;
     PERFORM iclear.defer_config_version(false);
+    PERFORM iclear.progress_end();
     RETURN plan;
 END $$;
 
@@ -3028,6 +3063,12 @@ GRANT EXECUTE ON FUNCTION iclear.check_alerts() TO iclear_processor, iclear_oper
 GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.metrics, iclear.lead_hourly, iclear.service_hourly
     TO iclear_reader, iclear_operator;
 GRANT INSERT, UPDATE, DELETE ON iclear.alert_rule TO iclear_operator;
+-- progress: reported by whoever runs the long work, read by the reader
+GRANT EXECUTE ON FUNCTION iclear.progress_start(text, text, bigint), iclear.progress_update(bigint, bigint),
+                          iclear.progress_end()
+    TO iclear_operator, iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.progress_slots(), iclear.progress_command(bigint) TO iclear_reader, iclear_operator;
+GRANT SELECT ON iclear.progress TO iclear_reader, iclear_operator;
 -- the lead history: the processor's alone (digests of personal data)
 GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
 GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;
@@ -3141,4 +3182,10 @@ COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb
 COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
 COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: brings the hourly aggregates of the last two hours up to date.';
 COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
+COMMENT ON VIEW iclear.progress IS 'Long work as it runs (backtest, import_config, maintain, forget, rebuild_history): pid, command, product, done, total, started_at, updated_at.';
+COMMENT ON FUNCTION iclear.progress_slots() IS 'Internal: the backends'' progress slots iclear marked, with the owner''s rights.';
+COMMENT ON FUNCTION iclear.progress_command(bigint) IS 'Internal: the name of a progress command code.';
+COMMENT ON FUNCTION iclear.progress_start(text,text,bigint) IS 'Internal: start reporting long work in this backend''s progress slot.';
+COMMENT ON FUNCTION iclear.progress_update(bigint,bigint) IS 'Internal: report steps done (a NOTICE about every 5 s).';
+COMMENT ON FUNCTION iclear.progress_end() IS 'Internal: end reporting.';
 -- END since-0.5.0

@@ -348,11 +348,30 @@ fn rebuild_history(product: &str, since: pgrx::datum::TimestampWithTimeZone) -> 
             ))
             .raise()
         });
-    crate::privilege::as_processor(|| store::history::rebuild(id, since))
+    crate::progress::reporting(
+        crate::progress::Command::RebuildHistory,
+        Some(id),
+        0,
+        || crate::privilege::as_processor(|| store::history::rebuild(id, since)),
+    )
 }
 
 /// Internal (forget): the history digests a consumer's email and phone make.
 #[pg_extern(stable, parallel_safe)]
 fn erasure_history_digests(email: Option<&str>, phone: Option<&str>) -> Vec<String> {
     store::history::erasure_digests(email, phone)
+}
+
+/// `iclear.progress_start(command, product, total)`: for the SQL functions
+/// that report their progress (import_config, maintain, forget).
+#[pg_extern(volatile, parallel_unsafe)]
+fn progress_start(command: &str, product: Option<&str>, total: i64) {
+    let Some(c) = crate::progress::Command::parse(command) else {
+        Error::Input(format!(
+            "iclear.progress_start: unknown command {command:?}"
+        ))
+        .raise()
+    };
+    let product_id = product.and_then(store::backtest::product_id);
+    crate::progress::start(c, product_id, total);
 }

@@ -126,7 +126,14 @@ pub fn backtest(
     let (mut returns, mut conversions, mut returns_caught, mut conversions_lost) =
         (0u64, 0u64, 0u64, 0u64);
     let mut sample = Vec::new();
+    // iclear.progress, and a NOTICE every 5 s
+    crate::progress::start(
+        crate::progress::Command::Backtest,
+        Some(product_id),
+        store::backtest::count_leads(product_id, since, until),
+    );
     store::backtest::for_each_lead(product_id, since, until, |lead| {
+        crate::progress::update(leads as i64 + 1, None);
         let Ok(env) = Envelope::parse(&lead.envelope) else {
             unreadable += 1;
             return;
@@ -209,6 +216,7 @@ pub fn backtest(
             }
         }
     });
+    crate::progress::end();
     let rules: Vec<Value> = cfg
         .rules
         .iter()

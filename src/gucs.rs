@@ -39,6 +39,7 @@ static SMS_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 static HUB_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// `iclear.cap_lease_size`: read by iclear.refresh_cap_leases() (SQL).
 static CAP_LEASE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
+static PROGRESS_NOTICE_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 
 /// `iclear.sms_max_sends`, `iclear.sms_max_failed` and `iclear.sms_window`:
 /// per phone and product, the codes sent and the wrong codes tried within a
@@ -165,6 +166,16 @@ pub fn define() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"iclear.progress_notice_interval",
+        c"How often long work (backtest, import_config, maintain, forget, rebuild_history) says how far it is",
+        c"Default 5 s: a NOTICE with what is done, the rate and the time left; 0 turns them off (iclear.progress shows it all the same).",
+        &PROGRESS_NOTICE_MS,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
         c"iclear.retention_days",
         c"Days of decisions and filter log that iclear.maintain() keeps",
         c"Monthly partitions of iclear.decision and iclear.filter_log wholly older than this are dropped by iclear.maintain().",
@@ -246,6 +257,12 @@ pub fn define() {
 }
 
 /// `iclear.config_cache`.
+/// `iclear.progress_notice_interval` (None: no NOTICEs).
+pub fn progress_notice_interval() -> Option<Duration> {
+    let ms = PROGRESS_NOTICE_MS.get();
+    (ms > 0).then(|| Duration::from_millis(ms as u64))
+}
+
 pub fn config_cache() -> bool {
     CONFIG_CACHE.get()
 }

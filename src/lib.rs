@@ -19,6 +19,7 @@ mod lead;
 mod lead_id;
 mod list_values;
 mod privilege;
+mod progress;
 mod remote;
 mod row;
 mod store;

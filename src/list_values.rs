@@ -96,6 +96,7 @@ pub unsafe extern "C-unwind" fn iclear_list_entry_normalize(
     } else {
         i64::from_datum(values[li], false)
     };
+    crate::progress::list_row();
     let phone = list_id.is_some_and(phone_list);
     let normalized = iclear_engine::keys::normalize_list_value_as(phone, &raw);
     if normalized.is_empty() {

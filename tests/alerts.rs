@@ -78,3 +78,162 @@ fn eight_sessions_raise_each_alert_once_and_a_listener_hears_it() {
     heard.sort();
     assert_eq!(heard, vec!["cap_reached", "cap_warning", "jobs_failing"]);
 }
+
+/// Progress of long work (issue 29 item 4): while one session backtests
+/// thousands of leads, another (a reader) sees it in iclear.progress with
+/// `done` moving towards `total`, and the running session gets a NOTICE
+/// with what is done, the rate and the time left (every 5 s by default;
+/// 200 ms here).
+#[test]
+fn a_long_backtest_shows_its_progress_to_another_session() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_progress");
+    c.batch_execute(
+        r#"INSERT INTO iclear.product (name) VALUES ('p');
+           INSERT INTO iclear.rule (product_id, name) SELECT id, 'adults' FROM iclear.product;
+           INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
+           SELECT id, 'lead_body', 'age', 'less', '18' FROM iclear.rule;
+           SELECT count(iclear_process(jsonb_build_object('product', 'p', 'fields', jsonb_build_object('age', g % 40))))
+             FROM generate_series(1, 6000) g;
+           CREATE ROLE watcher LOGIN IN ROLE iclear_reader;"#,
+    )
+    .unwrap();
+    let url = cl.url("t_progress");
+    let runner = thread::spawn(move || {
+        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = notices.clone();
+        let mut cfg: postgres::Config = url.parse().unwrap();
+        cfg.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
+        let mut s = cfg.connect(NoTls).unwrap();
+        s.batch_execute(
+            "SET iclear.progress_notice_interval = '200ms';
+             SELECT iclear.backtest('p', now() - interval '1 hour', now() + interval '1 minute',
+                                    '{\"rules\": [{\"name\": \"adults\", \"status\": \"paused\"}]}')",
+        )
+        .unwrap();
+        let n = notices.lock().unwrap().clone();
+        n
+    });
+    let mut watcher = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=t_progress user=watcher",
+            cl.port
+        ),
+        NoTls,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    while !runner.is_finished() {
+        for r in watcher
+            .query(
+                "SELECT command, product, done, total FROM iclear.progress",
+                &[],
+            )
+            .unwrap()
+        {
+            let (command, product, done, total): (String, Option<String>, i64, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            assert_eq!(command, "backtest");
+            assert_eq!(product.as_deref(), Some("p"));
+            assert_eq!(total, 6000);
+            seen.push(done);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let notices = runner.join().unwrap();
+    assert!(seen.len() >= 2, "seen while it ran: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(seen.iter().any(|d| *d > 0 && *d < 6000), "{seen:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("iclear.backtest:") && n.contains("of 6000")),
+        "{notices:?}"
+    );
+    // over: nothing left in the view
+    assert_eq!(
+        watcher
+            .query_one("SELECT count(*) FROM iclear.progress", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+}
+
+#[test]
+fn a_bulk_list_load_shows_its_progress_to_another_session() {
+    let cl = Cluster::start();
+    let mut c = cl.database("t_list_progress");
+    c.batch_execute(
+        "INSERT INTO iclear.list (name, kind, field) VALUES ('dnc', 'dnpl', 'homePhone');
+         CREATE ROLE watcher LOGIN IN ROLE iclear_reader;",
+    )
+    .unwrap();
+    let list: i64 = c
+        .query_one("SELECT id FROM iclear.list", &[])
+        .unwrap()
+        .get(0);
+    let url = cl.url("t_list_progress");
+    let runner = thread::spawn(move || {
+        use std::io::Write;
+        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = notices.clone();
+        let mut cfg: postgres::Config = url.parse().unwrap();
+        cfg.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
+        let mut s = cfg.connect(NoTls).unwrap();
+        s.batch_execute("SET iclear.progress_notice_interval = '200ms'")
+            .unwrap();
+        let mut w = s
+            .copy_in("COPY iclear.list_entry (list_id, value) FROM STDIN")
+            .unwrap();
+        // a registry file arriving in pieces, so the load lasts a while
+        for chunk in 0..30u64 {
+            let mut data = Vec::new();
+            for i in 0..5000u64 {
+                writeln!(data, "{list}\t(212) {:07}", chunk * 5000 + i).unwrap();
+            }
+            w.write_all(&data).unwrap();
+            w.flush().unwrap();
+            thread::sleep(Duration::from_millis(60));
+        }
+        w.finish().unwrap();
+        let n = notices.lock().unwrap().clone();
+        n
+    });
+    let mut watcher = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=t_list_progress user=watcher",
+            cl.port
+        ),
+        NoTls,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    while !runner.is_finished() {
+        for r in watcher
+            .query("SELECT command, done, total FROM iclear.progress", &[])
+            .unwrap()
+        {
+            let (command, done, total): (String, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+            assert_eq!(command, "list_load");
+            assert_eq!(total, None);
+            seen.push(done);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let notices = runner.join().unwrap();
+    assert!(seen.iter().any(|d| *d > 0 && *d < 150_000), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("iclear.list_load:") && n.contains("rows done")),
+        "{notices:?}"
+    );
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM iclear.list_entry", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        150_000
+    );
+}

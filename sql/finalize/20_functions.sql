@@ -484,6 +484,7 @@ BEGIN
       FROM iclear.decision d
      WHERE iclear.erasure_mentions(d.envelope, e, p) OR iclear.erasure_mentions(d.decision, e, p);
     touched := touched || jsonb_build_object('leads', cardinality(leads));
+    PERFORM iclear.progress_start('forget', NULL, 14);
     -- the signatures of the leads, before their envelopes are erased
     SELECT coalesce(array_agg(DISTINCT s), '{}') INTO sigs
       FROM (SELECT iclear.lead_signature(pr.name, d.envelope) AS s
@@ -493,50 +494,51 @@ BEGIN
     UPDATE iclear.decision d SET envelope = iclear.erasure_erased(d.envelope, e, p),
                                  decision = iclear.erasure_erased(d.decision, e, p)
      WHERE d.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('decision', n); PERFORM iclear.progress_update(1);
     UPDATE iclear.filter_log f SET request = iclear.erasure_erased(f.request, e, p),
                                    response = iclear.erasure_erased(f.response, e, p),
                                    detail = iclear.erasure_erased(f.detail, e, p)
      WHERE f.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('filter_log', n); PERFORM iclear.progress_update(2);
     UPDATE iclear.job j SET payload = iclear.erasure_erased(j.payload::json, e, p)::jsonb
      WHERE j.lead_id = ANY (leads) OR iclear.erasure_mentions(j.payload::json, e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('job', n); PERFORM iclear.progress_update(3);
     DELETE FROM iclear.sms_outbox o USING iclear.job j WHERE j.id = o.job_id AND j.lead_id = ANY (leads);
     UPDATE iclear.spent_request s SET request = iclear.erasure_erased(s.request, e, p),
                                       response = iclear.erasure_erased(s.response, e, p)
      WHERE s.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('spent_request', n); PERFORM iclear.progress_update(4);
     UPDATE iclear.consent_evidence c SET response = iclear.erasure_erased(c.response, e, p)
      WHERE c.lead_id = ANY (leads);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('consent_evidence', n); PERFORM iclear.progress_update(5);
     UPDATE iclear.lead_feedback b SET reason = '[erased]'
      WHERE b.lead_id = ANY (leads) AND iclear.erasure_mentions(to_json(b.reason), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_feedback', n); PERFORM iclear.progress_update(6);
     DELETE FROM iclear.lookup_cache c
      WHERE iclear.erasure_mentions(to_json(c.lookup_key), e, p) OR iclear.erasure_mentions(c.response::json, e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lookup_cache', n); PERFORM iclear.progress_update(7);
     DELETE FROM iclear.counter_delta c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_delta', n); PERFORM iclear.progress_update(8);
     DELETE FROM iclear.counter_total c WHERE iclear.erasure_mentions(to_json(c.key), e, p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('counter_total', n); PERFORM iclear.progress_update(9);
     DELETE FROM iclear.list_entry le USING iclear.list l
      WHERE l.id = le.list_id AND iclear.erasure_mentions(to_json(le.value), e, p)
        AND NOT (keep_suppression AND l.kind = 'dnpl');
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('list_entry', n); PERFORM iclear.progress_update(10);
     DELETE FROM iclear.sms_verification v WHERE v.phone = iclear.normalize_phone(p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('sms_verification', n); PERFORM iclear.progress_update(11);
     DELETE FROM iclear.verification_history v WHERE v.signature = ANY (sigs);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('verification_history', n); PERFORM iclear.progress_update(12);
     -- the history's rows under the keys the email and phone make (a key with
     -- another field goes when its window ends)
     DELETE FROM iclear.lead_history h WHERE h.key = ANY (iclear.erasure_history_digests(e, p));
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_history', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('lead_history', n); PERFORM iclear.progress_update(13);
     DELETE FROM iclear.paused_lead l WHERE l.lead_id = ANY (leads) OR l.phone = iclear.normalize_phone(p);
-    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n);
+    GET DIAGNOSTICS n = ROW_COUNT; touched := touched || jsonb_build_object('paused_lead', n); PERFORM iclear.progress_update(14);
     INSERT INTO iclear.config_audit (table_name, op, new, role)
     VALUES ('consumer', 'ERASE', touched || jsonb_build_object('keep_suppression', keep_suppression),
             coalesce(nullif(current_setting('role'), 'none'), session_user));
+    PERFORM iclear.progress_end();
     RETURN touched;
 END $$;
 -- Since 0.5.0 a phone rule's flags (reject_voip, ...) add to its overall
@@ -665,7 +667,9 @@ BEGIN
         RAISE EXCEPTION 'iclear.maintain: decision and filter_log stayed busy for about 20 s; run it again'
             USING ERRCODE = 'lock_not_available';
     END IF;
+    PERFORM iclear.progress_start('maintain', NULL, 3);
     FOREACH t IN ARRAY ARRAY['decision', 'filter_log'] LOOP
+        PERFORM iclear.progress_update(CASE t WHEN 'decision' THEN 0 ELSE 1 END);
         col := CASE t WHEN 'decision' THEN 'created_at' ELSE 'at' END;
         EXECUTE format('SELECT min(%I) FROM iclear.%I', col, t || '_default') INTO oldest;
         FOR m IN SELECT generate_series(date_trunc('month', least(coalesce(oldest, now()), now()) AT TIME ZONE 'UTC'),
@@ -698,8 +702,11 @@ BEGIN
         EXECUTE format('DELETE FROM iclear.%I WHERE %I < $1', t || '_default', col)
             USING now() - make_interval(days => keep_days);
     END LOOP;
+    PERFORM iclear.progress_update(2);
     DELETE FROM iclear.consent_evidence WHERE at < now() - make_interval(days => keep_evidence);
     GET DIAGNOSTICS evidence = ROW_COUNT;
+    PERFORM iclear.progress_update(3);
+    PERFORM iclear.progress_end();
     PERFORM set_config('lock_timeout', old_lock_timeout, true);
     RETURN jsonb_build_object('created', created, 'dropped', dropped, 'moved_from_default', moved,
                               'evidence_deleted', evidence, 'retention_days', keep_days,

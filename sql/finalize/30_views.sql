@@ -337,4 +337,27 @@ SELECT 'iclear_hub_seconds_since_message', '{}', (h.hub_subscription ->> 'second
 UNION ALL
 SELECT 'iclear_alerts', jsonb_build_object('kind', a.kind), count(*), 'Alerts raised (iclear.alert), by kind'
   FROM iclear.alert a GROUP BY a.kind;
+-- Long work as it runs (backtest, import_config, maintain, forget,
+-- rebuild_history, a COPY into list_entry): the backends' progress slots that iclear marked
+-- (src/progress.rs), read with the rights of the extension's owner, so that
+-- a reader sees every role's.
+CREATE FUNCTION iclear.progress_slots()
+RETURNS TABLE (pid integer, command text, product_id bigint, done bigint, total bigint,
+               started_at timestamptz, updated_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT s.pid, iclear.progress_command(s.param2), nullif(s.param7, 0), s.param3, s.param4,
+           to_timestamp(s.param5), to_timestamp(s.param6)
+      FROM pg_catalog.pg_stat_get_progress_info('COPY') s
+     WHERE s.param1 = 1768123506
+    UNION ALL
+    -- a bulk load of a list: a real COPY into list_entry (rows so far; no
+    -- total, a COPY does not know its rows)
+    SELECT s.pid, 'list_load', NULL::bigint, s.param3, NULL::bigint, a.query_start, now()
+      FROM pg_catalog.pg_stat_get_progress_info('COPY') s
+      JOIN pg_catalog.pg_stat_activity a ON a.pid = s.pid
+     WHERE s.param1 <> 1768123506 AND s.relid = 'iclear.list_entry'::regclass
+$$;
+CREATE VIEW iclear.progress AS
+SELECT s.pid, s.command, p.name AS product, s.done, s.total, s.started_at, s.updated_at
+  FROM iclear.progress_slots() s LEFT JOIN iclear.product p ON p.id = s.product_id;
 -- END since-0.5.0

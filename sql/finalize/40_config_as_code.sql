@@ -363,6 +363,7 @@ BEGIN
     -- at a time made an import quadratic in its rules)
     FOR it IN SELECT * FROM iclear.config_items(doc, 'rules') LOOP
         path := format('rules[%s]', it.i);
+        PERFORM iclear.progress_update(it.i + 1);
         PERFORM iclear.config_keys(it.o, path,
             ARRAY['name', 'stage', 'status', 'position', 'category', 'publisher_id', 'channel_id', 'source_id',
                   'all_new', 'all_new_since', 'publisher_ids', 'exclude_publisher_ids', 'channel_ids',
@@ -535,6 +536,9 @@ BEGIN
                   HINT = 'Pass change_shared => true to change them, or leave them out of the document.';
     END IF;
     PERFORM iclear.defer_config_version(true);
+    -- (iclear.progress: a step per rule, reported by apply_config)
+    PERFORM iclear.progress_start('import_config', pname,
+        CASE jsonb_typeof(config -> 'rules') WHEN 'array' THEN jsonb_array_length(config -> 'rules') ELSE 0 END);
     BEGIN
         PERFORM iclear.apply_config(config);
         plan := iclear.config_plan(before, iclear.export_config(pname))
@@ -546,6 +550,7 @@ BEGIN
         NULL; -- rolled back: the plan stays
     END;
     PERFORM iclear.defer_config_version(false);
+    PERFORM iclear.progress_end();
     RETURN plan;
 END $$;
 

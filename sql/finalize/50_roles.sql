@@ -233,6 +233,12 @@ GRANT EXECUTE ON FUNCTION iclear.check_alerts() TO iclear_processor, iclear_oper
 GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.metrics, iclear.lead_hourly, iclear.service_hourly
     TO iclear_reader, iclear_operator;
 GRANT INSERT, UPDATE, DELETE ON iclear.alert_rule TO iclear_operator;
+-- progress: reported by whoever runs the long work, read by the reader
+GRANT EXECUTE ON FUNCTION iclear.progress_start(text, text, bigint), iclear.progress_update(bigint, bigint),
+                          iclear.progress_end()
+    TO iclear_operator, iclear_processor;
+GRANT EXECUTE ON FUNCTION iclear.progress_slots(), iclear.progress_command(bigint) TO iclear_reader, iclear_operator;
+GRANT SELECT ON iclear.progress TO iclear_reader, iclear_operator;
 -- the lead history: the processor's alone (digests of personal data)
 GRANT SELECT, INSERT, DELETE ON iclear.lead_history TO iclear_processor;
 GRANT EXECUTE ON FUNCTION iclear.prune_history() TO iclear_processor;

@@ -172,4 +172,10 @@ COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb
 COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
 COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: brings the hourly aggregates of the last two hours up to date.';
 COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
+COMMENT ON VIEW iclear.progress IS 'Long work as it runs (backtest, import_config, maintain, forget, rebuild_history): pid, command, product, done, total, started_at, updated_at.';
+COMMENT ON FUNCTION iclear.progress_slots() IS 'Internal: the backends'' progress slots iclear marked, with the owner''s rights.';
+COMMENT ON FUNCTION iclear.progress_command(bigint) IS 'Internal: the name of a progress command code.';
+COMMENT ON FUNCTION iclear.progress_start(text,text,bigint) IS 'Internal: start reporting long work in this backend''s progress slot.';
+COMMENT ON FUNCTION iclear.progress_update(bigint,bigint) IS 'Internal: report steps done (a NOTICE about every 5 s).';
+COMMENT ON FUNCTION iclear.progress_end() IS 'Internal: end reporting.';
 -- END since-0.5.0

@@ -61,3 +61,19 @@ CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RET
 STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'erasure_history_digests_wrapper';
+CREATE FUNCTION iclear."progress_start"("command" TEXT, "product" TEXT, "total" bigint) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'progress_start_wrapper';
+CREATE FUNCTION iclear."progress_update"("done" bigint, "total" bigint DEFAULT NULL) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'progress_update_wrapper';
+CREATE FUNCTION iclear."progress_end"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'progress_end_wrapper';
+CREATE FUNCTION iclear."progress_command"("code" bigint) RETURNS TEXT
+STRICT IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'progress_command_wrapper';

@@ -49,6 +49,21 @@ SELECT jsonb_build_object(
    AND NOT EXISTS (SELECT 1 FROM iclear.decision e WHERE e.lead_id = d.lead_id AND e.id < d.id)
  ORDER BY d.created_at, d.id";
 
+/// How many leads `for_each_lead` will replay (for the progress report).
+pub fn count_leads(
+    product_id: i64,
+    since: TimestampWithTimeZone,
+    until: TimestampWithTimeZone,
+) -> i64 {
+    query_value::<i64>(
+        "SELECT count(*) FROM iclear.decision d
+          WHERE d.product_id = $1 AND d.created_at >= $2 AND d.created_at < $3 AND d.status <> 'error'",
+        &[INT8, pgrx::pg_sys::PgBuiltInOids::TIMESTAMPTZOID, pgrx::pg_sys::PgBuiltInOids::TIMESTAMPTZOID],
+        &[product_id.into(), since.into(), until.into()],
+    )
+    .unwrap_or(0)
+}
+
 /// Leads fetched per round trip: bounds what is held in memory at once.
 const BATCH: i64 = 500;
 

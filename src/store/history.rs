@@ -179,6 +179,13 @@ pub fn rebuild(product_id: i64, since: pgrx::datum::TimestampWithTimeZone) -> i6
     }
     let mut written = 0i64;
     let mut after: i64 = 0;
+    let mut read = 0i64;
+    let total = query_value::<i64>(
+        "SELECT count(*) FROM iclear.decision WHERE product_id = $1 AND created_at >= $2",
+        &[INT8, pgrx::pg_sys::PgBuiltInOids::TIMESTAMPTZOID],
+        &[product_id.into(), since.into()],
+    );
+    crate::progress::update(0, total);
     // in batches by id, so memory stays bounded however long the window
     loop {
         let batch: Option<pgrx::JsonB> = query_value(
@@ -195,6 +202,8 @@ pub fn rebuild(product_id: i64, since: pgrx::datum::TimestampWithTimeZone) -> i6
         let Some(pgrx::JsonB(serde_json::Value::Array(rows))) = batch else {
             break;
         };
+        read += rows.len() as i64;
+        crate::progress::update(read, None);
         for r in &rows {
             after = r[0].as_i64().unwrap_or(after);
             let Some(fields) = r[3].as_object() else {
