@@ -52,7 +52,7 @@ WARMUP=${BENCH_WARMUP:-5}
 CPU_LEADS=${BENCH_CPU_LEADS:-2000}
 CLIENTS=${BENCH_CLIENTS:-2}
 SERVICE_CLIENTS=${BENCH_SERVICE_CLIENTS:-8}
-ALL_VARIANTS="plain plpgsql plpgsqlnocap attached nodup full nocache tag tagcap ip ipcap"
+ALL_VARIANTS="plain plpgsql plpgsqlnocap attached alerts nodup full nocache tag tagcap ip ipcap"
 VARIANTS=${BENCH_VARIANTS:-$ALL_VARIANTS}
 SANDBOX_PORT=${BENCH_SANDBOX_PORT:-28818}
 SANDBOX_DELAY_MS=${BENCH_SANDBOX_DELAY_MS:-100}
@@ -70,7 +70,7 @@ table_of() {
         plain) echo leads_plain ;;
         plpgsql) echo leads_plpgsql ;;
         plpgsqlnocap) echo leads_plpgsql_nocap ;;
-        attached | full | nocache) echo leads ;;
+        attached | alerts | full | nocache) echo leads ;;
         *) echo "leads_$1" ;;
     esac
 }
@@ -101,7 +101,13 @@ if wants ip || wants ipcap; then
         cargo build --release -q -p iclear-services --features sandbox --bin iclear-sandbox
         SANDBOX_BIN=target/release/iclear-sandbox
     fi
-    "$SANDBOX_BIN" "127.0.0.1:$SANDBOX_PORT" --delay-ms "$SANDBOX_DELAY_MS" >"$OUT/sandbox.log" 2>&1 &
+fi
+start_sandbox() { # delay_ms
+    if [ -n "$sandbox_pid" ]; then
+        kill "$sandbox_pid" 2>/dev/null || true
+        wait "$sandbox_pid" 2>/dev/null || true
+    fi
+    "$SANDBOX_BIN" "127.0.0.1:$SANDBOX_PORT" --delay-ms "$1" >"$OUT/sandbox.log" 2>&1 &
     sandbox_pid=$!
     echo "$sandbox_pid" >"$OUT/sandbox.pid"
     for _ in $(seq 50); do
@@ -111,10 +117,13 @@ if wants ip || wants ipcap; then
     done
     # a binary older than --delay-ms would listen and ignore it
     if ! grep -q "listening on.*delay" "$OUT/sandbox.log"; then
-        echo "bench: the sandbox provider did not start with --delay-ms $SANDBOX_DELAY_MS:" >&2
+        echo "bench: the sandbox provider did not start with --delay-ms $1:" >&2
         cat "$OUT/sandbox.log" >&2
         exit 1
     fi
+}
+if wants ip || wants ipcap; then
+    start_sandbox "$SANDBOX_DELAY_MS"
 fi
 
 # ------------------------------------------------------------- the setup
@@ -142,6 +151,13 @@ pl_cap=$(q -c "SELECT CASE WHEN count(*) > 0 THEN 'a caps row' ELSE 'no caps row
 cap_on() { q -c "INSERT INTO iclear.global_cap (service, period, cap_limit) VALUES ('ip_analysis', 'monthly', 100000000)" >/dev/null; }
 cap_off() { q -c "DELETE FROM iclear.global_cap WHERE service = 'ip_analysis'" >/dev/null; }
 
+alert_checks() {
+    while :; do
+        q -c "SELECT iclear.check_alerts()" || true
+        sleep 1
+    done
+}
+
 tps() { # table clients [PGOPTIONS [script]]
     local log=$OUT/pgbench-$1.log
     if ! PGOPTIONS="${3:-}" $PGBENCH -n -h 127.0.0.1 -p "$ICLEAR_PORT" -U postgres -c "$2" -j "$2" \
@@ -158,6 +174,16 @@ measure() { # variant
     case $1 in
         full) tps leads "$CLIENTS" "-c iclear.trace=full" ;;
         nocache) tps leads "$CLIENTS" "-c iclear.config_cache=off" ;;
+        alerts)
+            # the alert checks the worker runs once a minute, every second
+            # here (its own session, every alert rule enabled)
+            alert_checks >/dev/null 2>&1 &
+            local checker=$!
+            t=$(tps leads "$CLIENTS")
+            kill "$checker" 2>/dev/null || true
+            wait "$checker" 2>/dev/null || true
+            echo "$t"
+            ;;
         ipcap)
             cap_on
             t=$(tps leads_ipcap "$SERVICE_CLIENTS")
@@ -226,6 +252,7 @@ summary() {
             row("plpgsql", "PL/pgSQL trigger, same rules, caps row", clients)
             row("plpgsqlnocap", "PL/pgSQL trigger, same rules, no cap", clients)
             row("attached", "attached (defaults)", clients)
+            row("alerts", "attached, alert checks every second", clients)
             row("nodup", "attached, without the duplicate check", clients)
             row("full", "attached, trace=full", clients)
             row("nocache", "attached, config_cache=off", clients)
@@ -239,6 +266,7 @@ summary() {
             ratio("attached", "plpgsql", "attached vs PL/pgSQL with its caps row (unfair to it)")
             ratio("full", "plpgsql", "attached, trace=full vs PL/pgSQL (both trace every rule)")
             ratio("nocache", "attached", "config_cache=off vs on")
+            ratio("alerts", "attached", "alert checks every second vs none")
             ratio("attached", "nodup", "30-day duplicate check vs without it")
             ratio("tagcap", "tag", "rule cap vs its uncapped twin")
             ratio("ipcap", "ip", "global_cap vs its uncapped twin")
@@ -259,7 +287,7 @@ summary "$CLIENTS"
 # BENCH_CLIENTS skips them).
 LOAD_CLIENTS=${BENCH_LOAD_CLIENTS:-8}
 load_variants=""
-for v in plain plpgsql plpgsqlnocap attached nodup tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
+for v in plain plpgsql plpgsqlnocap attached alerts nodup tag tagcap; do wants "$v" && load_variants="$load_variants $v"; done
 if [ "$LOAD_CLIENTS" -gt 0 ] && [ "$LOAD_CLIENTS" != "$CLIENTS" ] && [ -n "$load_variants" ]; then
     printf '\n'
     CLIENTS=$LOAD_CLIENTS rounds "$load_variants"
@@ -291,6 +319,82 @@ if [ -n "$cpu" ]; then
             if (("plpgsql" in ms) && ("attached" in ms) && ms["attached"] > 0)
                 printf "    the PL/pgSQL trigger costs %.2fx what iclear does per lead\n", ms["plpgsql"] / ms["attached"]
         }'
+fi
+# ------------------------------------------- per statement and transaction
+# One session, the backend's CPU: single-row INSERTs each committed, then one
+# INSERT of as many leads (bench/per_statement.sql), alternated, best of 3.
+STMT_LEADS=${BENCH_STMT_LEADS:-3000}
+stmt=""
+for _ in 1 2 3; do
+    for v in plain plpgsqlnocap attached; do
+        wants "$v" || continue
+        stmt="$stmt$v $($CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -v table="$(table_of "$v")" -v n="$STMT_LEADS" \
+            -v file="$OUT/statements.sql" -f bench/per_statement.sql | tail -1)"$'\n'
+    done
+done
+if [ -n "$stmt" ]; then
+    printf '\n  Per statement and transaction (one session, backend CPU from /proc; %s single-row INSERTs each committed,\n' "$STMT_LEADS"
+    printf '  then one INSERT of %s leads; best of 3 alternated):\n' "$STMT_LEADS"
+    printf '%s' "$stmt" | awk '
+        NF == 3 {
+            if (!($1 in one) || $2 < one[$1]) one[$1] = $2
+            if (!($1 in many) || $3 < many[$1]) many[$1] = $3
+        }
+        END {
+            printf "    %-13s %14s %14s %18s %14s\n", "table", "single/lead", "multi/lead", "statement+txn", "beyond plain"
+            split("plain plpgsqlnocap attached", order, " ")
+            for (i = 1; i <= 3; i++) {
+                v = order[i]
+                if (!(v in one)) continue
+                st = one[v] - many[v]
+                printf "    %-13s %11.1f us %11.1f us %15.1f us", v, one[v], many[v], st
+                if ("plain" in one) printf " %11.1f us", st - (one["plain"] - many["plain"])
+                printf "\n"
+            }
+        }'
+fi
+# ------------------------------------------------- where 8 clients wait
+WAIT_CLIENTS=${BENCH_LOAD_CLIENTS:-8}
+if [ "$WAIT_CLIENTS" -gt 0 ]; then
+    for v in plain plpgsqlnocap attached; do
+        wants "$v" || continue
+        $CLUSTER psql -d $DB -v seconds="$SECONDS_PER_RUN" -f bench/waits.sql >"$OUT/waits-$v.txt" &
+        sampler=$!
+        CLIENTS=$WAIT_CLIENTS measure "$v" >/dev/null
+        wait "$sampler" || true
+        printf '\n  Wait events, %s clients, %s (share of samples of active client backends):\n' "$WAIT_CLIENTS" "$v"
+        awk '{ printf "    %-36s %5.1f%%\n", $1, $2 }' "$OUT/waits-$v.txt"
+    done
+fi
+# ------------------------------------------------ a sync lookup's overhead
+# Against the sandbox answering at once: N leads in one statement through
+# the IP lookup product, against the same leads through payday_us (no
+# lookup); the difference over the lookups made is what iclear spends per
+# sync lookup around the vendor's own time (best of 3).
+if wants ip; then
+    start_sandbox 0
+    SYNC_LEADS=${BENCH_SYNC_LEADS:-500}
+    sync_ms() { # product
+        $CLUSTER psql -d $DB -v ON_ERROR_STOP=1 -c '\timing on' -c "SELECT count(iclear_process(jsonb_build_object(
+            'product', '$1', 'fields', jsonb_build_object('email', 'sync' || g || '.' || random() || '@gmail.com',
+            'homePhone', (2000000000 + g)::text, 'state', 'CA', 'age', 30, 'monthlyIncome', 4000,
+            'loanAmount', 500, 'military', false, 'tcpaConsent', true,
+            'userIp', '10.1.' || (g % 256) || '.' || (g % 250)))))
+            FROM generate_series(1, $SYNC_LEADS) g" | awk '/^Time:/ {print $2}'
+    }
+    looked=$(q -c "SELECT count(*) FROM iclear.filter_log WHERE kind = 'service'")
+    best_ip="" best_none=""
+    for _ in 1 2 3; do
+        a=$(sync_ms payday_us_ip)
+        b=$(sync_ms payday_us)
+        best_ip=$(printf '%s\n%s\n' "$a" "$best_ip" | grep . | sort -n | head -1)
+        best_none=$(printf '%s\n%s\n' "$b" "$best_none" | grep . | sort -n | head -1)
+    done
+    calls=$(q -c "SELECT (count(*) - $looked) / 3 FROM iclear.filter_log WHERE kind = 'service'")
+    printf '\n  A sync lookup against the sandbox answering at once: %s leads in one statement %.0f ms with\n' "$SYNC_LEADS" "$best_ip"
+    printf '  %s IP lookups, %.0f ms without: %s ms a lookup (iclear'"'"'s side: the request record and its fsync, the\n' \
+        "$calls" "$best_none" "$(awk -v a="$best_ip" -v b="$best_none" -v n="$calls" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')"
+    printf '  call thread, HTTP on a kept-alive connection)\n'
 fi
 printf '\n  rows by iclear_status (warm-ups included):\n'
 for t in $(for v in $VARIANTS; do table_of "$v"; done | awk '!seen[$0]++'); do

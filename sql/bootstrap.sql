@@ -858,4 +858,14 @@ CREATE TABLE iclear.service_hourly (
     cost     numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, service, outcome, source)
 );
+-- How far the hourly aggregates are counted (one row): `through`, up to
+-- which decisions and lookups were added to them (each check adds only
+-- what came since), and `exact_through`, up to which whole hours were
+-- counted again from the log once they were over an hour old (the rows of
+-- a transaction still running at a check, counted late).
+CREATE TABLE iclear.hourly_rollup (
+    one           boolean PRIMARY KEY DEFAULT true CHECK (one),
+    through       timestamptz NOT NULL,
+    exact_through timestamptz NOT NULL
+);
 -- END since-0.5.0

@@ -276,6 +276,16 @@ CREATE TABLE iclear.service_hourly (
     cost     numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, service, outcome, source)
 );
+-- How far the hourly aggregates are counted (one row): `through`, up to
+-- which decisions and lookups were added to them (each check adds only
+-- what came since), and `exact_through`, up to which whole hours were
+-- counted again from the log once they were over an hour old (the rows of
+-- a transaction still running at a check, counted late).
+CREATE TABLE iclear.hourly_rollup (
+    one           boolean PRIMARY KEY DEFAULT true CHECK (one),
+    through       timestamptz NOT NULL,
+    exact_through timestamptz NOT NULL
+);
 -- END since-0.5.0
 
 -- BEGIN since-0.5.0 (objects new or changed since 0.5.0; made by scripts/gen-finalize.py)
@@ -1309,24 +1319,64 @@ $$;
 -- are final: a lead's transaction that stays open longer is counted in the
 -- hour it is decided in only if it commits within the next), and drop
 -- those older than 8 days.
-CREATE FUNCTION iclear.refresh_hourly() RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    since timestamptz := date_trunc('hour', now()) - interval '1 hour';
-BEGIN
-    DELETE FROM iclear.lead_hourly WHERE hour >= since OR hour < now() - interval '8 days';
-    INSERT INTO iclear.lead_hourly (hour, product_id, publisher_id, status, rejected_kind, leads)
+-- The hourly aggregates, brought up to date by adding what was decided and
+-- looked up since the last check (a minute's rows, not the last hours'):
+-- each check reads only its own interval. A transaction still running at a
+-- check (its rows dated before it) is counted when its hour is counted again,
+-- whole, from the log once it is over an hour old.
+CREATE FUNCTION iclear.rollup_hourly(since timestamptz, upto timestamptz) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO iclear.lead_hourly AS h (hour, product_id, publisher_id, status, rejected_kind, leads)
     SELECT date_trunc('hour', d.created_at), coalesce(d.product_id, -1),
            coalesce((d.envelope ->> 'publisher_id')::bigint, -1), d.status,
            coalesce(d.decision -> 'rejected_by' ->> 'kind', ''), count(*)
-      FROM iclear.decision d WHERE d.created_at >= since
-     GROUP BY 1, 2, 3, 4, 5;
-    DELETE FROM iclear.service_hourly WHERE hour >= since OR hour < now() - interval '8 days';
-    INSERT INTO iclear.service_hourly (hour, service, outcome, source, calls, cost)
+      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
+     GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT (hour, product_id, publisher_id, status, rejected_kind)
+    DO UPDATE SET leads = h.leads + excluded.leads;
+    INSERT INTO iclear.service_hourly AS h (hour, service, outcome, source, calls, cost)
     SELECT date_trunc('hour', f.at), coalesce(f.name, ''), f.outcome, coalesce(f.detail ->> 'source', ''),
            count(*), coalesce(sum((f.detail ->> 'cost')::numeric), 0)
-      FROM iclear.filter_log f WHERE f.at >= since AND f.kind = 'service'
-     GROUP BY 1, 2, 3, 4;
+      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
+     GROUP BY 1, 2, 3, 4
+    ON CONFLICT (hour, service, outcome, source)
+    DO UPDATE SET calls = h.calls + excluded.calls, cost = h.cost + excluded.cost;
+$$;
+CREATE FUNCTION iclear.refresh_hourly() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s    iclear.hourly_rollup;
+    h    timestamptz;
+    -- up to this instant (rows are dated by their transaction's start; one
+    -- still running now is counted late, with its hour)
+    upto timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO s FROM iclear.hourly_rollup FOR UPDATE;
+    IF NOT FOUND THEN
+        -- the first check counts the last two hours (what it replaces did)
+        h := date_trunc('hour', upto) - interval '1 hour';
+        DELETE FROM iclear.lead_hourly WHERE hour >= h;
+        DELETE FROM iclear.service_hourly WHERE hour >= h;
+        INSERT INTO iclear.hourly_rollup (through, exact_through) VALUES (h, h) RETURNING * INTO s;
+    END IF;
+    -- after a long stop, no more than the aggregates keep
+    s.through := greatest(s.through, upto - interval '8 days');
+    s.exact_through := greatest(s.exact_through, date_trunc('hour', upto - interval '8 days'));
+    IF s.through < upto THEN
+        PERFORM iclear.rollup_hourly(s.through, upto);
+        s.through := upto;
+    END IF;
+    -- each hour counted again, whole, once it ended over an hour ago
+    h := s.exact_through;
+    WHILE h < date_trunc('hour', upto) - interval '1 hour' LOOP
+        DELETE FROM iclear.lead_hourly WHERE hour = h;
+        DELETE FROM iclear.service_hourly WHERE hour = h;
+        PERFORM iclear.rollup_hourly(h, h + interval '1 hour');
+        h := h + interval '1 hour';
+    END LOOP;
+    UPDATE iclear.hourly_rollup SET through = s.through, exact_through = h;
+    DELETE FROM iclear.lead_hourly WHERE hour < upto - interval '8 days';
+    DELETE FROM iclear.service_hourly WHERE hour < upto - interval '8 days';
 END $$;
 
 -- Check every enabled alert rule; returns the alerts raised. The worker runs
@@ -2251,7 +2301,7 @@ GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
 -- what the release's grants on all tables and sequences give a fresh install
 GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
-GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly TO iclear_admin;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly, iclear.hourly_rollup TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.alert_id_seq, iclear.alert_rule_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
@@ -2329,13 +2379,15 @@ COMMENT ON TABLE iclear.list_entry_out IS 'On a store: its list additions until 
 COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and list additions to the hub and deletes what the hub took (the worker, every round).';
 COMMENT ON TABLE iclear.alert_rule IS 'What to alert on: kind, product (or all), threshold, window, minimum volume, enabled (docs/guide/alerts.md).';
 COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, subject and period; also sent as NOTIFY iclear_alert.';
-COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (the worker keeps the last two hours up to date).';
+COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (each alert check adds what was decided since the last).';
+COMMENT ON TABLE iclear.hourly_rollup IS 'How far the hourly aggregates are counted: through (added since the last check) and exact_through (whole hours counted again once over an hour old).';
 COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
 COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';
 COMMENT ON FUNCTION iclear.check_alerts() IS 'Checks every enabled alert rule, raising what is new; returns the alerts raised (the worker, once a minute).';
 COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb) IS 'Internal: records an alert once per kind, product, subject and period, and NOTIFYs iclear_alert.';
 COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
-COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: brings the hourly aggregates of the last two hours up to date.';
+COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: adds to the hourly aggregates what was decided and looked up since the last check, and counts again each hour once over an hour old.';
+COMMENT ON FUNCTION iclear.rollup_hourly(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the hourly aggregates.';
 COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
 COMMENT ON VIEW iclear.progress IS 'Long work as it runs (backtest, import_config, maintain, forget, rebuild_history): pid, command, product, done, total, started_at, updated_at.';
 COMMENT ON FUNCTION iclear.progress_slots() IS 'Internal: the backends'' progress slots iclear marked, with the owner''s rights.';

@@ -11,6 +11,7 @@ pgrx::pg_module_magic!(name, version);
 mod api;
 mod audit;
 mod backtest;
+mod call_threads;
 mod compat;
 mod errors;
 mod gucs;

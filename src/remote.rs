@@ -117,13 +117,10 @@ pub fn run_until(
         Arc::new(Mutex::new(calls.into_iter().enumerate().collect()));
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
-    // Threads inherit the signal mask: block everything while spawning, so
-    // Postgres's handlers (statement_timeout, cancel, latches) only ever run
-    // on the backend's own thread.
-    let saved = block_signals();
+    // on the backend's call threads (kept between calls: call_threads.rs)
     for _ in 0..concurrency.clamp(1, n) {
         let (queue, tx, stopping) = (queue.clone(), tx.clone(), stopping.clone());
-        std::thread::spawn(move || loop {
+        crate::call_threads::run(move || loop {
             if stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
@@ -142,7 +139,6 @@ pub fn run_until(
             }
         });
     }
-    restore_signals(&saved);
     drop(tx);
     let mut out: Vec<Option<CallResult>> = (0..n).map(|_| None).collect();
     let mut got = 0;
@@ -162,20 +158,4 @@ pub fn run_until(
         }
     }
     out
-}
-
-fn block_signals() -> libc::sigset_t {
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        old
-    }
-}
-
-fn restore_signals(old: &libc::sigset_t) {
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
-    }
 }

@@ -1129,24 +1129,64 @@ $$;
 -- are final: a lead's transaction that stays open longer is counted in the
 -- hour it is decided in only if it commits within the next), and drop
 -- those older than 8 days.
-CREATE FUNCTION iclear.refresh_hourly() RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    since timestamptz := date_trunc('hour', now()) - interval '1 hour';
-BEGIN
-    DELETE FROM iclear.lead_hourly WHERE hour >= since OR hour < now() - interval '8 days';
-    INSERT INTO iclear.lead_hourly (hour, product_id, publisher_id, status, rejected_kind, leads)
+-- The hourly aggregates, brought up to date by adding what was decided and
+-- looked up since the last check (a minute's rows, not the last hours'):
+-- each check reads only its own interval. A transaction still running at a
+-- check (its rows dated before it) is counted when its hour is counted again,
+-- whole, from the log once it is over an hour old.
+CREATE FUNCTION iclear.rollup_hourly(since timestamptz, upto timestamptz) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO iclear.lead_hourly AS h (hour, product_id, publisher_id, status, rejected_kind, leads)
     SELECT date_trunc('hour', d.created_at), coalesce(d.product_id, -1),
            coalesce((d.envelope ->> 'publisher_id')::bigint, -1), d.status,
            coalesce(d.decision -> 'rejected_by' ->> 'kind', ''), count(*)
-      FROM iclear.decision d WHERE d.created_at >= since
-     GROUP BY 1, 2, 3, 4, 5;
-    DELETE FROM iclear.service_hourly WHERE hour >= since OR hour < now() - interval '8 days';
-    INSERT INTO iclear.service_hourly (hour, service, outcome, source, calls, cost)
+      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
+     GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT (hour, product_id, publisher_id, status, rejected_kind)
+    DO UPDATE SET leads = h.leads + excluded.leads;
+    INSERT INTO iclear.service_hourly AS h (hour, service, outcome, source, calls, cost)
     SELECT date_trunc('hour', f.at), coalesce(f.name, ''), f.outcome, coalesce(f.detail ->> 'source', ''),
            count(*), coalesce(sum((f.detail ->> 'cost')::numeric), 0)
-      FROM iclear.filter_log f WHERE f.at >= since AND f.kind = 'service'
-     GROUP BY 1, 2, 3, 4;
+      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
+     GROUP BY 1, 2, 3, 4
+    ON CONFLICT (hour, service, outcome, source)
+    DO UPDATE SET calls = h.calls + excluded.calls, cost = h.cost + excluded.cost;
+$$;
+CREATE FUNCTION iclear.refresh_hourly() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s    iclear.hourly_rollup;
+    h    timestamptz;
+    -- up to this instant (rows are dated by their transaction's start; one
+    -- still running now is counted late, with its hour)
+    upto timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO s FROM iclear.hourly_rollup FOR UPDATE;
+    IF NOT FOUND THEN
+        -- the first check counts the last two hours (what it replaces did)
+        h := date_trunc('hour', upto) - interval '1 hour';
+        DELETE FROM iclear.lead_hourly WHERE hour >= h;
+        DELETE FROM iclear.service_hourly WHERE hour >= h;
+        INSERT INTO iclear.hourly_rollup (through, exact_through) VALUES (h, h) RETURNING * INTO s;
+    END IF;
+    -- after a long stop, no more than the aggregates keep
+    s.through := greatest(s.through, upto - interval '8 days');
+    s.exact_through := greatest(s.exact_through, date_trunc('hour', upto - interval '8 days'));
+    IF s.through < upto THEN
+        PERFORM iclear.rollup_hourly(s.through, upto);
+        s.through := upto;
+    END IF;
+    -- each hour counted again, whole, once it ended over an hour ago
+    h := s.exact_through;
+    WHILE h < date_trunc('hour', upto) - interval '1 hour' LOOP
+        DELETE FROM iclear.lead_hourly WHERE hour = h;
+        DELETE FROM iclear.service_hourly WHERE hour = h;
+        PERFORM iclear.rollup_hourly(h, h + interval '1 hour');
+        h := h + interval '1 hour';
+    END LOOP;
+    UPDATE iclear.hourly_rollup SET through = s.through, exact_through = h;
+    DELETE FROM iclear.lead_hourly WHERE hour < upto - interval '8 days';
+    DELETE FROM iclear.service_hourly WHERE hour < upto - interval '8 days';
 END $$;
 
 -- Check every enabled alert rule; returns the alerts raised. The worker runs

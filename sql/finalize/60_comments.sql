@@ -164,13 +164,15 @@ COMMENT ON TABLE iclear.list_entry_out IS 'On a store: its list additions until 
 COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and list additions to the hub and deletes what the hub took (the worker, every round).';
 COMMENT ON TABLE iclear.alert_rule IS 'What to alert on: kind, product (or all), threshold, window, minimum volume, enabled (docs/guide/alerts.md).';
 COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, subject and period; also sent as NOTIFY iclear_alert.';
-COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (the worker keeps the last two hours up to date).';
+COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (each alert check adds what was decided since the last).';
+COMMENT ON TABLE iclear.hourly_rollup IS 'How far the hourly aggregates are counted: through (added since the last check) and exact_through (whole hours counted again once over an hour old).';
 COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
 COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';
 COMMENT ON FUNCTION iclear.check_alerts() IS 'Checks every enabled alert rule, raising what is new; returns the alerts raised (the worker, once a minute).';
 COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb) IS 'Internal: records an alert once per kind, product, subject and period, and NOTIFYs iclear_alert.';
 COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
-COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: brings the hourly aggregates of the last two hours up to date.';
+COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: adds to the hourly aggregates what was decided and looked up since the last check, and counts again each hour once over an hour old.';
+COMMENT ON FUNCTION iclear.rollup_hourly(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the hourly aggregates.';
 COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
 COMMENT ON VIEW iclear.progress IS 'Long work as it runs (backtest, import_config, maintain, forget, rebuild_history): pid, command, product, done, total, started_at, updated_at.';
 COMMENT ON FUNCTION iclear.progress_slots() IS 'Internal: the backends'' progress slots iclear marked, with the owner''s rights.';

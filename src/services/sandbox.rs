@@ -162,6 +162,8 @@ struct State {
     sms: Mutex<Vec<Value>>,
     tracking: Mutex<Vec<Value>>,
     stop: AtomicBool,
+    /// Connections accepted (a client that keeps them alive opens few).
+    connections: AtomicU64,
     options: SandboxOptions,
     /// The PRNG's state (splitmix64: one atomic add per draw).
     rng: AtomicU64,
@@ -225,6 +227,7 @@ impl Sandbox {
                     break;
                 }
                 if let Ok(conn) = conn {
+                    st.connections.fetch_add(1, Ordering::Relaxed);
                     let st = st.clone();
                     thread::spawn(move || {
                         let _ = serve(conn, &st);
@@ -254,6 +257,11 @@ impl Sandbox {
         *self.state.counts.lock().unwrap().get(kind).unwrap_or(&0)
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
     /// The SMS messages received, oldest first.
     pub fn sms(&self) -> Vec<Value> {
         self.state.sms.lock().unwrap().clone()
@@ -277,16 +285,20 @@ struct Request {
     path: String,
     authorization: Option<String>,
     body: String,
+    /// `Connection: close`: answer, then close.
+    close: bool,
 }
 
-fn read_request(conn: &TcpStream) -> std::io::Result<Request> {
-    let mut r = BufReader::new(conn);
+/// The next request on the connection; None when the client closed it.
+fn read_request(r: &mut BufReader<&TcpStream>) -> std::io::Result<Option<Request>> {
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let (mut len, mut authorization) = (0usize, None);
+    let (mut len, mut authorization, mut close) = (0usize, None, false);
     loop {
         let mut h = String::new();
         if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
@@ -296,37 +308,57 @@ fn read_request(conn: &TcpStream) -> std::io::Result<Request> {
             match k.trim().to_ascii_lowercase().as_str() {
                 "content-length" => len = v.trim().parse().unwrap_or(0),
                 "authorization" => authorization = Some(v.trim().to_string()),
+                "connection" => close = v.trim().eq_ignore_ascii_case("close"),
                 _ => {}
             }
         }
     }
     let mut body = vec![0; len.min(1 << 20)];
     r.read_exact(&mut body)?;
-    Ok(Request {
+    Ok(Some(Request {
         method,
         path,
         authorization,
         body: String::from_utf8_lossy(&body).into_owned(),
-    })
+        close,
+    }))
 }
 
-fn serve(mut conn: TcpStream, st: &State) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let req = read_request(&conn)?;
-    thread::sleep(st.delay());
-    let (status, body) = answer(&req, st);
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        _ => "Internal Server Error",
-    };
-    write!(
-        conn,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    conn.flush()
+/// Serve the connection's requests until the client closes it (or asks to,
+/// or is idle for 30 s): keep-alive, as the vendors' HTTPS endpoints do, so
+/// that a client that reuses its connections is measured doing so.
+fn serve(conn: TcpStream, st: &State) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(&conn);
+    let mut out = &conn;
+    while let Some(req) = read_request(&mut reader)? {
+        // a stopped sandbox answers nothing more, on old connections too
+        if st.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        thread::sleep(st.delay());
+        let (status, body) = answer(&req, st);
+        let reason = match status {
+            200 => "OK",
+            401 => "Unauthorized",
+            404 => "Not Found",
+            _ => "Internal Server Error",
+        };
+        let connection = if req.close { "close" } else { "keep-alive" };
+        // one write: on a kept connection, pieces written apart wait on
+        // the client's delayed ACK (Nagle), 40 ms each
+        let reply = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+            body.len()
+        );
+        out.write_all(reply.as_bytes())?;
+        out.flush()?;
+        if req.close {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn sleep_ms(ms: u64) {
@@ -685,11 +717,16 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    /// One request over a fresh connection; the body of the answer.
+    /// One request over a fresh connection, closed after the answer (read
+    /// to its end); the body of the answer.
     fn get(sb: &Sandbox, path: &str) -> String {
         let mut c = TcpStream::connect(sb.addr()).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(c, "GET {path} HTTP/1.1\r\nHost: sandbox\r\n\r\n").unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200 "), "{out}");

@@ -120,3 +120,46 @@ fn the_metrics_view_and_the_exporter_queries() {
     assert!(queries >= 8, "{queries} queries");
     run("RESET ROLE");
 }
+
+/// The hourly aggregates grow by what came since the last check (a check
+/// reads its own interval, not the last hours again), count nothing twice,
+/// and count a late transaction's rows when its hour is counted again.
+#[pg_test]
+fn the_hourly_aggregates_add_what_is_new_and_count_late_rows() {
+    setup();
+    let leads = || int("SELECT coalesce(sum(leads), 0)::int8 FROM iclear.lead_hourly");
+    for i in 0..3 {
+        process(json!({"product": "payday_us", "lead_id": format!("H{i}")}));
+    }
+    run("SELECT iclear.refresh_hourly()");
+    assert_eq!(leads(), 3);
+    // again: nothing new, nothing added
+    run("SELECT iclear.refresh_hourly()");
+    assert_eq!(leads(), 3);
+    // a decision dated after the last check (a later transaction's) is added
+    run("INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision, created_at)
+         SELECT 'H3', id, 'final', 'accepted', '{}', '{}', clock_timestamp()
+           FROM iclear.product WHERE name = 'payday_us'");
+    run("SELECT iclear.refresh_hourly()");
+    assert_eq!(leads(), 4, "what came since the last check is added, once");
+    // a row that committed after the check that passed its date (a long
+    // transaction): counted when its hour is counted again, whole
+    run("INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision, created_at)
+         SELECT 'H4', id, 'final', 'rejected', '{}', '{}', date_trunc('hour', now()) - interval '150 minutes'
+           FROM iclear.product WHERE name = 'payday_us'");
+    run("SELECT iclear.refresh_hourly()");
+    assert_eq!(leads(), 4, "not yet: its hour is not counted again yet");
+    run("UPDATE iclear.hourly_rollup SET exact_through = date_trunc('hour', now()) - interval '3 hours'");
+    run("SELECT iclear.refresh_hourly()");
+    assert_eq!(leads(), 5);
+    assert_eq!(
+        int("SELECT leads FROM iclear.lead_hourly WHERE status = 'rejected'
+              AND hour = date_trunc('hour', now()) - interval '3 hours'"),
+        1
+    );
+    assert_eq!(
+        int("SELECT count(*) FROM iclear.hourly_rollup
+              WHERE exact_through = date_trunc('hour', now()) - interval '1 hour'"),
+        1
+    );
+}
