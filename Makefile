@@ -5,7 +5,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 CLUSTER := scripts/cluster.sh
 
-.PHONY: all setup install install-release demo demo-hub test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-lists bench-hub bench-reliability stop clean
+.PHONY: all setup install install-release demo demo-hub profile test test-engine test-pg test-it test-regress test-isolation lint bench bench-engine bench-worker bench-backtest bench-lists bench-hub bench-reliability stop clean
 
 all: test
 
@@ -70,6 +70,10 @@ bench: install-release
 	@bench/run.sh
 
 # engine evaluation alone (no Postgres): rules per second for 20, 100, 1,000 rules
+# where a lead's CPU goes with 8 clients (perf; docs/performance.md)
+profile: install-release
+	@scripts/profile.sh
+
 bench-engine:
 	cargo bench -p iclear-engine --bench rules
 

@@ -858,6 +858,26 @@ CREATE TABLE iclear.service_hourly (
     cost     numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, service, outcome, source)
 );
+-- Leads and lookups per minute, for the alert windows (a reject spike over
+-- the last hour, a vendor failing over the last 15 minutes) without reading
+-- every lead of the window at every check: kept for the longest enabled
+-- window (two hours at least).
+CREATE TABLE iclear.lead_minutely (
+    minute       timestamptz NOT NULL,
+    product_id   bigint NOT NULL,
+    publisher_id bigint NOT NULL DEFAULT -1,
+    leads        bigint NOT NULL,
+    rejects      bigint NOT NULL,
+    PRIMARY KEY (minute, product_id, publisher_id)
+);
+CREATE TABLE iclear.service_minutely (
+    minute     timestamptz NOT NULL,
+    service    text NOT NULL,
+    product_id bigint NOT NULL,
+    outcome    text NOT NULL,
+    calls      bigint NOT NULL,
+    PRIMARY KEY (minute, service, product_id, outcome)
+);
 -- How far the hourly aggregates are counted (one row): `through`, up to
 -- which decisions and lookups were added to them (each check adds only
 -- what came since), and `exact_through`, up to which whole hours were

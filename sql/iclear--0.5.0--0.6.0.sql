@@ -276,6 +276,26 @@ CREATE TABLE iclear.service_hourly (
     cost     numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, service, outcome, source)
 );
+-- Leads and lookups per minute, for the alert windows (a reject spike over
+-- the last hour, a vendor failing over the last 15 minutes) without reading
+-- every lead of the window at every check: kept for the longest enabled
+-- window (two hours at least).
+CREATE TABLE iclear.lead_minutely (
+    minute       timestamptz NOT NULL,
+    product_id   bigint NOT NULL,
+    publisher_id bigint NOT NULL DEFAULT -1,
+    leads        bigint NOT NULL,
+    rejects      bigint NOT NULL,
+    PRIMARY KEY (minute, product_id, publisher_id)
+);
+CREATE TABLE iclear.service_minutely (
+    minute     timestamptz NOT NULL,
+    service    text NOT NULL,
+    product_id bigint NOT NULL,
+    outcome    text NOT NULL,
+    calls      bigint NOT NULL,
+    PRIMARY KEY (minute, service, product_id, outcome)
+);
 -- How far the hourly aggregates are counted (one row): `through`, up to
 -- which decisions and lookups were added to them (each check adds only
 -- what came since), and `exact_through`, up to which whole hours were
@@ -1342,6 +1362,24 @@ LANGUAGE sql AS $$
     ON CONFLICT (hour, service, outcome, source)
     DO UPDATE SET calls = h.calls + excluded.calls, cost = h.cost + excluded.cost;
 $$;
+-- The same interval added to the per-minute aggregates of the alert windows.
+CREATE FUNCTION iclear.rollup_minutely(since timestamptz, upto timestamptz) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO iclear.lead_minutely AS m (minute, product_id, publisher_id, leads, rejects)
+    SELECT date_trunc('minute', d.created_at), coalesce(d.product_id, -1),
+           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), count(*),
+           count(*) FILTER (WHERE d.status = 'rejected')
+      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
+     GROUP BY 1, 2, 3
+    ON CONFLICT (minute, product_id, publisher_id)
+    DO UPDATE SET leads = m.leads + excluded.leads, rejects = m.rejects + excluded.rejects;
+    INSERT INTO iclear.service_minutely AS m (minute, service, product_id, outcome, calls)
+    SELECT date_trunc('minute', f.at), coalesce(f.name, ''), coalesce(f.product_id, -1), f.outcome, count(*)
+      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
+     GROUP BY 1, 2, 3, 4
+    ON CONFLICT (minute, service, product_id, outcome)
+    DO UPDATE SET calls = m.calls + excluded.calls;
+$$;
 CREATE FUNCTION iclear.refresh_hourly() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1364,6 +1402,7 @@ BEGIN
     s.exact_through := greatest(s.exact_through, date_trunc('hour', upto - interval '8 days'));
     IF s.through < upto THEN
         PERFORM iclear.rollup_hourly(s.through, upto);
+        PERFORM iclear.rollup_minutely(s.through, upto);
         s.through := upto;
     END IF;
     -- each hour counted again, whole, once it ended over an hour ago
@@ -1377,6 +1416,11 @@ BEGIN
     UPDATE iclear.hourly_rollup SET through = s.through, exact_through = h;
     DELETE FROM iclear.lead_hourly WHERE hour < upto - interval '8 days';
     DELETE FROM iclear.service_hourly WHERE hour < upto - interval '8 days';
+    -- minutes: as long as the longest enabled alert window, two hours at least
+    h := upto - greatest(interval '2 hours', (SELECT make_interval(secs => max(window_s))
+                                                 FROM iclear.alert_rule WHERE enabled));
+    DELETE FROM iclear.lead_minutely WHERE minute < h;
+    DELETE FROM iclear.service_minutely WHERE minute < h;
 END $$;
 
 -- Check every enabled alert rule; returns the alerts raised. The worker runs
@@ -1421,10 +1465,9 @@ BEGIN
         bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
         FOR x IN
             WITH recent AS (
-                SELECT d.product_id, coalesce((d.envelope ->> 'publisher_id')::bigint, -1) AS publisher_id,
-                       count(*) AS leads, count(*) FILTER (WHERE d.status = 'rejected') AS rejects
-                  FROM iclear.decision d
-                 WHERE d.created_at >= now() - make_interval(secs => r.window_s)
+                SELECT m.product_id, m.publisher_id, sum(m.leads) AS leads, sum(m.rejects) AS rejects
+                  FROM iclear.lead_minutely m
+                 WHERE m.minute >= date_trunc('minute', now() - make_interval(secs => r.window_s))
                  GROUP BY 1, 2),
             base AS (
                 SELECT h.product_id, h.publisher_id, sum(h.leads) AS leads,
@@ -1437,8 +1480,10 @@ BEGIN
                    greatest(coalesce(b.rejects, 0)::numeric / nullif(b.leads, 0), 0.01) AS base_rate
               FROM recent rc
               JOIN iclear.product p ON p.id = rc.product_id
-              LEFT JOIN base b ON b.product_id = rc.product_id AND b.publisher_id = rc.publisher_id
-             WHERE rc.leads >= r.min_volume
+              -- a publisher without min_volume leads in its 7 days has no
+              -- rate of its own to spike from (a new store, a new publisher)
+              JOIN base b ON b.product_id = rc.product_id AND b.publisher_id = rc.publisher_id
+             WHERE rc.leads >= r.min_volume AND b.leads >= r.min_volume
         LOOP
             CONTINUE WHEN r.product IS NOT NULL AND x.product <> r.product;
             CONTINUE WHEN x.rate / x.base_rate < r.threshold;
@@ -1454,13 +1499,14 @@ BEGIN
     -- a service that does not answer
     FOR r IN SELECT * FROM iclear.alert_rule WHERE enabled AND kind = 'vendor_failing' LOOP
         bucket := (extract(epoch FROM now())::bigint / r.window_s)::text;
-        FOR x IN SELECT f.name AS service, count(*) AS calls,
-                        count(*) FILTER (WHERE f.outcome = 'no_response')::numeric / count(*) AS share
-                   FROM iclear.filter_log f
-                  WHERE f.at >= now() - make_interval(secs => r.window_s) AND f.kind = 'service'
-                    AND f.outcome IN ('pass', 'reject', 'flagged', 'no_response')
-                    AND (r.product IS NULL OR f.product_id = (SELECT id FROM iclear.product WHERE name = r.product))
-                  GROUP BY 1 HAVING count(*) >= r.min_volume LOOP
+        FOR x IN SELECT m.service, sum(m.calls) AS calls,
+                        coalesce(sum(m.calls) FILTER (WHERE m.outcome = 'no_response'), 0)::numeric
+                          / sum(m.calls) AS share
+                   FROM iclear.service_minutely m
+                  WHERE m.minute >= date_trunc('minute', now() - make_interval(secs => r.window_s))
+                    AND m.outcome IN ('pass', 'reject', 'flagged', 'no_response')
+                    AND (r.product IS NULL OR m.product_id = (SELECT id FROM iclear.product WHERE name = r.product))
+                  GROUP BY 1 HAVING sum(m.calls) >= r.min_volume LOOP
             CONTINUE WHEN x.share < r.threshold;
             IF iclear.raise_alert('vendor_failing', r.product, x.service, round(x.share, 4), r.threshold, bucket,
                                   jsonb_build_object('calls', x.calls, 'window_s', r.window_s)) THEN
@@ -2301,7 +2347,7 @@ GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
 -- what the release's grants on all tables and sequences give a fresh install
 GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
-GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly, iclear.hourly_rollup TO iclear_admin;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly, iclear.hourly_rollup, iclear.lead_minutely, iclear.service_minutely TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.alert_id_seq, iclear.alert_rule_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;
@@ -2380,6 +2426,9 @@ COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and
 COMMENT ON TABLE iclear.alert_rule IS 'What to alert on: kind, product (or all), threshold, window, minimum volume, enabled (docs/guide/alerts.md).';
 COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, subject and period; also sent as NOTIFY iclear_alert.';
 COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (each alert check adds what was decided since the last).';
+COMMENT ON TABLE iclear.lead_minutely IS 'Leads and rejects per minute, product and publisher: the reject-spike alert''s window (kept for the longest enabled window, two hours at least).';
+COMMENT ON TABLE iclear.service_minutely IS 'Lookups per minute, service, product and outcome: the vendor-failing alert''s window.';
+COMMENT ON FUNCTION iclear.rollup_minutely(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the per-minute aggregates.';
 COMMENT ON TABLE iclear.hourly_rollup IS 'How far the hourly aggregates are counted: through (added since the last check) and exact_through (whole hours counted again once over an hour old).';
 COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
 COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';

@@ -266,7 +266,7 @@ GRANT SELECT ON iclear.hub_membership, iclear.hub_store TO iclear_admin;
 -- what the release's grants on all tables and sequences give a fresh install
 GRANT SELECT ON iclear.cap_grant, iclear.cap_lease, iclear.list_entry_out, iclear.store_decision TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.list_entry_out_id_seq TO iclear_operator;
-GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly, iclear.hourly_rollup TO iclear_admin;
+GRANT SELECT ON iclear.alert, iclear.alert_rule, iclear.lead_hourly, iclear.service_hourly, iclear.hourly_rollup, iclear.lead_minutely, iclear.service_minutely TO iclear_admin;
 GRANT USAGE ON SEQUENCE iclear.alert_id_seq, iclear.alert_rule_id_seq TO iclear_operator;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iclear FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.iclear_process(jsonb) FROM PUBLIC;

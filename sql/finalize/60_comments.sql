@@ -165,6 +165,9 @@ COMMENT ON FUNCTION iclear.push_to_hub() IS 'On a store: takes its decisions and
 COMMENT ON TABLE iclear.alert_rule IS 'What to alert on: kind, product (or all), threshold, window, minimum volume, enabled (docs/guide/alerts.md).';
 COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, subject and period; also sent as NOTIFY iclear_alert.';
 COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (each alert check adds what was decided since the last).';
+COMMENT ON TABLE iclear.lead_minutely IS 'Leads and rejects per minute, product and publisher: the reject-spike alert''s window (kept for the longest enabled window, two hours at least).';
+COMMENT ON TABLE iclear.service_minutely IS 'Lookups per minute, service, product and outcome: the vendor-failing alert''s window.';
+COMMENT ON FUNCTION iclear.rollup_minutely(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the per-minute aggregates.';
 COMMENT ON TABLE iclear.hourly_rollup IS 'How far the hourly aggregates are counted: through (added since the last check) and exact_through (whole hours counted again once over an hour old).';
 COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
 COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';

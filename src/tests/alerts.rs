@@ -28,6 +28,14 @@ fn every_alert_kind_is_raised_once_per_period() {
     for i in 0..60 {
         process(json!({"product": "payday_us", "lead_id": format!("S{i}"), "publisher_id": 7}));
     }
+    // publisher 9, as rejected but new (no week behind it): no rate of its
+    // own to spike from, no alert
+    let stop9 = rule("processing", "stop publisher 9", 0);
+    condition(stop9, "lead_param", "publisher_id", "equals", json!(9));
+    action(stop9, "stop_processing", json!({"message": "no"}));
+    for i in 0..60 {
+        process(json!({"product": "payday_us", "lead_id": format!("N{i}"), "publisher_id": 9}));
+    }
     // a vendor that does not answer, a stalled queue, a failed job, a stale list
     run("INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, name, outcome, detail)
          SELECT 'V' || g, p.id, 'global_before', 'sync', 'service', 'ip_analysis',
@@ -131,11 +139,14 @@ fn the_hourly_aggregates_add_what_is_new_and_count_late_rows() {
     for i in 0..3 {
         process(json!({"product": "payday_us", "lead_id": format!("H{i}")}));
     }
+    let minutes = || int("SELECT coalesce(sum(leads), 0)::int8 FROM iclear.lead_minutely");
     run("SELECT iclear.refresh_hourly()");
     assert_eq!(leads(), 3);
+    assert_eq!(minutes(), 3, "the alert windows' minutes too");
     // again: nothing new, nothing added
     run("SELECT iclear.refresh_hourly()");
     assert_eq!(leads(), 3);
+    assert_eq!(minutes(), 3);
     // a decision dated after the last check (a later transaction's) is added
     run("INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision, created_at)
          SELECT 'H3', id, 'final', 'accepted', '{}', '{}', clock_timestamp()
