@@ -7,7 +7,7 @@ use iclear_it::Cluster;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use serde_json::Value;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -79,6 +79,55 @@ fn eight_sessions_raise_each_alert_once_and_a_listener_hears_it() {
     assert_eq!(heard, vec!["cap_reached", "cap_warning", "jobs_failing"]);
 }
 
+/// A session whose NOTICEs are kept, as psql shows them.
+fn noticing(url: &str) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let kept = notices.clone();
+    let mut cfg: postgres::Config = url.parse().unwrap();
+    cfg.notice_callback(move |n| kept.lock().unwrap().push(n.message().to_string()));
+    (cfg.connect(NoTls).unwrap(), notices)
+}
+
+/// A row of iclear.progress: command, product, done, total.
+type Progress = (String, Option<String>, i64, Option<i64>);
+
+/// iclear.progress read every 50 ms as `watcher` (an iclear_reader) while
+/// `work` runs on another session (started once the watcher is connected);
+/// the rows seen, then the work's NOTICEs, and the view empty once it is
+/// over.
+fn watch_progress(
+    cl: &Cluster,
+    db: &str,
+    work: impl FnOnce() -> Vec<String> + Send + 'static,
+) -> (Vec<Progress>, Vec<String>) {
+    let mut watcher = Client::connect(
+        &format!("host=127.0.0.1 port={} dbname={db} user=watcher", cl.port),
+        NoTls,
+    )
+    .unwrap();
+    let runner = thread::spawn(work);
+    let mut seen = Vec::new();
+    while !runner.is_finished() {
+        for r in watcher
+            .query(
+                "SELECT command, product, done, total FROM iclear.progress",
+                &[],
+            )
+            .unwrap()
+        {
+            seen.push((r.get(0), r.get(1), r.get(2), r.get(3)));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let notices = runner.join().unwrap();
+    let left: i64 = watcher
+        .query_one("SELECT count(*) FROM iclear.progress", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "over: nothing left in the view");
+    (seen, notices)
+}
+
 /// Progress of long work (issue 29 item 4): while one session backtests
 /// thousands of leads, another (a reader) sees it in iclear.progress with
 /// `done` moving towards `total`, and the running session gets a NOTICE
@@ -94,17 +143,13 @@ fn a_long_backtest_shows_its_progress_to_another_session() {
            INSERT INTO iclear.rule_condition (rule_id, category, parameter, operator, value)
            SELECT id, 'lead_body', 'age', 'less', '18' FROM iclear.rule;
            SELECT count(iclear_process(jsonb_build_object('product', 'p', 'fields', jsonb_build_object('age', g % 40))))
-             FROM generate_series(1, 6000) g;
+             FROM generate_series(1, 20000) g;
            CREATE ROLE watcher LOGIN IN ROLE iclear_reader;"#,
     )
     .unwrap();
     let url = cl.url("t_progress");
-    let runner = thread::spawn(move || {
-        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = notices.clone();
-        let mut cfg: postgres::Config = url.parse().unwrap();
-        cfg.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
-        let mut s = cfg.connect(NoTls).unwrap();
+    let work = move || {
+        let (mut s, notices) = noticing(&url);
         s.batch_execute(
             "SET iclear.progress_notice_interval = '200ms';
              SELECT iclear.backtest('p', now() - interval '1 hour', now() + interval '1 minute',
@@ -113,50 +158,22 @@ fn a_long_backtest_shows_its_progress_to_another_session() {
         .unwrap();
         let n = notices.lock().unwrap().clone();
         n
-    });
-    let mut watcher = Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=t_progress user=watcher",
-            cl.port
-        ),
-        NoTls,
-    )
-    .unwrap();
-    let mut seen = Vec::new();
-    while !runner.is_finished() {
-        for r in watcher
-            .query(
-                "SELECT command, product, done, total FROM iclear.progress",
-                &[],
-            )
-            .unwrap()
-        {
-            let (command, product, done, total): (String, Option<String>, i64, i64) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            assert_eq!(command, "backtest");
-            assert_eq!(product.as_deref(), Some("p"));
-            assert_eq!(total, 6000);
-            seen.push(done);
-        }
-        thread::sleep(Duration::from_millis(100));
+    };
+    let (rows, notices) = watch_progress(&cl, "t_progress", work);
+    for (command, product, _, total) in &rows {
+        assert_eq!(command, "backtest");
+        assert_eq!(product.as_deref(), Some("p"));
+        assert_eq!(*total, Some(20000));
     }
-    let notices = runner.join().unwrap();
+    let seen: Vec<i64> = rows.iter().map(|r| r.2).collect();
     assert!(seen.len() >= 2, "seen while it ran: {seen:?}");
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
-    assert!(seen.iter().any(|d| *d > 0 && *d < 6000), "{seen:?}");
+    assert!(seen.iter().any(|d| *d > 0 && *d < 20000), "{seen:?}");
     assert!(
         notices
             .iter()
-            .any(|n| n.starts_with("iclear.backtest:") && n.contains("of 6000")),
+            .any(|n| n.starts_with("iclear.backtest:") && n.contains("of 20000")),
         "{notices:?}"
-    );
-    // over: nothing left in the view
-    assert_eq!(
-        watcher
-            .query_one("SELECT count(*) FROM iclear.progress", &[])
-            .unwrap()
-            .get::<_, i64>(0),
-        0
     );
 }
 
@@ -174,13 +191,9 @@ fn a_bulk_list_load_shows_its_progress_to_another_session() {
         .unwrap()
         .get(0);
     let url = cl.url("t_list_progress");
-    let runner = thread::spawn(move || {
+    let work = move || {
         use std::io::Write;
-        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = notices.clone();
-        let mut cfg: postgres::Config = url.parse().unwrap();
-        cfg.notice_callback(move |n| seen.lock().unwrap().push(n.message().to_string()));
-        let mut s = cfg.connect(NoTls).unwrap();
+        let (mut s, notices) = noticing(&url);
         s.batch_execute("SET iclear.progress_notice_interval = '200ms'")
             .unwrap();
         let mut w = s
@@ -199,29 +212,13 @@ fn a_bulk_list_load_shows_its_progress_to_another_session() {
         w.finish().unwrap();
         let n = notices.lock().unwrap().clone();
         n
-    });
-    let mut watcher = Client::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=t_list_progress user=watcher",
-            cl.port
-        ),
-        NoTls,
-    )
-    .unwrap();
-    let mut seen = Vec::new();
-    while !runner.is_finished() {
-        for r in watcher
-            .query("SELECT command, done, total FROM iclear.progress", &[])
-            .unwrap()
-        {
-            let (command, done, total): (String, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
-            assert_eq!(command, "list_load");
-            assert_eq!(total, None);
-            seen.push(done);
-        }
-        thread::sleep(Duration::from_millis(100));
+    };
+    let (rows, notices) = watch_progress(&cl, "t_list_progress", work);
+    for (command, _, _, total) in &rows {
+        assert_eq!(command, "list_load");
+        assert_eq!(*total, None);
     }
-    let notices = runner.join().unwrap();
+    let seen: Vec<i64> = rows.iter().map(|r| r.2).collect();
     assert!(seen.iter().any(|d| *d > 0 && *d < 150_000), "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert!(
