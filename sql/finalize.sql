@@ -2159,41 +2159,42 @@ $$;
 -- each check reads only its own interval. A transaction still running at a
 -- check (its rows dated before it) is counted when its hour is counted again,
 -- whole, from the log once it is over an hour old.
-CREATE FUNCTION iclear.rollup_hourly(since timestamptz, upto timestamptz) RETURNS void
+-- One read of the interval feeds the hourly aggregates and, for a check's
+-- own interval (`minutes`), the per-minute ones of the alert windows.
+CREATE FUNCTION iclear.rollup(since timestamptz, upto timestamptz, minutes boolean) RETURNS void
 LANGUAGE sql AS $$
+    WITH d AS MATERIALIZED (
+        SELECT d.created_at, coalesce(d.product_id, -1) AS product_id,
+               coalesce((d.envelope ->> 'publisher_id')::bigint, -1) AS publisher_id, d.status,
+               coalesce(d.decision -> 'rejected_by' ->> 'kind', '') AS rejected_kind
+          FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto),
+    m AS (
+        INSERT INTO iclear.lead_minutely AS m (minute, product_id, publisher_id, leads, rejects)
+        SELECT date_trunc('minute', d.created_at), d.product_id, d.publisher_id, count(*),
+               count(*) FILTER (WHERE d.status = 'rejected')
+          FROM d WHERE minutes GROUP BY 1, 2, 3
+        ON CONFLICT (minute, product_id, publisher_id)
+        DO UPDATE SET leads = m.leads + excluded.leads, rejects = m.rejects + excluded.rejects)
     INSERT INTO iclear.lead_hourly AS h (hour, product_id, publisher_id, status, rejected_kind, leads)
-    SELECT date_trunc('hour', d.created_at), coalesce(d.product_id, -1),
-           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), d.status,
-           coalesce(d.decision -> 'rejected_by' ->> 'kind', ''), count(*)
-      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
-     GROUP BY 1, 2, 3, 4, 5
+    SELECT date_trunc('hour', d.created_at), d.product_id, d.publisher_id, d.status, d.rejected_kind, count(*)
+      FROM d GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (hour, product_id, publisher_id, status, rejected_kind)
     DO UPDATE SET leads = h.leads + excluded.leads;
+    WITH f AS MATERIALIZED (
+        SELECT f.at, coalesce(f.name, '') AS service, coalesce(f.product_id, -1) AS product_id, f.outcome,
+               coalesce(f.detail ->> 'source', '') AS source, (f.detail ->> 'cost')::numeric AS cost
+          FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'),
+    m AS (
+        INSERT INTO iclear.service_minutely AS m (minute, service, product_id, outcome, calls)
+        SELECT date_trunc('minute', f.at), f.service, f.product_id, f.outcome, count(*)
+          FROM f WHERE minutes GROUP BY 1, 2, 3, 4
+        ON CONFLICT (minute, service, product_id, outcome)
+        DO UPDATE SET calls = m.calls + excluded.calls)
     INSERT INTO iclear.service_hourly AS h (hour, service, outcome, source, calls, cost)
-    SELECT date_trunc('hour', f.at), coalesce(f.name, ''), f.outcome, coalesce(f.detail ->> 'source', ''),
-           count(*), coalesce(sum((f.detail ->> 'cost')::numeric), 0)
-      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
-     GROUP BY 1, 2, 3, 4
+    SELECT date_trunc('hour', f.at), f.service, f.outcome, f.source, count(*), coalesce(sum(f.cost), 0)
+      FROM f GROUP BY 1, 2, 3, 4
     ON CONFLICT (hour, service, outcome, source)
     DO UPDATE SET calls = h.calls + excluded.calls, cost = h.cost + excluded.cost;
-$$;
--- The same interval added to the per-minute aggregates of the alert windows.
-CREATE FUNCTION iclear.rollup_minutely(since timestamptz, upto timestamptz) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO iclear.lead_minutely AS m (minute, product_id, publisher_id, leads, rejects)
-    SELECT date_trunc('minute', d.created_at), coalesce(d.product_id, -1),
-           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), count(*),
-           count(*) FILTER (WHERE d.status = 'rejected')
-      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
-     GROUP BY 1, 2, 3
-    ON CONFLICT (minute, product_id, publisher_id)
-    DO UPDATE SET leads = m.leads + excluded.leads, rejects = m.rejects + excluded.rejects;
-    INSERT INTO iclear.service_minutely AS m (minute, service, product_id, outcome, calls)
-    SELECT date_trunc('minute', f.at), coalesce(f.name, ''), coalesce(f.product_id, -1), f.outcome, count(*)
-      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
-     GROUP BY 1, 2, 3, 4
-    ON CONFLICT (minute, service, product_id, outcome)
-    DO UPDATE SET calls = m.calls + excluded.calls;
 $$;
 CREATE FUNCTION iclear.refresh_hourly() RETURNS void
 LANGUAGE plpgsql AS $$
@@ -2216,8 +2217,7 @@ BEGIN
     s.through := greatest(s.through, upto - interval '8 days');
     s.exact_through := greatest(s.exact_through, date_trunc('hour', upto - interval '8 days'));
     IF s.through < upto THEN
-        PERFORM iclear.rollup_hourly(s.through, upto);
-        PERFORM iclear.rollup_minutely(s.through, upto);
+        PERFORM iclear.rollup(s.through, upto, true);
         s.through := upto;
     END IF;
     -- each hour counted again, whole, once it ended over an hour ago
@@ -2225,7 +2225,7 @@ BEGIN
     WHILE h < date_trunc('hour', upto) - interval '1 hour' LOOP
         DELETE FROM iclear.lead_hourly WHERE hour = h;
         DELETE FROM iclear.service_hourly WHERE hour = h;
-        PERFORM iclear.rollup_hourly(h, h + interval '1 hour');
+        PERFORM iclear.rollup(h, h + interval '1 hour', false);
         h := h + interval '1 hour';
     END LOOP;
     UPDATE iclear.hourly_rollup SET through = s.through, exact_through = h;
@@ -3243,7 +3243,6 @@ COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, sub
 COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (each alert check adds what was decided since the last).';
 COMMENT ON TABLE iclear.lead_minutely IS 'Leads and rejects per minute, product and publisher: the reject-spike alert''s window (kept for the longest enabled window, two hours at least).';
 COMMENT ON TABLE iclear.service_minutely IS 'Lookups per minute, service, product and outcome: the vendor-failing alert''s window.';
-COMMENT ON FUNCTION iclear.rollup_minutely(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the per-minute aggregates.';
 COMMENT ON TABLE iclear.hourly_rollup IS 'How far the hourly aggregates are counted: through (added since the last check) and exact_through (whole hours counted again once over an hour old).';
 COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
 COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';
@@ -3251,7 +3250,7 @@ COMMENT ON FUNCTION iclear.check_alerts() IS 'Checks every enabled alert rule, r
 COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb) IS 'Internal: records an alert once per kind, product, subject and period, and NOTIFYs iclear_alert.';
 COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
 COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: adds to the hourly aggregates what was decided and looked up since the last check, and counts again each hour once over an hour old.';
-COMMENT ON FUNCTION iclear.rollup_hourly(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the hourly aggregates.';
+COMMENT ON FUNCTION iclear.rollup(timestamptz, timestamptz, boolean) IS 'Internal: adds the decisions and lookups of an interval to the hourly aggregates, and to the per-minute ones when asked (a check''s own interval).';
 COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
 COMMENT ON VIEW iclear.progress IS 'Long work as it runs (backtest, import_config, maintain, forget, rebuild_history): pid, command, product, done, total, started_at, updated_at.';
 COMMENT ON FUNCTION iclear.progress_slots() IS 'Internal: the backends'' progress slots iclear marked, with the owner''s rights.';

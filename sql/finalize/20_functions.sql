@@ -1134,41 +1134,42 @@ $$;
 -- each check reads only its own interval. A transaction still running at a
 -- check (its rows dated before it) is counted when its hour is counted again,
 -- whole, from the log once it is over an hour old.
-CREATE FUNCTION iclear.rollup_hourly(since timestamptz, upto timestamptz) RETURNS void
+-- One read of the interval feeds the hourly aggregates and, for a check's
+-- own interval (`minutes`), the per-minute ones of the alert windows.
+CREATE FUNCTION iclear.rollup(since timestamptz, upto timestamptz, minutes boolean) RETURNS void
 LANGUAGE sql AS $$
+    WITH d AS MATERIALIZED (
+        SELECT d.created_at, coalesce(d.product_id, -1) AS product_id,
+               coalesce((d.envelope ->> 'publisher_id')::bigint, -1) AS publisher_id, d.status,
+               coalesce(d.decision -> 'rejected_by' ->> 'kind', '') AS rejected_kind
+          FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto),
+    m AS (
+        INSERT INTO iclear.lead_minutely AS m (minute, product_id, publisher_id, leads, rejects)
+        SELECT date_trunc('minute', d.created_at), d.product_id, d.publisher_id, count(*),
+               count(*) FILTER (WHERE d.status = 'rejected')
+          FROM d WHERE minutes GROUP BY 1, 2, 3
+        ON CONFLICT (minute, product_id, publisher_id)
+        DO UPDATE SET leads = m.leads + excluded.leads, rejects = m.rejects + excluded.rejects)
     INSERT INTO iclear.lead_hourly AS h (hour, product_id, publisher_id, status, rejected_kind, leads)
-    SELECT date_trunc('hour', d.created_at), coalesce(d.product_id, -1),
-           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), d.status,
-           coalesce(d.decision -> 'rejected_by' ->> 'kind', ''), count(*)
-      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
-     GROUP BY 1, 2, 3, 4, 5
+    SELECT date_trunc('hour', d.created_at), d.product_id, d.publisher_id, d.status, d.rejected_kind, count(*)
+      FROM d GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT (hour, product_id, publisher_id, status, rejected_kind)
     DO UPDATE SET leads = h.leads + excluded.leads;
+    WITH f AS MATERIALIZED (
+        SELECT f.at, coalesce(f.name, '') AS service, coalesce(f.product_id, -1) AS product_id, f.outcome,
+               coalesce(f.detail ->> 'source', '') AS source, (f.detail ->> 'cost')::numeric AS cost
+          FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'),
+    m AS (
+        INSERT INTO iclear.service_minutely AS m (minute, service, product_id, outcome, calls)
+        SELECT date_trunc('minute', f.at), f.service, f.product_id, f.outcome, count(*)
+          FROM f WHERE minutes GROUP BY 1, 2, 3, 4
+        ON CONFLICT (minute, service, product_id, outcome)
+        DO UPDATE SET calls = m.calls + excluded.calls)
     INSERT INTO iclear.service_hourly AS h (hour, service, outcome, source, calls, cost)
-    SELECT date_trunc('hour', f.at), coalesce(f.name, ''), f.outcome, coalesce(f.detail ->> 'source', ''),
-           count(*), coalesce(sum((f.detail ->> 'cost')::numeric), 0)
-      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
-     GROUP BY 1, 2, 3, 4
+    SELECT date_trunc('hour', f.at), f.service, f.outcome, f.source, count(*), coalesce(sum(f.cost), 0)
+      FROM f GROUP BY 1, 2, 3, 4
     ON CONFLICT (hour, service, outcome, source)
     DO UPDATE SET calls = h.calls + excluded.calls, cost = h.cost + excluded.cost;
-$$;
--- The same interval added to the per-minute aggregates of the alert windows.
-CREATE FUNCTION iclear.rollup_minutely(since timestamptz, upto timestamptz) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO iclear.lead_minutely AS m (minute, product_id, publisher_id, leads, rejects)
-    SELECT date_trunc('minute', d.created_at), coalesce(d.product_id, -1),
-           coalesce((d.envelope ->> 'publisher_id')::bigint, -1), count(*),
-           count(*) FILTER (WHERE d.status = 'rejected')
-      FROM iclear.decision d WHERE d.created_at >= since AND d.created_at < upto
-     GROUP BY 1, 2, 3
-    ON CONFLICT (minute, product_id, publisher_id)
-    DO UPDATE SET leads = m.leads + excluded.leads, rejects = m.rejects + excluded.rejects;
-    INSERT INTO iclear.service_minutely AS m (minute, service, product_id, outcome, calls)
-    SELECT date_trunc('minute', f.at), coalesce(f.name, ''), coalesce(f.product_id, -1), f.outcome, count(*)
-      FROM iclear.filter_log f WHERE f.at >= since AND f.at < upto AND f.kind = 'service'
-     GROUP BY 1, 2, 3, 4
-    ON CONFLICT (minute, service, product_id, outcome)
-    DO UPDATE SET calls = m.calls + excluded.calls;
 $$;
 CREATE FUNCTION iclear.refresh_hourly() RETURNS void
 LANGUAGE plpgsql AS $$
@@ -1191,8 +1192,7 @@ BEGIN
     s.through := greatest(s.through, upto - interval '8 days');
     s.exact_through := greatest(s.exact_through, date_trunc('hour', upto - interval '8 days'));
     IF s.through < upto THEN
-        PERFORM iclear.rollup_hourly(s.through, upto);
-        PERFORM iclear.rollup_minutely(s.through, upto);
+        PERFORM iclear.rollup(s.through, upto, true);
         s.through := upto;
     END IF;
     -- each hour counted again, whole, once it ended over an hour ago
@@ -1200,7 +1200,7 @@ BEGIN
     WHILE h < date_trunc('hour', upto) - interval '1 hour' LOOP
         DELETE FROM iclear.lead_hourly WHERE hour = h;
         DELETE FROM iclear.service_hourly WHERE hour = h;
-        PERFORM iclear.rollup_hourly(h, h + interval '1 hour');
+        PERFORM iclear.rollup(h, h + interval '1 hour', false);
         h := h + interval '1 hour';
     END LOOP;
     UPDATE iclear.hourly_rollup SET through = s.through, exact_through = h;

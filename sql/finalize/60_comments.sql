@@ -167,7 +167,6 @@ COMMENT ON TABLE iclear.alert IS 'Each alert raised, once per kind, product, sub
 COMMENT ON TABLE iclear.lead_hourly IS 'Leads per hour, product, publisher, status and rejecting kind (each alert check adds what was decided since the last).';
 COMMENT ON TABLE iclear.lead_minutely IS 'Leads and rejects per minute, product and publisher: the reject-spike alert''s window (kept for the longest enabled window, two hours at least).';
 COMMENT ON TABLE iclear.service_minutely IS 'Lookups per minute, service, product and outcome: the vendor-failing alert''s window.';
-COMMENT ON FUNCTION iclear.rollup_minutely(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the per-minute aggregates.';
 COMMENT ON TABLE iclear.hourly_rollup IS 'How far the hourly aggregates are counted: through (added since the last check) and exact_through (whole hours counted again once over an hour old).';
 COMMENT ON TABLE iclear.service_hourly IS 'Service lookups per hour, service, outcome and source, with their cost.';
 COMMENT ON VIEW iclear.metrics IS 'Counters and gauges for monitoring: name, labels, value, help (docs/postgres_exporter.yml).';
@@ -175,7 +174,7 @@ COMMENT ON FUNCTION iclear.check_alerts() IS 'Checks every enabled alert rule, r
 COMMENT ON FUNCTION iclear.raise_alert(text,text,text,numeric,numeric,text,jsonb) IS 'Internal: records an alert once per kind, product, subject and period, and NOTIFYs iclear_alert.';
 COMMENT ON FUNCTION iclear.alert_rules_of(text) IS 'Internal: the enabled alert rules of a kind.';
 COMMENT ON FUNCTION iclear.refresh_hourly() IS 'Internal: adds to the hourly aggregates what was decided and looked up since the last check, and counts again each hour once over an hour old.';
-COMMENT ON FUNCTION iclear.rollup_hourly(timestamptz, timestamptz) IS 'Internal: adds the decisions and lookups of an interval to the hourly aggregates.';
+COMMENT ON FUNCTION iclear.rollup(timestamptz, timestamptz, boolean) IS 'Internal: adds the decisions and lookups of an interval to the hourly aggregates, and to the per-minute ones when asked (a check''s own interval).';
 COMMENT ON FUNCTION iclear.alert_rule_upsert() IS 'Trigger: an alert rule of a kind and product that exists is updated, not added (a restore).';
 COMMENT ON VIEW iclear.progress IS 'Long work as it runs (backtest, import_config, maintain, forget, rebuild_history): pid, command, product, done, total, started_at, updated_at.';
 COMMENT ON FUNCTION iclear.progress_slots() IS 'Internal: the backends'' progress slots iclear marked, with the owner''s rights.';
