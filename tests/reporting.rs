@@ -28,6 +28,8 @@ const NOT_REPORTS: &[&str] = &[
     "cap_lease_status",
     "store_status",
     "metrics",
+    // (the rows of filter_log and the decisions' steps: "filter_log rows")
+    "filter_log_all",
 ];
 
 fn psql(cl: &Cluster, file: &str, vars: &[String]) {
@@ -187,6 +189,22 @@ fn views_lead_info_and_backtest_match_the_golden_output() {
             rows(&mut c, &format!("SELECT to_jsonb(v) FROM iclear.{v} v")),
         ));
     }
+    // every filter-log row, wherever it is stored (a 0.6.0 decision holds
+    // its rules' outcomes: filter_log_all reads them with the table's rows)
+    let all: Option<String> = c
+        .query_one("SELECT to_regclass('iclear.filter_log_all')::text", &[])
+        .unwrap()
+        .get(0);
+    out.push((
+        "filter_log rows".into(),
+        rows(
+            &mut c,
+            &format!(
+                "SELECT to_jsonb(f) FROM {} f",
+                all.as_deref().unwrap_or("iclear.filter_log")
+            ),
+        ),
+    ));
     let infos = rows(
         &mut c,
         "SELECT iclear.lead_info(lead_id) FROM (SELECT DISTINCT lead_id FROM iclear.decision) d",
@@ -232,9 +250,9 @@ fn views_lead_info_and_backtest_match_the_golden_output() {
     let mut golden = String::new();
     for (name, lines) in &out {
         let text = lines.join("\n");
-        std::fs::write(dir.join(format!("{name}.txt")), &text).unwrap();
+        std::fs::write(dir.join(format!("{}.txt", name.replace(' ', "_"))), &text).unwrap();
         let md5: String = c.query_one("SELECT md5($1)", &[&text]).unwrap().get(0);
-        golden += &format!("{name} {} {md5}\n", lines.len());
+        golden += &format!("{} {} {md5}\n", name.replace(' ', "_"), lines.len());
     }
     let path = root.join("tests/golden/reporting.txt");
     if std::env::var("ICLEAR_GOLDEN").as_deref() == Ok("update") {
