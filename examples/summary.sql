@@ -14,7 +14,7 @@ SELECT iclear_decision -> 'rejected_by' ->> 'kind' AS by,
 \echo '== Top rules (from the filter log)'
 SELECT f.name AS rule, f.stage, count(*) AS matched,
        count(*) FILTER (WHERE f.outcome = 'reject') AS rejected
-  FROM iclear.filter_log f
+  FROM iclear.filter_log_all f
  WHERE f.kind = 'rule' AND f.lead_id IN (SELECT id::text FROM leads)
  GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 10;
 \echo '== Tags, routes and lists'

@@ -2364,6 +2364,35 @@ BEGIN
     RETURN n;
 END $$;
 
+-- lead_info shows the decision as the caller got it: the filter-log steps a
+-- 0.6.0 decision holds (`steps`) are in its `log`, through full_log.
+CREATE OR REPLACE FUNCTION iclear.lead_info(lead_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'lead_id', $1,
+        'decisions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   'at', d.created_at, 'stage', d.stage, 'status', d.status,
+                                   'envelope', d.envelope::jsonb, 'decision', d.decision::jsonb - 'steps') ORDER BY d.id)
+                                 FROM iclear.decision d WHERE d.lead_id = $1), '[]'),
+        'log', coalesce((SELECT jsonb_agg(to_jsonb(f) - 'lead_id' ORDER BY f.at, f.id)
+                           FROM iclear.full_log f WHERE f.lead_id = $1), '[]'),
+        'iclear_log', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                    'at', f.at, 'service', f.name, 'global_rule_id', f.ref_id,
+                                    'origin', f.origin, 'outcome', f.outcome, 'source', f.detail -> 'source',
+                                    'request', f.request::jsonb, 'response', f.response::jsonb)
+                                  ORDER BY f.at, f.id)
+                                  FROM iclear.filter_log f
+                                 WHERE f.lead_id = $1 AND f.kind = 'service'), '[]'),
+        'consent_evidence', coalesce((SELECT jsonb_agg(to_jsonb(e) - 'lead_id' ORDER BY e.id)
+                                        FROM iclear.consent_evidence e WHERE e.lead_id = $1), '[]'),
+        'feedback', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                  'kind', b.kind, 'reason', b.reason, 'reported_at', b.reported_at,
+                                  'reported_by', b.reported_by) ORDER BY b.id)
+                                FROM iclear.lead_feedback b WHERE b.lead_id = $1), '[]'),
+        'trace', (SELECT d.decision::jsonb -> 'trace' FROM iclear.decision d
+                   WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
+$$;
+
 -- worker_alive for every role that reads health (pg_stat_activity shows a
 -- backend's type only to its own role)
 CREATE OR REPLACE VIEW iclear.health AS
@@ -2530,6 +2559,119 @@ $$;
 CREATE VIEW iclear.progress AS
 SELECT s.pid, s.command, p.name AS product, s.done, s.total, s.started_at, s.updated_at
   FROM iclear.progress_slots() s LEFT JOIN iclear.product p ON p.id = s.product_id;
+-- Every filter-log row (issue 30): the rows of iclear.filter_log and the
+-- steps a decision holds. A rule's, a list's or a field's outcome is kept
+-- in the stored decision rather than as a row of its own, which cost about
+-- three times its bytes in WAL with its index entries
+-- (src/store/persist.rs `steps`): `[stage, origin, kind, ref_id, name,
+-- outcome, detail]`, or `[i, outcome]` for a matched rule that the
+-- decision's trace entry i tells (stage, rule_id, name, its actions as the
+-- detail; origin sync). Such a step has no id and shows at its decision's
+-- time. A 0.5.0 decision has no steps: its rows are in filter_log, counted
+-- once.
+CREATE VIEW iclear.filter_log_all AS
+SELECT f.id, f.lead_id, f.product_id, f.at, f.stage, f.origin, f.kind, f.ref_id, f.name, f.outcome,
+       f.request, f.response, f.detail
+  FROM iclear.filter_log f
+UNION ALL
+SELECT NULL::bigint, d.lead_id, d.product_id, d.created_at,
+       CASE WHEN x.t IS NULL THEN s ->> 0 ELSE x.t ->> 'stage' END,
+       CASE WHEN x.t IS NULL THEN s ->> 1 ELSE 'sync' END,
+       CASE WHEN x.t IS NULL THEN s ->> 2 ELSE 'rule' END,
+       (CASE WHEN x.t IS NULL THEN s ->> 3 ELSE x.t ->> 'rule_id' END)::bigint,
+       CASE WHEN x.t IS NULL THEN s ->> 4 ELSE x.t ->> 'name' END,
+       CASE WHEN x.t IS NULL THEN s ->> 5 ELSE s ->> 1 END,
+       NULL::json, NULL::json,
+       CASE WHEN x.t IS NOT NULL THEN json_build_object('actions', x.t -> 'actions')
+            WHEN json_typeof(s -> 6) <> 'null' THEN s -> 6 END
+  FROM iclear.decision d
+ CROSS JOIN LATERAL json_array_elements(d.decision -> 'steps') s
+ CROSS JOIN LATERAL (SELECT CASE WHEN json_array_length(s) = 2
+                                 THEN d.decision -> 'trace' -> ((s ->> 0)::int) END AS t) x;
+
+CREATE OR REPLACE VIEW iclear.full_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.stage, f.origin, f.kind, f.ref_id, f.name,
+       f.outcome, f.detail
+  FROM iclear.filter_log_all f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+UNION ALL
+SELECT NULL, d.lead_id, p.name, d.created_at, 'decision', 'sync', 'decision', NULL, NULL,
+       d.status, json_build_object('reason', d.decision -> 'reason', 'rejected_by', d.decision -> 'rejected_by')
+  FROM iclear.decision d
+  LEFT JOIN iclear.product p ON p.id = d.product_id;
+
+CREATE OR REPLACE VIEW iclear.pre_screen_reject_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
+       d.decision ->> 'reason' AS reason, d.envelope, f.kind
+  FROM iclear.filter_log_all f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN LATERAL (SELECT * FROM iclear.decision d WHERE d.lead_id = f.lead_id
+                      ORDER BY d.id DESC LIMIT 1) d ON true
+ WHERE f.stage = 'pre_validation' AND f.outcome = 'reject';
+
+CREATE OR REPLACE VIEW iclear.redirect_log AS
+SELECT f.id, f.lead_id, p.name AS product, f.at, f.ref_id AS rule_id, f.name AS rule_name,
+       f.origin, f.kind, f.outcome, f.detail
+  FROM iclear.filter_log_all f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+ WHERE f.stage = 'redirect';
+
+CREATE OR REPLACE VIEW iclear.shadow_report AS
+SELECT (f.at AT TIME ZONE 'UTC')::date AS day, p.name AS product, f.ref_id AS rule_id, f.name AS rule,
+       r.status,
+       count(DISTINCT f.lead_id) AS matched,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'reject') AS would_reject,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'pause') AS would_pause,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'change') AS would_change,
+       count(DISTINCT f.lead_id) FILTER (WHERE f.detail ->> 'would' = 'reject'
+                                           AND d.status = 'accepted') AS would_reject_accepted
+  FROM iclear.filter_log_all f
+  LEFT JOIN iclear.product p ON p.id = f.product_id
+  LEFT JOIN iclear.rule r ON r.id = f.ref_id
+  LEFT JOIN LATERAL (SELECT x.status FROM iclear.decision x WHERE x.lead_id = f.lead_id
+                      ORDER BY x.id DESC LIMIT 1) d ON true
+ WHERE f.kind = 'rule' AND f.outcome = 'shadow'
+ GROUP BY 1, 2, 3, 4, 5;
+
+CREATE OR REPLACE VIEW iclear.rule_quality AS
+WITH fb AS (
+    SELECT b.lead_id, bool_or(b.kind = 'return') AS returned, bool_or(b.kind = 'conversion') AS converted,
+           bool_or(b.kind = 'chargeback') AS charged_back, bool_or(b.kind = 'complaint') AS complained
+      FROM iclear.lead_feedback b GROUP BY b.lead_id),
+leads AS (
+    SELECT DISTINCT ON (d.lead_id) d.lead_id, d.product_id,
+           date_trunc('month', d.created_at AT TIME ZONE 'UTC')::date AS month
+      FROM iclear.decision d ORDER BY d.lead_id, d.id),
+base AS (
+    SELECT l.product_id, l.month, count(*) AS leads,
+           count(*) FILTER (WHERE fb.returned) AS returns,
+           count(*) FILTER (WHERE fb.converted) AS conversions
+      FROM leads l LEFT JOIN fb USING (lead_id) GROUP BY 1, 2),
+hits AS (
+    SELECT f.lead_id, f.ref_id AS rule_id,
+           bool_or(f.outcome = 'reject' OR (f.outcome = 'shadow' AND f.detail ->> 'would' = 'reject')) AS rejected,
+           bool_or(f.outcome = 'shadow') AS shadow
+      FROM iclear.filter_log_all f
+     WHERE f.kind = 'rule' AND f.outcome IN ('matched', 'reject', 'paused', 'shadow')
+     GROUP BY 1, 2)
+SELECT p.name AS product, h.rule_id, r.name AS rule, l.month, bool_or(h.shadow) AS shadow,
+       count(*) AS matched,
+       count(*) FILTER (WHERE h.rejected) AS rejected,
+       count(*) FILTER (WHERE fb.returned) AS returns,
+       count(*) FILTER (WHERE fb.converted) AS conversions,
+       count(*) FILTER (WHERE fb.charged_back) AS chargebacks,
+       count(*) FILTER (WHERE fb.complained) AS complaints,
+       round(count(*) FILTER (WHERE fb.returned)::numeric / count(*), 4) AS return_rate,
+       round(b.returns::numeric / nullif(b.leads, 0), 4) AS baseline_return_rate,
+       round(count(*) FILTER (WHERE fb.converted)::numeric / count(*), 4) AS conversion_rate,
+       round(b.conversions::numeric / nullif(b.leads, 0), 4) AS baseline_conversion_rate
+  FROM hits h
+  JOIN leads l USING (lead_id)
+  LEFT JOIN fb USING (lead_id)
+  JOIN base b ON b.product_id = l.product_id AND b.month = l.month
+  LEFT JOIN iclear.product p ON p.id = l.product_id
+  LEFT JOIN iclear.rule r ON r.id = h.rule_id
+ GROUP BY p.name, h.rule_id, r.name, l.month, b.leads, b.returns, b.conversions;
 
 -- (0.6.0: a product's and a global cap's time zone)
 CREATE OR REPLACE FUNCTION iclear.export_config(product text) RETURNS jsonb
@@ -3179,6 +3321,8 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END $$;
+-- every filter-log row, those a decision holds too: as filter_log
+GRANT SELECT ON iclear.filter_log_all TO iclear_operator, iclear_processor;
 
 COMMENT ON TABLE iclear.service_secret IS 'The whole endpoint of a service whose URL carries a secret (a user and password, query values); readable by iclear_admin alone. service.endpoint shows it masked.';
 COMMENT ON FUNCTION iclear.service_endpoint() IS 'Trigger: checks a service endpoint against the egress policy and keeps its secret parts in service_secret.';
@@ -3258,4 +3402,6 @@ COMMENT ON FUNCTION iclear.progress_command(bigint) IS 'Internal: the name of a 
 COMMENT ON FUNCTION iclear.progress_start(text,text,bigint) IS 'Internal: start reporting long work in this backend''s progress slot.';
 COMMENT ON FUNCTION iclear.progress_update(bigint,bigint) IS 'Internal: report steps done (a NOTICE about every 5 s).';
 COMMENT ON FUNCTION iclear.progress_end() IS 'Internal: end reporting.';
+COMMENT ON VIEW iclear.filter_log_all IS 'Every filter-log row: those of filter_log and the rule, list and validation steps a decision holds (no id; at is the decision''s time).';
+COMMENT ON TABLE iclear.filter_log IS 'One row per service answer, SMS and tracking step of a lead (and, before 0.6.0, each matched rule, list reject and cap skip: since then the decision holds those, read through filter_log_all); partitioned by month.';
 -- END since-0.5.0

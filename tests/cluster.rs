@@ -503,6 +503,27 @@ fn upgrades_from_every_released_version_match_a_fresh_install() {
             .unwrap()
             .get(0);
         assert_eq!(decisions, 3, "from {version}: the old decisions stay");
+        // the old lead's steps are the old rows, the new lead's its
+        // decision's (filter_log_all): each counted once
+        let steps: String = c
+            .query_one(
+                "SELECT string_agg(l || ':' || (SELECT count(*) FROM iclear.filter_log f
+                                                 WHERE f.lead_id = l AND f.kind IN ('rule', 'list', 'validation'))
+                                     || '/' || (SELECT count(*) FROM iclear.filter_log_all f
+                                                 WHERE f.lead_id = l AND f.kind IN ('rule', 'list', 'validation')),
+                                  ' ' ORDER BY n)
+                   FROM unnest(ARRAY['old-1', (SELECT max(id)::text FROM leads)]) WITH ORDINALITY AS x(l, n)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let (old, new) = steps.split_once(' ').unwrap();
+        let (old_rows, old_all) = old.split_once(':').unwrap().1.split_once('/').unwrap();
+        let (new_rows, new_all) = new.split_once(':').unwrap().1.split_once('/').unwrap();
+        assert!(
+            old_rows == old_all && new_rows == "0" && new_all != "0",
+            "from {version}: steps {steps}"
+        );
         let upgraded: String = c.query_one(CATALOG, &[]).unwrap().get(0);
         if let Some(d) = catalog_diff(&upgraded, &fresh) {
             panic!("the upgrade from {version} differs from a fresh install:\n {d}");

@@ -205,6 +205,27 @@ fn views_lead_info_and_backtest_match_the_golden_output() {
             ),
         ),
     ));
+    if all.is_some() {
+        // the point of the change: the rules' outcomes are not rows
+        let (table, held): (i64, i64) = {
+            let r = c
+                .query_one(
+                    "SELECT (SELECT count(*) FROM iclear.filter_log),
+                            (SELECT count(*) FROM iclear.filter_log_all WHERE id IS NULL)",
+                    &[],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        let rule_rows: i64 = c
+            .query_one("SELECT count(*) FROM iclear.filter_log WHERE kind IN ('rule', 'list', 'validation')", &[])
+            .unwrap()
+            .get(0);
+        assert!(
+            held > 1000 && rule_rows == 0,
+            "filter_log {table} rows ({rule_rows} of rules), steps {held}"
+        );
+    }
     let infos = rows(
         &mut c,
         "SELECT iclear.lead_info(lead_id) FROM (SELECT DISTINCT lead_id FROM iclear.decision) d",

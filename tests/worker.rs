@@ -402,7 +402,7 @@ fn a_global_cap_is_never_exceeded_by_concurrent_sessions() {
     assert_eq!(
         count(
             &mut c,
-            "SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"
+            "SELECT count(*) FROM iclear.filter_log_all WHERE outcome = 'cap_reached'"
         ),
         30
     );

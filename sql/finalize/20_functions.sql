@@ -1339,4 +1339,33 @@ BEGIN
     RETURN n;
 END $$;
 
+-- lead_info shows the decision as the caller got it: the filter-log steps a
+-- 0.6.0 decision holds (`steps`) are in its `log`, through full_log.
+CREATE OR REPLACE FUNCTION iclear.lead_info(lead_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'lead_id', $1,
+        'decisions', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                   'at', d.created_at, 'stage', d.stage, 'status', d.status,
+                                   'envelope', d.envelope::jsonb, 'decision', d.decision::jsonb - 'steps') ORDER BY d.id)
+                                 FROM iclear.decision d WHERE d.lead_id = $1), '[]'),
+        'log', coalesce((SELECT jsonb_agg(to_jsonb(f) - 'lead_id' ORDER BY f.at, f.id)
+                           FROM iclear.full_log f WHERE f.lead_id = $1), '[]'),
+        'iclear_log', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                    'at', f.at, 'service', f.name, 'global_rule_id', f.ref_id,
+                                    'origin', f.origin, 'outcome', f.outcome, 'source', f.detail -> 'source',
+                                    'request', f.request::jsonb, 'response', f.response::jsonb)
+                                  ORDER BY f.at, f.id)
+                                  FROM iclear.filter_log f
+                                 WHERE f.lead_id = $1 AND f.kind = 'service'), '[]'),
+        'consent_evidence', coalesce((SELECT jsonb_agg(to_jsonb(e) - 'lead_id' ORDER BY e.id)
+                                        FROM iclear.consent_evidence e WHERE e.lead_id = $1), '[]'),
+        'feedback', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                  'kind', b.kind, 'reason', b.reason, 'reported_at', b.reported_at,
+                                  'reported_by', b.reported_by) ORDER BY b.id)
+                                FROM iclear.lead_feedback b WHERE b.lead_id = $1), '[]'),
+        'trace', (SELECT d.decision::jsonb -> 'trace' FROM iclear.decision d
+                   WHERE d.lead_id = $1 ORDER BY d.id DESC LIMIT 1))
+$$;
+
 -- END since-0.5.0

@@ -283,4 +283,6 @@ BEGIN
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END $$;
+-- every filter-log row, those a decision holds too: as filter_log
+GRANT SELECT ON iclear.filter_log_all TO iclear_operator, iclear_processor;
 -- END since-0.5.0

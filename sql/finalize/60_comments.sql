@@ -182,4 +182,6 @@ COMMENT ON FUNCTION iclear.progress_command(bigint) IS 'Internal: the name of a 
 COMMENT ON FUNCTION iclear.progress_start(text,text,bigint) IS 'Internal: start reporting long work in this backend''s progress slot.';
 COMMENT ON FUNCTION iclear.progress_update(bigint,bigint) IS 'Internal: report steps done (a NOTICE about every 5 s).';
 COMMENT ON FUNCTION iclear.progress_end() IS 'Internal: end reporting.';
+COMMENT ON VIEW iclear.filter_log_all IS 'Every filter-log row: those of filter_log and the rule, list and validation steps a decision holds (no id; at is the decision''s time).';
+COMMENT ON TABLE iclear.filter_log IS 'One row per service answer, SMS and tracking step of a lead (and, before 0.6.0, each matched rule, list reject and cap skip: since then the decision holds those, read through filter_log_all); partitioned by month.';
 -- END since-0.5.0

@@ -26,7 +26,7 @@ pub struct Record<'a> {
 
 /// The log entries as the parameters of `LOG_ROWS`: one array per column
 /// (arrays cost less to hand over and unpack than a JSON document).
-fn log_columns(log: &[LogEntry]) -> [DatumWithOid<'static>; 9] {
+fn log_columns(log: &[&LogEntry]) -> [DatumWithOid<'static>; 9] {
     // JSON null is SQL NULL, as json_to_recordset made it
     // printed from the borrowed value (a json datum is its text)
     let json = |v: Option<&Value>| {
@@ -106,7 +106,7 @@ pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
     let mut types = vec![TEXT, INT8];
     types.extend(LOG_TYPES);
     let mut args: Vec<DatumWithOid> = vec![lead_id.into(), product_id.into()];
-    args.extend(log_columns(log));
+    args.extend(log_columns(&log.iter().collect::<Vec<_>>()));
     exec(
         "INSERT INTO iclear.filter_log (lead_id, product_id, stage, origin, kind, ref_id, name, outcome,
                                         detail, request, response)
@@ -119,7 +119,7 @@ pub fn save_log(lead_id: &str, product_id: i64, log: &[LogEntry]) {
 /// The latest non-error decision of `lead_id`: (envelope, decision).
 pub fn last_decision(lead_id: &str) -> Option<(Value, Value)> {
     let doc: pgrx::JsonB = super::query_value(
-        "SELECT jsonb_build_array(envelope, decision) FROM iclear.decision
+        "SELECT jsonb_build_array(envelope, decision::jsonb - 'steps') FROM iclear.decision
           WHERE lead_id = $1 AND status <> 'error' ORDER BY id DESC LIMIT 1",
         &[TEXT],
         &[lead_id.into()],
@@ -143,7 +143,7 @@ fn envelope_and_decision(doc: Value) -> Option<(Value, Value)> {
 /// errors left out.
 pub fn last_decision_of(lead_id: &str, product: &str) -> Option<(Value, Value)> {
     let doc: pgrx::JsonB = super::query_value(
-        "SELECT jsonb_build_array(d.envelope, d.decision) FROM iclear.decision d
+        "SELECT jsonb_build_array(d.envelope, d.decision::jsonb - 'steps') FROM iclear.decision d
            JOIN iclear.product p ON p.id = d.product_id
           WHERE d.lead_id = $1 AND p.name = $2 AND d.status <> 'error'
           ORDER BY d.id DESC LIMIT 1",
@@ -157,8 +157,21 @@ pub fn last_decision_of(lead_id: &str, product: &str) -> Option<(Value, Value)> 
 /// matched (`{"matched": [ids]}`) and the latest answer of each service
 /// (`{"services": {name: response}}`).
 pub fn processed_log(lead_id: &str) -> Value {
-    super::query_value::<pgrx::JsonB>(
-        "SELECT jsonb_build_object(
+    // a rule's outcome is a step of the decision since 0.6.0
+    static WITH_STEPS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        PROCESSED_LOG.replacen("iclear.filter_log f", "iclear.filter_log_all f", 1)
+    });
+    let sql = if super::config::schema_at_least(6) {
+        WITH_STEPS.as_str()
+    } else {
+        PROCESSED_LOG
+    };
+    super::query_value::<pgrx::JsonB>(sql, &[TEXT], &[lead_id.into()])
+        .map(|j| j.0)
+        .unwrap_or(Value::Null)
+}
+
+const PROCESSED_LOG: &str = "SELECT jsonb_build_object(
            'matched', coalesce((SELECT jsonb_agg(DISTINCT f.ref_id) FROM iclear.filter_log f
                                  WHERE f.lead_id = $1 AND f.kind = 'rule' AND f.origin <> 'redirect'
                                    AND f.outcome IN ('matched', 'reject', 'paused')), '[]'),
@@ -166,23 +179,71 @@ pub fn processed_log(lead_id: &str) -> Value {
                                    SELECT DISTINCT ON (f.name) f.name, f.response::jsonb AS response
                                      FROM iclear.filter_log f
                                     WHERE f.lead_id = $1 AND f.kind = 'service' AND f.response IS NOT NULL
-                                    ORDER BY f.name, f.at DESC, f.id DESC) s), '{}'))",
-        &[TEXT],
-        &[lead_id.into()],
+                                    ORDER BY f.name, f.at DESC, f.id DESC) s), '{}'))";
+
+/// A filter-log row the decision holds instead (`steps`, read through
+/// `iclear.filter_log_all`): a rule's, a list's or a field's outcome. Such a
+/// row is small and written for most leads, and a row of its own cost
+/// about 350 B of WAL with its index entries, against about 100 B in the
+/// decision (docs/performance.md). Service answers, SMS and tracking steps
+/// stay rows: they carry requests and answers, and the per-service reports
+/// read them by time.
+fn held_by_decision(e: &LogEntry) -> bool {
+    matches!(e.kind, "rule" | "list" | "validation") && e.request.is_none() && e.response.is_none()
+}
+
+/// The steps a decision holds: `[stage, origin, kind, ref_id, name,
+/// outcome, detail]` each (the columns of filter_log they stand for), or
+/// `[i, outcome]` for a rule's step that the decision's trace already
+/// tells but for its outcome (`trace_index`): most steps, at a tenth of the
+/// bytes. `iclear.filter_log_all` reads both forms.
+fn steps(log: &[&LogEntry], trace: Option<&Value>) -> Value {
+    let trace = trace.and_then(Value::as_array);
+    Value::Array(
+        log.iter()
+            .map(|e| match trace_index(e, trace) {
+                Some(i) => serde_json::json!([i, e.outcome]),
+                None => serde_json::json!([
+                    e.stage, e.origin, e.kind, e.ref_id, e.name, e.outcome, e.detail
+                ]),
+            })
+            .collect(),
     )
-    .map(|j| j.0)
-    .unwrap_or(Value::Null)
+}
+
+/// The index of the trace entry that says all that a rule's step says but
+/// its outcome: the rule matched, at this stage, under this name, and ran
+/// exactly these actions, in a lead processed in its own transaction
+/// (origin `sync`). Checked field by field, so a step is never read back
+/// other than it was.
+fn trace_index(e: &LogEntry, trace: Option<&Vec<Value>>) -> Option<usize> {
+    if e.kind != "rule" || e.origin != "sync" {
+        return None;
+    }
+    let actions = match e.detail.as_object() {
+        Some(o) if o.len() == 1 => o.get("actions")?,
+        _ => return None,
+    };
+    trace?.iter().position(|t| {
+        t["matched"] == true
+            && t["rule_id"].as_i64() == e.ref_id
+            && t["stage"] == e.stage
+            && t["name"].as_str() == e.name.as_deref()
+            && &t["actions"] == actions
+    })
 }
 
 /// The decision as stored: what the envelope already holds (`fields` and
 /// `params` that no action changed) and empty values (null, false, [], {})
-/// are left out. The caller gets the whole decision; readers of the stored
-/// one (lead_info, process_redirect) take the rest from the envelope.
-fn stored_decision(decision: &Value, envelope: &Value) -> String {
+/// are left out, and the filter-log steps it holds are added (`steps`).
+/// The caller gets the whole decision, without `steps`; readers of the
+/// stored one (lead_info, process_redirect) take the rest from the envelope.
+fn stored_decision(decision: &Value, envelope: &Value, held: &[&LogEntry]) -> String {
     let Some(d) = decision.as_object() else {
         return decision.to_string();
     };
-    let kept: BTreeMap<&str, &Value> = d
+    let steps = (!held.is_empty()).then(|| steps(held, d.get("trace")));
+    let mut kept: BTreeMap<&str, &Value> = d
         .iter()
         .filter(|(k, v)| match v {
             Value::Null | Value::Bool(false) => false,
@@ -196,6 +257,9 @@ fn stored_decision(decision: &Value, envelope: &Value) -> String {
         })
         .map(|(k, v)| (k.as_str(), v))
         .collect();
+    if let Some(steps) = &steps {
+        kept.insert("steps", steps);
+    }
     serde_json::to_string(&kept).unwrap_or_else(|_| decision.to_string())
 }
 
@@ -286,6 +350,13 @@ fn json_param(v: Option<&Value>) -> DatumWithOid<'static> {
 /// increments and its cap slots (each statement costs an executor
 /// start-up); the other effects follow.
 pub fn save(r: &Record) {
+    // a schema older than 0.6.0 (until ALTER EXTENSION UPDATE) has no
+    // filter_log_all to read a decision's steps through: rows for all
+    let (rows, held): (Vec<&LogEntry>, Vec<&LogEntry>) = if super::config::schema_at_least(6) {
+        r.log.iter().partition(|e| !held_by_decision(e))
+    } else {
+        (r.log.iter().collect(), Vec::new())
+    };
     let mut types = vec![TEXT, INT8, TEXT, TEXT, JSON, JSON];
     let mut args: Vec<DatumWithOid> = vec![
         r.lead_id.into(),
@@ -293,12 +364,12 @@ pub fn save(r: &Record) {
         r.stage.into(),
         r.status.into(),
         json_datum(r.envelope.to_string()),
-        json_datum(stored_decision(r.decision, r.envelope)),
+        json_datum(stored_decision(r.decision, r.envelope, &held)),
     ];
     if !super::config::schema_at_least(5) {
         // a 0.4.0 (or older) schema, until ALTER EXTENSION UPDATE
         types.extend(LOG_TYPES);
-        args.extend(log_columns(r.log));
+        args.extend(log_columns(&rows));
         exec(
             "WITH d AS (INSERT INTO iclear.decision (lead_id, product_id, stage, status, envelope, decision)
                         VALUES ($1, $2, $3, $4, $5, $6))
@@ -324,12 +395,12 @@ pub fn save(r: &Record) {
         }
     }
     let caps = super::caps::take_unwritten();
-    if r.log.len() > MAX_SHAPED_LOG_ROWS
+    if rows.len() > MAX_SHAPED_LOG_ROWS
         || counters.len() > MAX_SHAPED_OTHER_ROWS
         || caps.len() > MAX_SHAPED_OTHER_ROWS
     {
         types.extend(LOG_TYPES);
-        args.extend(log_columns(r.log));
+        args.extend(log_columns(&rows));
         types.extend([TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY]);
         args.extend([
             counters.iter().map(|c| c.0).collect::<Vec<_>>().into(),
@@ -345,7 +416,7 @@ pub fn save(r: &Record) {
         ]);
         exec(SAVE_UNNESTED, &types, &args);
     } else {
-        for e in r.log {
+        for e in &rows {
             types.extend([TEXT, TEXT, TEXT, INT8, TEXT, TEXT, JSON, JSON, JSON]);
             args.extend([
                 e.stage.into(),
@@ -373,7 +444,7 @@ pub fn save(r: &Record) {
             ]);
         }
         exec(
-            save_statement(r.log.len(), counters.len(), caps.len()),
+            save_statement(rows.len(), counters.len(), caps.len()),
             &types,
             &args,
         );

@@ -33,7 +33,7 @@ fn shadow_rules_are_logged_never_applied_and_promoted_by_update() {
         "the decision is as if the shadow rule did not exist: {d}"
     );
     lead("S2", "CA");
-    let log = json("SELECT to_jsonb(f) FROM iclear.filter_log f WHERE outcome = 'shadow'");
+    let log = json("SELECT to_jsonb(f) FROM iclear.filter_log_all f WHERE outcome = 'shadow'");
     assert_eq!(
         (log["lead_id"].as_str(), log["ref_id"].as_i64()),
         (Some("S1"), Some(draft))
@@ -46,7 +46,7 @@ fn shadow_rules_are_logged_never_applied_and_promoted_by_update() {
         "no action ran"
     );
     assert_eq!(
-        int("SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"),
+        int("SELECT count(*) FROM iclear.filter_log_all WHERE outcome = 'cap_reached'"),
         0
     );
     let report = json("SELECT to_jsonb(r) FROM iclear.shadow_report r");

@@ -97,7 +97,7 @@ fn a_confirmed_phone_resumes_the_paused_lead_and_its_row() {
         int("SELECT coalesce(sum(value), 0)::int8 FROM iclear.counter WHERE name = 'seen'"),
         1
     );
-    assert_eq!(int("SELECT count(*) FROM iclear.filter_log WHERE lead_id = '7' AND outcome = 'cap_reached'"), 0);
+    assert_eq!(int("SELECT count(*) FROM iclear.filter_log_all WHERE lead_id = '7' AND outcome = 'cap_reached'"), 0);
     assert_eq!(int("SELECT count(*) FROM iclear.paused_lead"), 0);
     assert_eq!(
         text("SELECT outcome FROM iclear.filter_log WHERE lead_id = '7' AND kind = 'verification' ORDER BY id DESC LIMIT 1").unwrap(),

@@ -123,7 +123,7 @@ fn rules_run_by_stage_and_the_cache_follows_changes() {
     ));
     assert_eq!(process(lead)["status"], "accepted");
     assert!(
-        int("SELECT count(*) FROM iclear.filter_log WHERE kind = 'rule' AND outcome = 'reject'")
+        int("SELECT count(*) FROM iclear.filter_log_all WHERE kind = 'rule' AND outcome = 'reject'")
             == 1
     );
 }

@@ -38,7 +38,7 @@ fn monthly_and_per_source_limits_at_the_limit() {
     assert_eq!(tags("C3", 11), json!(["s"]), "the month's two are taken");
     assert_eq!(tags("C4", 11), json!([]));
     assert_eq!(
-        int("SELECT count(*) FROM iclear.filter_log WHERE outcome = 'cap_reached'"),
+        int("SELECT count(*) FROM iclear.filter_log_all WHERE outcome = 'cap_reached'"),
         4,
         "C2 one, C3 one, C4 both"
     );
