@@ -717,7 +717,7 @@ ALTER TABLE iclear.global_cap ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
 -- (sms_key), which its digests need; iclear.rebuild_history fills it from
 -- the decisions for a new, longer window.
 CREATE TABLE iclear.lead_history (
-    key        text NOT NULL,
+    key        bigint NOT NULL,
     at         timestamptz NOT NULL,
     product_id bigint NOT NULL,
     status     text NOT NULL

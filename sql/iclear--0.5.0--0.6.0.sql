@@ -57,7 +57,7 @@ CREATE FUNCTION iclear."rebuild_history"("product" TEXT, "since" timestamp with 
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'rebuild_history_wrapper';
-CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RETURNS TEXT[]
+CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RETURNS bigint[]
 STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'erasure_history_digests_wrapper';
@@ -135,7 +135,7 @@ ALTER TABLE iclear.global_cap ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
 -- (sms_key), which its digests need; iclear.rebuild_history fills it from
 -- the decisions for a new, longer window.
 CREATE TABLE iclear.lead_history (
-    key        text NOT NULL,
+    key        bigint NOT NULL,
     at         timestamptz NOT NULL,
     product_id bigint NOT NULL,
     status     text NOT NULL

@@ -358,7 +358,7 @@ fn rebuild_history(product: &str, since: pgrx::datum::TimestampWithTimeZone) -> 
 
 /// Internal (forget): the history digests a consumer's email and phone make.
 #[pg_extern(stable, parallel_safe)]
-fn erasure_history_digests(email: Option<&str>, phone: Option<&str>) -> Vec<String> {
+fn erasure_history_digests(email: Option<&str>, phone: Option<&str>) -> Vec<i64> {
     store::history::erasure_digests(email, phone)
 }
 

@@ -57,7 +57,7 @@ CREATE FUNCTION iclear."rebuild_history"("product" TEXT, "since" timestamp with 
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'rebuild_history_wrapper';
-CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RETURNS TEXT[]
+CREATE FUNCTION iclear."erasure_history_digests"("email" TEXT, "phone" TEXT) RETURNS bigint[]
 STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'erasure_history_digests_wrapper';

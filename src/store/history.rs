@@ -4,7 +4,7 @@
 //! history"). A reader and a writer of one key take its lock, so of two
 //! leads with the same values in flight the second sees the first.
 
-use super::probe::{self, text_datum};
+use super::probe;
 use super::{exec, query_value, INT8, TEXT};
 use iclear_engine::facts::HistoryQuery;
 use iclear_engine::history::HistoryScope;
@@ -40,7 +40,7 @@ fn secret() -> Vec<u8> {
 
 /// The keyed digest a key's values are kept under (`history::digest`,
 /// with the install's secret).
-pub fn digest(key: &str, values: &[String]) -> String {
+pub fn digest(key: &str, values: &[String]) -> i64 {
     iclear_engine::history::digest(&secret(), key, values)
 }
 
@@ -49,13 +49,17 @@ pub fn digest(key: &str, values: &[String]) -> String {
 /// wait for its rows of the key to settle. The wait is polled and bounded by
 /// `iclear.counter_lock_wait`, as for counters: two multi-row transactions
 /// meeting two keys in opposite orders wait that long, never deadlock.
-fn settle(digest: &str) {
+fn settle(digest: i64) {
     let started = std::time::Instant::now();
     let wait = crate::gucs::counter_lock_wait();
-    super::wait_xact_lock(LOCK_HISTORY, &[digest], wait.as_millis() as u64);
+    super::wait_xact_lock(
+        LOCK_HISTORY,
+        &[&digest.to_string()],
+        wait.as_millis() as u64,
+    );
     if super::bulk_writers_open() {
         if let Some(t) = probe::target(c"lead_history", c"lead_history_key") {
-            let keys = [(pg_sys::F_TEXTEQ, text_datum(digest))];
+            let keys = [(pg_sys::F_INT8EQ, pg_sys::Datum::from(digest))];
             super::poll(wait.saturating_sub(started.elapsed()), || {
                 probe::dirty(&t, &keys) != probe::Found::BeingWritten
             });
@@ -67,7 +71,7 @@ fn settle(digest: &str) {
 /// key's lock with a fresh snapshot (`store::latest`).
 pub fn count(q: &HistoryQuery) -> i64 {
     let d = digest(q.key, q.values);
-    settle(&d);
+    settle(d);
     let statuses = format!("{{{}}}", q.window.statuses.join(","));
     let (product, products): (Option<i64>, Option<String>) = match &q.window.scope {
         HistoryScope::Product => (Some(q.product_id), None),
@@ -77,7 +81,7 @@ pub fn count(q: &HistoryQuery) -> i64 {
             Some(serde_json::Value::from(names.clone()).to_string()),
         ),
     };
-    if let Some(n) = probed_count(&d, q) {
+    if let Some(n) = probed_count(d, q) {
         return n;
     }
     super::latest(|| {
@@ -91,9 +95,9 @@ pub fn count(q: &HistoryQuery) -> i64 {
                         SELECT p.id FROM iclear.product p
                          WHERE p.name IN (SELECT jsonb_array_elements_text($5::jsonb))))
                  LIMIT $6) x",
-            &[TEXT, INT8, TEXT, INT8, TEXT, INT8],
+            &[INT8, INT8, TEXT, INT8, TEXT, INT8],
             &[
-                d.as_str().into(),
+                d.into(),
                 q.window.seconds.into(),
                 statuses.as_str().into(),
                 product.into(),
@@ -112,7 +116,7 @@ pub fn count(q: &HistoryQuery) -> i64 {
 /// its statuses, in the lead's product for the `product` scope. None for a
 /// `products` scope (the statement resolves the names) or when the
 /// processor may not read the table (the statement raises the error).
-fn probed_count(digest: &str, q: &HistoryQuery) -> Option<i64> {
+fn probed_count(digest: i64, q: &HistoryQuery) -> Option<i64> {
     let product = match &q.window.scope {
         HistoryScope::Product => Some(q.product_id),
         HistoryScope::All => None,
@@ -129,7 +133,7 @@ fn probed_count(digest: &str, q: &HistoryQuery) -> Option<i64> {
         .saturating_sub(q.window.seconds.saturating_mul(1_000_000));
     Some(probe::with_snapshot(probe::Snap::Latest, || {
         let mut p = probe::Probe::open(&t, 1);
-        p.seek(&[(pg_sys::F_TEXTEQ, text_datum(digest))]);
+        p.seek(&[(pg_sys::F_INT8EQ, pg_sys::Datum::from(digest))]);
         let mut n = 0;
         while n < MAX_COUNTED && p.next() {
             let counted = p.get::<i64>(at).is_some_and(|a| a > since)
@@ -143,17 +147,25 @@ fn probed_count(digest: &str, q: &HistoryQuery) -> Option<i64> {
     }))
 }
 
+/// The digest a lead is recorded under, after its key's lock (waited for,
+/// bounded): a row written after it is seen by the next reader of the key.
+/// `persist::save` writes the row with the decision.
+pub fn locked_digest(key: &str, values: &[String]) -> i64 {
+    let d = digest(key, values);
+    let wait = crate::gucs::counter_lock_wait();
+    super::wait_xact_lock(LOCK_HISTORY, &[&d.to_string()], wait.as_millis() as u64);
+    d
+}
+
 /// Record a decided lead under a key, in its transaction (a lead that
 /// rolls back leaves no row): after the key's lock, which a reader of the
 /// key then waits for.
 pub fn record(product_id: i64, status: &str, key: &str, values: &[String]) {
-    let d = digest(key, values);
-    let wait = crate::gucs::counter_lock_wait();
-    super::wait_xact_lock(LOCK_HISTORY, &[&d], wait.as_millis() as u64);
+    let d = locked_digest(key, values);
     exec(
         "INSERT INTO iclear.lead_history (key, product_id, status, at) VALUES ($1, $2, $3, now())",
-        &[TEXT, INT8, TEXT],
-        &[d.as_str().into(), product_id.into(), status.into()],
+        &[INT8, INT8, TEXT],
+        &[d.into(), product_id.into(), status.into()],
     );
 }
 
@@ -181,7 +193,7 @@ pub fn keys() -> Vec<Vec<String>> {
 /// keys whose every field is an email or a phone field, by name), for
 /// `iclear.forget`. A key with another field (an IP, a device) cannot be
 /// made from them: its rows go when their window ends.
-pub fn erasure_digests(email: Option<&str>, phone: Option<&str>) -> Vec<String> {
+pub fn erasure_digests(email: Option<&str>, phone: Option<&str>) -> Vec<i64> {
     let value = |field: &str| -> Option<String> {
         let lower = field.to_ascii_lowercase();
         let raw = if lower.contains("phone") {
@@ -255,11 +267,9 @@ pub fn rebuild(product_id: i64, since: pgrx::datum::TimestampWithTimeZone) -> i6
                     exec(
                         "INSERT INTO iclear.lead_history (key, product_id, status, at)
                          VALUES ($1, $2, $3, $4::timestamptz)",
-                        &[TEXT, INT8, TEXT, TEXT],
+                        &[INT8, INT8, TEXT, TEXT],
                         &[
-                            digest(&iclear_engine::history::key_name(k), &values)
-                                .as_str()
-                                .into(),
+                            digest(&iclear_engine::history::key_name(k), &values).into(),
                             product_id.into(),
                             r[2].as_str().unwrap_or("accepted").into(),
                             r[1].as_str().unwrap_or_default().into(),

@@ -269,18 +269,22 @@ fn stored_decision(decision: &Value, envelope: &Value, held: &[&LogEntry]) -> St
 const MAX_SHAPED_LOG_ROWS: usize = 32;
 const MAX_SHAPED_OTHER_ROWS: usize = 8;
 
+/// A saving statement's shape: its log, counter, cap and history rows.
+type RowCounts = (usize, usize, usize, usize);
+
 /// The statement that saves a decision with `log` filter-log rows, `counters`
-/// counter increments and `caps` cap slots: a VALUES row each, after the
-/// decision's 6 parameters (9 per log row, 3 per increment, 4 per slot).
-/// A VALUES list costs less to run than `unnest` over arrays, and a table
-/// the lead writes nothing to is not named (it would be opened all the same).
-fn save_statement(log: usize, counters: usize, caps: usize) -> &'static str {
+/// counter increments, `caps` cap slots and `history` history rows: a
+/// VALUES row each, after the decision's 6 parameters (9 per log row, 3 per
+/// increment, 4 per slot, 2 per history row). A VALUES list costs less to
+/// run than `unnest` over arrays, and a table the lead writes nothing to is
+/// not named (it would be opened all the same).
+fn save_statement(log: usize, counters: usize, caps: usize, history: usize) -> &'static str {
     thread_local! {
-        static MADE: RefCell<HashMap<(usize, usize, usize), &'static str>> =
+        static MADE: RefCell<HashMap<RowCounts, &'static str>> =
             RefCell::new(HashMap::new());
     }
     MADE.with_borrow_mut(|made| {
-        *made.entry((log, counters, caps)).or_insert_with(|| {
+        *made.entry((log, counters, caps, history)).or_insert_with(|| {
             let mut n = 6;
             // `count` rows of `width` parameters each, numbered on from `n`
             let mut rows = |count: usize, width: usize| {
@@ -300,6 +304,15 @@ fn save_statement(log: usize, counters: usize, caps: usize) -> &'static str {
             let log_rows = rows(log, 9);
             let counter_rows = rows(counters, 3);
             let cap_rows = rows(caps, 4);
+            // each history row's product is the decision's ($2), at now()
+            let history_rows = (0..history)
+                .map(|_| {
+                    let row = format!("(${}, $2, ${}, now())", n + 1, n + 2);
+                    n += 2;
+                    row
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             if counters > 0 {
                 sql += &format!(
                     ", c AS (INSERT INTO iclear.counter_delta (name, key, by) VALUES {counter_rows})"
@@ -308,6 +321,11 @@ fn save_statement(log: usize, counters: usize, caps: usize) -> &'static str {
             if caps > 0 {
                 sql += &format!(
                     ", u AS (INSERT INTO iclear.cap_use (scope, ref_id, period, bucket) VALUES {cap_rows})"
+                );
+            }
+            if history > 0 {
+                sql += &format!(
+                    ", h AS (INSERT INTO iclear.lead_history (key, product_id, status, at) VALUES {history_rows})"
                 );
             }
             if log > 0 {
@@ -416,6 +434,29 @@ pub fn save(r: &Record) {
         ]);
         exec(SAVE_UNNESTED, &types, &args);
     } else {
+        // the history rows go with the decision (one statement less), after
+        // their keys' locks (a 0.5.0 schema has no history)
+        let mut history = Vec::new();
+        if r.product_id.is_some() && super::config::schema_at_least(6) {
+            let (recorded, rest): (Vec<&Effect>, Vec<&Effect>) = others
+                .into_iter()
+                .partition(|e| matches!(e, Effect::RecordHistory { .. }));
+            others = rest;
+            if recorded.len() > MAX_SHAPED_OTHER_ROWS {
+                others.extend(recorded);
+            } else {
+                for e in recorded {
+                    if let Effect::RecordHistory {
+                        key,
+                        values,
+                        status,
+                    } = e
+                    {
+                        history.push((super::history::locked_digest(key, values), *status));
+                    }
+                }
+            }
+        }
         for e in &rows {
             types.extend([TEXT, TEXT, TEXT, INT8, TEXT, TEXT, JSON, JSON, JSON]);
             args.extend([
@@ -443,8 +484,12 @@ pub fn save(r: &Record) {
                 bucket.as_str().into(),
             ]);
         }
+        for (digest, status) in &history {
+            types.extend([INT8, TEXT]);
+            args.extend([(*digest).into(), (*status).into()]);
+        }
         exec(
-            save_statement(rows.len(), counters.len(), caps.len()),
+            save_statement(rows.len(), counters.len(), caps.len(), history.len()),
             &types,
             &args,
         );
