@@ -32,34 +32,20 @@ const NOT_REPORTS: &[&str] = &[
     "filter_log_all",
 ];
 
-fn psql(cl: &Cluster, file: &str, vars: &[String]) {
-    let port = cl.port_arg();
-    let mut args = vec![
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-U",
-        "postgres",
-        "-d",
-        DB,
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-f",
-        file,
-    ];
+fn psql(cl: &Cluster, file: &str, vars: &[String]) -> Vec<u8> {
+    let mut args = cl.conn_args(DB);
+    args.extend(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", file].map(String::from));
     for v in vars {
-        args.push("-v");
-        args.push(v);
+        args.extend(["-v".to_string(), v.clone()]);
     }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = client("psql", &args);
     assert!(
         out.status.success(),
         "psql -f {file}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// The sandbox's address, which differs from run to run.
@@ -235,35 +221,10 @@ fn views_lead_info_and_backtest_match_the_golden_output() {
         .map(|s| sorted_log(serde_json::from_str(&s).unwrap()).to_string())
         .collect();
     out.push(("lead_info".into(), infos));
-    // the demo's backtest (buyers' feedback, then a draft rule) and the
-    // redirect rules' view of each lead's log
-    let bt = client(
-        "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cl.port_arg(),
-            "-U",
-            "postgres",
-            "-d",
-            DB,
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            &ex("backtest.sql"),
-        ],
-    );
-    assert!(
-        bt.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bt.stderr)
-    );
+    // the demo's backtest (buyers' feedback, then a draft rule)
+    let bt = psql(&cl, &ex("backtest.sql"), &[]);
     let bt: Value =
-        serde_json::from_slice(&bt.stdout[bt.stdout.iter().position(|b| *b == b'{').unwrap()..])
-            .unwrap();
+        serde_json::from_slice(&bt[bt.iter().position(|b| *b == b'{').unwrap()..]).unwrap();
     out.push(("backtest".into(), vec![normalize(bt).to_string()]));
 
     let dir = root.join("target/reporting");

@@ -236,6 +236,22 @@ impl Cluster {
         );
     }
 
+    /// A client binary's arguments to connect to `db` as postgres.
+    pub fn conn_args(&self, db: &str) -> Vec<String> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port_arg(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     pub fn port_arg(&self) -> String {
         self.port.to_string()
     }
