@@ -51,12 +51,7 @@ pub fn digest(key: &str, values: &[String]) -> i64 {
 /// meeting two keys in opposite orders wait that long, never deadlock.
 fn settle(digest: i64) {
     let started = std::time::Instant::now();
-    let wait = crate::gucs::counter_lock_wait();
-    super::wait_xact_lock(
-        LOCK_HISTORY,
-        &[&digest.to_string()],
-        wait.as_millis() as u64,
-    );
+    let wait = lock(digest);
     if super::bulk_writers_open() {
         if let Some(t) = probe::target(c"lead_history", c"lead_history_key") {
             let keys = [(pg_sys::F_INT8EQ, pg_sys::Datum::from(digest))];
@@ -72,6 +67,9 @@ fn settle(digest: i64) {
 pub fn count(q: &HistoryQuery) -> i64 {
     let d = digest(q.key, q.values);
     settle(d);
+    if let Some(n) = probed_count(d, q) {
+        return n;
+    }
     let statuses = format!("{{{}}}", q.window.statuses.join(","));
     let (product, products): (Option<i64>, Option<String>) = match &q.window.scope {
         HistoryScope::Product => (Some(q.product_id), None),
@@ -81,9 +79,6 @@ pub fn count(q: &HistoryQuery) -> i64 {
             Some(serde_json::Value::from(names.clone()).to_string()),
         ),
     };
-    if let Some(n) = probed_count(d, q) {
-        return n;
-    }
     super::latest(|| {
         query_value::<i64>(
             "SELECT count(*) FROM (
@@ -152,9 +147,20 @@ fn probed_count(digest: i64, q: &HistoryQuery) -> Option<i64> {
 /// `persist::save` writes the row with the decision.
 pub fn locked_digest(key: &str, values: &[String]) -> i64 {
     let d = digest(key, values);
-    let wait = crate::gucs::counter_lock_wait();
-    super::wait_xact_lock(LOCK_HISTORY, &[&d.to_string()], wait.as_millis() as u64);
+    lock(d);
     d
+}
+
+/// Take the lock of the key under `digest`, waiting up to
+/// `iclear.counter_lock_wait` (returned) for the lead in flight that holds it.
+fn lock(digest: i64) -> std::time::Duration {
+    let wait = crate::gucs::counter_lock_wait();
+    super::wait_xact_lock(
+        LOCK_HISTORY,
+        &[&digest.to_string()],
+        wait.as_millis() as u64,
+    );
+    wait
 }
 
 /// Record a decided lead under a key, in its transaction (a lead that
